@@ -1,0 +1,23 @@
+"""`lendnet`: the command line. Each command group lives in its own module."""
+from __future__ import annotations
+
+import click
+
+from .loan import loan
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="lendnet")
+def main():
+    """lendnet: a peer-to-peer microlending network.
+
+    Full nodes agree on signed loan transactions with PBFT-style consensus, keep a
+    replicated ledger, and run lending agreements in a deterministic contract VM.
+    Amounts are integers in minor units (1 LND = 100 minor units).
+    """
+
+
+main.add_command(loan)
+
+if __name__ == "__main__":
+    main()

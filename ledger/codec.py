@@ -1,0 +1,69 @@
+"""The one canonical encoding of every signed or hashed object.
+
+Canonical msgpack: only None, bool, int, bytes, str, list and str-keyed maps; maps are
+written with their keys sorted; integers take msgpack's shortest form (which msgpack
+already guarantees). The same object therefore always gives the same bytes, and a
+decoded object re-encodes to the bytes it came from — `decode` checks that, so a
+signature or hash can never be made to cover two different byte strings.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import msgpack
+
+MAX_INT = 2**64 - 1
+MIN_INT = -(2**63)
+
+
+class EncodingError(ValueError):
+    """An object that has no canonical encoding, or bytes that are not canonical."""
+
+
+def _canonical(obj, depth=0):
+    # Maps are rebuilt with sorted keys; everything else is checked for an allowed type.
+    if depth > 32:
+        raise EncodingError("nesting deeper than 32")
+    t = type(obj)
+    if t is int:
+        if not MIN_INT <= obj <= MAX_INT:
+            raise EncodingError(f"integer {obj} outside the 64-bit range")
+        return obj
+    if t is bytes or t is str or obj is None or t is bool:
+        return obj
+    if t is list or t is tuple:
+        return [_canonical(x, depth + 1) for x in obj]
+    if t is dict:
+        for k in obj:
+            if type(k) is not str:
+                raise EncodingError(f"map key {k!r} is not a string")
+        return {k: _canonical(obj[k], depth + 1) for k in sorted(obj)}
+    raise EncodingError(f"type {t.__name__} has no canonical encoding")
+
+
+def encode(obj) -> bytes:
+    return msgpack.packb(_canonical(obj), use_bin_type=True)
+
+
+def decode(data: bytes, max_size: int = 1 << 20):
+    """Decode canonical msgpack; reject anything that would not re-encode identically."""
+    if len(data) > max_size:
+        raise EncodingError(f"{len(data)} bytes is over the {max_size}-byte limit")
+    try:
+        obj = msgpack.unpackb(data, raw=False, strict_map_key=True, use_list=True,
+                              max_bin_len=max_size, max_str_len=max_size,
+                              max_array_len=65536, max_map_len=65536)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError) as e:
+        raise EncodingError(f"not valid msgpack: {e}") from None
+    if encode(obj) != data:
+        raise EncodingError("not in canonical form")
+    return obj
+
+
+def digest(data: bytes) -> bytes:
+    return hashlib.sha256(data).digest()
+
+
+def hash_obj(obj) -> bytes:
+    return hashlib.sha256(encode(obj)).digest()

@@ -1,0 +1,70 @@
+"""What a running contract may touch in the ledger: the VM's host, bound to one call.
+
+Every write goes through the ledger's journaled tables, so when the VM traps the ledger
+rolls the whole call back; nothing here buffers or undoes anything itself.
+"""
+from __future__ import annotations
+
+from contracts.vm import ContractError
+
+from . import keys
+
+MAX_STORED_INT = 2**63 - 1
+MIN_STORED_INT = -(2**63)
+
+
+class ContractHost:
+    __slots__ = ("ledger", "height", "time", "caller", "self_address", "value", "_addr")
+
+    def __init__(self, ledger, address: str, caller: str, value: int):
+        self.ledger = ledger
+        self.height = ledger.height
+        self.time = ledger.time
+        self.caller = caller.encode()
+        self._addr = address
+        self.self_address = address.encode()
+        self.value = value
+
+    def storage_get(self, key: bytes):
+        return self.ledger.state.storage.get((self._addr, key))
+
+    def storage_put(self, key: bytes, value) -> None:
+        if type(value) is int and not MIN_STORED_INT <= value <= MAX_STORED_INT:
+            raise ContractError("stored integers must fit in 64 bits")
+        self.ledger.state.storage.put((self._addr, key), value)
+
+    def storage_del(self, key: bytes) -> None:
+        self.ledger.state.storage.delete((self._addr, key))
+
+    def balance(self, addr: bytes) -> int:
+        return self.ledger.balance(_address(addr))
+
+    def pay(self, to: bytes, amount: int) -> None:
+        if amount < 0:
+            raise ContractError("cannot pay a negative amount")
+        if amount:
+            if self.ledger.balance(self._addr) < amount:
+                raise ContractError(f"contract balance too low to pay {amount}")
+            self.ledger.move(self._addr, _address(to), amount)
+
+    def emit(self, name: str, values: list) -> None:
+        self.ledger.record_event(self._addr, name, values)
+
+    def wake(self, t: int) -> None:
+        self.ledger.set_wake(self._addr, t)
+
+    def release_liens(self) -> None:
+        self.ledger.release_liens(self._addr)
+
+    def seize_liens(self, to: bytes) -> None:
+        self.ledger.seize_liens(self._addr, _address(to))
+
+
+def _address(raw: bytes) -> str:
+    try:
+        s = raw.decode("ascii")
+    except (UnicodeDecodeError, AttributeError):
+        s = None
+    if not keys.is_address(s):
+        raise ContractError(f"{raw!r} is not an address")
+    return s

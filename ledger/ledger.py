@@ -1,0 +1,338 @@
+"""The ledger: applies blocks of signed transactions to the state, deterministically.
+
+`apply_block(height, time, txs)` is a pure function of (state, block): it runs the loan
+contracts that asked to be woken by this block's chain time, then each transaction in
+order. A transaction either applies whole or changes nothing (its writes are journaled
+and rolled back) and its receipt says why. Money moves only through `move`, so the sum
+of balances and offer escrows always equals the supply minted at genesis.
+"""
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass, field
+
+from contracts.vm import BytecodeError, ContractError, Program, execute
+
+from . import codec, keys, lending
+from .host import ContractHost
+from .state import State
+from .tx import MAX_CALL_GAS, SignedTx, TxError
+
+BLOCK_GAS_LIMIT = 20_000_000
+TICK_GAS = 200_000
+MAX_TICKS_PER_BLOCK = 10_000
+
+
+class BlockError(ValueError):
+    """A block that cannot be applied as proposed (wrong height, time, or a bad transaction)."""
+
+
+@dataclass
+class Receipt:
+    tx: str
+    ok: bool
+    error: str | None = None
+    gas: int = 0
+
+    def to_json(self):
+        return {"tx": self.tx, "ok": self.ok, "error": self.error, "gas": self.gas}
+
+
+@dataclass
+class BlockResult:
+    height: int
+    time: int
+    state_root: bytes
+    receipts: list = field(default_factory=list)
+    events: list = field(default_factory=list)
+
+
+class Ledger:
+    def __init__(self, chain_id: str):
+        self.chain_id = chain_id
+        self._wake_heap: list = []
+        self.state = State(on_wake=self._on_wake)
+        self.height = 0
+        self.time = 0
+        self.events: list = []        # this block's events, in order
+        self._tx_id: str | None = None
+        self._block_gas = 0
+
+    # --- genesis ----------------------------------------------------------------------
+
+    @classmethod
+    def genesis(cls, chain_id: str, balances: dict[str, int], time: int = 0) -> "Ledger":
+        from contracts.agreements import loan_code
+        led = cls(chain_id)
+        st = led.state
+        supply = 0
+        for addr in sorted(balances):
+            amount = balances[addr]
+            if not keys.is_address(addr) or type(amount) is not int or amount < 0:
+                raise ValueError(f"bad genesis balance {addr!r}: {amount!r}")
+            st.accounts.put(addr, (amount, 0))
+            supply += amount
+        code = loan_code()
+        code_hash = Program.load(code).code_hash.hex()
+        st.code.put(code_hash, code)
+        for k, v in (("chain", chain_id), ("supply", supply), ("loan_code", code_hash),
+                     ("time", time), ("height", 0)):
+            st.meta.put(k, v)
+        st.settle()
+        led.time = time
+        return led
+
+    # --- accounts and money -----------------------------------------------------------
+
+    def account(self, addr: str) -> tuple[int, int]:
+        return self.state.accounts.get(addr, (0, 0))
+
+    def balance(self, addr: str) -> int:
+        return self.state.accounts.get(addr, (0, 0))[0]
+
+    def move(self, src: str, dst: str, amount: int) -> None:
+        """The one way money changes hands; callers check funds first, this asserts it."""
+        accounts = self.state.accounts
+        bal, nonce = accounts.get(src, (0, 0))
+        assert 0 < amount <= bal, "move would overdraw an account"
+        accounts.put(src, (bal - amount, nonce))
+        bal, nonce = accounts.get(dst, (0, 0))
+        accounts.put(dst, (bal + amount, nonce))
+
+    def debit_to_escrow(self, src: str, amount: int) -> None:
+        bal, nonce = self.account(src)
+        assert 0 < amount <= bal
+        self.state.accounts.put(src, (bal - amount, nonce))
+
+    def credit_from_escrow(self, dst: str, amount: int) -> None:
+        bal, nonce = self.account(dst)
+        self.state.accounts.put(dst, (bal + amount, nonce))
+
+    def require_funds(self, addr: str, amount: int) -> None:
+        bal = self.balance(addr)
+        if bal < amount:
+            raise TxError(f"insufficient funds: balance {bal}, needs {amount}")
+
+    def total_money(self) -> int:
+        """Balances plus what offers hold in escrow: must always equal the supply."""
+        return (sum(b for b, _ in self.state.accounts.rows.values())
+                + sum(o["available"] for o in self.state.offers.rows.values()))
+
+    @property
+    def supply(self) -> int:
+        return self.state.meta.get("supply")
+
+    # --- blocks -----------------------------------------------------------------------
+
+    def apply_block(self, height: int, time: int, txs: list[SignedTx],
+                    strict: bool = True) -> BlockResult:
+        """Apply one block. With strict, any failing transaction rejects the whole block
+        (and the state is left exactly as before); without, failures are receipts."""
+        if height != self.height + 1:
+            raise BlockError(f"block height {height} does not follow {self.height}")
+        if type(time) is not int or time < self.time:
+            raise BlockError(f"block time {time} is before the chain time {self.time}")
+        saved = (self.height, self.time)
+        self.state.settle()
+        self.height, self.time = height, time
+        self.events = []
+        self._block_gas = 0
+        meta = self.state.meta
+        meta.put("height", height)
+        meta.put("time", time)
+        self._run_wakes()
+        receipts = []
+        for tx in txs:
+            r = self.apply_tx(tx, _in_block=True)
+            if strict and not r.ok:
+                self.state.rollback(0)
+                self.height, self.time = saved
+                raise BlockError(f"transaction {r.tx} failed: {r.error}")
+            receipts.append(r)
+        self.state.settle()
+        return BlockResult(height, time, self.state.root(), receipts, self.events)
+
+    def state_root(self) -> bytes:
+        return self.state.root()
+
+    # --- transactions -----------------------------------------------------------------
+
+    def check_tx(self, tx: SignedTx) -> None:
+        """Stateful checks before execution: chain, nonce, signatures and authority."""
+        body = tx.body
+        if body["chain"] != self.chain_id:
+            raise TxError(f"transaction is for chain {body['chain']!r}, this is {self.chain_id!r}")
+        expected = self.account(tx.sender)[1]
+        if tx.nonce != expected:
+            if tx.nonce < expected:
+                raise TxError(f"nonce {tx.nonce} already used (next is {expected})")
+            raise TxError(f"nonce {tx.nonce} is ahead of the account's next nonce {expected}")
+        if not tx.verify_signatures():
+            raise TxError("bad signature")
+        policy = self.state.multisigs.get(tx.sender)
+        if policy is None:
+            if len(tx.sigs) != 1 or keys.address_of(tx.sigs[0][0]) != tx.sender:
+                raise TxError(f"not signed by the key of {tx.sender}")
+        else:
+            threshold, members = policy
+            if any(pk not in members for pk in tx.signers()):
+                raise TxError("signed by a key that is not a member of this multisig account")
+            if len(tx.sigs) < threshold:
+                raise TxError(f"multisig account needs {threshold} signatures, has {len(tx.sigs)}")
+
+    def apply_tx(self, tx: SignedTx, _in_block: bool = False) -> Receipt:
+        if not _in_block:
+            raise RuntimeError("transactions are applied inside apply_block")
+        st = self.state
+        mark, n_events = st.mark(), len(self.events)
+        self._tx_id = tx.id
+        gas_before = self._block_gas
+        try:
+            self.check_tx(tx)
+            bal, nonce = self.account(tx.sender)
+            st.accounts.put(tx.sender, (bal, nonce + 1))
+            HANDLERS[tx.kind](self, tx, tx.body)
+        except (TxError, ContractError) as e:
+            st.rollback(mark)
+            del self.events[n_events:]
+            self._block_gas = gas_before
+            return Receipt(tx.id, False, str(e))
+        finally:
+            self._tx_id = None
+        return Receipt(tx.id, True, None, self._block_gas - gas_before)
+
+    # --- contracts --------------------------------------------------------------------
+
+    def run_contract(self, address: str, args: list, caller: str, value: int,
+                     gas: int) -> object:
+        """Run a contract instance; raises ContractError (the caller rolls back)."""
+        inst = self.state.contracts.get(address)
+        program = Program.load(self.state.code.get(inst["code"]))
+        limit = min(gas, BLOCK_GAS_LIMIT - self._block_gas)
+        if limit <= 0:
+            raise ContractError("block gas limit reached")
+        try:
+            out = execute(program, ContractHost(self, address, caller, value), args, limit)
+        except ContractError as e:
+            self._block_gas += e.gas_used or 0
+            raise
+        self._block_gas += out.gas_used
+        return out.value
+
+    def create_contract(self, address: str, code_hash: str, creator: str) -> None:
+        if address in self.state.contracts:
+            raise TxError(f"contract {address} already exists")
+        self.state.contracts.put(address, {"code": code_hash, "creator": creator,
+                                           "created": self.time})
+
+    def record_event(self, contract: str, name: str, values: list) -> None:
+        event = {"height": self.height, "time": self.time, "tx": self._tx_id,
+                 "contract": contract, "name": name, "values": list(values)}
+        self.events.append(event)
+        if contract in self.state.loans:
+            lending.observe_loan_event(self, contract, name, values)
+
+    # --- chain-time wake-ups ----------------------------------------------------------
+
+    def set_wake(self, address: str, t: int) -> None:
+        if t:
+            self.state.wakes.put(address, t)
+        else:
+            self.state.wakes.delete(address)
+
+    def _on_wake(self, address, t) -> None:
+        # The heap is an index over the `wakes` table; stale entries are skipped on pop.
+        if t:
+            heapq.heappush(self._wake_heap, (t, address))
+
+    def _run_wakes(self) -> None:
+        """Tick every contract whose wake-up time this block's chain time has reached."""
+        heap, wakes = self._wake_heap, self.state.wakes
+        for _ in range(MAX_TICKS_PER_BLOCK):
+            if not heap or heap[0][0] > self.time:
+                return
+            t, addr = heapq.heappop(heap)
+            if wakes.get(addr) != t:
+                continue                      # superseded or cleared since it was pushed
+            mark, n_events = self.state.mark(), len(self.events)
+            wakes.delete(addr)
+            try:
+                self.run_contract(addr, [b"tick"], "", 0, TICK_GAS)
+            except ContractError as e:
+                # A contract that cannot tick must not wake every block forever: the
+                # failure is an event and its wake-up is cleared.
+                self.state.rollback(mark)
+                del self.events[n_events:]
+                wakes.delete(addr)
+                self.record_event(addr, "tick_failed", [str(e).encode()[:200]])
+
+    def rebuild_indexes(self) -> None:
+        """Recreate derived in-memory indexes after loading the tables from storage."""
+        self._wake_heap = [(t, a) for a, t in self.state.wakes.rows.items()]
+        heapq.heapify(self._wake_heap)
+        self.height = self.state.meta.get("height", 0)
+        self.time = self.state.meta.get("time", 0)
+
+    # --- liens (called by contracts through the host) ---------------------------------
+
+    def release_liens(self, holder: str) -> None:
+        lending.release_liens(self, holder)
+
+    def seize_liens(self, holder: str, to: str) -> None:
+        lending.seize_liens(self, holder, to)
+
+
+# --- native transaction kinds -----------------------------------------------------------
+
+def _transfer(led: Ledger, tx, b) -> None:
+    led.require_funds(tx.sender, b["amount"])
+    if b["to"] == tx.sender:
+        raise TxError("cannot transfer to the sending account")
+    led.move(tx.sender, b["to"], b["amount"])
+
+
+def _create_multisig(led: Ledger, tx, b) -> None:
+    members = sorted(b["members"])
+    address = keys.derive_address(b"multisig", codec.encode([b["threshold"], members]))
+    if address in led.state.multisigs:
+        raise TxError(f"multisig account {address} already exists")
+    if address in led.state.accounts:
+        raise TxError(f"address {address} is already in use")
+    led.state.multisigs.put(address, (b["threshold"], tuple(members)))
+    led.state.accounts.put(address, (0, 0))
+    led.record_event(address, "multisig_created", [b["threshold"], len(members)])
+
+
+def _deploy(led: Ledger, tx, b) -> None:
+    try:
+        program = Program.load(b["code"])
+    except BytecodeError as e:
+        raise TxError(f"deploy: code rejected by the verifier: {e}") from None
+    code_hash = program.code_hash.hex()
+    if code_hash not in led.state.code:
+        led.state.code.put(code_hash, b["code"])
+    address = keys.derive_address(b"contract", tx.hash)
+    led.create_contract(address, code_hash, tx.sender)
+    led.run_contract(address, [b"init", *b["args"]], tx.sender, 0, b["gas"])
+
+
+def _call(led: Ledger, tx, b) -> None:
+    address = b["contract"]
+    if address not in led.state.contracts:
+        raise TxError(f"no contract at {address}")
+    if address in led.state.loans:
+        raise TxError("loan contracts are driven by repay transactions and chain time")
+    if b["amount"]:
+        led.require_funds(tx.sender, b["amount"])
+        led.move(tx.sender, address, b["amount"])
+    led.run_contract(address, list(b["args"]), tx.sender, b["amount"],
+                     min(b["gas"], MAX_CALL_GAS))
+
+
+HANDLERS = {
+    "transfer": _transfer,
+    "create_multisig": _create_multisig,
+    "deploy": _deploy,
+    "call": _call,
+    **lending.HANDLERS,
+}

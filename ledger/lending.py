@@ -1,0 +1,307 @@
+"""Lending on the ledger: borrowers, lenders, offers, applications, collateral, loans.
+
+The native side does what needs the whole ledger: escrow of an offer's funds, matching an
+application to an offer (products, terms, the borrower's score tier, collateral cover),
+liens on collateral, and the credit history. The loan itself — schedule, allocation of
+repayments, late fees, default — is the standard agreement run by the contract VM
+(`contracts/agreements/loan.lasm`), instantiated per loan; the ledger feeds it money and
+chain time and learns what happened from the events it emits.
+"""
+from __future__ import annotations
+
+from contracts.agreements import LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS, PERIODS_PER_YEAR
+
+from . import keys, score as scoring
+from .tx import TxError
+
+DAY = 86_400
+LOAN_GAS = 400_000          # gas for the agreement's init (schedule maths) or a repayment
+
+
+def _register_borrower(led, tx, b):
+    if tx.sender in led.state.borrowers:
+        raise TxError(f"{tx.sender} is already registered as a borrower")
+    led.state.borrowers.put(tx.sender, {"profile_hash": b["profile_hash"],
+                                        "docs_hash": b["docs_hash"], "since": led.time})
+
+
+def _register_lender(led, tx, b):
+    if tx.sender in led.state.lenders:
+        raise TxError(f"{tx.sender} is already registered as a lender")
+    led.state.lenders.put(tx.sender, {"profile_hash": b["profile_hash"], "since": led.time})
+
+
+def _publish_offer(led, tx, b):
+    if tx.sender not in led.state.lenders:
+        raise TxError("only a registered lender can publish an offer")
+    if b["default_days"] <= b["tolerance_days"]:
+        raise TxError("default_days must be more than tolerance_days")
+    led.require_funds(tx.sender, b["amount"])
+    led.debit_to_escrow(tx.sender, b["amount"])
+    offer = {k: b[k] for k in ("products", "methods", "periods", "min_term", "max_term",
+                               "max_grace", "tiers", "late_fee_bps", "tolerance_days",
+                               "default_days", "collateral_bps")}
+    offer.update(lender=tx.sender, amount=b["amount"], available=b["amount"],
+                 active=True, created=led.time)
+    led.state.offers.put(tx.id, offer)
+
+
+def _withdraw_offer(led, tx, b):
+    offer = _offer(led, b["offer"])
+    if offer["lender"] != tx.sender:
+        raise TxError("only the offer's lender can withdraw it")
+    if not offer["active"]:
+        raise TxError("offer is already withdrawn")
+    if offer["available"]:
+        led.credit_from_escrow(tx.sender, offer["available"])
+    led.state.offers.put(b["offer"], {**offer, "available": 0, "active": False})
+
+
+def _apply(led, tx, b):
+    if tx.sender not in led.state.borrowers:
+        raise TxError("only a registered borrower can apply for a loan")
+    app = {k: b[k] for k in ("amount", "purpose", "term", "period", "method", "product",
+                             "grace", "docs_hash")}
+    app.update(borrower=tx.sender, status="open", created=led.time, collateral=[],
+               loan=None)
+    led.state.applications.put(tx.id, app)
+
+
+def _withdraw_application(led, tx, b):
+    app = _application(led, b["application"])
+    if app["borrower"] != tx.sender:
+        raise TxError("only the applicant can withdraw an application")
+    if app["status"] != "open":
+        raise TxError(f"application is {app['status']}, not open")
+    release_liens(led, b["application"])
+    led.state.applications.put(b["application"], {**app, "status": "withdrawn",
+                                                  "collateral": []})
+
+
+def _offer(led, offer_id):
+    offer = led.state.offers.get(offer_id)
+    if offer is None:
+        raise TxError(f"no offer {offer_id}")
+    return offer
+
+
+def _application(led, app_id):
+    app = led.state.applications.get(app_id)
+    if app is None:
+        raise TxError(f"no application {app_id}")
+    return app
+
+
+def credit_score(led, addr: str) -> dict:
+    """The borrower's score now, with its components and reason codes."""
+    reg = led.state.borrowers.get(addr)
+    history = led.state.history.get(addr, scoring.EMPTY_HISTORY)
+    return scoring.score(history, reg and reg["since"], led.time)
+
+
+def match(led, app: dict, offer: dict) -> list:
+    """Check that an application fits an offer; return the score tier that prices it."""
+    if not offer["active"]:
+        raise TxError("offer is withdrawn")
+    for field, allowed in (("product", "products"), ("method", "methods"),
+                           ("period", "periods")):
+        if app[field] not in offer[allowed]:
+            raise TxError(f"offer does not lend for {field} {app[field]!r} "
+                          f"(it offers {', '.join(offer[allowed])})")
+    if not offer["min_term"] <= app["term"] <= offer["max_term"]:
+        raise TxError(f"term {app['term']} is outside the offer's "
+                      f"{offer['min_term']}..{offer['max_term']}")
+    if app["grace"] > offer["max_grace"]:
+        raise TxError(f"grace {app['grace']} exceeds the offer's maximum {offer['max_grace']}")
+    s = credit_score(led, app["borrower"])["score"]
+    tier = scoring.tier_for(offer["tiers"], s)
+    if tier is None:
+        raise TxError(f"credit score {s} is below the offer's minimum {offer['tiers'][0][0]}")
+    if app["amount"] > tier[2]:
+        raise TxError(f"amount {app['amount']} exceeds {tier[2]}, the limit for score {s}")
+    if app["amount"] > offer["available"]:
+        raise TxError(f"offer has only {offer['available']} available")
+    need = -(-app["amount"] * offer["collateral_bps"] // 10_000)
+    pledged = sum(led.state.assets.get(a)["value"] for a in app["collateral"])
+    if pledged < need:
+        raise TxError(f"collateral pledged is worth {pledged}, the offer needs {need}")
+    return tier
+
+
+def _originate(led, tx, app_id, offer_id):
+    """Instantiate the standard loan agreement for an accepted application and fund it."""
+    app, offer = _application(led, app_id), _offer(led, offer_id)
+    if app["status"] != "open":
+        raise TxError(f"application is {app['status']}, not open")
+    tier = match(led, app, offer)
+    st = led.state
+    loan = keys.derive_address(b"loan", tx.hash)
+    principal = app["amount"]
+    led.create_contract(loan, st.meta.get("loan_code"), tx.sender)
+    st.loans.put(loan, {"borrower": app["borrower"], "lender": offer["lender"],
+                        "offer": offer_id, "application": app_id, "created": led.time,
+                        "collateral": app["collateral"]})
+    st.offers.put(offer_id, {**offer, "available": offer["available"] - principal})
+    st.applications.put(app_id, {**app, "status": "funded", "loan": loan})
+    for asset_id in app["collateral"]:
+        st.assets.put(asset_id, {**st.assets.get(asset_id), "lien": loan})
+    # The principal moves from escrow into the contract, which disburses it itself.
+    led.credit_from_escrow(loan, principal)
+    args = [b"init", principal, tier[1], PERIODS_PER_YEAR[app["period"]], app["term"],
+            METHOD_CODES[app["method"]], app["grace"], led.time,
+            PERIOD_SECONDS[app["period"]], offer["late_fee_bps"],
+            offer["tolerance_days"] * DAY, offer["default_days"] * DAY,
+            app["borrower"].encode(), offer["lender"].encode()]
+    led.run_contract(loan, args, tx.sender, principal, LOAN_GAS)
+
+
+def _fund(led, tx, b):
+    if _offer(led, b["offer"])["lender"] != tx.sender:
+        raise TxError("only the offer's lender can fund against it")
+    _originate(led, tx, b["application"], b["offer"])
+
+
+def _accept_offer(led, tx, b):
+    if _application(led, b["application"])["borrower"] != tx.sender:
+        raise TxError("only the applicant can accept an offer for an application")
+    _originate(led, tx, b["application"], b["offer"])
+
+
+def _repay(led, tx, b):
+    loan = b["loan"]
+    if loan not in led.state.loans:
+        raise TxError(f"no loan {loan}")
+    led.require_funds(tx.sender, b["amount"])
+    led.move(tx.sender, loan, b["amount"])
+    led.run_contract(loan, [b"repay"], tx.sender, b["amount"], LOAN_GAS)
+
+
+def _register_collateral(led, tx, b):
+    if b["asset"] in led.state.assets:
+        raise TxError(f"asset {b['asset']!r} is already registered")
+    led.state.assets.put(b["asset"], {"owner": tx.sender, "value": b["value"],
+                                      "description_hash": b["description_hash"],
+                                      "lien": None})
+
+
+def _pledge(led, tx, b):
+    st = led.state
+    asset = st.assets.get(b["asset"])
+    if asset is None:
+        raise TxError(f"no asset {b['asset']!r}")
+    if asset["owner"] != tx.sender:
+        raise TxError("only the asset's owner can pledge it")
+    if asset["lien"] is not None:
+        raise TxError(f"asset is already pledged to {asset['lien']}")
+    target = b["to"]
+    if target in st.applications:
+        app = st.applications.get(target)
+        if app["borrower"] != tx.sender or app["status"] != "open":
+            raise TxError("collateral can be pledged only to your own open application")
+        st.applications.put(target, {**app, "collateral": app["collateral"] + [b["asset"]]})
+    elif target in st.loans:
+        ln = st.loans.get(target)
+        if ln["borrower"] != tx.sender or loan_status(led, target) != "active":
+            raise TxError("collateral can be pledged only to your own active loan")
+        st.loans.put(target, {**ln, "collateral": ln["collateral"] + [b["asset"]]})
+    else:
+        raise TxError(f"no open application or loan {target}")
+    st.assets.put(b["asset"], {**asset, "lien": target})
+
+
+# --- liens: the loan contract releases them on payoff and seizes them on default ---------
+
+def _pledged_to(led, holder):
+    st = led.state
+    rec = st.loans.get(holder) or st.applications.get(holder)
+    return [] if rec is None else rec["collateral"]
+
+
+def release_liens(led, holder: str) -> None:
+    for asset_id in _pledged_to(led, holder):
+        asset = led.state.assets.get(asset_id)
+        if asset["lien"] == holder:
+            led.state.assets.put(asset_id, {**asset, "lien": None})
+
+
+def seize_liens(led, holder: str, to: str) -> None:
+    for asset_id in _pledged_to(led, holder):
+        asset = led.state.assets.get(asset_id)
+        if asset["lien"] == holder:
+            led.state.assets.put(asset_id, {**asset, "owner": to, "lien": None})
+
+
+# --- the credit bureau: loan events update the borrower's history -------------------------
+
+_I = {name: i for i, name in enumerate(scoring.HISTORY_FIELDS)}
+_EVENT_EFFECTS = {
+    "disbursed": (("opened", 1), ("active", 1)),
+    "instalment_late": (("late", 1),),
+    "repaid": (("repaid_loans", 1), ("active", -1)),
+    "defaulted": (("defaults", 1), ("active", -1)),
+}
+
+
+def observe_loan_event(led, loan: str, name: str, values: list) -> None:
+    changes = list(_EVENT_EFFECTS.get(name, ()))
+    if name == "instalment_paid" and values[1]:
+        changes.append(("on_time", 1))
+    elif name == "payment":
+        changes.append(("amount_repaid", values[0]))
+    if not changes:
+        return
+    borrower = led.state.loans.get(loan)["borrower"]
+    h = list(led.state.history.get(borrower, scoring.EMPTY_HISTORY))
+    for field, delta in changes:
+        h[_I[field]] += delta
+    led.state.history.put(borrower, tuple(h))
+
+
+# --- read-only views ----------------------------------------------------------------------
+
+def loan_terms(led, loan: str) -> dict:
+    """The agreement's own storage, by the names the contract source gives them."""
+    from contracts.agreements import LOAN_STORAGE
+    store = led.state.storage
+    return {name: store.get((loan, name.encode())) for name in LOAN_STORAGE}
+
+
+def loan_status(led, loan: str) -> str:
+    return LOAN_STATUS[led.state.storage.get((loan, b"st"), 0)]
+
+
+def loan_payoff(led, loan: str) -> int | None:
+    """What would close the loan at the current chain time, quoted by the agreement."""
+    from contracts.agreements import ReadOnlyHost, call_readonly
+    if loan_status(led, loan) != "active":
+        return None
+    code = led.state.code.get(led.state.contracts.get(loan)["code"])
+    store = led.state.storage
+    host = ReadOnlyHost(led.time, lambda key: store.get((loan, key)), loan.encode())
+    return call_readonly(code, [b"payoff"], host)
+
+
+def loan_view(led, loan: str) -> dict | None:
+    rec = led.state.loans.get(loan)
+    if rec is None:
+        return None
+    t = {k: (v.decode() if type(v) is bytes else v) for k, v in loan_terms(led, loan).items()}
+    return {"loan": loan, **rec, "status": LOAN_STATUS[t["st"] or 0], "terms": t,
+            "instalment": t["k"], "due_time": t["due"],
+            "amount_due": (t["dp"] or 0) + (t["di"] or 0) + (t["df"] or 0),
+            "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan)}
+
+
+HANDLERS = {
+    "register_borrower": _register_borrower,
+    "register_lender": _register_lender,
+    "publish_offer": _publish_offer,
+    "withdraw_offer": _withdraw_offer,
+    "apply": _apply,
+    "withdraw_application": _withdraw_application,
+    "fund": _fund,
+    "accept_offer": _accept_offer,
+    "repay": _repay,
+    "register_collateral": _register_collateral,
+    "pledge": _pledge,
+}

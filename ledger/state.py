@@ -1,0 +1,149 @@
+"""Ledger state: named tables of canonical records, an undo journal, and the state root.
+
+Records are immutable values (tuples, or dicts that are replaced, never mutated), so the
+journal only has to remember the previous value of each key it overwrote: rolling back a
+failed transaction restores those in reverse order.
+
+The state root commits to every row of every table. Each row's leaf is
+sha256(encode(key) + encode(value)); leaves fall into 65,536 buckets by crc32 of the key,
+buckets into 256 groups; a bucket's hash covers its leaves in key order, a group's hash
+its non-empty buckets, a table's hash its non-empty groups, and the root all tables in
+their fixed order. Only what a block touched is rehashed, so the root costs time in
+proportion to the block, not to the size of the state.
+"""
+from __future__ import annotations
+
+import hashlib
+import zlib
+
+from . import codec
+
+_MISSING = object()
+_BUCKETS = 1 << 16
+_GROUP_SHIFT = 8
+
+
+class Table:
+    __slots__ = ("name", "rows", "_state", "_on_set", "_leaves", "_bucket_hash",
+                 "_group_hash", "_dirty")
+
+    def __init__(self, name: str, state: "State", on_set=None):
+        self.name = name
+        self.rows: dict = {}
+        self._state = state
+        self._on_set = on_set          # called with (key, value) on put and on undo
+        self._leaves: dict[int, dict[bytes, bytes]] = {}
+        self._bucket_hash: dict[int, bytes] = {}
+        self._group_hash: dict[int, bytes] = {}
+        self._dirty: dict = {}
+
+    def get(self, key, default=None):
+        return self.rows.get(key, default)
+
+    def __contains__(self, key):
+        return key in self.rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def put(self, key, value) -> None:
+        rows = self.rows
+        self._state.journal.append((self, key, rows.get(key, _MISSING)))
+        rows[key] = value
+        self._dirty[key] = None
+        if self._on_set:
+            self._on_set(key, value)
+
+    def delete(self, key) -> None:
+        rows = self.rows
+        if key in rows:
+            self._state.journal.append((self, key, rows.pop(key)))
+            self._dirty[key] = None
+            if self._on_set:
+                self._on_set(key, None)
+
+    def _restore(self, key, old) -> None:
+        if old is _MISSING:
+            self.rows.pop(key, None)
+            old = None
+        else:
+            self.rows[key] = old
+        self._dirty[key] = None
+        if self._on_set:
+            self._on_set(key, old)
+
+    def root(self) -> bytes:
+        if self._dirty:
+            self._rehash()
+        h = hashlib.sha256(self.name.encode())
+        for g in sorted(self._group_hash):
+            h.update(g.to_bytes(2, "big") + self._group_hash[g])
+        return h.digest()
+
+    def _rehash(self) -> None:
+        encode, rows, leaves = codec.encode, self.rows, self._leaves
+        dirty_buckets = {}
+        for key in self._dirty:
+            kb = encode(key)
+            b = zlib.crc32(kb) & (_BUCKETS - 1)
+            bucket = leaves.get(b)
+            if key in rows:
+                if bucket is None:
+                    bucket = leaves[b] = {}
+                bucket[kb] = hashlib.sha256(kb + encode(rows[key])).digest()
+            elif bucket is not None:
+                bucket.pop(kb, None)
+            dirty_buckets[b] = None
+        self._dirty = {}
+        dirty_groups = {}
+        for b in dirty_buckets:
+            bucket = leaves.get(b)
+            if bucket:
+                self._bucket_hash[b] = hashlib.sha256(
+                    b"".join(bucket[k] for k in sorted(bucket))).digest()
+            else:
+                leaves.pop(b, None)
+                self._bucket_hash.pop(b, None)
+            dirty_groups[b >> _GROUP_SHIFT] = None
+        for g in dirty_groups:
+            lo = g << _GROUP_SHIFT
+            parts = [b.to_bytes(2, "big") + self._bucket_hash[b]
+                     for b in range(lo, lo + (1 << _GROUP_SHIFT)) if b in self._bucket_hash]
+            if parts:
+                self._group_hash[g] = hashlib.sha256(b"".join(parts)).digest()
+            else:
+                self._group_hash.pop(g, None)
+
+
+class State:
+    """All tables, the journal that makes a transaction all-or-nothing, and the root."""
+
+    TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
+              "loans", "assets", "code", "contracts", "storage", "multisigs",
+              "history", "wakes")
+
+    def __init__(self, on_wake=None):
+        self.journal: list = []
+        self.tables = {name: Table(name, self, on_wake if name == "wakes" else None)
+                       for name in self.TABLES}
+        for name, table in self.tables.items():
+            setattr(self, name, table)
+
+    def mark(self) -> int:
+        return len(self.journal)
+
+    def rollback(self, mark: int) -> None:
+        journal = self.journal
+        while len(journal) > mark:
+            table, key, old = journal.pop()
+            table._restore(key, old)
+
+    def settle(self) -> None:
+        """Forget the undo records: what is applied now stays."""
+        self.journal.clear()
+
+    def root(self) -> bytes:
+        h = hashlib.sha256(b"lendnet-state-v1")
+        for name in self.TABLES:
+            h.update(self.tables[name].root())
+        return h.digest()

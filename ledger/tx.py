@@ -1,0 +1,274 @@
+"""Signed transactions: their kinds, fields, bounds and signatures.
+
+Wire form: canonical msgpack of {"body": {...}, "sigs": [[pubkey, signature], ...]}.
+Every body carries the chain id, the kind, the sending account ("from") and that
+account's next nonce, so a transaction cannot be replayed on another chain or twice here.
+The transaction hash is sha256 of the body's canonical encoding; each signature covers
+a domain tag plus that hash. Everything checkable without the ledger state is checked
+here (`parse`), with an error naming the field and what was wrong.
+"""
+from __future__ import annotations
+
+from . import codec, keys
+
+MAX_AMOUNT = 2**63 - 1
+MAX_RATE_BPS = 100_000          # 1000 % a year: a bound, not a recommendation
+MAX_TX_BYTES = 32 * 1024
+MAX_CODE_BYTES = 16 * 1024
+MAX_SIGS = 16
+MAX_CALL_GAS = 1_000_000
+MAX_TERM = {"monthly": 360, "weekly": 520}
+PERIODS = ("monthly", "weekly")
+METHODS = ("annuity", "equal-principal", "balloon")
+PRODUCTS = ("consumer", "business", "agriculture", "education")
+SIG_DOMAIN = b"lendnet/tx\x00"
+
+
+class TxError(ValueError):
+    """A transaction that cannot be applied; the message says which field and why."""
+
+
+# --- field checkers: each returns an error string or None ------------------------------
+
+def _int_in(lo, hi):
+    def check(v):
+        if type(v) is not int or not lo <= v <= hi:
+            return f"must be an integer from {lo} to {hi}"
+    return check
+
+
+def _one_of(options):
+    def check(v):
+        if v not in options or type(v) is not str:
+            return "must be one of " + ", ".join(options)
+    return check
+
+
+def _text(max_len):
+    def check(v):
+        if type(v) is not str or not 0 < len(v) <= max_len:
+            return f"must be a text of 1 to {max_len} characters"
+    return check
+
+
+def _bytes_len(n):
+    def check(v):
+        if type(v) is not bytes or len(v) != n:
+            return f"must be {n} bytes"
+    return check
+
+
+def _list_of(item, lo, hi, unique=True):
+    def check(v):
+        if type(v) is not list or not lo <= len(v) <= hi:
+            return f"must be a list of {lo} to {hi} items"
+        for x in v:
+            err = item(x)
+            if err:
+                return f"item {x!r} {err}"
+        if unique and len(set(map(codec.encode, v))) != len(v):
+            return "must not repeat an item"
+    return check
+
+
+def _address(v):
+    if not keys.is_address(v):
+        return "must be an address (ln + 40 hex digits)"
+
+
+def _id(v):
+    if type(v) is not str or len(v) != 64 or v.strip("0123456789abcdef"):
+        return "must be an id (64 hex digits)"
+
+
+def _loan_target(v):
+    if _id(v) and _address(v):
+        return "must be an application id or a loan address"
+
+
+def _tier(v):
+    if type(v) is not list or len(v) != 3:
+        return "must be [min_score, rate_bps, max_principal]"
+    from .score import SCORE_MIN, SCORE_MAX
+    return (_int_in(SCORE_MIN, SCORE_MAX)(v[0]) or _int_in(0, MAX_RATE_BPS)(v[1])
+            or _int_in(1, MAX_AMOUNT)(v[2]))
+
+
+def _arg(v):
+    if type(v) is int:
+        return None
+    if type(v) is bytes and len(v) <= 4096:
+        return None
+    return "must be an integer or at most 4096 bytes"
+
+
+def _code(v):
+    if type(v) is not bytes or not 0 < len(v) <= MAX_CODE_BYTES:
+        return f"must be 1 to {MAX_CODE_BYTES} bytes of contract code"
+
+
+AMOUNT = _int_in(1, MAX_AMOUNT)
+HASH = _bytes_len(32)
+TERM = _int_in(1, max(MAX_TERM.values()))
+GRACE = _int_in(0, 12)
+
+# kind -> {field: checker}. The schema is the single definition of what each kind carries.
+KINDS: dict[str, dict] = {
+    "transfer": {"to": _address, "amount": AMOUNT},
+    "register_borrower": {"profile_hash": HASH, "docs_hash": HASH},
+    "register_lender": {"profile_hash": HASH},
+    "publish_offer": {
+        "amount": AMOUNT,
+        "products": _list_of(_one_of(PRODUCTS), 1, len(PRODUCTS)),
+        "methods": _list_of(_one_of(METHODS), 1, len(METHODS)),
+        "periods": _list_of(_one_of(PERIODS), 1, len(PERIODS)),
+        "min_term": TERM, "max_term": TERM, "max_grace": GRACE,
+        "tiers": _list_of(_tier, 1, 8),
+        "late_fee_bps": _int_in(0, 10_000),
+        "tolerance_days": _int_in(0, 30),
+        "default_days": _int_in(1, 365),
+        "collateral_bps": _int_in(0, 100_000),
+    },
+    "withdraw_offer": {"offer": _id},
+    "apply": {
+        "amount": AMOUNT, "purpose": _text(140), "term": TERM,
+        "period": _one_of(PERIODS), "method": _one_of(METHODS),
+        "product": _one_of(PRODUCTS), "grace": GRACE, "docs_hash": HASH,
+    },
+    "withdraw_application": {"application": _id},
+    "fund": {"application": _id, "offer": _id},
+    "accept_offer": {"application": _id, "offer": _id},
+    "repay": {"loan": _address, "amount": AMOUNT},
+    "register_collateral": {"asset": _text(64), "description_hash": HASH, "value": AMOUNT},
+    "pledge": {"asset": _text(64), "to": _loan_target},
+    "create_multisig": {"threshold": _int_in(1, MAX_SIGS),
+                        "members": _list_of(_bytes_len(32), 1, MAX_SIGS)},
+    "deploy": {"code": _code, "args": _list_of(_arg, 0, 15, unique=False),
+               "gas": _int_in(1, MAX_CALL_GAS)},
+    "call": {"contract": _address, "args": _list_of(_arg, 0, 15, unique=False),
+             "amount": _int_in(0, MAX_AMOUNT), "gas": _int_in(1, MAX_CALL_GAS)},
+}
+
+_COMMON = {"chain": _text(64), "kind": None, "from": _address,
+           "nonce": _int_in(0, MAX_AMOUNT)}
+
+
+def _check_cross_fields(kind, b):
+    # Rules that relate two fields of one body.
+    if kind == "publish_offer":
+        if b["min_term"] > b["max_term"]:
+            return "min_term must not exceed max_term"
+        scores = [t[0] for t in b["tiers"]]
+        if scores != sorted(set(scores)):
+            return "tiers must be in rising min_score order with no repeats"
+    elif kind == "apply":
+        if b["term"] > MAX_TERM[b["period"]]:
+            return f"term must be at most {MAX_TERM[b['period']]} {b['period']} periods"
+    elif kind == "create_multisig":
+        if b["threshold"] > len(b["members"]):
+            return "threshold must not exceed the number of members"
+
+
+def check_body(body) -> None:
+    """Raise TxError unless `body` is a well-formed transaction body."""
+    if type(body) is not dict:
+        raise TxError("body must be a map")
+    kind = body.get("kind")
+    schema = KINDS.get(kind) if type(kind) is str else None
+    if schema is None:
+        raise TxError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+    expected = len(schema) + len(_COMMON)
+    for name, check in _COMMON.items():
+        if name not in body:
+            raise TxError(f"{kind}: missing field '{name}'")
+        err = check and check(body[name])
+        if err:
+            raise TxError(f"{kind}: field '{name}' {err}")
+    for name, check in schema.items():
+        if name not in body:
+            raise TxError(f"{kind}: missing field '{name}'")
+        err = check(body[name])
+        if err:
+            raise TxError(f"{kind}: field '{name}' {err}")
+    if len(body) != expected:
+        extra = sorted(set(body) - set(schema) - set(_COMMON))
+        raise TxError(f"{kind}: unknown field(s) {', '.join(extra)}")
+    err = _check_cross_fields(kind, body)
+    if err:
+        raise TxError(f"{kind}: {err}")
+
+
+class SignedTx:
+    """A parsed, shape-checked transaction. `verified` caches the signature check."""
+
+    __slots__ = ("body", "sigs", "hash", "raw", "kind", "sender", "nonce", "verified")
+
+    def __init__(self, body: dict, sigs: list, raw: bytes | None = None):
+        self.body = body
+        self.sigs = sigs
+        self.hash = codec.hash_obj(body)
+        self.raw = raw if raw is not None else codec.encode({"body": body, "sigs": sigs})
+        self.kind = body["kind"]
+        self.sender = body["from"]
+        self.nonce = body["nonce"]
+        self.verified = None
+
+    @property
+    def id(self) -> str:
+        return self.hash.hex()
+
+    def signers(self) -> list[bytes]:
+        return [pk for pk, _ in self.sigs]
+
+    def verify_signatures(self) -> bool:
+        """Every signature valid and signers distinct; the result is cached on the object."""
+        if self.verified is None:
+            msg = SIG_DOMAIN + self.hash
+            self.verified = (len({pk for pk, _ in self.sigs}) == len(self.sigs)
+                             and all(keys.verify(pk, msg, sig) for pk, sig in self.sigs))
+        return self.verified
+
+    def __repr__(self):
+        return f"<{self.kind} {self.id[:12]} from {self.sender} #{self.nonce}>"
+
+
+def parse(raw: bytes) -> SignedTx:
+    """Decode and shape-check a transaction from the wire; signatures are checked later."""
+    if len(raw) > MAX_TX_BYTES:
+        raise TxError(f"transaction is {len(raw)} bytes, over the {MAX_TX_BYTES}-byte limit")
+    try:
+        obj = codec.decode(raw, MAX_TX_BYTES)
+    except codec.EncodingError as e:
+        raise TxError(f"undecodable transaction: {e}") from None
+    if type(obj) is not dict or set(obj) != {"body", "sigs"}:
+        raise TxError("a transaction is a map of exactly 'body' and 'sigs'")
+    check_body(obj["body"])
+    sigs = obj["sigs"]
+    if type(sigs) is not list or not 1 <= len(sigs) <= MAX_SIGS:
+        raise TxError(f"'sigs' must be a list of 1 to {MAX_SIGS} [pubkey, signature] pairs")
+    for pair in sigs:
+        if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not bytes
+                or len(pair[0]) != keys.PUBKEY_LEN or type(pair[1]) is not bytes
+                or len(pair[1]) != keys.SIG_LEN):
+            raise TxError("each signature must be [32-byte pubkey, 64-byte signature]")
+    return SignedTx(obj["body"], [tuple(p) for p in sigs], raw)
+
+
+def sign(body: dict, signers) -> SignedTx:
+    """Check a body and sign it with one or more keypairs (several for a multisig spend)."""
+    check_body(body)
+    h = codec.hash_obj(body)
+    sigs = [(kp.pubkey, kp.sign(SIG_DOMAIN + h)) for kp in signers]
+    return SignedTx(body, sigs)
+
+
+def add_signature(tx: SignedTx, kp) -> SignedTx:
+    """Co-sign an existing transaction (multisig): same body, one more signature."""
+    if kp.pubkey in tx.signers():
+        raise TxError("this key has already signed the transaction")
+    return SignedTx(tx.body, tx.sigs + [(kp.pubkey, kp.sign(SIG_DOMAIN + tx.hash))])
+
+
+def build(kp, chain: str, kind: str, nonce: int, sender: str | None = None, **fields) -> dict:
+    """A transaction body; `sender` defaults to the keypair's own address."""
+    return {"chain": chain, "kind": kind, "from": sender or kp.address, "nonce": nonce, **fields}

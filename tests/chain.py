@@ -1,0 +1,72 @@
+"""A test chain: a ledger, named keys with their nonces, and blocks at chosen chain times."""
+from __future__ import annotations
+
+import hashlib
+
+from ledger import tx as txm
+from ledger.keys import Keypair
+from ledger.ledger import Ledger
+
+CHAIN = "lendnet-test"
+T0 = 1_767_225_600          # 2026-01-01T00:00:00Z
+DAY = 86_400
+H = hashlib.sha256
+
+
+def h32(text: str) -> bytes:
+    return H(text.encode()).digest()
+
+
+OFFER_TERMS = dict(products=["consumer", "business"], methods=["annuity", "equal-principal",
+                   "balloon"], periods=["monthly", "weekly"], min_term=1, max_term=36,
+                   max_grace=3, tiers=[[300, 2400, 200_000], [650, 1200, 1_000_000]],
+                   late_fee_bps=500, tolerance_days=3, default_days=30, collateral_bps=0)
+
+
+class Chain:
+    def __init__(self, balances: dict[str, int] | None = None, names=("lender", "alice", "bob")):
+        self.keys = {n: Keypair.from_name(n) for n in names}
+        funds = balances or {n: 10_000_000 for n in names}
+        self.ledger = Ledger.genesis(CHAIN, {self.keys[n].address: v for n, v in funds.items()},
+                                     time=T0)
+        self.nonces = {n: 0 for n in names}
+        self.time = T0
+
+    def addr(self, name: str) -> str:
+        return self.keys[name].address
+
+    def tx(self, name: str, kind: str, **fields) -> txm.SignedTx:
+        """A signed transaction from `name` with its next nonce (counted when built)."""
+        kp = self.keys[name]
+        body = txm.build(kp, CHAIN, kind, self.nonces[name], **fields)
+        self.nonces[name] += 1
+        return txm.sign(body, [kp])
+
+    def block(self, *txs, at: int | None = None, strict: bool = True):
+        self.time = self.time + 60 if at is None else at
+        return self.ledger.apply_block(self.ledger.height + 1, self.time, list(txs),
+                                       strict=strict)
+
+    def do(self, name: str, kind: str, **fields):
+        """Apply one transaction in its own block; return it (its id names what it made)."""
+        t = self.tx(name, kind, **fields)
+        self.block(t)
+        return t
+
+    def try_do(self, name: str, kind: str, **fields):
+        """Apply one transaction that may fail; return its receipt (nonce rewound on failure)."""
+        t = self.tx(name, kind, **fields)
+        r = self.block(t, strict=False).receipts[0]
+        if not r.ok:
+            self.nonces[name] -= 1
+        return r
+
+    def advance(self, seconds: int):
+        """An empty block `seconds` later: chain time alone moves the loans."""
+        return self.block(at=self.time + seconds)
+
+    def balance(self, name: str) -> int:
+        return self.ledger.balance(self.addr(name))
+
+    def events(self, result, name=None):
+        return [e for e in result.events if name is None or e["name"] == name]
