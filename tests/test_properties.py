@@ -1,0 +1,181 @@
+"""Invariants over arbitrary sequences: money conserved, failures inert, replicas agree,
+schedules exact."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy_financial as npf
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+from contracts.agreements import schedule
+from contracts.vm import ContractError
+
+from .chain import DAY, OFFER_TERMS, Chain, h32
+
+ACTORS = ("lender", "alice", "bob")
+
+# One action: (kind, actor index, a number that picks amounts and targets).
+actions = st.lists(st.tuples(
+    st.sampled_from(["transfer", "offer", "apply", "fund", "repay", "advance", "withdraw",
+                     "collateral", "pledge", "register"]),
+    st.integers(0, 2), st.integers(0, 2**40)), min_size=1, max_size=25)
+
+
+def run(chain: Chain, script) -> list:
+    """Interpret a script as blocks; return (state root, receipts) per block."""
+    history = []
+    for kind, who, n in script:
+        name = ACTORS[who]
+        led = chain.ledger
+        offers = sorted(led.state.offers.rows)
+        apps = sorted(led.state.applications.rows)
+        loans = sorted(led.state.loans.rows)
+        pick = lambda seq: seq[n % len(seq)] if seq else "0" * 64
+        if kind == "transfer":
+            t = chain.tx(name, "transfer", to=chain.addr(ACTORS[(who + 1) % 3]),
+                         amount=n % 20_000_000 + 1)
+        elif kind == "register":
+            t = chain.tx(name, "register_lender" if n % 2 else "register_borrower",
+                         profile_hash=h32(name), **({} if n % 2 else {"docs_hash": h32("d")}))
+        elif kind == "offer":
+            t = chain.tx(name, "publish_offer", amount=n % 3_000_000 + 1, **OFFER_TERMS)
+        elif kind == "apply":
+            t = chain.tx(name, "apply", amount=n % 300_000 + 1, purpose="p",
+                         term=n % 12 + 1, period=("monthly", "weekly")[n % 2],
+                         method=("annuity", "equal-principal", "balloon")[n % 3],
+                         product="consumer", grace=n % 2, docs_hash=h32("x"))
+        elif kind == "fund":
+            t = chain.tx(name, ("fund", "accept_offer")[n % 2], application=pick(apps),
+                         offer=pick(offers))
+        elif kind == "repay":
+            t = chain.tx(name, "repay", loan=pick(loans) if loans else chain.addr(name),
+                         amount=n % 200_000 + 1)
+        elif kind == "withdraw":
+            t = chain.tx(name, "withdraw_offer", offer=pick(offers))
+        elif kind == "collateral":
+            t = chain.tx(name, "register_collateral", asset=f"asset-{n % 5}",
+                         description_hash=h32("c"), value=n % 500_000 + 1)
+        elif kind == "pledge":
+            t = chain.tx(name, "pledge", asset=f"asset-{n % 5}", to=pick(apps))
+        else:
+            res = chain.advance(n % (70 * DAY))
+            history.append((res.state_root, []))
+            continue
+        res = chain.block(t, strict=False)
+        if not res.receipts[0].ok:
+            chain.nonces[name] -= 1
+        history.append((res.state_root, res.receipts))
+    return history
+
+
+fast = settings(max_examples=40, deadline=None,
+                suppress_health_check=[HealthCheck.too_slow])
+
+
+@fast
+@given(actions)
+def test_money_is_conserved_and_every_failure_says_why(script):
+    chain = Chain()
+    for _, receipts in run(chain, script):
+        assert chain.ledger.total_money() == chain.ledger.supply
+        for r in receipts:
+            assert r.ok or (r.error and isinstance(r.error, str))
+
+
+@fast
+@given(actions)
+def test_same_transactions_same_order_give_the_same_state_root(script):
+    a, b = run(Chain(), script), run(Chain(), script)
+    assert [root for root, _ in a] == [root for root, _ in b]
+
+
+@fast
+@given(actions, st.integers(0, 2), st.integers(0, 2**40))
+def test_a_failing_transaction_changes_nothing(script, who, n):
+    """A block with [failing tx] has the same root as the empty block at that time."""
+    a, b = Chain(), Chain()
+    run(a, script)
+    run(b, script)
+    name = ACTORS[who]
+    # over-spend: always fails with a reason, whatever the state
+    bad = a.tx(name, "transfer", to=a.addr(ACTORS[(who + 1) % 3]),
+               amount=a.balance(name) + n % 1000 + 1)
+    at = a.time + 60
+    res_a = a.block(bad, at=at, strict=False)
+    res_b = b.block(at=at)
+    assert not res_a.receipts[0].ok and "insufficient funds" in res_a.receipts[0].error
+    assert res_a.state_root == res_b.state_root
+
+
+terms = st.tuples(st.integers(1, 10**9), st.integers(0, 100_000), st.integers(1, 360),
+                  st.sampled_from(["monthly", "weekly"]),
+                  st.sampled_from(["annuity", "equal-principal", "balloon"]),
+                  st.integers(0, 12))
+
+
+@settings(max_examples=120, deadline=None)
+@given(terms)
+def test_schedule_principal_sums_exactly_to_the_principal(t):
+    principal, rate, term, period, method, grace = t
+    try:
+        rows = schedule(principal, rate, term, period, method, grace)
+    except ContractError as e:
+        assert "principal too small for the term" in e.message
+        assert principal < term or method == "annuity"
+        return
+    assert sum(r["principal"] for r in rows) == principal
+    assert len(rows) == term
+    assert all(r["principal"] >= 0 and r["interest"] >= 0 for r in rows)
+    assert [r["n"] for r in rows] == list(range(1, term + 1))
+    assert all(b["due"] > a["due"] for a, b in zip(rows, rows[1:]))
+
+
+@settings(max_examples=120, deadline=None)
+@given(st.integers(10_000, 10**9), st.integers(1, 60_000), st.integers(1, 120),
+       st.sampled_from(["monthly", "weekly"]))
+def test_annuity_instalments_match_the_financial_formula(principal, rate, term, period):
+    per_year = {"monthly": 12, "weekly": 52}[period]
+    try:
+        rows = schedule(principal, rate, term, period, "annuity")
+    except ContractError as e:
+        # Refused only where an instalment would repay under one unit of principal, or
+        # rounding really would use the principal up before the last instalment.
+        assert "principal too small for the term" in e.message
+        assert _refusable(principal, rate, term, per_year)
+        return
+    pmt = -npf.pmt(rate / 10_000 / per_year, term, principal)
+    for r in rows[:-1]:
+        assert abs(r["total"] - pmt) <= 1, (r, pmt)
+    # The last instalment absorbs the rounding of all the others. Each period's rounding
+    # (PMT and interest, half a unit each) compounds at the periodic rate r, so the
+    # balance error after k periods is at most ((1+r)^k - 1)/r units (LENDING.md).
+    r = rate / 10_000 / per_year
+    assert abs(rows[-1]["total"] - pmt) <= ((1 + r) ** term - 1) / r + 1
+
+
+def _refusable(principal, rate, term, per_year):
+    """Independent oracle: exact rationals, half-even rounding (Python's round)."""
+    b = 10_000 * per_year
+    x, y = (b + rate) ** term, b ** term
+    pmt = round(Fraction(principal * rate * x, b * (x - y)))
+    if pmt - round(Fraction(principal * rate, b)) < 1:
+        return True
+    out = principal
+    for _ in range(term - 1):
+        out -= min(max(pmt - round(Fraction(out * rate, b)), 0), out)
+    return out < 1
+
+
+@pytest.mark.parametrize("method", ["annuity", "equal-principal", "balloon"])
+def test_known_schedule_figures(method):
+    rows = schedule(100_000, 1200, 12, "monthly", method)
+    if method == "annuity":
+        assert {r["total"] for r in rows[:-1]} == {8885}         # PMT 88.8488 LND
+        assert rows[-1]["total"] == 8884
+    elif method == "equal-principal":
+        assert [r["principal"] for r in rows] == [8333] * 11 + [8337]
+        assert rows[0]["interest"] == 1000 and rows[-1]["interest"] == 83     # 8,337 x 1 %
+    else:
+        assert [r["principal"] for r in rows] == [0] * 11 + [100_000]
+        assert {r["interest"] for r in rows} == {1000}
