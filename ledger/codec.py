@@ -41,8 +41,15 @@ def _canonical(obj, depth=0):
     raise EncodingError(f"type {t.__name__} has no canonical encoding")
 
 
+_packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
+_SCALARS = (bytes, str, bool, type(None))
+
+
 def encode(obj) -> bytes:
-    return msgpack.packb(_canonical(obj), use_bin_type=True)
+    t = type(obj)
+    if t in _SCALARS or (t is int and MIN_INT <= obj <= MAX_INT):
+        return _packb(obj)          # fast path: a scalar is its own canonical form
+    return _packb(_canonical(obj))
 
 
 def decode(data: bytes, max_size: int = 1 << 20):
@@ -56,9 +63,28 @@ def decode(data: bytes, max_size: int = 1 << 20):
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError) as e:
         raise EncodingError(f"not valid msgpack: {e}") from None
-    if encode(obj) != data:
+    # Decoded maps keep the wire's key order, so packing the object again reproduces the
+    # input exactly iff every map was sorted and every int minimal; the walk checks keys
+    # are sorted and no float slipped in.
+    if not _is_canonical(obj) or _packb(obj) != data:
         raise EncodingError("not in canonical form")
     return obj
+
+
+def _is_canonical(obj, depth=0) -> bool:
+    t = type(obj)
+    if t is list:
+        return depth < 32 and all(_is_canonical(x, depth + 1) for x in obj)
+    if t is dict:
+        keys = list(obj)
+        return (depth < 32 and keys == sorted(keys)
+                and all(_is_canonical(v, depth + 1) for v in obj.values()))
+    return t is not float
+
+
+def pack_canonical(obj) -> bytes:
+    """Pack an object already known to be canonical (e.g. just decoded by `decode`)."""
+    return _packb(obj)
 
 
 def digest(data: bytes) -> bytes:

@@ -48,7 +48,10 @@ class Table:
 
     def put(self, key, value) -> None:
         rows = self.rows
-        self._state.journal.append((self, key, rows.get(key, _MISSING)))
+        old = rows.get(key, _MISSING)
+        if old is not _MISSING and type(old) is type(value) and old == value:
+            return              # rewriting the same value: nothing to journal or rehash
+        self._state.journal.append((self, key, old))
         rows[key] = value
         self._dirty[key] = None
         if self._on_set:
