@@ -72,13 +72,28 @@ def decode(data: bytes, max_size: int = 1 << 20):
 
 
 def _is_canonical(obj, depth=0) -> bool:
+    # Plain loops: this runs on every transaction and message that arrives.
     t = type(obj)
-    if t is list:
-        return depth < 32 and all(_is_canonical(x, depth + 1) for x in obj)
     if t is dict:
-        keys = list(obj)
-        return (depth < 32 and keys == sorted(keys)
-                and all(_is_canonical(v, depth + 1) for v in obj.values()))
+        if depth >= 32:
+            return False
+        prev = None
+        for k, v in obj.items():
+            if type(k) is not str or (prev is not None and k <= prev):
+                return False
+            prev = k
+            tv = type(v)
+            if tv is float or ((tv is dict or tv is list) and not _is_canonical(v, depth + 1)):
+                return False
+        return True
+    if t is list:
+        if depth >= 32:
+            return False
+        for v in obj:
+            tv = type(v)
+            if tv is float or ((tv is dict or tv is list) and not _is_canonical(v, depth + 1)):
+                return False
+        return True
     return t is not float
 
 

@@ -24,7 +24,7 @@ _GROUP_SHIFT = 8
 
 
 class Table:
-    __slots__ = ("name", "rows", "_state", "_on_set", "_leaves", "_bucket_hash",
+    __slots__ = ("name", "rows", "_state", "_on_set", "_leaves", "_groups",
                  "_group_hash", "_dirty")
 
     def __init__(self, name: str, state: "State", on_set=None):
@@ -32,8 +32,8 @@ class Table:
         self.rows: dict = {}
         self._state = state
         self._on_set = on_set          # called with (key, value) on put and on undo
-        self._leaves: dict[int, dict[bytes, bytes]] = {}
-        self._bucket_hash: dict[int, bytes] = {}
+        self._leaves: dict[int, dict[bytes, bytes]] = {}      # bucket -> key -> leaf
+        self._groups: dict[int, dict[int, bytes]] = {}        # group -> bucket -> hash
         self._group_hash: dict[int, bytes] = {}
         self._dirty: dict = {}
 
@@ -99,22 +99,26 @@ class Table:
             dirty_buckets[b] = None
         self._dirty = {}
         dirty_groups = {}
+        groups = self._groups
         for b in dirty_buckets:
+            g = b >> _GROUP_SHIFT
+            group = groups.get(g)
+            if group is None:
+                group = groups[g] = {}
             bucket = leaves.get(b)
             if bucket:
-                self._bucket_hash[b] = hashlib.sha256(
-                    b"".join(bucket[k] for k in sorted(bucket))).digest()
+                group[b] = hashlib.sha256(b"".join(bucket[k] for k in sorted(bucket))).digest()
             else:
                 leaves.pop(b, None)
-                self._bucket_hash.pop(b, None)
-            dirty_groups[b >> _GROUP_SHIFT] = None
+                group.pop(b, None)
+            dirty_groups[g] = None
         for g in dirty_groups:
-            lo = g << _GROUP_SHIFT
-            parts = [b.to_bytes(2, "big") + self._bucket_hash[b]
-                     for b in range(lo, lo + (1 << _GROUP_SHIFT)) if b in self._bucket_hash]
-            if parts:
-                self._group_hash[g] = hashlib.sha256(b"".join(parts)).digest()
+            group = groups[g]
+            if group:
+                self._group_hash[g] = hashlib.sha256(
+                    b"".join(b.to_bytes(2, "big") + group[b] for b in sorted(group))).digest()
             else:
+                del groups[g]
                 self._group_hash.pop(g, None)
 
 
