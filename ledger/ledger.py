@@ -2,8 +2,9 @@
 
 `apply_block(height, time, txs)` is a pure function of (state, block): it runs the loan
 contracts that asked to be woken by this block's chain time, then each transaction in
-order. A transaction either applies whole or changes nothing (its writes are journaled
-and rolled back) and its receipt says why. Money moves only through `move`, so the sum
+order. A transaction either applies whole, or fails and changes nothing but its sender's nonce
+(its writes are journaled and rolled back), or — not includable at all: wrong chain,
+nonce or signature — changes nothing; its receipt says which and why. Money moves only through `move`, so the sum
 of balances and offer escrows always equals the supply minted at genesis.
 """
 from __future__ import annotations
@@ -33,9 +34,11 @@ class Receipt:
     ok: bool
     error: str | None = None
     gas: int = 0
+    nonce_used: bool = True      # False when the transaction could not be included at all
 
     def to_json(self):
-        return {"tx": self.tx, "ok": self.ok, "error": self.error, "gas": self.gas}
+        return {"tx": self.tx, "ok": self.ok, "error": self.error, "gas": self.gas,
+                "nonce_used": self.nonce_used}
 
 
 @dataclass
@@ -181,16 +184,24 @@ class Ledger:
                 raise TxError(f"multisig account needs {threshold} signatures, has {len(tx.sigs)}")
 
     def apply_tx(self, tx: SignedTx, _in_block: bool = False) -> Receipt:
+        """Apply one transaction. One that is not includable (wrong chain, nonce,
+        signature or signer) changes nothing. One that is includable but fails — too
+        little money, a refused loan, a contract that traps — changes nothing but its
+        sender's nonce: it was sequenced, so it cannot be replayed, and the sender's
+        later transactions are not stuck behind it."""
         if not _in_block:
             raise RuntimeError("transactions are applied inside apply_block")
         st = self.state
+        try:
+            self.check_tx(tx)
+        except TxError as e:
+            return Receipt(tx.id, False, str(e), nonce_used=False)
+        bal, nonce = self.account(tx.sender)
+        st.accounts.put(tx.sender, (bal, nonce + 1))
         mark, n_events = st.mark(), len(self.events)
         self._tx_id = tx.id
         gas_before = self._block_gas
         try:
-            self.check_tx(tx)
-            bal, nonce = self.account(tx.sender)
-            st.accounts.put(tx.sender, (bal, nonce + 1))
             HANDLERS[tx.kind](self, tx, tx.body)
         except (TxError, ContractError) as e:
             st.rollback(mark)

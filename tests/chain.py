@@ -54,10 +54,10 @@ class Chain:
         return t
 
     def try_do(self, name: str, kind: str, **fields):
-        """Apply one transaction that may fail; return its receipt (nonce rewound on failure)."""
+        """Apply one transaction that may fail; return its receipt."""
         t = self.tx(name, kind, **fields)
         r = self.block(t, strict=False).receipts[0]
-        if not r.ok:
+        if not r.nonce_used:
             self.nonces[name] -= 1
         return r
 

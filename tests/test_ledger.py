@@ -120,7 +120,9 @@ def test_other_chain_forged_signature_and_wrong_signer_are_rejected():
     assert f"not signed by the key of {alice.address}" in errors[2]
     assert "ahead of the account's next nonce 0" in errors[3]
     assert "insufficient funds" in errors[4]
-    assert c.ledger.account(alice.address) == (10_000_000, 0)
+    # only the over-spend was includable: it failed, moved no money, and used its nonce
+    assert [r.nonce_used for r in res.receipts] == [False, False, False, False, True]
+    assert c.ledger.account(alice.address) == (10_000_000, 1)
 
 
 def test_block_height_and_time_must_follow():
