@@ -1,0 +1,215 @@
+"""Consensus messages and blocks: their fields, signatures and certificates.
+
+Every message is canonical msgpack {"body": {...}, "sig": signature} where the body names
+its type ("t"), the sending replica's index ("r") and what it votes for; the signature is
+the replica's ed25519 signature over a domain tag, the chain id and the body's encoding,
+so a vote can never be replayed on another chain or mistaken for a transaction.
+
+A block is view-independent: re-proposing it in a later view gives the same hash. Its
+header commits to the previous block, the transactions, the proposer's chain time and the
+state root after the last height the proposer had executed (`exec_height`), so pipelined
+proposals need no speculative execution while any divergence is still caught within a
+few blocks.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ledger import codec, keys
+
+MAX_MSG_BYTES = 4 * 1024 * 1024
+MAX_BLOCK_TXS = 2_000
+SIG_DOMAIN = b"lendnet/consensus\x00"
+
+PROPOSE, PREPARE, COMMIT, CHECKPOINT = "propose", "prepare", "commit", "checkpoint"
+VIEWCHANGE, NEWVIEW, FETCH, BLOCKS = "viewchange", "newview", "fetch", "blocks"
+TYPES = (PROPOSE, PREPARE, COMMIT, CHECKPOINT, VIEWCHANGE, NEWVIEW, FETCH, BLOCKS)
+
+
+class MessageError(ValueError):
+    """A message that is malformed, badly signed, or not from a validator."""
+
+
+@dataclass(frozen=True)
+class Validators:
+    """The validator set from genesis: index -> public key, and the quorum sizes."""
+
+    chain_id: str
+    pubkeys: tuple[bytes, ...]
+    quorum_override: int | None = None     # test-only: a deliberately broken quorum
+
+    @property
+    def n(self) -> int:
+        return len(self.pubkeys)
+
+    @property
+    def f(self) -> int:
+        return (self.n - 1) // 3
+
+    @property
+    def quorum(self) -> int:
+        return self.quorum_override or 2 * self.f + 1
+
+    def primary(self, view: int) -> int:
+        return view % self.n
+
+
+# --- signing ------------------------------------------------------------------------------
+
+def _signed_bytes(chain_id: str, body: dict) -> bytes:
+    return SIG_DOMAIN + chain_id.encode() + b"\x00" + codec.encode(body)
+
+
+def sign(chain_id: str, kp: keys.Keypair, body: dict) -> dict:
+    return {"body": body, "sig": kp.sign(_signed_bytes(chain_id, body))}
+
+
+def verify(validators: Validators, msg: dict) -> bool:
+    body = msg["body"]
+    r = body["r"]
+    return keys.verify(validators.pubkeys[r], _signed_bytes(validators.chain_id, body),
+                       msg["sig"])
+
+
+def encode(msg: dict) -> bytes:
+    return codec.encode(msg)
+
+
+# --- shape checks: everything from a peer is checked before it is looked at ----------------
+
+def _is_int(v, lo=0, hi=2**62):
+    return type(v) is int and lo <= v <= hi
+
+
+def _is_hash(v):
+    return type(v) is bytes and len(v) == 32
+
+
+def check_header(header) -> None:
+    if type(header) is not dict:
+        raise MessageError("block header must be a map")
+    want = {"height", "prev", "time", "proposer", "txs_root", "exec_height", "exec_root"}
+    if set(header) != want:
+        raise MessageError(f"block header fields must be {sorted(want)}")
+    if not (_is_int(header["height"], 1) and _is_hash(header["prev"])
+            and _is_int(header["time"]) and _is_int(header["proposer"], 0, 1023)
+            and _is_hash(header["txs_root"]) and _is_int(header["exec_height"])
+            and _is_hash(header["exec_root"])):
+        raise MessageError("block header has a field of the wrong type or range")
+    if header["exec_height"] >= header["height"]:
+        raise MessageError("exec_height must be below the block's height")
+
+
+def check_block(block) -> None:
+    if type(block) is not dict or set(block) != {"header", "txs"}:
+        raise MessageError("a block is a map of 'header' and 'txs'")
+    check_header(block["header"])
+    txs = block["txs"]
+    if type(txs) is not list or len(txs) > MAX_BLOCK_TXS or any(type(t) is not bytes
+                                                               for t in txs):
+        raise MessageError(f"block txs must be a list of at most {MAX_BLOCK_TXS} byte strings")
+    if txs_root(txs) != block["header"]["txs_root"]:
+        raise MessageError("block txs do not match the header's txs_root")
+
+
+def txs_root(raw_txs: list[bytes]) -> bytes:
+    return codec.digest(b"".join(codec.digest(t) for t in raw_txs))
+
+
+def block_hash(header: dict) -> bytes:
+    return codec.hash_obj(header)
+
+
+GENESIS_HASH = b"\x00" * 32
+
+
+def _check_vote_list(v, validators, t, *, allow_empty=False):
+    if type(v) is not list or (not v and not allow_empty) or len(v) > 4 * validators.n:
+        raise MessageError(f"{t}: certificate must be a list of signed messages")
+    for m in v:
+        check_message(m, validators)
+
+
+def check_message(msg, validators: Validators) -> dict:
+    """Check shape and signature; return the body. Raises MessageError."""
+    if type(msg) is not dict or set(msg) != {"body", "sig"}:
+        raise MessageError("a message is a map of 'body' and 'sig'")
+    body, sig = msg["body"], msg["sig"]
+    if type(body) is not dict or type(sig) is not bytes or len(sig) != keys.SIG_LEN:
+        raise MessageError("message body must be a map and sig 64 bytes")
+    t, r = body.get("t"), body.get("r")
+    if t not in TYPES:
+        raise MessageError(f"unknown message type {t!r}")
+    if not _is_int(r, 0, validators.n - 1):
+        raise MessageError(f"{t}: sender {r!r} is not a validator index")
+    fields = _FIELDS[t]
+    if set(body) != fields | {"t", "r"}:
+        raise MessageError(f"{t}: fields must be {sorted(fields | {'t', 'r'})}")
+    if "v" in fields and not _is_int(body["v"]):
+        raise MessageError(f"{t}: bad view")
+    if "h" in fields and not _is_int(body["h"], 0):
+        raise MessageError(f"{t}: bad height")
+    if "d" in fields and not _is_hash(body["d"]):
+        raise MessageError(f"{t}: bad block hash")
+    if t == PROPOSE:
+        check_block(body["block"])
+        if body["block"]["header"]["height"] != body["h"]:
+            raise MessageError("propose: height differs from the block's")
+    elif t == CHECKPOINT and not _is_hash(body["root"]):
+        raise MessageError("checkpoint: bad state root")
+    elif t == VIEWCHANGE:
+        _check_vote_list(body["checkpoint"], validators, t, allow_empty=True)
+        if type(body["prepared"]) is not list or len(body["prepared"]) > 1024:
+            raise MessageError("viewchange: prepared must be a list")
+        for cert in body["prepared"]:
+            if type(cert) is not list or len(cert) != 2:
+                raise MessageError("viewchange: a prepared certificate is [propose, prepares]")
+            check_message(cert[0], validators)
+            _check_vote_list(cert[1], validators, t)
+    elif t == NEWVIEW:
+        _check_vote_list(body["vcs"], validators, t)
+    elif t == FETCH and not (_is_int(body["from_h"], 1) and _is_int(body["count"], 1, 256)):
+        raise MessageError("fetch: bad range")
+    elif t == BLOCKS:
+        if type(body["blocks"]) is not list or len(body["blocks"]) > 256:
+            raise MessageError("blocks: must be a list of at most 256 entries")
+        for entry in body["blocks"]:
+            if type(entry) is not list or len(entry) != 2:
+                raise MessageError("blocks: an entry is [block, commit certificate]")
+            check_block(entry[0])
+            _check_vote_list(entry[1], validators, t)
+    if not verify(validators, msg):
+        raise MessageError(f"{t}: bad signature from replica {r}")
+    return body
+
+
+_FIELDS = {
+    PROPOSE: {"v", "h", "block"},
+    PREPARE: {"v", "h", "d"},
+    COMMIT: {"v", "h", "d"},
+    CHECKPOINT: {"h", "d", "root"},
+    VIEWCHANGE: {"v", "h", "checkpoint", "prepared"},   # h: the stable checkpoint height
+    NEWVIEW: {"v", "vcs"},
+    FETCH: {"from_h", "count"},
+    BLOCKS: {"blocks"},
+}
+
+
+def decode(raw: bytes, validators: Validators) -> dict:
+    """Wire bytes -> a checked, signature-verified message."""
+    try:
+        msg = codec.decode(raw, MAX_MSG_BYTES)
+    except codec.EncodingError as e:
+        raise MessageError(f"undecodable message: {e}") from None
+    check_message(msg, validators)
+    return msg
+
+
+def cert_signers(cert: list, t: str, v: int | None, h: int, d: bytes) -> set[int]:
+    """Distinct replicas whose messages in `cert` vote (t, v, h, d); v None = any view."""
+    out = set()
+    for m in cert:
+        b = m["body"]
+        if b["t"] == t and b["h"] == h and b["d"] == d and (v is None or b["v"] == v):
+            out.add(b["r"])
+    return out

@@ -1,0 +1,177 @@
+"""A full node without I/O: mempool, PBFT replica and ledger, wired together.
+
+The daemon and the simulator both run this object; they differ only in how bytes reach
+it (real sockets or a simulated network), what `now` is (wall clock or virtual), and the
+store behind it. Events in — `submit` (a client's transaction; the shell gossips what it
+admits), `receive_tx` (one gossiped by a peer), `deliver` (a consensus message), `tick` —
+and the replica's effects out. Votes are written to the store before `deliver`/`tick`
+return, so none can leave the process unrecorded.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from consensus import messages as M
+from consensus.effects import Persist
+from consensus.replica import Config, Replica
+from ledger import tx as txm
+from ledger.ledger import Ledger
+
+from .mempool import Mempool
+
+TX_CACHE = 100_000
+
+
+@dataclass
+class Genesis:
+    chain_id: str
+    time: int
+    balances: dict
+    validators: tuple                    # public keys, in replica-index order
+    params: dict = field(default_factory=dict)   # consensus Config overrides
+
+    def config(self, quorum_override: int | None = None) -> Config:
+        vals = M.Validators(self.chain_id, tuple(self.validators), quorum_override)
+        return Config(validators=vals, genesis_time=self.time, **self.params)
+
+
+class Node:
+    def __init__(self, genesis: Genesis, keypair, store, now: int,
+                 quorum_override: int | None = None):
+        self.genesis = genesis
+        self.store = store
+        self.config = genesis.config(quorum_override)
+        self.vals = self.config.validators
+        self.index = (self.vals.pubkeys.index(keypair.pubkey)
+                      if keypair.pubkey in self.vals.pubkeys else None)
+        self.ledger = Ledger.genesis(genesis.chain_id, genesis.balances, genesis.time)
+        self.mempool = Mempool(self.ledger)
+        self._txs: dict[bytes, txm.SignedTx] = {}          # raw -> parsed, bounded
+        self._recent: dict[int, tuple] = {0: ({"time": genesis.time}, M.GENESIS_HASH,
+                                              self.ledger.state_root())}
+        self.rejected_messages = 0
+        for h in range(1, store.height + 1):                # recover: replay the chain
+            block, cert, root = store.get_block(h)
+            assert self._apply(h, block) == root, f"stored block {h} replays to another root"
+        self.replica = Replica(self.config, self.index, keypair, self, now,
+                               store.load_records()) if self.index is not None else None
+
+    # --- the shell's events -----------------------------------------------------------
+
+    def submit(self, raw: bytes) -> txm.SignedTx:
+        """A client's transaction: admitted to the mempool (and gossiped) or TxError."""
+        tx = self._parse(raw)
+        self.mempool.add(tx)
+        return tx
+
+    def receive_tx(self, raw: bytes) -> bool:
+        try:
+            self.submit(raw)
+        except txm.TxError:
+            return False                  # duplicates and stale ones are normal in gossip
+        return True
+
+    def deliver(self, raw: bytes, now: int) -> list:
+        try:
+            msg = M.decode(raw, self.vals)
+        except M.MessageError:
+            self.rejected_messages += 1
+            return []
+        if self.replica is None:
+            return []
+        return self._persist(self.replica.deliver(msg, now))
+
+    def tick(self, now: int) -> list:
+        return self._persist(self.replica.tick(now)) if self.replica else []
+
+    def _persist(self, effects: list) -> list:
+        out = []
+        for e in effects:
+            if type(e) is Persist:
+                self.store.put_record(e.key, e.value)
+            else:
+                out.append(e)
+        return out
+
+    # --- the replica's application interface -------------------------------------------
+
+    @property
+    def height(self) -> int:
+        return self.ledger.height
+
+    def _recent_or_stored(self, h: int):
+        got = self._recent.get(h)
+        if got is None:
+            stored = self.store.get_block(h)
+            if stored is None:
+                return None
+            got = (stored[0]["header"], M.block_hash(stored[0]["header"]), stored[2])
+        return got
+
+    def block_hash(self, h: int):
+        got = self._recent_or_stored(h)
+        return got and got[1]
+
+    def root_at(self, h: int):
+        got = self._recent_or_stored(h)
+        return got and got[2]
+
+    def header_at(self, h: int):
+        got = self._recent_or_stored(h)
+        return got and got[0]
+
+    def get_block(self, h: int):
+        stored = self.store.get_block(h)
+        return stored and (stored[0], stored[1])
+
+    def has_pending(self) -> bool:
+        return any(self.ledger.account(s)[1] in q for s, q in self.mempool.by_sender.items())
+
+    def make_txs(self, height: int, max_txs: int, exclude: set) -> list[bytes]:
+        in_flight = {self._parse(raw).hash for raw in exclude}
+        return [tx.raw for tx in self.mempool.batch(max_txs, in_flight)]
+
+    def check_txs(self, raws: list[bytes], in_flight: list[bytes] = ()) -> str | None:
+        """Why these transactions may not be proposed on top of the executed state and
+        the blocks `in_flight` between it and them; None if they may."""
+        seen = {self._parse(raw).hash for raw in in_flight}
+        for raw in raws:
+            try:
+                tx = self._parse(raw)
+            except txm.TxError as e:
+                return str(e)
+            if tx.hash in seen:
+                return f"transaction {tx.id} is already in this block or one in flight"
+            seen.add(tx.hash)
+            if tx.body["chain"] != self.ledger.chain_id:
+                return f"transaction {tx.id} is for another chain"
+            if not tx.verify_signatures():
+                return f"transaction {tx.id} has a bad signature"
+            if tx.nonce < self.ledger.account(tx.sender)[1]:
+                return f"transaction {tx.id} replays a used nonce"
+        return None
+
+    def execute(self, h: int, block: dict, cert: list) -> bytes:
+        root = self._apply(h, block)
+        self.store.put_block(h, block, cert, root)
+        return root
+
+    # --- internals --------------------------------------------------------------------
+
+    def _parse(self, raw: bytes) -> txm.SignedTx:
+        tx = self._txs.get(raw)
+        if tx is None:
+            tx = txm.parse(raw)
+            if len(self._txs) >= TX_CACHE:
+                del self._txs[next(iter(self._txs))]
+            self._txs[raw] = tx
+        return tx
+
+    def _apply(self, h: int, block: dict) -> bytes:
+        txs = [self._parse(raw) for raw in block["txs"]]
+        result = self.ledger.apply_block(h, block["header"]["time"], txs, strict=False)
+        self.last_result = result
+        self._recent[h] = (block["header"], M.block_hash(block["header"]), result.state_root)
+        self._recent.pop(h - 4 * self.config.window, None)
+        self.mempool.evict_committed({tx.sender for tx in txs})
+        return result.state_root

@@ -1,0 +1,341 @@
+"""The deterministic simulator: n full nodes in one process, a simulated network and a
+virtual clock, every random choice from one seed, so any failing run replays exactly.
+
+Nodes are the real `node.core.Node` (mempool, PBFT replica, ledger) with a `MemoryStore`
+as their disk. The nemesis drops, delays, duplicates and reorders messages, partitions
+and heals the network, crashes nodes and restarts them from what they persisted, pauses
+them, and makes up to f of them byzantine. After the faults heal the run continues until
+every client transaction has committed on every honest node, or a liveness bound passes;
+then the checker looks at every honest node's chain and ledger.
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import random
+from dataclasses import dataclass, field
+
+from consensus import messages as M
+from consensus.effects import Broadcast, Committed, Evidence, Send, Timer
+from ledger.keys import Keypair
+
+from .checker import check
+from .core import Genesis, Node
+from .store import MemoryStore
+from .workload import LendingWorkload
+
+T0 = 1_767_225_600                       # chain time at genesis (2026-01-01)
+FAULT_CLASSES = ("crash", "network", "byzantine")
+BYZANTINE = ("equivocate", "silent", "garbage", "conflict", "replay")
+PARAMS = {"view_timeout_ms": 400, "checkpoint_interval": 8, "window": 32,
+          "batch_delay_ms": 5, "max_block_txs": 200, "fetch_timeout_ms": 200,
+          "empty_block_ms": 1_000, "time_scale": 86_400}          # a simulated second is a chain day: loans move
+
+
+def faults_for(name: str) -> set[str]:
+    if name == "none":
+        return set()
+    if name == "all":
+        return set(FAULT_CLASSES)
+    if name not in FAULT_CLASSES:
+        raise ValueError(f"faults must be none, all or one of {', '.join(FAULT_CLASSES)}")
+    return {name}
+
+
+@dataclass
+class RunResult:
+    seed: int
+    validators: int
+    ok: bool
+    safety_violations: list = field(default_factory=list)
+    liveness_failure: str | None = None
+    committed_txs: int = 0
+    height: int = 0
+    view_changes: int = 0
+    evidence: int = 0
+    byzantine: dict = field(default_factory=dict)
+    faults_injected: int = 0
+    sim_ms: int = 0
+
+    def to_json(self) -> dict:
+        return dict(self.__dict__)
+
+
+class Simulation:
+    def __init__(self, seed: int, validators: int = 4, faults: str = "all", txs: int = 200,
+                 fault_ms: int = 6_000, liveness_ms: int = 60_000,
+                 quorum_override: int | None = None):
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.n = validators
+        self.f = (validators - 1) // 3
+        self.faults = faults_for(faults)
+        self.fault_until = T0 * 1000 + (fault_ms if self.faults else 0)
+        self.liveness_ms = liveness_ms
+        self.now = T0 * 1000
+        self.keys = [Keypair(hashlib.sha256(f"sim-validator:{seed}:{i}".encode()).digest())
+                     for i in range(validators)]
+        chain = f"sim-{seed}"
+        self.workload = LendingWorkload(chain, seed, self.rng, txs)
+        self.genesis = Genesis(chain, T0, self.workload.balances(),
+                               tuple(k.pubkey for k in self.keys), dict(PARAMS))
+        self.quorum_override = quorum_override
+        self.stores = [MemoryStore() for _ in range(validators)]
+        self.nodes = [self._boot(i) for i in range(validators)]
+        self.crashed: set[int] = set()
+        self.paused: dict[int, list] = {}              # node -> events held while paused
+        self.partition: list[set] | None = None
+        self.drop_pct = self.dup_pct = 0
+        self.byzantine: dict[int, str] = {}
+        if "byzantine" in self.faults:
+            for i in self.rng.sample(range(validators), self.f):
+                self.byzantine[i] = self.rng.choice(BYZANTINE)
+        self.sent_history: dict[int, list] = {i: [] for i in self.byzantine}
+        self.queue: list = []
+        self.seq = 0
+        self.next_tick: dict[int, int] = {}
+        self.evidence: list = []
+        self.faults_injected = 0
+
+    def _boot(self, i: int) -> Node:
+        return Node(self.genesis, self.keys[i], self.stores[i], self.now, self.quorum_override)
+
+    # --- the event queue ----------------------------------------------------------------
+
+    def _at(self, t: int, event: tuple) -> None:
+        self.seq += 1
+        heapq.heappush(self.queue, (t, self.seq, event))
+
+    def _tick_at(self, i: int, t: int) -> None:
+        """Schedule node i's tick at t unless an earlier one is already pending."""
+        t = max(t, self.now + 1)
+        pending = self.next_tick.get(i)
+        if pending is None or pending <= self.now or pending > t:
+            self.next_tick[i] = t
+            self._at(t, ("tick", i))
+
+    def _send(self, src: int, dst: int, kind: str, raw: bytes) -> None:
+        if self.partition and not any(src in g and dst in g for g in self.partition):
+            return
+        if self.rng.randrange(100) < self.drop_pct:
+            return
+        self._at(self.now + self.rng.randint(1, 8), (kind, dst, raw))
+        if self.rng.randrange(100) < self.dup_pct:
+            self._at(self.now + self.rng.randint(1, 40), (kind, dst, raw))
+
+    def _dispatch(self, i: int, effects: list) -> None:
+        for e in effects:
+            t = type(e)
+            if t is Broadcast or t is Send:
+                for dst, raw in self._outgoing(i, e):
+                    self._send(i, dst, "msg", raw)
+            elif t is Timer:
+                self._tick_at(i, e.at)
+            elif t is Evidence:
+                self.evidence.append((i, e.kind, e.replica))
+            elif t is Committed:
+                pass                                    # the checker reads the stores
+
+    # --- byzantine behaviour: what a faulty node sends instead ---------------------------
+
+    def _outgoing(self, i: int, e) -> list[tuple[int, bytes]]:
+        dsts = [e.to] if type(e) is Send else [j for j in range(self.n) if j != i]
+        raw = M.encode(e.msg)
+        mode = self.byzantine.get(i)
+        if mode is None:
+            return [(d, raw) for d in dsts]
+        if mode == "silent":
+            return []
+        if mode == "garbage":
+            sig = e.msg["sig"]
+            bad = dict(e.msg, sig=bytes([sig[0] ^ 1]) + sig[1:])
+            return [(d, M.encode(bad)) for d in dsts]
+        body = e.msg["body"]
+        half = set(dsts[: len(dsts) // 2])
+        if mode == "equivocate" and body["t"] == M.PROPOSE:
+            header = dict(body["block"]["header"], time=body["block"]["header"]["time"] + 1)
+            other = M.sign(self.genesis.chain_id, self.keys[i],
+                           dict(body, block={"header": header, "txs": body["block"]["txs"]}))
+            return [(d, M.encode(other) if d in half else raw) for d in dsts]
+        if mode == "conflict" and body["t"] in (M.PREPARE, M.COMMIT):
+            other = M.sign(self.genesis.chain_id, self.keys[i],
+                           dict(body, d=hashlib.sha256(body["d"]).digest()))
+            return [(d, M.encode(other) if d in half else raw) for d in dsts]
+        if mode == "replay":
+            history = self.sent_history[i]
+            history.append(raw)
+            del history[:-200]
+            old = history[self.rng.randrange(len(history))]
+            return [(d, raw) for d in dsts] + [(d, old) for d in dsts]
+        return [(d, raw) for d in dsts]
+
+    # --- the nemesis -------------------------------------------------------------------
+
+    def _nemesis(self) -> None:
+        if self.now >= self.fault_until:
+            return
+        self._at(self.now + self.rng.randint(100, 700), ("nemesis",))
+        options = []
+        if "network" in self.faults:
+            options += ["partition", "lossy", "heal-network"]
+        if "crash" in self.faults:
+            options += ["crash", "pause", "recover"]
+        if not options:
+            return
+        action = self.rng.choice(options)
+        self.faults_injected += 1
+        if action == "partition":
+            nodes = list(range(self.n))
+            self.rng.shuffle(nodes)
+            cut = self.rng.randint(1, self.n - 1)
+            self.partition = [set(nodes[:cut]), set(nodes[cut:])]
+        elif action == "lossy":
+            self.drop_pct, self.dup_pct = self.rng.randint(1, 15), self.rng.randint(0, 10)
+        elif action == "heal-network":
+            self.partition, self.drop_pct, self.dup_pct = None, 0, 0
+        elif action in ("crash", "pause"):
+            down = self.crashed | set(self.paused)
+            up = [i for i in range(self.n) if i not in down]
+            if len(down) < self.f and up:
+                i = self.rng.choice(up)
+                if action == "crash":
+                    self.crashed.add(i)
+                else:
+                    self.paused[i] = []
+        elif action == "recover":
+            self._recover_one()
+
+    def _recover_one(self) -> None:
+        if self.crashed:
+            i = min(self.crashed)
+            self.crashed.discard(i)
+            self.nodes[i] = self._boot(i)          # from what it persisted, nothing else
+            self._tick_at(i, self.now + 1)
+        elif self.paused:
+            i = min(self.paused)
+            for event in self.paused.pop(i):
+                self._at(self.now + 1, event)
+            self._tick_at(i, self.now + 1)
+
+    def _heal(self) -> None:
+        self.partition, self.drop_pct, self.dup_pct = None, 0, 0
+        while self.crashed or self.paused:
+            self._recover_one()
+
+    # --- clients -----------------------------------------------------------------------
+
+    def _observer(self) -> Node:
+        """A reachable honest node whose ledger a wallet reads."""
+        up = [i for i in range(self.n) if i not in self.crashed and i not in self.paused
+              and i not in self.byzantine]
+        return self.nodes[self.rng.choice(up)] if up else None
+
+    def _client(self) -> None:
+        obs = self._observer()
+        if obs is not None:
+            for raw in self.workload.step(obs.ledger):
+                self._submit(raw)
+        if not self.workload.done_creating or self.workload.pending():
+            self._at(self.now + self.rng.randint(5, 30), ("client",))
+
+    def _resubmit(self) -> None:
+        """Wallets resend what has not committed yet, to a random node."""
+        for c in self.workload.clients:
+            for _, raw in c.pending[:4]:
+                self._submit(raw)
+        self._at(self.now + 300, ("resubmit",))
+
+    def _submit(self, raw: bytes) -> None:
+        i = self.rng.randrange(self.n)
+        self._at(self.now + self.rng.randint(1, 5), ("tx", i, raw))
+
+    # --- running -----------------------------------------------------------------------
+
+    def _handle(self, event: tuple) -> None:
+        kind = event[0]
+        if kind in ("msg", "tx", "tick"):
+            i = event[1]
+            if i in self.crashed:
+                return
+            if i in self.paused:
+                if kind != "tick":
+                    self.paused[i].append(event)
+                return
+            node = self.nodes[i]
+            if kind == "msg":
+                self._dispatch(i, node.deliver(event[2], self.now))
+            elif kind == "tx":
+                if node.receive_tx(event[2]):
+                    for j in range(self.n):
+                        if j != i:
+                            self._send(i, j, "tx", event[2])
+                    self._tick_at(i, self.now + 1)
+            else:
+                if self.next_tick.get(i) == self.now:
+                    del self.next_tick[i]
+                self._dispatch(i, node.tick(self.now))
+        elif kind == "client":
+            self._client()
+        elif kind == "resubmit":
+            if self.workload.pending() or not self.workload.done_creating:
+                self._resubmit()
+        elif kind == "nemesis":
+            self._nemesis()
+        elif kind == "heal":
+            self._heal()
+
+    def _honest(self) -> dict[int, Node]:
+        return {i: n for i, n in enumerate(self.nodes) if i not in self.byzantine}
+
+    def _settled(self) -> bool:
+        if not self.workload.done_creating:
+            return False
+        honest = self._honest()
+        want = {c.kp.address: c.next_nonce for c in self.workload.clients}
+        return all(n.ledger.account(a)[1] >= nonce for n in honest.values()
+                   for a, nonce in want.items())
+
+    def run(self, max_events: int = 2_000_000) -> RunResult:
+        for i in range(self.n):
+            self._tick_at(i, self.now + 1)
+        self._at(self.now + 1, ("client",))
+        self._at(self.now + 300, ("resubmit",))
+        if self.faults:
+            self._at(self.now + 50, ("nemesis",))
+            self._at(self.fault_until, ("heal",))
+        deadline = self.fault_until + self.liveness_ms
+        violations, liveness = [], None
+        events = 0
+        try:
+            while self.queue and events < max_events:
+                t, _, event = heapq.heappop(self.queue)
+                if t > deadline:
+                    break
+                self.now = t
+                self._handle(event)
+                events += 1
+                if self.now > self.fault_until and events % 64 == 0 and self._settled():
+                    break
+        except AssertionError as e:                 # a replica caught itself diverging
+            violations.append(f"assertion: {e}")
+        if not violations and not self._settled():
+            liveness = (f"{self.workload.pending()} transactions not committed "
+                        f"{(self.now - self.fault_until) // 1000}s after the faults healed")
+        honest = self._honest()
+        violations += check(honest, self.workload.created,
+                            self.genesis.config(self.quorum_override).validators.quorum)
+        heights = [n.height for n in honest.values()]
+        return RunResult(
+            seed=self.seed, validators=self.n, ok=not violations and liveness is None,
+            safety_violations=violations, liveness_failure=liveness,
+            committed_txs=sum(len(n.store.get_block(h)[0]["txs"])
+                              for n in [max(honest.values(), key=lambda n: n.height)]
+                              for h in range(1, n.height + 1)),
+            height=min(heights), view_changes=max(n.replica.view_changes
+                                                  for n in honest.values()),
+            evidence=len(self.evidence), byzantine=dict(sorted(self.byzantine.items())),
+            faults_injected=self.faults_injected, sim_ms=self.now - T0 * 1000)
+
+
+def run_seed(seed: int, **kw) -> RunResult:
+    return Simulation(seed, **kw).run()
