@@ -55,6 +55,7 @@ class Config:
 
 
 MAX_FUTURE = 4_096       # messages held for views this replica has not entered yet
+MAX_CHECKPOINTS = 8      # unstable checkpoint votes held per replica
 
 
 class Slot:
@@ -109,6 +110,7 @@ class Replica:
             self.behind_hint = app.height + 1
         self.fetch_peer = (index + 1) % self.vals.n
         self.reported: set[tuple] = set()
+        self.helped: set[tuple] = set()
         self.out: list = []
         self.view_changes = 0
         self.future: dict[int, list] = {}
@@ -234,11 +236,17 @@ class Replica:
     def _on_propose(self, msg, b):
         v, h = b["v"], b["h"]
         block = b["block"]
-        if b["r"] != self.vals.primary(v) or block["header"]["proposer"] != b["r"]:
+        if b["r"] != self.vals.primary(v):
             return                                # only the view's primary proposes
-        if v != self.view or not self._in_window(h) or h <= self.app.height:
+        if h <= self.app.height:
+            self._help_behind(b["r"], h)
+            return
+        if v != self.view or not self._in_window(h):
             return
         d = M.block_hash(block["header"])
+        if block["header"]["proposer"] != b["r"] and self.selection.get(h) != d:
+            return                                # a new block names its proposer; only one
+                                                  # the new view carried over names another
         slot = self._slot(h)
         have = slot.proposals.get(v)
         if have is not None:
@@ -256,7 +264,10 @@ class Replica:
 
     def _on_prepare(self, msg, b):
         v, h, d = b["v"], b["h"], b["d"]
-        if v != self.view or not self._in_window(h) or h <= self.app.height:
+        if h <= self.app.height:
+            self._help_behind(b["r"], h)
+            return
+        if v != self.view or not self._in_window(h):
             return
         slot = self._slot(h)
         if self._note_vote(slot, M.PREPARE, v, b["r"], d, msg, slot.prepares):
@@ -265,6 +276,7 @@ class Replica:
     def _on_commit(self, msg, b):
         v, h, d = b["v"], b["h"], b["d"]
         if h <= self.app.height:
+            self._help_behind(b["r"], h)
             return
         self.behind_hint = max(self.behind_hint, h - 1)
         if not self._in_window(h):
@@ -301,8 +313,8 @@ class Replica:
 
     def _header_of(self, h: int, want: bytes):
         """Header of the block at h with hash `want`, if this replica may build on it."""
-        if h == 0:
-            return {"time": 0} if want == M.GENESIS_HASH else None
+        if h == 0:       # genesis: the first block may not be older than the chain
+            return {"time": self.cfg.genesis_time} if want == M.GENESIS_HASH else None
         if h <= self.app.height:
             return self.app.header_at(h) if self.app.block_hash(h) == want else None
         slot = self.slots.get(h)
@@ -446,12 +458,21 @@ class Replica:
     # --- checkpoints and garbage collection --------------------------------------------
 
     def _on_checkpoint(self, msg, b):
-        h = b["h"]
+        h, r = b["h"], b["r"]
         if h <= self.low:
             return
         key = (h, b["d"], b["root"])
+        # Bounded memory: keep each replica's newest few unstable checkpoint votes (the
+        # newest is what a lagging replica catches up to); one that floods evicts its own.
+        theirs = sorted(k for k, votes in self.checkpoints.items() if r in votes and k != key)
+        if len(theirs) >= MAX_CHECKPOINTS:
+            if key < theirs[0]:
+                return
+            del self.checkpoints[theirs[0]][r]
+            if not self.checkpoints[theirs[0]]:
+                del self.checkpoints[theirs[0]]
         votes = self.checkpoints.setdefault(key, {})
-        votes[b["r"]] = msg
+        votes[r] = msg
         if len(votes) < self.vals.quorum:
             return
         if h > self.app.height:
@@ -483,7 +504,9 @@ class Replica:
         self.view_changes += 1
         self.selection = {}
         self.vc_attempts += 1
-        self.vc_deadline = self.now + self._timeout()
+        # As in PBFT, the timer that gives up on this view starts only once 2f+1
+        # replicas ask for it too: a replica alone must not run ahead through views.
+        self.vc_deadline = None
         self.vc_resent = self.now
         self.progress_deadline = None
         self.out.append(Persist(("view",), nv))
@@ -537,6 +560,10 @@ class Replica:
         if len(later) > self.vals.f and (self.normal or later[0] > self.view):
             self._start_view_change(later[0])
         vcs = [m for m in self.viewchanges.values() if m["body"]["v"] == self.view]
+        # A replica asking for a later view has given up on this one too.
+        leaving = sum(1 for m in self.viewchanges.values() if m["body"]["v"] >= self.view)
+        if not self.normal and self.vc_deadline is None and leaving >= self.vals.quorum:
+            self.vc_deadline = self.now + self._timeout()
         if (not self.normal and self.vals.primary(self.view) == self.me
                 and len(vcs) >= self.vals.quorum and self.view not in self.newview_sent):
             self.newview_sent.add(self.view)
@@ -624,6 +651,17 @@ class Replica:
         self.fetch_deadline = self.now + self.cfg.fetch_timeout_ms
         msg = self._sign({"t": M.FETCH, "from_h": self.app.height + 1, "count": 64})
         self.out.append(Send(peer, msg))
+
+    def _help_behind(self, r: int, h: int) -> None:
+        """r is still working on a height this replica has executed: send it the block
+        and its certificate (once per replica and height), or it may never learn that a
+        quorum committed it — e.g. when the others executed it and moved on."""
+        if r == self.me or (r, h) in self.helped:
+            return
+        if len(self.helped) > 16 * self.vals.n * self.cfg.window:
+            self.helped.clear()
+        self.helped.add((r, h))
+        self._on_fetch(None, {"r": r, "from_h": h, "count": 16})
 
     def _on_fetch(self, msg, b):
         entries = []
