@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from .loan import loan
+from .sim import sim
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -18,6 +19,7 @@ def main():
 
 
 main.add_command(loan)
+main.add_command(sim)
 
 if __name__ == "__main__":
     main()

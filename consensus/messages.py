@@ -158,6 +158,8 @@ def check_message(msg, validators: Validators) -> dict:
     elif t == CHECKPOINT and not _is_hash(body["root"]):
         raise MessageError("checkpoint: bad state root")
     elif t == VIEWCHANGE:
+        if not _is_int(body["e"], 0):
+            raise MessageError("viewchange: bad executed height")
         _check_vote_list(body["checkpoint"], validators, t, allow_empty=True)
         if type(body["prepared"]) is not list or len(body["prepared"]) > 1024:
             raise MessageError("viewchange: prepared must be a list")
@@ -188,7 +190,8 @@ _FIELDS = {
     PREPARE: {"v", "h", "d"},
     COMMIT: {"v", "h", "d"},
     CHECKPOINT: {"h", "d", "root"},
-    VIEWCHANGE: {"v", "h", "checkpoint", "prepared"},   # h: the stable checkpoint height
+    # h: the sender's stable checkpoint height; e: the height it has executed
+    VIEWCHANGE: {"v", "h", "e", "checkpoint", "prepared"},
     NEWVIEW: {"v", "vcs"},
     FETCH: {"from_h", "count"},
     BLOCKS: {"blocks"},

@@ -56,6 +56,7 @@ class Config:
 
 MAX_FUTURE = 4_096       # messages held for views this replica has not entered yet
 MAX_CHECKPOINTS = 8      # unstable checkpoint votes held per replica
+PREPARED = "prepared"    # persisted as ("vote", PREPARED, view, height): [propose, prepares]
 
 
 class Slot:
@@ -89,8 +90,14 @@ class Replica:
             self.low_proof = []
         # my own votes, by (type, view, height): restored so a restart never contradicts them
         self.my_votes: dict[tuple, bytes] = {k[1:]: v for k, v in persisted.items()
-                                             if k[0] == "vote"}
+                                             if k[0] == "vote" and k[1] != PREPARED}
         self.slots: dict[int, Slot] = {}
+        # ... and the prepared certificates, which a view change must still carry
+        for k in sorted(k for k in persisted if k[0] == "vote" and k[1] == PREPARED):
+            (_, _, v, h), (prop, prepares) = k, persisted[k]
+            if h > self.low:                      # sorted: the highest view's is kept
+                d = M.block_hash(prop["body"]["block"]["header"])
+                self._slot(h).prepared = (v, d, prop, prepares)
         self.checkpoints: dict[tuple, dict] = {}   # (h, hash, root) -> {replica: msg}
         self.viewchanges: dict[int, dict] = {}     # replica -> its latest VIEWCHANGE
         self.newview_sent: set[int] = set()
@@ -110,11 +117,16 @@ class Replica:
             self.behind_hint = app.height + 1
         self.fetch_peer = (index + 1) % self.vals.n
         self.reported: set[tuple] = set()
-        self.helped: set[tuple] = set()
+        self.helped: dict[tuple, int] = {}        # (replica, height) -> when it was sent
         self.out: list = []
         self.view_changes = 0
         self.future: dict[int, list] = {}
         self.future_count = 0
+        if self.view > 0:
+            # It may have stopped in the middle of a view change, and it does not keep how
+            # the view began (what the NEW-VIEW told it to keep): rather than act in the
+            # view unchecked, it asks for it again; a replica already in it answers.
+            self._start_view_change(self.view)
 
     # --- events -----------------------------------------------------------------------
 
@@ -283,7 +295,10 @@ class Replica:
             return
         slot = self._slot(h)
         if self._note_vote(slot, M.COMMIT, v, b["r"], d, msg, slot.commits):
-            slot.commits.setdefault((v, d), {})[b["r"]] = msg
+            votes = slot.commits.setdefault((v, d), {})
+            votes[b["r"]] = msg
+            if len(votes) >= self.vals.quorum:
+                self.behind_hint = max(self.behind_hint, h)   # committed: fetch it if need be
 
     def _acceptable(self, h: int, block: dict) -> bool:
         """May this replica prepare-vote the block at h in the current view?"""
@@ -355,6 +370,10 @@ class Replica:
             votes = slot.prepares.get((v, mine), {})
             if len(votes) >= self.vals.quorum:
                 slot.prepared = (v, mine, prop[0], list(votes.values()))
+                # Durable before the COMMIT it allows: after a restart a VIEWCHANGE must
+                # still carry it, or a block committed elsewhere could be replaced.
+                self.out.append(Persist(("vote", PREPARED, v, h),
+                                        [prop[0], slot.prepared[3]]))
                 acted = True
         if (slot.prepared is not None and slot.prepared[0] == v
                 and (M.COMMIT, v, h) not in self.my_votes and self._prev_prepared(h)):
@@ -512,7 +531,7 @@ class Replica:
         self.out.append(Persist(("view",), nv))
         prepared = [[s.prepared[2], s.prepared[3]] for h, s in sorted(self.slots.items())
                     if s.prepared is not None and h > self.low]
-        msg = self._sign({"t": M.VIEWCHANGE, "v": nv, "h": self.low,
+        msg = self._sign({"t": M.VIEWCHANGE, "v": nv, "h": self.low, "e": self.app.height,
                           "checkpoint": self.low_proof, "prepared": prepared})
         self.out.append(Broadcast(msg))
         self._on_viewchange(msg, msg["body"])
@@ -536,6 +555,10 @@ class Replica:
 
     def _on_viewchange(self, msg, b):
         nv = b["v"]
+        if b["e"] < self.app.height:
+            # It asks to leave a view that may have moved on without it: once the others
+            # go quiet, nothing else would tell it what they committed.
+            self._help_behind(b["r"], b["e"] + 1)
         if nv == self.view and self.normal and self.newview_msg is not None:
             # It missed how this view began: the NEW-VIEW, then the primary's proposals.
             self.out.append(Send(b["r"], self.newview_msg))
@@ -584,14 +607,18 @@ class Replica:
                 if pb["h"] > base["h"] and (pb["h"] not in best
                                             or cand[:2] > best[pb["h"]][:2]):
                     best[pb["h"]] = cand
-        prev = base["checkpoint"][0]["body"]["d"] if base["h"] else M.GENESIS_HASH
+        # The proof's own CHECKPOINTs (a VIEWCHANGE may carry other signed messages too;
+        # _valid_viewchange found 2f+1 of these, all for one block).
+        proof = [m for m in base["checkpoint"] if m["body"]["t"] == M.CHECKPOINT
+                 and m["body"]["h"] == base["h"]]
+        prev = proof[0]["body"]["d"] if base["h"] else M.GENESIS_HASH
         chosen = []
         h = base["h"] + 1
         while h in best and best[h][2]["body"]["block"]["header"]["prev"] == prev:
             chosen.append((h, best[h][2]))
             prev = best[h][1]
             h += 1
-        return base["h"], base["checkpoint"], chosen
+        return base["h"], proof, chosen
 
     def _on_newview(self, msg, b):
         nv = b["v"]
@@ -654,21 +681,25 @@ class Replica:
 
     def _help_behind(self, r: int, h: int) -> None:
         """r is still working on a height this replica has executed: send it the block
-        and its certificate (once per replica and height), or it may never learn that a
+        and its certificate (again only after a fetch timeout), or it may never learn that a
         quorum committed it — e.g. when the others executed it and moved on."""
-        if r == self.me or (r, h) in self.helped:
-            return
+        sent = self.helped.get((r, h))
+        if r == self.me or (sent is not None and self.now < sent + self.cfg.fetch_timeout_ms):
+            return                                # again only if the first answer was lost
         if len(self.helped) > 16 * self.vals.n * self.cfg.window:
             self.helped.clear()
-        self.helped.add((r, h))
+        self.helped[(r, h)] = self.now
         self._on_fetch(None, {"r": r, "from_h": h, "count": 16})
 
     def _on_fetch(self, msg, b):
-        entries = []
+        entries, size = [], 0
         for h in range(b["from_h"], min(b["from_h"] + b["count"], self.app.height + 1)):
             got = self.app.get_block(h)
             if got is None:
                 break
+            size += len(M.encode(list(got)))
+            if entries and size > M.MAX_MSG_BYTES - 1024:
+                break                             # what fits in one message; it asks again
             entries.append(list(got))
         # Always answer: an empty list tells the asker this replica has nothing newer.
         self.out.append(Send(b["r"], self._sign({"t": M.BLOCKS, "blocks": entries})))
