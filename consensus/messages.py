@@ -56,11 +56,17 @@ class Validators:
 
 # --- signing ------------------------------------------------------------------------------
 
+# A message is canonical from birth: `sign` puts its body in canonical form, and `decode`
+# accepts only canonical bytes. So its bytes are a plain msgpack pack, never a second walk
+# over every nested certificate; a hand-made message with maps out of order would only get
+# bytes that every receiver refuses.
+
 def _signed_bytes(chain_id: str, body: dict) -> bytes:
-    return SIG_DOMAIN + chain_id.encode() + b"\x00" + codec.encode(body)
+    return SIG_DOMAIN + chain_id.encode() + b"\x00" + codec.pack_canonical(body)
 
 
 def sign(chain_id: str, kp: keys.Keypair, body: dict) -> dict:
+    body = codec.canonical(body)
     return {"body": body, "sig": kp.sign(_signed_bytes(chain_id, body))}
 
 
@@ -72,7 +78,8 @@ def verify(validators: Validators, msg: dict) -> bool:
 
 
 def encode(msg: dict) -> bytes:
-    return codec.encode(msg)
+    """A message from `sign` or `decode` (or a map of them) -> wire bytes."""
+    return codec.pack_canonical(msg)
 
 
 # --- shape checks: everything from a peer is checked before it is looked at ----------------

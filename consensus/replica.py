@@ -117,7 +117,7 @@ class Replica:
             self.behind_hint = app.height + 1
         self.fetch_peer = (index + 1) % self.vals.n
         self.reported: set[tuple] = set()
-        self.helped: dict[tuple, int] = {}        # (replica, height) -> when it was sent
+        self.helped: dict[int, int] = {}          # replica -> when blocks were last sent it
         self.out: list = []
         self.view_changes = 0
         self.future: dict[int, list] = {}
@@ -382,20 +382,25 @@ class Replica:
         return acted
 
     def _prev_prepared(self, h: int) -> bool:
-        if h - 1 <= self.app.height:
-            return True
-        prev = self.slots.get(h - 1)
-        return prev is not None and prev.prepared is not None and prev.prepared[0] == self.view
+        """May h get this replica's COMMIT? Only once it COMMIT-voted h-1 in this view (or
+        executed it). By induction a replica that commits h in view v holds prepared
+        certificates of view v for every height from its executed one up to h, so the
+        f+1 honest replicas in any commit quorum carry that whole chain into every later
+        view change. Asking only that h-1 be prepared is not enough: a replica could
+        commit h with h-2 never prepared, and a NEW-VIEW missing h-2 would drop h."""
+        return h - 1 <= self.app.height or (M.COMMIT, self.view, h - 1) in self.my_votes
 
     def _committed(self, h: int):
-        """(block, certificate) if 2f+1 COMMITs of one view agree on a block we hold."""
+        """(block, certificate) if 2f+1 COMMITs of one view agree on a block we hold that
+        follows the chain we executed."""
         slot = self.slots.get(h)
         if slot is None:
             return None
+        prev = self.app.block_hash(h - 1) if h > 1 else M.GENESIS_HASH
         for (v, d), votes in slot.commits.items():
             if len(votes) >= self.vals.quorum:
                 for _, block, bd in slot.proposals.values():
-                    if bd == d:
+                    if bd == d and block["header"]["prev"] == prev:
                         return block, sorted(votes.values(), key=lambda m: m["body"]["r"])
         return None
 
@@ -406,11 +411,7 @@ class Replica:
             got = self._committed(h)
             if got is None:
                 return done
-            block, cert = got
-            if block["header"]["prev"] != (self.app.block_hash(h - 1) if h > 1
-                                           else M.GENESIS_HASH):
-                return done                       # cannot happen with an honest quorum
-            self._execute(h, block, cert)
+            self._execute(h, *got)
             done = True
 
     def _execute(self, h: int, block: dict, cert: list) -> None:
@@ -680,15 +681,14 @@ class Replica:
         self.out.append(Send(peer, msg))
 
     def _help_behind(self, r: int, h: int) -> None:
-        """r is still working on a height this replica has executed: send it the block
-        and its certificate (again only after a fetch timeout), or it may never learn that a
-        quorum committed it — e.g. when the others executed it and moved on."""
-        sent = self.helped.get((r, h))
+        """r is still working on a height this replica has executed: send it the blocks
+        and their certificates, or it may never learn that a quorum committed them — e.g.
+        when the others executed them and went quiet. At most once per fetch timeout per
+        replica: a byzantine one replaying old messages must not buy a stream of blocks."""
+        sent = self.helped.get(r)
         if r == self.me or (sent is not None and self.now < sent + self.cfg.fetch_timeout_ms):
-            return                                # again only if the first answer was lost
-        if len(self.helped) > 16 * self.vals.n * self.cfg.window:
-            self.helped.clear()
-        self.helped[(r, h)] = self.now
+            return
+        self.helped[r] = self.now
         self._on_fetch(None, {"r": r, "from_h": h, "count": 16})
 
     def _on_fetch(self, msg, b):

@@ -41,6 +41,11 @@ def _canonical(obj, depth=0):
     raise EncodingError(f"type {t.__name__} has no canonical encoding")
 
 
+def canonical(obj):
+    """The same object with every map's keys in order: what `pack_canonical` may pack."""
+    return _canonical(obj)
+
+
 _packb = msgpack.Packer(use_bin_type=True, autoreset=True).pack
 _SCALARS = (bytes, str, bool, type(None))
 

@@ -25,7 +25,7 @@ _GROUP_SHIFT = 8
 
 class Table:
     __slots__ = ("name", "rows", "_state", "_on_set", "_leaves", "_groups",
-                 "_group_hash", "_dirty")
+                 "_group_hash", "_dirty", "_root")
 
     def __init__(self, name: str, state: "State", on_set=None):
         self.name = name
@@ -36,6 +36,7 @@ class Table:
         self._groups: dict[int, dict[int, bytes]] = {}        # group -> bucket -> hash
         self._group_hash: dict[int, bytes] = {}
         self._dirty: dict = {}
+        self._root: bytes | None = None     # the table's hash while nothing is dirty
 
     def get(self, key, default=None):
         return self.rows.get(key, default)
@@ -78,10 +79,13 @@ class Table:
     def root(self) -> bytes:
         if self._dirty:
             self._rehash()
-        h = hashlib.sha256(self.name.encode())
-        for g in sorted(self._group_hash):
-            h.update(g.to_bytes(2, "big") + self._group_hash[g])
-        return h.digest()
+            self._root = None
+        if self._root is None:
+            h = hashlib.sha256(self.name.encode())
+            for g in sorted(self._group_hash):
+                h.update(g.to_bytes(2, "big") + self._group_hash[g])
+            self._root = h.digest()
+        return self._root
 
     def _rehash(self) -> None:
         encode, rows, leaves = codec.encode, self.rows, self._leaves

@@ -47,3 +47,28 @@ def check(nodes: dict, created: dict, quorum: int) -> list[str]:
         if led.total_money() != led.supply:
             problems.append(f"money: node {i} holds {led.total_money()}, supply {led.supply}")
     return problems
+
+
+class CommitLedger:
+    """Every COMMIT vote any validator put on the wire, honest or not. A commit
+    certificate is any 2f+1 of them for one (view, height, block), which anyone could
+    collect; so two certificates for different blocks at one height break agreement even
+    if no node executed either of them yet."""
+
+    def __init__(self):
+        self.signers: dict[int, dict[tuple, set]] = {}      # h -> (v, d) -> replicas
+
+    def record(self, msg: dict) -> None:
+        b = msg["body"]
+        if b["t"] == M.COMMIT:
+            self.signers.setdefault(b["h"], {}).setdefault((b["v"], b["d"]), set()).add(b["r"])
+
+    def conflicts(self, quorum: int) -> list[str]:
+        out = []
+        for h in sorted(self.signers):
+            blocks = sorted({d for (v, d), rs in self.signers[h].items() if len(rs) >= quorum})
+            if len(blocks) > 1:
+                out.append(f"agreement: commit certificates for {len(blocks)} different "
+                           f"blocks at height {h}: "
+                           + ", ".join(d.hex()[:12] for d in blocks))
+        return out

@@ -19,7 +19,7 @@ from consensus import messages as M
 from consensus.effects import Broadcast, Committed, Evidence, Send, Timer
 from ledger.keys import Keypair
 
-from .checker import check
+from .checker import CommitLedger, check
 from .core import Genesis, Node
 from .store import MemoryStore
 from .workload import LendingWorkload
@@ -96,6 +96,7 @@ class Simulation:
         self.next_tick: dict[int, int] = {}
         self.evidence: list = []
         self.faults_injected = 0
+        self.commits = CommitLedger()
 
     def _boot(self, i: int) -> Node:
         return Node(self.genesis, self.keys[i], self.stores[i], self.now, self.quorum_override)
@@ -140,6 +141,7 @@ class Simulation:
 
     def _outgoing(self, i: int, e) -> list[tuple[int, bytes]]:
         dsts = [e.to] if type(e) is Send else [j for j in range(self.n) if j != i]
+        self.commits.record(e.msg)
         raw = M.encode(e.msg)
         mode = self.byzantine.get(i)
         if mode is None:
@@ -160,6 +162,7 @@ class Simulation:
         if mode == "conflict" and body["t"] in (M.PREPARE, M.COMMIT):
             other = M.sign(self.genesis.chain_id, self.keys[i],
                            dict(body, d=hashlib.sha256(body["d"]).digest()))
+            self.commits.record(other)
             return [(d, M.encode(other) if d in half else raw) for d in dsts]
         if mode == "replay":
             history = self.sent_history[i]
@@ -231,10 +234,12 @@ class Simulation:
         return self.nodes[self.rng.choice(up)] if up else None
 
     def _client(self) -> None:
+        """Each wallet gets a turn (in a seeded order) to act on what a node shows it."""
         obs = self._observer()
         if obs is not None:
-            for raw in self.workload.step(obs.ledger):
-                self._submit(raw)
+            for _ in self.workload.clients:
+                for raw in self.workload.step(obs.ledger):
+                    self._submit(raw)
         if not self.workload.done_creating or self.workload.pending():
             self._at(self.now + self.rng.randint(5, 30), ("client",))
 
@@ -322,8 +327,9 @@ class Simulation:
             liveness = (f"{self.workload.pending()} transactions not committed "
                         f"{(self.now - self.fault_until) // 1000}s after the faults healed")
         honest = self._honest()
-        violations += check(honest, self.workload.created,
-                            self.genesis.config(self.quorum_override).validators.quorum)
+        quorum = self.genesis.config(self.quorum_override).validators.quorum
+        violations += check(honest, self.workload.created, quorum)
+        violations += self.commits.conflicts(quorum)
         heights = [n.height for n in honest.values()]
         return RunResult(
             seed=self.seed, validators=self.n, ok=not violations and liveness is None,

@@ -248,6 +248,32 @@ def test_pipelined_heights_execute_strictly_in_order():
     assert net.chain(1) == net.chain(2) == hashes and net.root(1) == net.root(2)
 
 
+def test_no_commit_vote_above_a_height_this_replica_has_not_commit_voted():
+    """Replica 1 prepares heights 2 and 3 but never sees 1 prepared (its PREPAREs for 1
+    are lost). It must COMMIT none of them: had it committed 3 with 1 unprepared, a
+    commit quorum for 3 could exist whose members' view changes do not carry 1, and a
+    new view would drop 1 and with it the committed 3 (the simulator found this, seed 22,
+    network faults)."""
+    net = Net()
+    for _ in range(3):
+        net.submit(net.tx("alice"), to=[0])
+        net.tick(0)
+    held = net.run(keep=lambda s, d, m: not (d == 1 and m["body"]["t"] == M.PREPARE
+                                             and m["body"]["h"] == 1)
+                   and m["body"]["t"] != M.COMMIT)
+    rep = net.replica(1)
+    assert rep.slots[1].prepared is None
+    assert rep.slots[2].prepared is not None and rep.slots[3].prepared is not None
+    assert not [k for k in rep.my_votes if k[0] == M.COMMIT]
+    assert all(s != 1 for s, d, m in held if m["body"]["t"] == M.COMMIT)
+    # Once 1 is prepared, it commit-votes 1, 2 and 3 in order.
+    eff = []
+    for s, d, m in held:
+        if d == 1 and m["body"]["t"] == M.PREPARE:
+            eff += net.deliver(1, m)
+    assert [m["body"]["h"] for m in of(eff, M.COMMIT)] == [1, 2, 3]
+
+
 # --- 3. checkpoints and garbage collection ------------------------------------------------
 
 def test_checkpoint_becomes_stable_and_collects_garbage():
