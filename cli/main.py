@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import click
 
+from .cluster import cluster
 from .loan import loan
+from .node import node
 from .sim import sim
 
 
@@ -18,7 +20,9 @@ def main():
     """
 
 
+main.add_command(cluster)
 main.add_command(loan)
+main.add_command(node)
 main.add_command(sim)
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from consensus import messages as M
-from consensus.effects import Persist
+from consensus.effects import Committed, Persist
 from consensus.replica import Config, Replica
 from ledger import tx as txm
 from ledger.ledger import Ledger
@@ -60,7 +60,7 @@ class Node:
 
     def submit(self, raw: bytes) -> txm.SignedTx:
         """A client's transaction: admitted to the mempool (and gossiped) or TxError."""
-        tx = self._parse(raw)
+        tx = self.parse(raw)
         self.mempool.add(tx)
         return tx
 
@@ -85,13 +85,36 @@ class Node:
         return self._persist(self.replica.tick(now)) if self.replica else []
 
     def _persist(self, effects: list) -> list:
-        out = []
-        for e in effects:
-            if type(e) is Persist:
-                self.store.put_record(e.key, e.value)
-            else:
-                out.append(e)
-        return out
+        """Write this event's Persist effects (one store transaction, one fsync) and
+        return the rest, which may now be carried out."""
+        records = [(e.key, e.value) for e in effects if type(e) is Persist]
+        if records:
+            self.store.put_records(records)
+        return [e for e in effects if type(e) is not Persist]
+
+    def follow(self, block: dict, cert: list):
+        """A full node (not a validator) takes a committed block a peer passed on: if it
+        is the next one, follows our chain and carries 2f+1 valid COMMITs for it, execute
+        and store it. Returns the Committed effect, or None if it is not the next block
+        (older, or a gap: catch-up through FETCH would fill it). Raises on a bad one."""
+        M.check_block(block)
+        h = block["header"]["height"]
+        if h != self.height + 1:
+            return None
+        prev = self.block_hash(h - 1) if h > 1 else M.GENESIS_HASH
+        if block["header"]["prev"] != prev:
+            raise ValueError(f"block {h} does not follow this node's chain")
+        if type(cert) is not list or len(cert) > 4 * self.vals.n:
+            raise ValueError("a commit certificate is a list of signed COMMITs")
+        for m in cert:
+            M.check_message(m, self.vals)
+        d = M.block_hash(block["header"])
+        views = {m["body"]["v"] for m in cert}
+        if not any(len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= self.vals.quorum
+                   for v in views):
+            raise ValueError(f"block {h}'s certificate has no quorum of COMMITs")
+        root = self.execute(h, block, cert)
+        return Committed(h, block, cert, root)
 
     # --- the replica's application interface -------------------------------------------
 
@@ -128,16 +151,16 @@ class Node:
         return any(self.ledger.account(s)[1] in q for s, q in self.mempool.by_sender.items())
 
     def make_txs(self, height: int, max_txs: int, exclude: set) -> list[bytes]:
-        in_flight = {self._parse(raw).hash for raw in exclude}
+        in_flight = {self.parse(raw).hash for raw in exclude}
         return [tx.raw for tx in self.mempool.batch(max_txs, in_flight)]
 
     def check_txs(self, raws: list[bytes], in_flight: list[bytes] = ()) -> str | None:
         """Why these transactions may not be proposed on top of the executed state and
         the blocks `in_flight` between it and them; None if they may."""
-        seen = {self._parse(raw).hash for raw in in_flight}
+        seen = {self.parse(raw).hash for raw in in_flight}
         for raw in raws:
             try:
-                tx = self._parse(raw)
+                tx = self.parse(raw)
             except txm.TxError as e:
                 return str(e)
             if tx.hash in seen:
@@ -153,12 +176,13 @@ class Node:
 
     def execute(self, h: int, block: dict, cert: list) -> bytes:
         root = self._apply(h, block)
-        self.store.put_block(h, block, cert, root)
+        self.store.put_block(h, block, cert, root,
+                             [r.to_json() for r in self.last_result.receipts])
         return root
 
     # --- internals --------------------------------------------------------------------
 
-    def _parse(self, raw: bytes) -> txm.SignedTx:
+    def parse(self, raw: bytes) -> txm.SignedTx:
         tx = self._txs.get(raw)
         if tx is None:
             tx = txm.parse(raw)
@@ -168,7 +192,7 @@ class Node:
         return tx
 
     def _apply(self, h: int, block: dict) -> bytes:
-        txs = [self._parse(raw) for raw in block["txs"]]
+        txs = [self.parse(raw) for raw in block["txs"]]
         result = self.ledger.apply_block(h, block["header"]["time"], txs, strict=False)
         self.last_result = result
         self._recent[h] = (block["header"], M.block_hash(block["header"]), result.state_root)

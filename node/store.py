@@ -1,32 +1,117 @@
 """Where a node keeps what must outlive it: committed blocks with their certificates and
-state roots, and the consensus votes it signed. `MemoryStore` is the simulator's disk: it
-survives a simulated crash because the simulator keeps it while the node is rebuilt."""
+state roots, the index of committed transactions, and the consensus records (votes) it
+signed. Two stores with one interface:
+
+- `MemoryStore` is the simulator's disk: it survives a simulated crash because the
+  simulator keeps it while the node is rebuilt.
+- `node.sqlstore.SQLiteStore` is the daemon's: a file that survives kill -9 and power loss.
+
+Both refuse the same things (a record that has no canonical encoding, a block out of
+order), so a simulated run cannot depend on something the disk store would reject. One
+difference remains: `MemoryStore` returns the very objects it was given, the disk store
+returns them decoded from canonical msgpack, in which a tuple becomes a list. Keys always
+come back as tuples; callers must accept either form of a value (consensus unpacks
+values positionally, which works on both).
+"""
 from __future__ import annotations
+
+from ledger import codec
+
+
+class StoreError(Exception):
+    """A store that cannot be used: locked by another process, corrupt, or too new."""
+
+
+def check_record(key: tuple, value) -> tuple[bytes, bytes]:
+    """Refuse a record either store could not keep faithfully; return it encoded.
+
+    Keys are tuples of str/int (not bool: (True,) and (1,) are one key in a dict but two
+    on disk). ("gc",) takes an int height, and a "vote" key is ("vote", type, view,
+    height) because garbage collection compares its height."""
+    if (type(key) is not tuple or not key
+            or any(type(part) is not str and type(part) is not int for part in key)):
+        raise ValueError(f"record key {key!r} is not a non-empty tuple of str and int")
+    if key == ("gc",) and type(value) is not int:
+        raise ValueError(f"the ('gc',) record takes an int height, not {value!r}")
+    if key[0] == "vote" and (len(key) != 4 or type(key[3]) is not int):
+        raise ValueError(f"vote key {key!r} is not ('vote', type, view, height)")
+    return codec.encode(key), codec.encode(value)
+
+
+def check_block(stored_height: int, height: int, block: dict, cert: list, root: bytes,
+                receipts) -> tuple[bytes, bytes, bytes, list[bytes]]:
+    """Refuse a block that is not the next one or whose receipts do not match its
+    transactions; return block, cert, root and each receipt encoded."""
+    if type(height) is not int or height != stored_height + 1:
+        raise ValueError(f"block height {height!r} is not the next height "
+                         f"{stored_height + 1}: blocks are stored in order")
+    if receipts and len(receipts) != len(block["txs"]):
+        raise ValueError(f"block {height} has {len(block['txs'])} transactions but "
+                         f"{len(receipts)} receipts")
+    for r in receipts:
+        if type(r) is not dict or type(r.get("tx")) is not str \
+                or type(r.get("nonce_used")) is not bool:
+            raise ValueError(f"receipt {r!r} of block {height} has no tx hash (str) "
+                             "and nonce_used (bool)")
+    return (codec.encode(block), codec.encode(cert), codec.encode(root),
+            [codec.encode(r) for r in receipts])
+
+
+def location(height: int, index: int, receipt: dict) -> dict:
+    """What `tx_location` answers: where the transaction is and its receipt."""
+    return {"height": height, "index": index,
+            **{k: v for k, v in receipt.items() if k != "tx"}}
+
+
+# A transaction may appear in more than one block when all but one of them could not
+# include it (its receipt says nonce_used=False): the index keeps the block where it
+# used its nonce, or else the first block it appeared in. Both stores apply this rule.
 
 
 class MemoryStore:
     def __init__(self):
         self.records: dict = {}                    # ("vote", t, v, h) / ("view",) / ...
         self.blocks: dict[int, tuple] = {}         # height -> (block, cert, state root)
+        self.txs: dict[str, tuple] = {}            # tx hash hex -> (height, index, receipt)
 
     # consensus records: written before the message they protect leaves the node
     def put_record(self, key: tuple, value) -> None:
-        if key == ("gc",):
-            for k in [k for k in self.records if k[0] == "vote" and k[3] <= value]:
-                del self.records[k]
-            return
-        self.records[key] = value
+        self.put_records([(key, value)])
+
+    def put_records(self, items) -> None:
+        """Several records at once, in order; all of them or, if one is refused, none."""
+        items = list(items)
+        for key, value in items:                  # check all before changing anything
+            check_record(key, value)
+        for key, value in items:
+            if key == ("gc",):
+                for k in [k for k in self.records if k[0] == "vote" and k[3] <= value]:
+                    del self.records[k]
+            else:
+                self.records[key] = value
 
     def load_records(self) -> dict:
         return dict(self.records)
 
     # the chain
-    def put_block(self, height: int, block: dict, cert: list, root: bytes) -> None:
+    def put_block(self, height: int, block: dict, cert: list, root: bytes,
+                  receipts=()) -> None:
+        check_block(self.height, height, block, cert, root, receipts)
         self.blocks[height] = (block, cert, root)
+        for i, r in enumerate(receipts):
+            if r["nonce_used"] or r["tx"] not in self.txs:
+                self.txs[r["tx"]] = (height, i, dict(r))
 
     def get_block(self, height: int):
         return self.blocks.get(height)
 
+    def tx_location(self, tx_hash: str) -> dict | None:
+        got = self.txs.get(tx_hash)
+        return got and location(*got)
+
     @property
     def height(self) -> int:
         return max(self.blocks, default=0)
+
+    def close(self) -> None:
+        pass                                      # nothing to release

@@ -1,0 +1,73 @@
+"""`lendnet node`: make a node's home directory and run the node."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from node import home as H
+
+
+def _home_option(f):
+    return click.option("--home", type=click.Path(file_okay=False, path_type=Path),
+                        required=True, help="The node's home directory.")(f)
+
+
+@click.group("node")
+def node():
+    """Run one full node (a validator if genesis lists its key)."""
+
+
+@node.command("init")
+@_home_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Address to listen on (peer links, API and metrics share one port).")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="Port to listen on; 0 picks a free one at start.")
+@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
+              help="A peer to dial (repeat for each).")
+@click.option("--chain-id", default="lendnet-dev", show_default=True)
+@click.option("--genesis", "genesis_file", type=click.Path(dir_okay=False, exists=True,
+                                                           path_type=Path),
+              help="Join this chain's genesis.json instead of starting a one-validator "
+                   "dev chain whose demo accounts are funded.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def init(home, host, port, peers, chain_id, genesis_file, as_json):
+    """Write a home: a new node key (0600), config.json and genesis.json."""
+    try:
+        for p in peers:
+            H.parse_peer(p)
+        genesis = None
+        if genesis_file is not None:
+            genesis = H.load_genesis_file(genesis_file)
+        kp = H.init_home(home, H.NodeConfig(host, port, list(peers)), genesis=genesis,
+                         chain_id=chain_id)
+    except H.HomeError as e:
+        raise click.ClickException(str(e))
+    out = {"home": str(home), "address": kp.address, "pubkey": kp.pubkey.hex(),
+           "validator": kp.pubkey in H.load_genesis(home).validators}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo(f"node home {home}: address {kp.address}, public key {kp.pubkey.hex()}"
+                   + ("" if out["validator"] else " (not a validator of this genesis: a "
+                      "full node)"))
+
+
+@node.command("start")
+@_home_option
+@click.option("--log-format", type=click.Choice(["text", "json"]), default="text",
+              show_default=True, help="json: one structured object per line.")
+@click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO",
+              show_default=True)
+def start(home, log_format, log_level):
+    """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
+    from node.daemon import run           # the daemon's imports only when one is run
+    from node.sqlstore import StoreError
+    try:
+        run(home, log_format, log_level)
+    except (H.HomeError, StoreError) as e:
+        raise click.ClickException(str(e))
+    except OSError as e:
+        raise click.ClickException(f"cannot start the node: {e}")

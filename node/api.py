@@ -1,0 +1,222 @@
+"""The client API: JSON over HTTP (aiohttp), an event stream over WebSocket, OpenAPI.
+
+Every input is checked before it is used — path parameters by pattern, bodies by size
+and shape — and every refusal is a JSON `{"error": "..."}` with a 4xx status that says
+what was wrong. Reads come from the node's committed state; nothing here can change
+the ledger except submitting a signed transaction.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+
+from aiohttp import WSMsgType, web
+
+from consensus import messages as M
+from ledger import keys, lending
+from ledger import tx as txm
+
+MAX_BODY = 2 * txm.MAX_TX_BYTES + 1024        # hex doubles the transaction's bytes
+HEX64 = re.compile(r"^[0-9a-f]{64}$")
+STREAM_QUEUE = 1_000
+
+
+def _error(status: int, why: str) -> web.Response:
+    return web.json_response({"error": why}, status=status)
+
+
+def jsonable(v):
+    """Ledger records as JSON: bytes as hex, tuples as lists, maps with string keys."""
+    t = type(v)
+    if t is bytes:
+        return v.hex()
+    if t in (list, tuple):
+        return [jsonable(x) for x in v]
+    if t is dict:
+        return {str(k): jsonable(x) for k, x in v.items()}
+    return v
+
+
+def build_app(daemon) -> web.Application:
+    node = daemon.node
+    app = web.Application(client_max_size=MAX_BODY)
+    r = app.router
+
+    async def post_tx(request: web.Request):
+        if request.content_length is not None and request.content_length > MAX_BODY:
+            return _error(413, f"body over {MAX_BODY} bytes")
+        try:
+            body = await request.json()
+        except (ValueError, UnicodeDecodeError):
+            return _error(400, "body must be JSON: {\"tx\": \"<signed transaction, hex>\"}")
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"body over {MAX_BODY} bytes")
+        if type(body) is not dict or set(body) != {"tx"} or type(body["tx"]) is not str:
+            return _error(400, "body must be {\"tx\": \"<signed transaction, hex>\"}")
+        try:
+            raw = bytes.fromhex(body["tx"])
+        except ValueError:
+            return _error(400, "tx must be hex")
+        try:
+            tx_id = daemon.submit(raw)
+        except txm.TxError as e:
+            daemon.metrics.rejected_txs.inc()
+            return _error(422 if "nonce" in str(e) or "duplicate" in str(e) else 400,
+                          f"transaction refused: {e}")
+        return web.json_response({"hash": tx_id, "status": "pending"}, status=202)
+
+    async def get_tx(request: web.Request):
+        h = request.match_info["hash"]
+        if not HEX64.match(h):
+            return _error(400, "a transaction hash is 64 lowercase hex digits")
+        where = node.store.tx_location(h)
+        if where is not None:
+            return web.json_response({"hash": h, "status": "committed" if where["ok"]
+                                      else "failed", **where})
+        if bytes.fromhex(h) in node.mempool:
+            return web.json_response({"hash": h, "status": "pending"})
+        if h in daemon.rejected:
+            return web.json_response({"hash": h, "status": "rejected",
+                                      "error": daemon.rejected[h]})
+        return _error(404, f"transaction {h} is not known to this node")
+
+    async def get_block(request: web.Request):
+        try:
+            h = int(request.match_info["height"])
+        except ValueError:
+            return _error(400, "height must be an integer")
+        got = node.store.get_block(h) if 1 <= h <= node.height else None
+        if got is None:
+            return _error(404, f"no block at height {h} (height is {node.height})")
+        block, cert, root = got
+        return web.json_response({
+            "height": h, "hash": M.block_hash(block["header"]).hex(),
+            "header": jsonable(block["header"]), "state_root": root.hex(),
+            "txs": [node.parse(raw).id for raw in block["txs"]],
+            "certificate": {"view": cert[0]["body"]["v"] if cert else None,
+                            "signers": sorted(m["body"]["r"] for m in cert)}})
+
+    def _address(request):
+        a = request.match_info["address"]
+        if not keys.is_address(a):
+            raise web.HTTPBadRequest(text=json.dumps(
+                {"error": "an address is 'ln' and 40 lowercase hex digits"}),
+                content_type="application/json")
+        return a
+
+    async def get_account(request: web.Request):
+        a = _address(request)
+        balance, nonce = node.ledger.account(a)
+        return web.json_response({"address": a, "balance": balance, "nonce": nonce,
+                                  "height": node.height})
+
+    async def get_score(request: web.Request):
+        a = _address(request)
+        return web.json_response({"address": a, **jsonable(lending.credit_score(node.ledger, a))})
+
+    def _record(table: str, what: str):
+        async def handler(request: web.Request):
+            key = request.match_info["id"]
+            if not (HEX64.match(key) or keys.is_address(key)):
+                return _error(400, f"a {what} id is 64 hex digits or an address")
+            if what == "loan":
+                got = lending.loan_view(node.ledger, key)
+            else:
+                got = getattr(node.ledger.state, table).get(key)
+            if got is None:
+                return _error(404, f"no {what} {key}")
+            return web.json_response({what: key, **jsonable(got)})
+        return handler
+
+    async def get_status(request: web.Request):
+        return web.json_response(daemon.status())
+
+    async def get_metrics(request: web.Request):
+        return web.Response(body=daemon.metrics.exposition(),
+                            content_type="text/plain", charset="utf-8")
+
+    async def events(request: web.Request):
+        """WebSocket: one JSON object per committed block and per loan event."""
+        ws = web.WebSocketResponse(heartbeat=20)
+        await ws.prepare(request)
+        q: asyncio.Queue = asyncio.Queue(STREAM_QUEUE)
+        daemon.subscribers.add(q)
+        try:
+            while not ws.closed:
+                try:
+                    event = await asyncio.wait_for(q.get(), 1.0)
+                except asyncio.TimeoutError:
+                    if q not in daemon.subscribers:
+                        break                          # cut off (too slow) or stopping
+                    continue
+                await ws.send_json(event)
+        finally:
+            daemon.subscribers.discard(q)
+            await ws.close()
+        return ws
+
+    async def openapi(request: web.Request):
+        return web.json_response(OPENAPI)
+
+    r.add_post("/v1/tx", post_tx)
+    r.add_get("/v1/tx/{hash}", get_tx)
+    r.add_get("/v1/blocks/{height}", get_block)
+    r.add_get("/v1/accounts/{address}", get_account)
+    r.add_get("/v1/scores/{address}", get_score)
+    r.add_get("/v1/loans/{id}", _record("loans", "loan"))
+    r.add_get("/v1/offers/{id}", _record("offers", "offer"))
+    r.add_get("/v1/applications/{id}", _record("applications", "application"))
+    r.add_get("/v1/status", get_status)
+    r.add_get("/v1/events", events)
+    r.add_get("/metrics", get_metrics)
+    r.add_get("/openapi.json", openapi)
+    return app
+
+
+def _op(summary: str, params=(), body=None, responses=None) -> dict:
+    op = {"summary": summary,
+          "parameters": [{"name": n, "in": "path", "required": True,
+                          "schema": {"type": "string"}, "description": d} for n, d in params],
+          "responses": responses or {"200": {"description": "OK (JSON)"},
+                                     "400": {"description": "bad input: {error}"},
+                                     "404": {"description": "not found: {error}"}}}
+    if body:
+        op["requestBody"] = body
+    return op
+
+
+_ID = ("id", "64 hex digits")
+_ADDR = ("address", "ln + 40 hex digits")
+OPENAPI = {
+    "openapi": "3.0.3",
+    "info": {"title": "lendnet node API", "version": "1",
+             "description": "Submit signed transactions and read the committed ledger."},
+    "paths": {
+        "/v1/tx": {"post": _op(
+            "Submit a signed transaction (canonical msgpack, hex).",
+            body={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["tx"],
+                "properties": {"tx": {"type": "string", "description": "hex"}}}}}},
+            responses={"202": {"description": "accepted: {hash, status: pending}"},
+                       "400": {"description": "malformed or invalid: {error}"},
+                       "413": {"description": "body too large"},
+                       "422": {"description": "nonce used or duplicate: {error}"}})},
+        "/v1/tx/{hash}": {"get": _op("Status: pending, committed (height, index), failed "
+                                     "(included, error) or rejected (why).",
+                                     [("hash", "64 hex digits")])},
+        "/v1/blocks/{height}": {"get": _op("A committed block: header, tx hashes, state "
+                                           "root, certificate signers.",
+                                           [("height", "integer")])},
+        "/v1/accounts/{address}": {"get": _op("Balance and next nonce.", [_ADDR])},
+        "/v1/scores/{address}": {"get": _op("Credit score with components and reasons.",
+                                            [_ADDR])},
+        "/v1/loans/{id}": {"get": _op("A loan: parties, terms, status, what is due.", [_ID])},
+        "/v1/offers/{id}": {"get": _op("A lender's offer.", [_ID])},
+        "/v1/applications/{id}": {"get": _op("A borrower's application.", [_ID])},
+        "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
+        "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
+                                  "(instalment_due, late, defaulted, ...), one JSON each.")},
+        "/metrics": {"get": _op("Prometheus text format.")},
+    },
+}

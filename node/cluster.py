@@ -1,0 +1,242 @@
+"""Local clusters: N node homes with a shared genesis, run as N real processes.
+
+    DIR/cluster.json         the processes this cluster started: pid, port, home
+    DIR/node0 ... nodeN-1    node homes (key, config, genesis, node.db, node.log)
+
+`up` creates the homes on first use and reuses them afterwards (the chain continues),
+picks free 127.0.0.1 ports, starts the processes in their own sessions, and waits
+until every node has committed a block. `down` stops exactly the processes recorded in
+cluster.json — each checked to still be a lendnet node of that home, so a recycled pid
+is never signalled.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ledger import keys
+
+from . import home as H
+from .client import http_json
+from .core import Genesis
+
+HOST = "127.0.0.1"
+
+
+class ClusterError(RuntimeError):
+    pass
+
+
+def free_ports(n: int) -> list[int]:
+    """Ask the OS for n free ports (held open together, so they are distinct)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind((HOST, 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@dataclass
+class Member:
+    name: str
+    home: Path
+    pid: int | None = None
+    port: int | None = None
+
+    @property
+    def api(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+    proc: subprocess.Popen | None = None     # set when this very process started it
+
+    def alive(self) -> bool:
+        """Is our process still running (and still the lendnet node of this home)?"""
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if not self.pid:
+            return False
+        try:
+            cmd = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        try:
+            os.kill(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        return b"start" in cmd and str(self.home).encode() in cmd
+
+    def status(self, timeout: float = 1.0) -> dict | None:
+        try:
+            code, body = http_json(self.api + "/v1/status", timeout)
+        except (OSError, ValueError):
+            return None
+        return body if code == 200 else None
+
+
+class Cluster:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+        self.file = self.root / "cluster.json"
+        self._procs: dict[str, subprocess.Popen] = {}   # what this object started
+
+    # --- what is on disk ---------------------------------------------------------------
+
+    def members(self) -> list[Member]:
+        if self.file.exists():
+            data = json.loads(self.file.read_text())
+            out = [Member(m["name"], Path(m["home"]), m.get("pid"), m.get("port"))
+                   for m in data["nodes"]]
+            for m in out:
+                proc = self._procs.get(m.name)
+                if proc is not None and proc.pid == m.pid:
+                    m.proc = proc
+            return out
+        homes = sorted(p for p in self.root.glob("node*") if (p / "node.key").exists())
+        return [Member(p.name, p) for p in sorted(homes, key=lambda p: int(p.name[4:]))]
+
+    def _save(self, members: list[Member]) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        tmp = self.file.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"nodes": [
+            {"name": m.name, "home": str(m.home), "pid": m.pid, "port": m.port}
+            for m in members]}, indent=2))
+        os.replace(tmp, self.file)
+
+    def _create(self, n: int) -> list[Member]:
+        kps = [keys.Keypair.generate() for _ in range(n)]
+        genesis = Genesis("lendnet-dev", int(time.time()), H.dev_balances(),
+                          tuple(k.pubkey for k in kps), dict(H.DAEMON_PARAMS))
+        members = []
+        for i, kp in enumerate(kps):
+            home = (self.root / f"node{i}").resolve()
+            H.init_home(home, H.NodeConfig(HOST, 0, []), kp=kp, genesis=genesis)
+            members.append(Member(f"node{i}", home))
+        return members
+
+    # --- up / down ---------------------------------------------------------------------
+
+    def up(self, n: int, wait_s: float = 60.0, extra_args: dict | None = None) -> list[Member]:
+        """Start (creating if need be) an n-node cluster; return once all commit."""
+        members = self.members()
+        running = [m for m in members if m.alive()]
+        if running:
+            raise ClusterError(f"a cluster is already running in {self.root} "
+                               f"({', '.join(m.name for m in running)}); "
+                               f"`lendnet cluster down --home {self.root}` first")
+        if members and len(members) != n:
+            raise ClusterError(f"{self.root} holds a {len(members)}-node cluster; use "
+                               f"--nodes {len(members)} or another --home")
+        if not members:
+            members = self._create(n)
+        self._procs = {}
+        ports = free_ports(n)
+        for m, port in zip(members, ports):
+            m.port = port
+            peers = [f"{HOST}:{p}" for p in ports if p != port]
+            cfg = H.load_config(m.home)
+            H.write_config(m.home, H.NodeConfig(HOST, port, peers, cfg.admin))
+        try:
+            for m in members:
+                self._spawn(m, (extra_args or {}).get(m.name, []))
+            self._procs = {m.name: m.proc for m in members}
+            self._save(members)
+            self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= 1
+                                        for m in members), wait_s, members)
+        except BaseException:
+            self.down(members)
+            raise
+        return members
+
+    def _spawn(self, m: Member, extra: list[str]) -> None:
+        log = open(m.home / "node.log", "ab")
+        try:
+            m.proc = subprocess.Popen(
+                [sys.executable, "-m", "cli.main", "node", "start", "--home", str(m.home),
+                 "--log-format", "json", *extra],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
+        finally:
+            log.close()
+        m.pid = m.proc.pid
+
+    def start_member(self, name: str, extra: list[str] = ()) -> Member:
+        """(Re)start one stopped member on its recorded port."""
+        members = self.members()
+        m = next(x for x in members if x.name == name)
+        if m.alive():
+            raise ClusterError(f"{name} is already running (pid {m.pid})")
+        self._spawn(m, list(extra))
+        self._procs[name] = m.proc
+        self._save(members)
+        return m
+
+    def kill_member(self, name: str, sig: int = signal.SIGKILL) -> Member:
+        """Signal one member; for SIGKILL/SIGTERM, wait until it is gone."""
+        m = next(x for x in self.members() if x.name == name)
+        if not m.alive():
+            raise ClusterError(f"{name} is not running")
+        os.kill(m.pid, sig)
+        deadline = time.monotonic() + 10
+        while sig in (signal.SIGKILL, signal.SIGTERM) and m.alive() \
+                and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return m
+
+    def wait_until(self, cond, wait_s: float, members: list[Member]) -> None:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline:
+            dead = [m for m in members if m.pid and not m.alive()]
+            if dead:
+                raise ClusterError(f"{dead[0].name} exited; last log lines:\n"
+                                   + self.log_tail(dead[0], 15))
+            if cond():
+                return
+            time.sleep(0.1)
+        raise ClusterError(f"the cluster did not get there within {wait_s:.0f} s")
+
+    def down(self, members: list[Member] | None = None, grace_s: float = 10.0) -> list[str]:
+        """Stop every process this cluster started (only those); return their names."""
+        members = members if members is not None else self.members()
+        ours = [m for m in members if m.alive()]
+        for m in ours:
+            os.kill(m.pid, signal.SIGTERM)
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline and any(m.alive() for m in ours):
+            self._reap(ours)
+            time.sleep(0.05)
+        for m in ours:
+            if m.alive():
+                os.kill(m.pid, signal.SIGKILL)
+        self._reap(ours)
+        for m in members:
+            m.pid = None
+        if self.file.exists() or members:
+            self._save(members)
+        return [m.name for m in ours]
+
+    @staticmethod
+    def _reap(members: list[Member]) -> None:
+        # Children of this process (tests, `up` failing) must be waited for, or they
+        # linger as zombies.
+        for m in members:
+            if m.proc is not None:
+                m.proc.poll()
+
+    @staticmethod
+    def log_tail(m: Member, lines: int = 50) -> str:
+        path = m.home / "node.log"
+        if not path.exists():
+            return "(no log yet)"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])

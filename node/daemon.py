@@ -1,0 +1,259 @@
+"""The node daemon: the sans-IO `Node` with a real clock, real sockets and a real disk.
+
+One asyncio loop owns the node; every event — a peer's frame, a client's transaction, a
+timer — runs to completion on it, so the core needs no locks. Votes reach SQLite (and
+its fsync) inside `Node.deliver`/`tick`, before the effects that send them are carried
+out here. The same port serves the peer link (/p2p), the client API (/v1/...), the
+event stream, the OpenAPI description and /metrics.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from consensus import messages as M
+from consensus.effects import Broadcast, Committed, Evidence, Send, Timer
+from ledger import codec
+from ledger import tx as txm
+
+from . import home as H
+from .api import build_app, jsonable
+from .core import Node
+from .metrics import Metrics
+from .sqlstore import SQLiteStore
+from .transport import Transport
+
+log = logging.getLogger("lendnet.node")
+RECENT_REJECTIONS = 10_000
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+class Daemon:
+    def __init__(self, home: Path):
+        self.home = Path(home)
+        self.kp = H.load_key(self.home)
+        self.cfg = H.load_config(self.home)
+        self.genesis = H.load_genesis(self.home)
+        self.store = SQLiteStore(str(self.home / "node.db"))
+        self.node = Node(self.genesis, self.kp, self.store, now_ms())
+        self.metrics = Metrics()
+        self.metrics.height.set(self.node.height)
+        self.transport = Transport(self.genesis.chain_id, self.kp, self._on_frame,
+                                   self.metrics.p2p)
+        self.rejected: dict[str, str] = {}            # tx hash hex -> why (recent, bounded)
+        self.subscribers: set[asyncio.Queue] = set()  # event-stream clients
+        self.submitted_at: dict[str, int] = {}        # tx hash hex -> ms, for latency
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: int | None = None
+        self.stopping = asyncio.Event()
+        self.runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        app = build_app(self)
+        app.router.add_get("/p2p", self.transport.handle)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+        await self.transport.start(self.cfg.peers)
+        log.info("node %s up: chain %s, %s, height %d, api http://%s:%d",
+                 self.kp.address, self.genesis.chain_id,
+                 f"validator {self.node.index}" if self.node.index is not None
+                 else "full node", self.node.height, self.cfg.host, self.port)
+        self._run(self.node.tick(now_ms()))
+
+    async def stop(self) -> None:
+        if self._timer:
+            self._timer.cancel()
+        self.subscribers.clear()                       # their handlers see it and close
+        await self.transport.stop()
+        if self.runner:
+            await self.runner.cleanup()
+        self.store.close()
+        log.info("node stopped at height %d", self.node.height)
+
+    async def serve_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stopping.set)
+        await self.start()
+        await self.stopping.wait()
+        await self.stop()
+
+    # --- events -------------------------------------------------------------------------
+
+    async def _on_frame(self, kind: str, payload: bytes, peer: bytes) -> None:
+        if kind == "msg":
+            self.metrics.messages.inc()
+            before = self.node.rejected_messages
+            effects = self.node.deliver(payload, now_ms())
+            if self.node.rejected_messages != before:
+                self.metrics.rejected_messages.inc()
+            self._run(effects)
+        elif kind == "tx":
+            if self.node.receive_tx(payload):
+                self.transport.broadcast("tx", payload)      # first sight: pass it on
+                self._tick_soon()
+        elif kind == "block" and self.node.replica is None:
+            self._follow(payload)
+
+    def submit(self, raw: bytes) -> str:
+        """A client's transaction: its hash, or TxError saying why it was refused."""
+        tx = self.node.parse(raw)                      # malformed: nothing to remember
+        try:
+            self.node.submit(raw)
+        except txm.TxError as e:
+            self._remember_rejection(tx.id, str(e))
+            raise
+        self.submitted_at[tx.id] = now_ms()
+        if len(self.submitted_at) > 100_000:
+            del self.submitted_at[next(iter(self.submitted_at))]
+        self.transport.broadcast("tx", raw)
+        self._tick_soon()
+        self.metrics.mempool.set(len(self.node.mempool))
+        return tx.id
+
+    def _remember_rejection(self, tx_id: str, why: str) -> None:
+        self.rejected[tx_id] = why
+        if len(self.rejected) > RECENT_REJECTIONS:
+            del self.rejected[next(iter(self.rejected))]
+
+    def _tick_soon(self) -> None:
+        # The primary batches for batch_delay_ms; a tick right away lets it start the batch.
+        asyncio.get_running_loop().call_soon(self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        self._run(self.node.tick(now_ms()))
+
+    def _follow(self, payload: bytes) -> None:
+        try:
+            block, cert = codec.decode(payload, M.MAX_MSG_BYTES)
+            got = self.node.follow(block, cert)
+        except (codec.EncodingError, ValueError, TypeError, M.MessageError) as e:
+            log.warning("ignored a committed block from a peer: %s", e)
+            return
+        if got is not None:
+            self._committed(got)
+
+    # --- effects ------------------------------------------------------------------------
+
+    def _run(self, effects: list) -> None:
+        vals = self.node.vals
+        for e in effects:
+            t = type(e)
+            if t is Broadcast:
+                self.transport.broadcast("msg", M.encode(e.msg))
+            elif t is Send:
+                self.transport.send_to_key(vals.pubkeys[e.to], "msg", M.encode(e.msg))
+            elif t is Timer:
+                self._arm(e.at)
+            elif t is Committed:
+                self._committed(e)
+                self.transport.broadcast("block", codec.encode([e.block, e.cert]))
+            elif t is Evidence:
+                self.metrics.evidence.inc()
+                log.warning("evidence: %s by validator %d", e.kind, e.replica)
+                self.store.put_record(("evidence", e.kind, e.replica, now_ms()),
+                                      [M.encode(m) for m in e.messages if m is not None])
+
+    def _arm(self, at: int) -> None:
+        if self._timer_at is not None and self._timer_at <= at:
+            return
+        if self._timer:
+            self._timer.cancel()
+        delay = max(0, at - now_ms()) / 1000
+        self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+        self._timer_at = at
+
+    def _committed(self, e: Committed) -> None:
+        node = self.node
+        m = self.metrics
+        m.height.set(e.height)
+        m.commits.inc()
+        m.committed_txs.inc(len(e.block["txs"]))
+        m.mempool.set(len(node.mempool))
+        if node.replica is not None:
+            m.view.set(node.replica.view)
+            m.view_changes.set(node.replica.view_changes)
+        t = now_ms()
+        for raw in e.block["txs"]:
+            tx_id = node.parse(raw).id
+            start = self.submitted_at.pop(tx_id, None)
+            if start is not None:
+                m.commit_latency.observe((t - start) / 1000)
+        result = node.last_result
+        event = {"type": "block", "height": e.height, "hash": M.block_hash(e.block["header"]).hex(),
+                 "txs": len(e.block["txs"]), "time": e.block["header"]["time"],
+                 "state_root": e.state_root.hex()}
+        self._publish(event)
+        for ev in (result.events if result and result.height == e.height else []):
+            if ev["contract"] in node.ledger.state.loans:   # instalment_due, _late, defaulted...
+                self._publish({"type": "loan", "event": ev["name"], "loan": ev["contract"],
+                               "height": ev["height"], "time": ev["time"], "tx": ev["tx"],
+                               "values": jsonable(ev["values"])})
+
+    def _publish(self, event: dict) -> None:
+        for q in list(self.subscribers):
+            if q.full():
+                self.subscribers.discard(q)    # a reader this far behind is cut off
+            else:
+                q.put_nowait(event)
+
+    # --- what the API shows -------------------------------------------------------------
+
+    def status(self) -> dict:
+        node = self.node
+        rep = node.replica
+        return {
+            "chain_id": self.genesis.chain_id, "address": self.kp.address,
+            "validator": node.index, "height": node.height,
+            "view": rep.view if rep else None,
+            "primary": rep.vals.primary(rep.view) if rep else None,
+            "normal": rep.normal if rep else None,
+            "validators": node.vals.n, "peers": self.transport.connected(),
+            "inbound_peers": sum(1 for n in self.transport.inbound.values() if n),
+            "mempool": len(node.mempool),
+            "last_block_hash": (node.block_hash(node.height) or M.GENESIS_HASH).hex(),
+            "state_root": node.ledger.state_root().hex(),
+        }
+
+
+def run(home: Path, log_format: str = "text", level: str = "INFO") -> None:
+    """Run a node in the foreground until SIGTERM/SIGINT."""
+    configure_logging(log_format, level)
+    daemon = Daemon(home)
+    asyncio.run(daemon.serve_forever())
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record):
+        import json
+        out = {"ts": round(record.created, 3), "level": record.levelname.lower(),
+               "logger": record.name, "msg": record.getMessage()}
+        if record.exc_info:
+            out["exc"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(fmt: str, level: str) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(_JsonFormatter() if fmt == "json" else logging.Formatter(
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)

@@ -1,0 +1,174 @@
+"""A node's home directory: its key, its configuration and the chain's genesis.
+
+    HOME/node.key       the node's ed25519 seed, hex (mode 0600)
+    HOME/config.json    where it listens and who its peers are (host:port)
+    HOME/genesis.json   the chain: id, time, validator keys, balances, consensus params
+    HOME/node.db        the store (SQLite), created on first start
+    HOME/node.log       the log, when a cluster started the node
+
+Peers are host:port, so the same files work across machines. Every file is checked on
+load and a bad one is a `HomeError` naming the file and the field.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ledger import keys
+
+from .core import Genesis
+
+# Dev genesis: named demo accounts a wallet can use at once (keys from the name).
+DEMO_ACCOUNTS = ("alice", "bob", "carol", "dave", "lender", "borrower")
+DEMO_BALANCE = 100_000_000             # 1,000,000.00 LND each
+# Consensus timing for a real network on one machine: view change after 2 s without
+# progress, an empty block every 2 s so a quiet chain still shows it is alive.
+DAEMON_PARAMS = {"view_timeout_ms": 2_000, "batch_delay_ms": 5, "empty_block_ms": 2_000,
+                 "fetch_timeout_ms": 500}
+MAX_FRAME = 4 * 1024 * 1024 + 1024
+
+
+class HomeError(ValueError):
+    """A home directory that is missing, unreadable or inconsistent."""
+
+
+@dataclass
+class NodeConfig:
+    host: str = "127.0.0.1"
+    port: int = 0
+    peers: list = field(default_factory=list)        # ["host:port", ...]
+    admin: bool = False                              # test-only endpoints (off by default)
+
+    def to_json(self) -> dict:
+        return {"host": self.host, "port": self.port, "peers": list(self.peers),
+                "admin": self.admin}
+
+
+def _port(v, where):
+    if type(v) is not int or not 0 <= v <= 65535:
+        raise HomeError(f"{where}: port must be an integer from 0 to 65535")
+    return v
+
+
+def parse_peer(s: str) -> tuple[str, int]:
+    host, sep, port = str(s).rpartition(":")
+    if not sep or not host or not port.isdigit():
+        raise HomeError(f"peer {s!r} must be host:port")
+    return host, _port(int(port), f"peer {s!r}")
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise HomeError(f"{path} does not exist (run `lendnet node init --home "
+                        f"{path.parent}` first)") from None
+    except (OSError, ValueError) as e:
+        raise HomeError(f"{path}: {e}") from None
+    if type(data) is not dict:
+        raise HomeError(f"{path}: must hold a JSON object")
+    return data
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)                    # never a half-written file
+
+
+def write_key(home: Path, kp: keys.Keypair) -> None:
+    path = home / "node.key"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(kp.seed.hex() + "\n")
+
+
+def load_key(home: Path) -> keys.Keypair:
+    path = home / "node.key"
+    try:
+        text = path.read_text().strip()
+        return keys.Keypair(bytes.fromhex(text))
+    except FileNotFoundError:
+        raise HomeError(f"{path} does not exist") from None
+    except ValueError:
+        raise HomeError(f"{path}: must hold a 32-byte seed in hex") from None
+
+
+def write_config(home: Path, cfg: NodeConfig) -> None:
+    _write_json(home / "config.json", cfg.to_json())
+
+
+def load_config(home: Path) -> NodeConfig:
+    path = home / "config.json"
+    d = _read_json(path)
+    unknown = set(d) - {"host", "port", "peers", "admin"}
+    if unknown:
+        raise HomeError(f"{path}: unknown fields {sorted(unknown)}")
+    cfg = NodeConfig(host=str(d.get("host", "127.0.0.1")), port=_port(d.get("port", 0), path),
+                     peers=list(d.get("peers", [])), admin=bool(d.get("admin", False)))
+    for p in cfg.peers:
+        parse_peer(p)
+    return cfg
+
+
+def genesis_to_json(g: Genesis) -> dict:
+    return {"chain_id": g.chain_id, "time": g.time, "balances": dict(sorted(g.balances.items())),
+            "validators": [pk.hex() for pk in g.validators], "params": dict(g.params)}
+
+
+def write_genesis(home: Path, g: Genesis) -> None:
+    _write_json(home / "genesis.json", genesis_to_json(g))
+
+
+def load_genesis(home: Path) -> Genesis:
+    return load_genesis_file(home / "genesis.json")
+
+
+def load_genesis_file(path: Path) -> Genesis:
+    d = _read_json(path)
+    try:
+        chain = d["chain_id"]
+        if type(chain) is not str or not 0 < len(chain) <= 64:
+            raise HomeError(f"{path}: chain_id must be a text of 1 to 64 characters")
+        if type(d["time"]) is not int or d["time"] < 0:
+            raise HomeError(f"{path}: time must be a non-negative integer (unix seconds)")
+        vals = tuple(bytes.fromhex(v) for v in d["validators"])
+        if not vals or any(len(v) != keys.PUBKEY_LEN for v in vals) or len(set(vals)) != len(vals):
+            raise HomeError(f"{path}: validators must be distinct 32-byte public keys in hex")
+        balances = d["balances"]
+        if type(balances) is not dict or not all(
+                keys.is_address(a) and type(b) is int and b >= 0 for a, b in balances.items()):
+            raise HomeError(f"{path}: balances must map addresses to non-negative integers")
+        params = d.get("params", {})
+        if type(params) is not dict or not all(type(v) is int for v in params.values()):
+            raise HomeError(f"{path}: params must map names to integers")
+    except KeyError as e:
+        raise HomeError(f"{path}: missing field {e}") from None
+    except (TypeError, ValueError) as e:
+        raise HomeError(f"{path}: {e}") from None
+    return Genesis(chain, d["time"], balances, vals, params)
+
+
+def dev_balances() -> dict[str, int]:
+    return {keys.Keypair.from_name(n).address: DEMO_BALANCE for n in DEMO_ACCOUNTS}
+
+
+def init_home(home: Path, cfg: NodeConfig, kp: keys.Keypair | None = None,
+              genesis: Genesis | None = None, chain_id: str = "lendnet-dev",
+              at: int | None = None) -> keys.Keypair:
+    """Create a home: a new key (unless given), config, and a genesis — the one given
+    (a cluster's shared one) or a one-validator dev chain with the demo accounts."""
+    home.mkdir(parents=True, exist_ok=True)
+    if (home / "node.key").exists():
+        raise HomeError(f"{home} already holds a node key; refusing to overwrite it")
+    kp = kp or keys.Keypair.generate()
+    write_key(home, kp)
+    write_config(home, cfg)
+    if genesis is None:
+        genesis = Genesis(chain_id, int(time.time()) if at is None else at,
+                          dev_balances(), (kp.pubkey,), dict(DAEMON_PARAMS))
+    write_genesis(home, genesis)
+    return kp

@@ -1,0 +1,251 @@
+"""The daemon's store: one SQLite file, with the interface of `node.store.MemoryStore`.
+
+Durability is the point. A validator writes its votes before it sends them, so that a
+restarted node never signs a conflicting one; every put is therefore one SQLite
+transaction that is committed and fsynced (WAL journal, synchronous=FULL) before the call
+returns, and survives kill -9 and power loss. A block, its certificate, its state root
+and its transactions' receipts go in together or not at all.
+
+Everything is stored as canonical msgpack (`ledger.codec`), and decoded with the same
+canonical check as anything from the network, so a damaged row is an error rather than
+a wrong value. One process owns a store: a second opener is refused by a lock file.
+"""
+from __future__ import annotations
+
+import fcntl
+import os
+import sqlite3
+from collections import OrderedDict
+from contextlib import contextmanager
+
+from ledger import codec
+
+from .store import StoreError, check_block, check_record, location
+
+SCHEMA_VERSION = 1
+CACHE_BLOCKS = 64                 # recent blocks kept decoded: peers catching up ask for them
+
+_SCHEMA = [
+    "CREATE TABLE IF NOT EXISTS blocks (height INTEGER PRIMARY KEY, block BLOB NOT NULL,"
+    " cert BLOB NOT NULL, root BLOB NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, value BLOB NOT NULL)"
+    " WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS txs (hash TEXT PRIMARY KEY, height INTEGER NOT NULL,"
+    " idx INTEGER NOT NULL, receipt BLOB NOT NULL) WITHOUT ROWID",
+    "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)",
+]
+
+# Every ("vote", t, v, h) key encodes as a 4-element array header then "vote", and SQLite
+# orders BLOBs bytewise, so the vote records are exactly one range of the primary key.
+_VOTES_FROM = b"\x94" + codec.encode("vote")
+_VOTES_TO = _VOTES_FROM[:-1] + bytes([_VOTES_FROM[-1] + 1])
+
+
+def _decode(data: bytes):
+    # Our own rows: no size limit, but still the canonical check, which catches damage.
+    return codec.decode(data, max_size=len(data))
+
+
+class SQLiteStore:
+    def __init__(self, path: str):
+        self.path = str(path)
+        self._closed = False
+        self._lock_fd = self._lock()
+        try:
+            self._db = self._open()
+        except BaseException:
+            os.close(self._lock_fd)              # closing the descriptor drops the lock
+            raise
+        self._cache: OrderedDict[int, tuple] = OrderedDict()
+
+    # --- opening ----------------------------------------------------------------------
+
+    def _lock(self) -> int:
+        """Hold an exclusive lock on PATH.lock while open: two processes writing one
+        chain (a node started twice) could each vote differently from the same history.
+        flock is released by the kernel when the process dies, so a crash leaves no
+        stale lock; the pid written in the file is only for the error message."""
+        fd = os.open(self.path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+            os.close(fd)
+            if holder == str(os.getpid()):
+                raise StoreError(f"store {self.path} is already open in this process "
+                                 f"(pid {holder})") from None
+            raise StoreError(f"store {self.path} is in use by another process "
+                             f"(pid {holder})") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        return fd
+
+    def _open(self) -> sqlite3.Connection:
+        created = not os.path.exists(self.path)
+        try:
+            # isolation_level=None: no implicit transactions, so each put is exactly the
+            # BEGIN IMMEDIATE ... COMMIT that `_transaction` issues. One thread only
+            # (sqlite3's default check_same_thread enforces it).
+            db = sqlite3.connect(self.path, isolation_level=None)
+        except sqlite3.Error as e:
+            raise StoreError(f"store {self.path} cannot be opened: {e}") from e
+        try:
+            mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            if mode != "wal":
+                raise StoreError(f"store {self.path}: SQLite would not use WAL mode "
+                                 f"(journal_mode is {mode})")
+            # FULL: the WAL is fsynced at every commit, so a commit survives power loss
+            # (NORMAL would only survive a crash of this process). fullfsync makes that
+            # fsync a real barrier on macOS; elsewhere it does nothing.
+            db.execute("PRAGMA synchronous=FULL")
+            db.execute("PRAGMA fullfsync=ON")
+            with self._transaction(db):
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute("INSERT OR IGNORE INTO meta VALUES ('schema', ?)",
+                           (SCHEMA_VERSION,))
+            version = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()[0]
+            if version != SCHEMA_VERSION:
+                raise StoreError(f"store {self.path} has schema version {version!r}; this "
+                                 f"lendnet reads version {SCHEMA_VERSION}")
+            self._height = self._check_heights(db)
+            if created:                          # make the new file's name durable too
+                _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
+        except sqlite3.DatabaseError as e:       # e.g. "file is not a database"
+            db.close()
+            raise StoreError(f"store {self.path} cannot be opened: {e}") from e
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _check_heights(self, db) -> int:
+        """The chain is replayed from height 1 on start, so a missing block is fatal;
+        say so now, naming it, rather than fail later on a None. Returns the height."""
+        n, low, high = db.execute(
+            "SELECT count(*), min(height), max(height) FROM blocks").fetchone()
+        if n == 0 or (low == 1 and high == n):
+            return n
+        if low < 1:
+            raise StoreError(f"store {self.path} is corrupt: it holds a block at height "
+                             f"{low}; heights start at 1")
+        missing = 1 if low > 1 else db.execute(
+            "SELECT b.height + 1 FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM blocks c"
+            " WHERE c.height = b.height + 1) ORDER BY b.height LIMIT 1").fetchone()[0]
+        raise StoreError(f"store {self.path} is corrupt: block {missing} is missing "
+                         f"(it holds {n} blocks up to height {high})")
+
+    @contextmanager
+    def _transaction(self, db=None):
+        """One durable transaction: committed (and fsynced) on leaving, rolled back and
+        the exception re-raised on any error, so no put is ever half written."""
+        db = self._db if db is None else db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            yield db
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:            # COMMIT itself may have failed, or not
+                db.execute("ROLLBACK")
+            raise
+
+    # --- consensus records ------------------------------------------------------------
+
+    def put_record(self, key: tuple, value) -> None:
+        self.put_records([(key, value)])
+
+    def put_records(self, items) -> None:
+        """Several records in one transaction (one fsync), applied in order."""
+        # Encode all first: a record that cannot be encoded refuses the whole batch.
+        rows = [(key, value, *check_record(key, value)) for key, value in items]
+        with self._transaction() as db:
+            for key, value, k, v in rows:
+                if key == ("gc",):
+                    self._gc(db, value)
+                else:
+                    db.execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (k, v))
+
+    def _gc(self, db, height: int) -> None:
+        """Forget the votes for heights up to a stable checkpoint: no view change can
+        reach back past it. ("gc",) itself is an instruction, not a record."""
+        keys = db.execute("SELECT key FROM records WHERE key >= ? AND key < ?",
+                          (_VOTES_FROM, _VOTES_TO)).fetchall()
+        db.executemany("DELETE FROM records WHERE key = ?",
+                       [(k,) for (k,) in keys if _decode(k)[3] <= height])
+
+    def load_records(self) -> dict:
+        return {tuple(_decode(k)): _decode(v)
+                for k, v in self._db.execute("SELECT key, value FROM records")}
+
+    # --- the chain ----------------------------------------------------------------------
+
+    def put_block(self, height: int, block: dict, cert: list, root: bytes,
+                  receipts=()) -> None:
+        """The block, its certificate, the state root after it and its transactions'
+        receipts, in one transaction. `receipts`: Receipt.to_json() of each transaction,
+        in block order (or none, and then the block's transactions are not indexed)."""
+        b, c, r, encoded = check_block(self._height, height, block, cert, root, receipts)
+        with self._transaction() as db:
+            db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?)", (height, b, c, r))
+            for i, (receipt, blob) in enumerate(zip(receipts, encoded)):
+                # see store.py: the block where the tx used its nonce wins, else the first
+                verb = "INSERT OR REPLACE" if receipt["nonce_used"] else "INSERT OR IGNORE"
+                db.execute(f"{verb} INTO txs VALUES (?, ?, ?, ?)",
+                           (receipt["tx"], height, i, blob))
+        self._height = height                     # only once committed
+
+    def get_block(self, height: int):
+        """(block, cert, root) or None. Shared with the cache: do not modify it."""
+        got = self._cache.get(height)
+        if got is not None:
+            self._cache.move_to_end(height)
+            return got
+        row = self._db.execute("SELECT block, cert, root FROM blocks WHERE height = ?",
+                               (height,)).fetchone()
+        if row is None:
+            return None
+        got = tuple(_decode(blob) for blob in row)
+        self._cache[height] = got
+        if len(self._cache) > CACHE_BLOCKS:
+            self._cache.popitem(last=False)       # least recently used
+        return got
+
+    def tx_location(self, tx_hash: str) -> dict | None:
+        row = self._db.execute("SELECT height, idx, receipt FROM txs WHERE hash = ?",
+                               (tx_hash,)).fetchone()
+        return row and location(row[0], row[1], _decode(row[2]))
+
+    @property
+    def height(self) -> int:
+        return self._height
+
+    # --- housekeeping -------------------------------------------------------------------
+
+    def stats(self) -> dict:
+        """Counts, and the bytes on disk: the file plus its WAL, which holds the commits
+        not yet copied back into the file."""
+        (records,) = self._db.execute("SELECT count(*) FROM records").fetchone()
+        size = sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
+                   if os.path.exists(p))
+        return {"blocks": self._height, "records": records, "bytes": size}
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._cache.clear()
+        try:
+            self._db.close()
+        finally:
+            os.close(self._lock_fd)              # releases the lock
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,239 @@
+"""Peer transport: authenticated WebSocket links between nodes, one per direction.
+
+Each node dials every peer it is configured with and only *sends* on that link; what it
+receives arrives on the links its peers dialled. So there is never a question of which
+of two links to use, and a peer that restarts simply dials again.
+
+Handshake (the dialler is the client):
+    client -> HELLO  {chain, pubkey, nonce}
+    server -> HELLO  {chain, pubkey, nonce, sig = sign(DOMAIN | chain | b"server" | client nonce | client pubkey)}
+    client -> PROOF  {sig = sign(DOMAIN | chain | b"client" | server nonce | server pubkey)}
+Each side proves it holds the key it names, bound to the other's fresh nonce, so no one
+can speak for a validator or replay an old handshake. After it, every frame is canonical
+msgpack [kind, payload bytes], at most MAX_FRAME bytes; a malformed or oversized frame
+closes the link (the sender is buggy or hostile) and is counted.
+
+Outgoing frames wait in a bounded queue per peer: when a peer is slow or down its queue
+fills and new frames to it are dropped (and counted) instead of stalling the node; the
+consensus protocol retransmits what matters. Links redial with backoff.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+
+import aiohttp
+from aiohttp import web
+
+from ledger import codec, keys
+
+DOMAIN = b"lendnet/p2p-handshake\x00"
+MAX_FRAME = 4 * 1024 * 1024 + 4096
+QUEUE_FRAMES = 4_096
+KINDS = ("msg", "tx", "block")          # consensus message, transaction, committed block
+HANDSHAKE_TIMEOUT = 5.0
+
+log = logging.getLogger("lendnet.p2p")
+
+
+class HandshakeError(Exception):
+    pass
+
+
+def _proof(chain: str, role: bytes, nonce: bytes, other: bytes) -> bytes:
+    return DOMAIN + chain.encode() + b"\x00" + role + nonce + other
+
+
+def _hello(chain: str, kp, nonce: bytes, extra: dict | None = None) -> bytes:
+    return codec.encode({"chain": chain, "pubkey": kp.pubkey, "nonce": nonce, **(extra or {})})
+
+
+def _parse_hello(data, chain: str, want_sig: bool) -> dict:
+    if type(data) is not bytes or len(data) > 1024:
+        raise HandshakeError("handshake frame must be a short binary frame")
+    try:
+        h = codec.decode(data)
+    except codec.EncodingError as e:
+        raise HandshakeError(f"handshake: {e}") from None
+    fields = {"chain", "pubkey", "nonce"} | ({"sig"} if want_sig else set())
+    if type(h) is not dict or set(h) != fields:
+        raise HandshakeError(f"handshake fields must be {sorted(fields)}")
+    if h["chain"] != chain:
+        raise HandshakeError(f"peer is on chain {h['chain']!r}, this node on {chain!r}")
+    if type(h["pubkey"]) is not bytes or len(h["pubkey"]) != 32 or \
+            type(h["nonce"]) is not bytes or len(h["nonce"]) != 32:
+        raise HandshakeError("handshake pubkey and nonce must be 32 bytes")
+    return h
+
+
+class Transport:
+    """Links to peers. `on_frame(kind, payload, peer_pubkey)` is called for every frame
+    received from an authenticated peer."""
+
+    def __init__(self, chain: str, kp: keys.Keypair, on_frame, stats: dict):
+        self.chain = chain
+        self.kp = kp
+        self.on_frame = on_frame
+        self.stats = stats
+        self.out: dict[str, asyncio.Queue] = {}           # "host:port" -> frames to send
+        self.peer_keys: dict[str, bytes] = {}             # "host:port" -> its pubkey, once known
+        self.inbound: dict[bytes, int] = {}               # pubkey -> open inbound links
+        self.links: dict[str, bool] = {}                  # "host:port" -> outbound link up
+        self._tasks: list[asyncio.Task] = []
+        self._session: aiohttp.ClientSession | None = None
+        for k in ("frames_in", "frames_out", "frames_dropped", "bad_frames",
+                  "handshakes_failed"):
+            stats.setdefault(k, 0)
+
+    # --- sending ----------------------------------------------------------------------
+
+    async def start(self, peers: list[str]) -> None:
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None,
+                                                                             connect=3))
+        for p in peers:
+            self.out[p] = asyncio.Queue(QUEUE_FRAMES)
+            self._tasks.append(asyncio.create_task(self._dial_forever(p)))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._session:
+            await self._session.close()
+
+    def send(self, peer: str, kind: str, payload: bytes) -> None:
+        q = self.out.get(peer)
+        if q is None:
+            return
+        try:
+            q.put_nowait(codec.encode([kind, payload]))
+        except asyncio.QueueFull:
+            self.stats["frames_dropped"] += 1         # a slow peer must not stall us
+
+    def send_to_key(self, pubkey: bytes, kind: str, payload: bytes) -> bool:
+        for peer, pk in self.peer_keys.items():
+            if pk == pubkey:
+                self.send(peer, kind, payload)
+                return True
+        return False
+
+    def broadcast(self, kind: str, payload: bytes) -> None:
+        frame = codec.encode([kind, payload])
+        for q in self.out.values():
+            try:
+                q.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.stats["frames_dropped"] += 1
+
+    def connected(self) -> list[str]:
+        return sorted(p for p, up in self.links.items() if up)
+
+    async def _dial_forever(self, peer: str) -> None:
+        backoff = 0.1
+        while True:
+            try:
+                async with self._session.ws_connect(f"http://{peer}/p2p", max_msg_size=MAX_FRAME,
+                                                    heartbeat=10) as ws:
+                    await self._client_handshake(ws, peer)
+                    self.links[peer] = True
+                    backoff = 0.1
+                    log.info("link to %s up", peer)
+                    q = self.out[peer]
+                    while True:
+                        frame = await q.get()
+                        await ws.send_bytes(frame)
+                        self.stats["frames_out"] += 1
+            except asyncio.CancelledError:
+                raise
+            except HandshakeError as e:
+                self.stats["handshakes_failed"] += 1
+                log.warning("handshake with %s failed: %s", peer, e)
+            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ConnectionError) as e:
+                log.debug("link to %s: %s", peer, e)
+            if self.links.get(peer):
+                log.info("link to %s down", peer)
+            self.links[peer] = False
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 3.0)
+
+    async def _client_handshake(self, ws, peer: str) -> None:
+        nonce = os.urandom(32)
+        await ws.send_bytes(_hello(self.chain, self.kp, nonce))
+        msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            raise HandshakeError(f"peer closed during the handshake ({msg.type.name})")
+        h = _parse_hello(msg.data, self.chain, want_sig=True)
+        if not keys.verify(h["pubkey"], _proof(self.chain, b"server", nonce, self.kp.pubkey),
+                           h["sig"]):
+            raise HandshakeError("server's handshake signature does not verify")
+        known = self.peer_keys.get(peer)
+        if known is not None and known != h["pubkey"]:
+            raise HandshakeError("peer presented a different key than before")
+        self.peer_keys[peer] = h["pubkey"]
+        sig = self.kp.sign(_proof(self.chain, b"client", h["nonce"], h["pubkey"]))
+        await ws.send_bytes(codec.encode({"sig": sig}))
+
+    # --- receiving --------------------------------------------------------------------
+
+    async def handle(self, request: web.Request) -> web.StreamResponse:
+        """The /p2p endpoint: authenticate the dialler, then hand its frames on."""
+        ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=10)
+        await ws.prepare(request)
+        try:
+            pubkey = await self._server_handshake(ws)
+        except (HandshakeError, asyncio.TimeoutError) as e:
+            self.stats["handshakes_failed"] += 1
+            log.warning("inbound handshake from %s failed: %s", request.remote, e)
+            await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION,
+                           message=str(e)[:100].encode())
+            return ws
+        self.inbound[pubkey] = self.inbound.get(pubkey, 0) + 1
+        try:
+            async for msg in ws:
+                if msg.type != aiohttp.WSMsgType.BINARY:
+                    break
+                frame = self._parse_frame(msg.data)
+                if frame is None:
+                    self.stats["bad_frames"] += 1
+                    await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
+                                   message=b"malformed frame")
+                    break
+                self.stats["frames_in"] += 1
+                await self.on_frame(frame[0], frame[1], pubkey)
+        finally:
+            self.inbound[pubkey] -= 1
+        return ws
+
+    async def _server_handshake(self, ws) -> bytes:
+        msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
+        if msg.type != aiohttp.WSMsgType.BINARY:
+            raise HandshakeError("expected a binary HELLO")
+        h = _parse_hello(msg.data, self.chain, want_sig=False)
+        nonce = os.urandom(32)
+        sig = self.kp.sign(_proof(self.chain, b"server", h["nonce"], h["pubkey"]))
+        await ws.send_bytes(_hello(self.chain, self.kp, nonce, {"sig": sig}))
+        msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
+        if msg.type != aiohttp.WSMsgType.BINARY or len(msg.data) > 256:
+            raise HandshakeError("expected a binary PROOF")
+        try:
+            proof = codec.decode(msg.data)
+        except codec.EncodingError as e:
+            raise HandshakeError(f"proof: {e}") from None
+        if type(proof) is not dict or set(proof) != {"sig"} or type(proof["sig"]) is not bytes:
+            raise HandshakeError("proof must be {sig}")
+        if not keys.verify(h["pubkey"], _proof(self.chain, b"client", nonce, self.kp.pubkey),
+                           proof["sig"]):
+            raise HandshakeError("client's handshake signature does not verify")
+        return h["pubkey"]
+
+    @staticmethod
+    def _parse_frame(data: bytes):
+        try:
+            frame = codec.decode(data, MAX_FRAME)
+        except codec.EncodingError:
+            return None
+        if type(frame) is not list or len(frame) != 2 or frame[0] not in KINDS or \
+                type(frame[1]) is not bytes:
+            return None
+        return frame

@@ -1,0 +1,231 @@
+"""End to end: a 4-node cluster of real processes on 127.0.0.1, driven through its API.
+
+One cluster serves the module (starting it costs seconds); each test leaves it whole,
+and the fixture stops every process it started even when a test fails.
+"""
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import signal
+import time
+
+import aiohttp
+import pytest
+
+from consensus import messages as M
+from ledger import codec, keys
+from ledger import tx as txm
+from node.client import ApiError, NodeClient, http_json
+from node.cluster import Cluster
+from node.transport import DOMAIN, _proof
+from node.workload import OFFER
+
+CHAIN = "lendnet-dev"
+ALICE, BOB = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
+LENDER, BORROWER = keys.Keypair.from_name("lender"), keys.Keypair.from_name("borrower")
+
+
+class Wallet:
+    """Signs with one key and keeps its nonce, as a wallet would."""
+
+    def __init__(self, kp, client: NodeClient):
+        self.kp = kp
+        self.nonce = client.account(kp.address)["nonce"]
+
+    def sign(self, kind: str, **fields) -> bytes:
+        raw = txm.sign(txm.build(self.kp, CHAIN, kind, self.nonce, **fields), [self.kp]).raw
+        self.nonce += 1
+        return raw
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    c = Cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        members = c.up(4, wait_s=60)
+        yield c, members, [NodeClient(m.api) for m in members]
+    finally:
+        c.down()
+
+
+def _wait_same_chain(clients, height: int, timeout: float = 30.0) -> list[dict]:
+    """Every node reaches `height`; their blocks and state roots there agree."""
+    for cl in clients:
+        cl.wait_height(height, timeout)
+    blocks = [cl.get(f"/v1/blocks/{height}") for cl in clients]
+    assert len({(b["hash"], b["state_root"]) for b in blocks}) == 1, blocks
+    return blocks
+
+
+def test_a_loan_through_one_node_is_committed_identically_on_all_four(cluster):
+    _, members, clients = cluster
+    api = clients[0]
+    lender, borrower = Wallet(LENDER, api), Wallet(BORROWER, api)
+    h32 = hashlib.sha256(b"docs").digest()
+    first = [api.submit(lender.sign("register_lender", profile_hash=h32)),
+             api.submit(lender.sign("publish_offer", amount=5_000_000, **OFFER)),
+             api.submit(borrower.sign("register_borrower", profile_hash=h32, docs_hash=h32))]
+    app_tx = borrower.sign("apply", amount=100_000, purpose="a sewing machine", term=6,
+                           period="monthly", method="annuity", product="business", grace=0,
+                           docs_hash=h32)
+    first.append(api.submit(app_tx))
+    for h in first:
+        st = api.wait_committed(h)
+        assert st["status"] == "committed", st
+    offer_id, app_id = first[1], first[3]
+    fund = api.submit(lender.sign("fund", application=app_id, offer=offer_id))
+    st = api.wait_committed(fund)
+    assert st["status"] == "committed", st
+    app = api.get(f"/v1/applications/{app_id}")
+    assert app["status"] == "funded"
+    loan = api.get(f"/v1/loans/{app['loan']}")
+    assert loan["status"] == "active" and loan["borrower"] == BORROWER.address
+    repay = api.submit(borrower.sign("repay", loan=app["loan"], amount=20_000))
+    assert api.wait_committed(repay)["status"] == "committed"
+    # Read back on every node: the same transactions at the same heights, same chain.
+    where = [cl.wait_committed(repay) for cl in clients]
+    assert len({(w["height"], w["index"]) for w in where}) == 1
+    _wait_same_chain(clients, where[0]["height"])
+    loans = [cl.get(f"/v1/loans/{app['loan']}") for cl in clients]
+    assert all(x == loans[0] for x in loans)
+    score = clients[3].get(f"/v1/scores/{BORROWER.address}")
+    assert 300 <= score["score"] <= 850 and "components" in score
+
+
+def test_bad_transactions_get_clear_errors_and_change_nothing(cluster):
+    _, _, clients = cluster
+    api = clients[1]
+    alice = Wallet(ALICE, api)
+    before = api.account(ALICE.address)
+    good = alice.sign("transfer", to=BOB.address, amount=1)
+    forged = bytearray(good)
+    forged[-5] ^= 1                                     # inside the signature
+    cases = {
+        "not hex": {"tx": "zz"},
+        "not a transaction": {"tx": b"\x01\x02".hex()},
+        "forged signature": {"tx": bytes(forged).hex()},
+        "wrong shape": {"transaction": good.hex()},
+    }
+    for name, body in cases.items():
+        status, answer = http_json(api.url + "/v1/tx", 5, body)
+        assert 400 <= status < 500 and answer["error"], (name, status, answer)
+    status, answer = http_json(api.url + "/v1/tx", 5, {"tx": "00" * 200_000})
+    assert status == 413, answer
+    h = api.submit(good)
+    assert api.wait_committed(h)["status"] == "committed"
+    with pytest.raises(ApiError) as e:                  # the same transaction again
+        api.submit(good)
+    assert e.value.status in (400, 422) and "nonce" in e.value.error
+    after = api.account(ALICE.address)
+    assert after["balance"] == before["balance"] - 1 and after["nonce"] == before["nonce"] + 1
+    for path in ("/v1/blocks/nope", "/v1/accounts/xyz", "/v1/tx/123", "/v1/loans/..."):
+        status, answer = http_json(api.url + path, 5)
+        assert status in (400, 404) and answer["error"], path
+
+
+async def _p2p(url: str, kp, frames: list[bytes]) -> tuple[str, list]:
+    """Handshake as `kp`, send raw frames; what the node did with the link."""
+    async with aiohttp.ClientSession() as s:
+        async with s.ws_connect(url + "/p2p") as ws:
+            nonce = os.urandom(32)
+            await ws.send_bytes(codec.encode({"chain": CHAIN, "pubkey": kp.pubkey,
+                                              "nonce": nonce}))
+            msg = await ws.receive(timeout=5)
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                return "refused at hello", []
+            hello = codec.decode(msg.data)
+            sig = kp.sign(_proof(CHAIN, b"client", hello["nonce"], hello["pubkey"]))
+            await ws.send_bytes(codec.encode({"sig": sig}))
+            for f in frames:
+                await ws.send_bytes(f)
+            got = []
+            try:
+                msg = await ws.receive(timeout=2)
+                got.append(msg.type.name)
+            except asyncio.TimeoutError:
+                got.append("open")
+            return "linked", got
+
+
+def test_bad_peer_frames_are_refused_and_the_node_keeps_going(cluster):
+    _, members, clients = cluster
+    api = clients[2]
+    stranger = keys.Keypair.from_name("stranger")
+    st0 = http_json(api.url + "/v1/status")[1]
+    # Garbage frame after a valid handshake: the link is closed.
+    state, got = asyncio.run(_p2p(api.url, stranger, [b"\xc1garbage"]))
+    assert state == "linked" and got == ["CLOSE"]
+    # A consensus message signed by a non-validator: counted and dropped.
+    body = {"t": M.PREPARE, "v": 0, "h": st0["height"] + 1, "d": b"\x00" * 32, "r": 1}
+    forged = M.encode(M.sign(CHAIN, stranger, body))
+    asyncio.run(_p2p(api.url, stranger, [codec.encode(["msg", forged])]))
+    # A handshake whose proof is for another nonce: refused.
+    async def bad_handshake():
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(api.url + "/p2p") as ws:
+                await ws.send_bytes(codec.encode({"chain": CHAIN, "pubkey": ALICE.pubkey,
+                                                  "nonce": os.urandom(32)}))
+                await ws.receive(timeout=5)
+                await ws.send_bytes(codec.encode({"sig": ALICE.sign(DOMAIN + b"replayed")}))
+                return (await ws.receive(timeout=5)).type.name
+    assert asyncio.run(bad_handshake()) == "CLOSE"
+    text = _metrics(api.url)
+    assert _metric(text, "lendnet_p2p_bad_frames_total") >= 1
+    assert _metric(text, "lendnet_p2p_handshakes_failed_total") >= 1
+    assert _metric(text, "lendnet_consensus_messages_rejected_total") >= 1
+    # Still committing with the others.
+    _wait_same_chain(clients, st0["height"] + 2)
+
+
+def _metrics(url: str) -> str:
+    import urllib.request
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        return r.read().decode()
+
+
+def _metric(text: str, name: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} not in /metrics")
+
+
+def _load(api: NodeClient, wallet: Wallet, n: int) -> list[str]:
+    return [api.submit(wallet.sign("transfer", to=BOB.address, amount=1)) for _ in range(n)]
+
+
+def test_a_validator_killed_mid_load_catches_up_after_restart(cluster):
+    c, members, clients = cluster
+    api = clients[0]
+    carol = Wallet(keys.Keypair.from_name("carol"), api)
+    sent = _load(api, carol, 20)
+    c.kill_member("node3", signal.SIGKILL)
+    sent += _load(api, carol, 40)                      # the other three keep committing
+    last = api.wait_committed(sent[-1])
+    assert last["status"] == "committed"
+    c.start_member("node3")
+    clients[3].wait_height(last["height"], timeout=60)
+    _wait_same_chain(clients, last["height"])
+    assert clients[3].wait_committed(sent[-1])["height"] == last["height"]
+
+
+def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
+    c, members, clients = cluster
+    st = clients[1].status()
+    primary = st["primary"]
+    survivors = [cl for i, cl in enumerate(clients) if i != primary]
+    api = survivors[0]
+    dave = Wallet(keys.Keypair.from_name("dave"), api)
+    c.kill_member(f"node{primary}", signal.SIGKILL)
+    t0 = time.monotonic()
+    h = api.submit(dave.sign("transfer", to=BOB.address, amount=5))
+    where = api.wait_committed(h, timeout=60)
+    assert where["status"] == "committed"
+    resumed = time.monotonic() - t0
+    views = [cl.status()["view"] for cl in survivors]
+    assert min(views) > st["view"], views
+    assert resumed < 30, resumed
+    c.start_member(f"node{primary}")
+    _wait_same_chain(clients, where["height"] + 1, timeout=60)
