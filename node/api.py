@@ -14,7 +14,7 @@ import re
 from aiohttp import WSMsgType, web
 
 from consensus import messages as M
-from ledger import keys, lending
+from ledger import codec, keys, lending
 from ledger import tx as txm
 
 MAX_BODY = 2 * txm.MAX_TX_BYTES + 1024        # hex doubles the transaction's bytes
@@ -129,6 +129,25 @@ def build_app(daemon) -> web.Application:
             return web.json_response({what: key, **jsonable(got)})
         return handler
 
+    async def get_sync(request: web.Request):
+        """Committed blocks with their certificates, canonical msgpack [[block, cert], ...]:
+        what a new full node replays (it checks every certificate itself)."""
+        try:
+            start = int(request.match_info["from_h"])
+            count = int(request.query.get("count", "64"))
+        except ValueError:
+            return _error(400, "from height and count must be integers")
+        if start < 1 or not 1 <= count <= 256:
+            return _error(400, "from height must be >= 1 and count 1 to 256")
+        out, size = [], 0
+        for h in range(start, min(start + count, node.height + 1)):
+            block, cert, _ = node.store.get_block(h)
+            size += len(block["txs"]) * 256 + 4096
+            if out and size > M.MAX_MSG_BYTES:
+                break                              # the rest on the next request
+            out.append([block, cert])
+        return web.Response(body=codec.encode(out), content_type="application/msgpack")
+
     async def get_status(request: web.Request):
         return web.json_response(daemon.status())
 
@@ -167,6 +186,7 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/loans/{id}", _record("loans", "loan"))
     r.add_get("/v1/offers/{id}", _record("offers", "offer"))
     r.add_get("/v1/applications/{id}", _record("applications", "application"))
+    r.add_get("/v1/sync/{from_h}", get_sync)
     r.add_get("/v1/status", get_status)
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
@@ -214,6 +234,9 @@ OPENAPI = {
         "/v1/loans/{id}": {"get": _op("A loan: parties, terms, status, what is due.", [_ID])},
         "/v1/offers/{id}": {"get": _op("A lender's offer.", [_ID])},
         "/v1/applications/{id}": {"get": _op("A borrower's application.", [_ID])},
+        "/v1/sync/{from_h}": {"get": _op("Up to `count` (<= 256) committed blocks with "
+                                         "their commit certificates, msgpack.",
+                                         [("from_h", "integer")])},
         "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
         "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
                                   "(instalment_due, late, defaulted, ...), one JSON each.")},

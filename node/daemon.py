@@ -14,6 +14,7 @@ import signal
 import time
 from pathlib import Path
 
+import aiohttp
 from aiohttp import web
 
 from consensus import messages as M
@@ -44,7 +45,7 @@ class Daemon:
         self.genesis = H.load_genesis(self.home)
         self.store = SQLiteStore(str(self.home / "node.db"))
         self.node = Node(self.genesis, self.kp, self.store, now_ms())
-        self.metrics = Metrics()
+        self.metrics = Metrics(lambda: len(self.transport.connected()))
         self.metrics.height.set(self.node.height)
         self.transport = Transport(self.genesis.chain_id, self.kp, self._on_frame,
                                    self.metrics.p2p)
@@ -53,6 +54,9 @@ class Daemon:
         self.submitted_at: dict[str, int] = {}        # tx hash hex -> ms, for latency
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
+        self._validator_keys = set(self.genesis.validators)
+        self._sync_wanted = asyncio.Event()           # a full node heard of a newer block
+        self._tasks: list[asyncio.Task] = []
         self.stopping = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.port: int | None = None
@@ -68,6 +72,8 @@ class Daemon:
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
         await self.transport.start(self.cfg.peers)
+        if self.node.replica is None:
+            self._tasks.append(asyncio.create_task(self._sync_forever()))
         log.info("node %s up: chain %s, %s, height %d, api http://%s:%d",
                  self.kp.address, self.genesis.chain_id,
                  f"validator {self.node.index}" if self.node.index is not None
@@ -77,6 +83,12 @@ class Daemon:
     async def stop(self) -> None:
         if self._timer:
             self._timer.cancel()
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         self.subscribers.clear()                       # their handlers see it and close
         await self.transport.stop()
         if self.runner:
@@ -142,12 +154,50 @@ class Daemon:
     def _follow(self, payload: bytes) -> None:
         try:
             block, cert = codec.decode(payload, M.MAX_MSG_BYTES)
-            got = self.node.follow(block, cert)
-        except (codec.EncodingError, ValueError, TypeError, M.MessageError) as e:
+            self._follow_one(block, cert)
+        except (codec.EncodingError, ValueError, TypeError, KeyError, M.MessageError) as e:
             log.warning("ignored a committed block from a peer: %s", e)
-            return
-        if got is not None:
-            self._committed(got)
+
+    def _follow_one(self, block, cert) -> bool:
+        """Take one committed block (ValueError/MessageError if it is bad); False if it
+        is not the next one — then a newer chain exists and we pull what we miss."""
+        got = self.node.follow(block, cert)
+        if got is None:
+            if block["header"]["height"] > self.node.height + 1:
+                self._sync_wanted.set()
+            return False
+        self._committed(got)
+        return True
+
+    async def _sync_forever(self) -> None:
+        """A full node pulls the blocks it misses from its peers' /v1/sync, checking
+        every certificate; then pushed blocks keep it current. Peers in turn."""
+        peers = list(self.cfg.peers)
+        turn = 0
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            while peers:
+                peer = peers[turn % len(peers)]
+                turn += 1
+                got = 0
+                try:
+                    async with http.get(f"http://{peer}/v1/sync/{self.node.height + 1}",
+                                        params={"count": "128"}) as resp:
+                        if resp.status == 200:
+                            entries = codec.decode(await resp.read(), M.MAX_MSG_BYTES)
+                            for block, cert in entries:
+                                if not self._follow_one(block, cert):
+                                    break
+                                got += 1
+                except (aiohttp.ClientError, OSError, asyncio.TimeoutError,
+                        codec.EncodingError, ValueError, TypeError, M.MessageError) as e:
+                    log.info("sync from %s: %s", peer, e)
+                if got:
+                    continue                               # more may be waiting
+                self._sync_wanted.clear()
+                try:
+                    await asyncio.wait_for(self._sync_wanted.wait(), 2.0)
+                except asyncio.TimeoutError:
+                    continue                               # look again anyway, now and then
 
     # --- effects ------------------------------------------------------------------------
 
@@ -163,7 +213,8 @@ class Daemon:
                 self._arm(e.at)
             elif t is Committed:
                 self._committed(e)
-                self.transport.broadcast("block", codec.encode([e.block, e.cert]))
+                self.transport.push_inbound("block", codec.encode([e.block, e.cert]),
+                                            skip=self._validator_keys)
             elif t is Evidence:
                 self.metrics.evidence.inc()
                 log.warning("evidence: %s by validator %d", e.kind, e.replica)

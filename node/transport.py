@@ -79,6 +79,7 @@ class Transport:
         self.out: dict[str, asyncio.Queue] = {}           # "host:port" -> frames to send
         self.peer_keys: dict[str, bytes] = {}             # "host:port" -> its pubkey, once known
         self.inbound: dict[bytes, int] = {}               # pubkey -> open inbound links
+        self.inbound_out: dict[int, tuple] = {}           # link id -> (pubkey, frame queue)
         self.links: dict[str, bool] = {}                  # "host:port" -> outbound link up
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
@@ -126,6 +127,19 @@ class Transport:
             except asyncio.QueueFull:
                 self.stats["frames_dropped"] += 1
 
+    def push_inbound(self, kind: str, payload: bytes, skip: set) -> None:
+        """Send on the links peers dialled to us (not to the keys in `skip`): how a full
+        node nobody dials still hears of every committed block."""
+        frame = None
+        for pubkey, q in self.inbound_out.values():
+            if pubkey in skip:
+                continue
+            frame = frame or codec.encode([kind, payload])
+            try:
+                q.put_nowait(frame)
+            except asyncio.QueueFull:
+                self.stats["frames_dropped"] += 1
+
     def connected(self) -> list[str]:
         return sorted(p for p, up in self.links.items() if up)
 
@@ -139,11 +153,19 @@ class Transport:
                     self.links[peer] = True
                     backoff = 0.1
                     log.info("link to %s up", peer)
-                    q = self.out[peer]
-                    while True:
-                        frame = await q.get()
-                        await ws.send_bytes(frame)
-                        self.stats["frames_out"] += 1
+                    # Until either direction ends: the reader notices a dropped link even
+                    # when there is nothing to send.
+                    tasks = {asyncio.create_task(self._read_back(ws, self.peer_keys[peer])),
+                             asyncio.create_task(self._write_out(ws, self.out[peer]))}
+                    try:
+                        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        for t in tasks:
+                            t.cancel()
+                        await asyncio.gather(*tasks, return_exceptions=True)
+                    for t in done:
+                        if not t.cancelled() and t.exception() is not None:
+                            log.debug("link to %s: %s", peer, t.exception())
             except asyncio.CancelledError:
                 raise
             except HandshakeError as e:
@@ -174,6 +196,25 @@ class Transport:
         sig = self.kp.sign(_proof(self.chain, b"client", h["nonce"], h["pubkey"]))
         await ws.send_bytes(codec.encode({"sig": sig}))
 
+    async def _write_out(self, ws, q: asyncio.Queue) -> None:
+        while not ws.closed:
+            frame = await q.get()
+            await ws.send_bytes(frame)
+            self.stats["frames_out"] += 1
+
+    async def _read_back(self, ws, pubkey: bytes) -> None:
+        """Frames the peer we dialled pushes back (committed blocks, to a full node)."""
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                return
+            frame = self._parse_frame(msg.data)
+            if frame is None:
+                self.stats["bad_frames"] += 1
+                await ws.close()
+                return
+            self.stats["frames_in"] += 1
+            await self.on_frame(frame[0], frame[1], pubkey)
+
     # --- receiving --------------------------------------------------------------------
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
@@ -189,6 +230,9 @@ class Transport:
                            message=str(e)[:100].encode())
             return ws
         self.inbound[pubkey] = self.inbound.get(pubkey, 0) + 1
+        q: asyncio.Queue = asyncio.Queue(QUEUE_FRAMES)
+        self.inbound_out[id(ws)] = (pubkey, q)
+        writer = asyncio.create_task(self._write_back(ws, q))
         try:
             async for msg in ws:
                 if msg.type != aiohttp.WSMsgType.BINARY:
@@ -203,7 +247,19 @@ class Transport:
                 await self.on_frame(frame[0], frame[1], pubkey)
         finally:
             self.inbound[pubkey] -= 1
+            del self.inbound_out[id(ws)]
+            writer.cancel()
         return ws
+
+    async def _write_back(self, ws, q: asyncio.Queue) -> None:
+        while not ws.closed:
+            frame = await q.get()
+            try:
+                await ws.send_bytes(frame)
+            except (ConnectionError, RuntimeError) as e:   # closing under us: stop writing
+                log.debug("inbound link closed while writing: %s", e)
+                return
+            self.stats["frames_out"] += 1
 
     async def _server_handshake(self, ws) -> bytes:
         msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)

@@ -138,15 +138,15 @@ async def _p2p(url: str, kp, frames: list[bytes]) -> tuple[str, list]:
             hello = codec.decode(msg.data)
             sig = kp.sign(_proof(CHAIN, b"client", hello["nonce"], hello["pubkey"]))
             await ws.send_bytes(codec.encode({"sig": sig}))
-            for f in frames:
-                await ws.send_bytes(f)
-            got = []
             try:
+                for f in frames:
+                    await ws.send_bytes(f)
                 msg = await ws.receive(timeout=2)
-                got.append(msg.type.name)
             except asyncio.TimeoutError:
-                got.append("open")
-            return "linked", got
+                return "linked", ["open"]
+            except ConnectionError:                  # the node cut us off mid-frame
+                return "linked", ["CLOSE"]
+            return "linked", [msg.type.name]
 
 
 def test_bad_peer_frames_are_refused_and_the_node_keeps_going(cluster):
@@ -229,3 +229,76 @@ def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
     assert resumed < 30, resumed
     c.start_member(f"node{primary}")
     _wait_same_chain(clients, where["height"] + 1, timeout=60)
+
+
+def test_oversized_peer_frame_closes_the_link(cluster):
+    _, _, clients = cluster
+    from node.transport import MAX_FRAME
+    state, got = asyncio.run(_p2p(clients[2].url, keys.Keypair.from_name("stranger"),
+                                  [b"\x00" * (MAX_FRAME + 1)]))
+    assert state == "linked" and got == ["CLOSE"]
+    clients[2].wait_height(clients[2].status()["height"] + 1)
+
+
+def test_event_stream_and_openapi(cluster):
+    _, _, clients = cluster
+    api = clients[0]
+    spec = api.get("/openapi.json")
+    assert {"/v1/tx", "/v1/tx/{hash}", "/v1/events", "/v1/loans/{id}"} <= set(spec["paths"])
+    bob = Wallet(BOB, api)
+
+    async def watch() -> list[dict]:
+        async with aiohttp.ClientSession() as s:
+            async with s.ws_connect(api.url + "/v1/events") as ws:
+                h = api.submit(bob.sign("transfer", to=ALICE.address, amount=3))
+                seen = []
+                while True:
+                    event = await ws.receive_json(timeout=30)
+                    seen.append(event)
+                    if event["type"] == "block" and event["txs"]:
+                        block = api.get(f"/v1/blocks/{event['height']}")
+                        if h in block["txs"]:
+                            return seen
+    events = asyncio.run(watch())
+    assert all(e["type"] == "block" and len(e["hash"]) == 64 for e in events)
+
+
+def test_a_new_full_node_syncs_the_chain_and_follows_it(cluster, tmp_path):
+    import subprocess
+    import sys
+    from node import home as H
+    c, members, clients = cluster
+    home = tmp_path / "full"
+    genesis = H.load_genesis(members[0].home)
+    H.init_home(home, H.NodeConfig("127.0.0.1", 0, [f"127.0.0.1:{m.port}" for m in members]),
+                genesis=genesis)
+    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--home",
+                             str(home)], stdout=subprocess.DEVNULL,
+                            stderr=open(home / "node.log", "wb"))
+    try:
+        # Its port is chosen at start: read it from the log line.
+        deadline = time.monotonic() + 20
+        url = None
+        while url is None and time.monotonic() < deadline:
+            for line in (home / "node.log").read_text().splitlines():
+                if "api http://" in line:
+                    url = line.rsplit("api ", 1)[1].strip()
+            time.sleep(0.1)
+        assert url, (home / "node.log").read_text()
+        full = NodeClient(url)
+        top = clients[0].status()["height"]
+        full.wait_height(top, timeout=60)
+        assert full.status()["validator"] is None
+        _wait_same_chain([clients[0], full], top)
+        # And it keeps up: a transaction committed by the validators reaches it.
+        alice = Wallet(ALICE, clients[1])
+        h = clients[1].submit(alice.sign("transfer", to=BOB.address, amount=7))
+        where = full.wait_committed(h, timeout=30)
+        assert where == clients[1].wait_committed(h)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
