@@ -156,10 +156,16 @@ def build_app(daemon) -> web.Application:
                             content_type="text/plain", charset="utf-8")
 
     async def events(request: web.Request):
-        """WebSocket: one JSON object per committed block and per loan event."""
+        """WebSocket: one JSON object per committed block and per loan event
+        (`?types=block` or `?types=loan` for one kind). A reader that falls more than
+        STREAM_QUEUE events behind is cut off rather than buffered without bound."""
+        types = set(request.query.get("types", "block,loan").split(","))
+        if not types or not types <= {"block", "loan"}:
+            return _error(400, "types is a comma-separated list of block, loan")
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
         q: asyncio.Queue = asyncio.Queue(STREAM_QUEUE)
+        q.types = types
         daemon.subscribers.add(q)
         try:
             while not ws.closed:
@@ -239,7 +245,8 @@ OPENAPI = {
                                          [("from_h", "integer")])},
         "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
         "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
-                                  "(instalment_due, late, defaulted, ...), one JSON each.")},
+                                  "(instalment_due, late, defaulted, ...), one JSON each; "
+                                  "?types=block or ?types=loan for one kind.")},
         "/metrics": {"get": _op("Prometheus text format.")},
     },
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
 import time
 from pathlib import Path
@@ -74,6 +75,7 @@ class Daemon:
         await self.transport.start(self.cfg.peers)
         if self.node.replica is None:
             self._tasks.append(asyncio.create_task(self._sync_forever()))
+        self._tasks.append(asyncio.create_task(self._regossip_forever()))
         log.info("node %s up: chain %s, %s, height %d, api http://%s:%d",
                  self.kp.address, self.genesis.chain_id,
                  f"validator {self.node.index}" if self.node.index is not None
@@ -169,6 +171,20 @@ class Daemon:
         self._committed(got)
         return True
 
+    async def _regossip_forever(self, every_s: float = 1.0, limit: int = 1_000) -> None:
+        """Pass on again each account's next transaction if it was already waiting a
+        round ago: gossip is best effort (a full queue drops frames, a peer may have been
+        down), and the primary proposes only what reached it."""
+        waiting: set[bytes] = set()
+        while True:
+            await asyncio.sleep(every_s)
+            heads = self.node.mempool.heads(limit)
+            for tx in heads:
+                if tx.hash in waiting:
+                    self.transport.broadcast("tx", tx.raw)
+                    self.metrics.regossiped.inc()
+            waiting = {tx.hash for tx in heads}
+
     async def _sync_forever(self) -> None:
         """A full node pulls the blocks it misses from its peers' /v1/sync, checking
         every certificate; then pushed blocks keep it current. Peers in turn."""
@@ -259,6 +275,8 @@ class Daemon:
 
     def _publish(self, event: dict) -> None:
         for q in list(self.subscribers):
+            if event["type"] not in q.types:
+                continue
             if q.full():
                 self.subscribers.discard(q)    # a reader this far behind is cut off
             else:
@@ -287,7 +305,14 @@ def run(home: Path, log_format: str = "text", level: str = "INFO") -> None:
     """Run a node in the foreground until SIGTERM/SIGINT."""
     configure_logging(log_format, level)
     daemon = Daemon(home)
-    asyncio.run(daemon.serve_forever())
+    profile_to = os.environ.get("LENDNET_PROFILE")   # a file ({pid} allowed): cProfile the run
+    if not profile_to:
+        asyncio.run(daemon.serve_forever())
+        return
+    import cProfile
+    with cProfile.Profile() as prof:
+        asyncio.run(daemon.serve_forever())
+    prof.dump_stats(profile_to.replace("{pid}", str(os.getpid())))
 
 
 class _JsonFormatter(logging.Formatter):

@@ -76,3 +76,16 @@ class Mempool:
                 del self.ids[queue.pop(nonce).hash]
             if not queue:
                 del self.by_sender[sender]
+
+    def heads(self, limit: int) -> list[SignedTx]:
+        """Each account's next transaction to commit, where it is waiting (at most
+        `limit`): what the node passes on again when it has waited too long, in case the
+        primary never received it — one missing nonce would hold up all after it."""
+        out = []
+        for sender, queue in self.by_sender.items():
+            tx = queue.get(self.ledger.account(sender)[1])
+            if tx is not None:
+                out.append(tx)
+                if len(out) >= limit:
+                    break
+        return out

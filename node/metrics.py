@@ -51,6 +51,8 @@ class Metrics:
                                          "validator", registry=r)
         self.rejected_txs = Counter("lendnet_txs_rejected", "client transactions refused",
                                     registry=r)
+        self.regossiped = Counter("lendnet_txs_regossiped", "waiting transactions passed "
+                                  "on again", registry=r)
         self.evidence = Counter("lendnet_evidence", "byzantine evidence recorded", registry=r)
         self.commit_latency = Histogram("lendnet_commit_latency_seconds",
                                         "from a client's submission to this node's commit",

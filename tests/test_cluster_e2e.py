@@ -302,3 +302,12 @@ def test_a_new_full_node_syncs_the_chain_and_follows_it(cluster, tmp_path):
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def test_down_stops_every_node_cleanly(cluster):
+    c, members, _ = cluster
+    stopped = c.down()
+    assert sorted(stopped) == [m.name for m in members]
+    for m in members:
+        assert not m.alive()
+        assert "node stopped at height" in Cluster.log_tail(m, 5), Cluster.log_tail(m, 5)
