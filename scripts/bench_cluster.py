@@ -199,6 +199,21 @@ async def drive(urls: list[str], txs: list[tuple[str, bytes]], rate: float,
     }
 
 
+def _counters(url: str) -> dict:
+    """A few of the node's own counters, from /metrics."""
+    import urllib.request
+    want = {"lendnet_txs_regossiped_total": "regossiped",
+            "lendnet_p2p_frames_dropped_total": "frames_dropped",
+            "lendnet_view_changes": "view_changes"}
+    out = {}
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        for line in r.read().decode().splitlines():
+            name, _, value = line.partition(" ")
+            if name in want:
+                out[want[name]] = int(float(value))
+    return out
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nodes", type=int, default=4)
@@ -220,8 +235,8 @@ def main() -> int:
             txs = presign(api, a.workload, a.txs, loans)
             result = asyncio.run(drive(urls, txs, a.rate, settle_s=60))
             result["nodes_at_end"] = [
-                {k: st[k] for k in ("height", "view", "mempool")}
-                for st in (NodeClient(u).status() for u in urls)]
+                {**{k: st[k] for k in ("height", "view", "mempool")}, **_counters(u)}
+                for u, st in ((u, NodeClient(u).status()) for u in urls)]
         finally:
             cluster.down()
     out = {"nodes": a.nodes, "workload": a.workload, "rate": a.rate, **result}
