@@ -302,9 +302,14 @@ def _transfer(led: Ledger, tx, b) -> None:
     led.move(tx.sender, b["to"], b["amount"])
 
 
+def multisig_address(threshold: int, members) -> str:
+    """The address of the M-of-N account these members create (any order)."""
+    return keys.derive_address(b"multisig", codec.encode([threshold, sorted(members)]))
+
+
 def _create_multisig(led: Ledger, tx, b) -> None:
     members = sorted(b["members"])
-    address = keys.derive_address(b"multisig", codec.encode([b["threshold"], members]))
+    address = multisig_address(b["threshold"], members)
     if address in led.state.multisigs:
         raise TxError(f"multisig account {address} already exists")
     if address in led.state.accounts:

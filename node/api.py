@@ -17,7 +17,10 @@ from consensus import messages as M
 from ledger import codec, keys, lending
 from ledger import tx as txm
 
-MAX_BODY = 2 * txm.MAX_TX_BYTES + 1024        # hex doubles the transaction's bytes
+from .blobs import BLOB_MAX, BlobError
+
+MAX_BODY = (1 << 20) + 1024                   # a blob of 1 MiB
+MAX_TX_BODY = 2 * txm.MAX_TX_BYTES + 1024     # hex doubles the transaction's bytes
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 STREAM_QUEUE = 1_000
 
@@ -38,14 +41,35 @@ def jsonable(v):
     return v
 
 
+LIST_MAX = 1_000
+
+
+def _addr(v: str) -> str:
+    if not keys.is_address(v):
+        raise ValueError("an address is 'ln' and 40 lowercase hex digits")
+    return v
+
+
+def _bool(v: str) -> bool:
+    if v not in ("true", "false"):
+        raise ValueError("must be true or false")
+    return v == "true"
+
+
+def _status(v: str) -> str:
+    if v not in ("open", "funded", "withdrawn"):
+        raise ValueError("must be open, funded or withdrawn")
+    return v
+
+
 def build_app(daemon) -> web.Application:
     node = daemon.node
     app = web.Application(client_max_size=MAX_BODY)
     r = app.router
 
     async def post_tx(request: web.Request):
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return _error(413, f"body over {MAX_BODY} bytes")
+        if request.content_length is not None and request.content_length > MAX_TX_BODY:
+            return _error(413, f"body over {MAX_TX_BODY} bytes")
         try:
             body = await request.json()
         except (ValueError, UnicodeDecodeError):
@@ -148,6 +172,67 @@ def build_app(daemon) -> web.Application:
             out.append([block, cert])
         return web.Response(body=codec.encode(out), content_type="application/msgpack")
 
+    def _listing(table: str, what: str, filters: dict):
+        """GET /v1/{table}?field=value...: matching records, by id, at most `limit`."""
+        async def handler(request: web.Request):
+            q = request.query
+            unknown = set(q) - set(filters) - {"limit"}
+            if unknown:
+                return _error(400, f"unknown filters {sorted(unknown)}; use "
+                                   f"{sorted(filters)} and limit")
+            try:
+                limit = int(q.get("limit", "100"))
+            except ValueError:
+                return _error(400, "limit must be an integer")
+            if not 1 <= limit <= LIST_MAX:
+                return _error(400, f"limit must be 1 to {LIST_MAX}")
+            want = {}
+            for name, parse in filters.items():
+                if name in q:
+                    try:
+                        want[name] = parse(q[name])
+                    except ValueError as e:
+                        return _error(400, f"{name}: {e}")
+            rows = getattr(node.ledger.state, table).rows
+            out = []
+            for key in sorted(rows):
+                rec = rows[key]
+                if all(rec.get(f) == v for f, v in want.items()):
+                    view = lending.loan_view(node.ledger, key) if what == "loan" else rec
+                    out.append({what: key, **jsonable(view)})
+                    if len(out) >= limit:
+                        break
+            return web.json_response({"height": node.height, what + "s": out})
+        return handler
+
+    async def get_asset(request: web.Request):
+        name = request.match_info["name"]
+        got = node.ledger.state.assets.get(name) if len(name) <= 64 else None
+        if got is None:
+            return _error(404, f"no asset {name!r}")
+        return web.json_response({"asset": name, **jsonable(got)})
+
+    async def post_blob(request: web.Request):
+        try:
+            data = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"a blob is at most {BLOB_MAX} bytes")
+        if not 0 < len(data) <= BLOB_MAX:
+            return _error(400 if not data else 413, f"a blob is 1 to {BLOB_MAX} bytes")
+        try:
+            return web.json_response({"hash": daemon.blobs.put(data)}, status=201)
+        except BlobError as e:
+            return _error(507, str(e))
+
+    async def get_blob(request: web.Request):
+        h = request.match_info["hash"]
+        if not HEX64.match(h):
+            return _error(400, "a blob hash is 64 lowercase hex digits")
+        data = daemon.blobs.get(h)
+        if data is None:
+            return _error(404, f"no blob {h} on this node")
+        return web.Response(body=data, content_type="application/octet-stream")
+
     async def get_status(request: web.Request):
         return web.json_response(daemon.status())
 
@@ -189,6 +274,15 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/blocks/{height}", get_block)
     r.add_get("/v1/accounts/{address}", get_account)
     r.add_get("/v1/scores/{address}", get_score)
+    r.add_get("/v1/loans", _listing("loans", "loan", {"borrower": _addr, "lender": _addr}))
+    r.add_get("/v1/offers", _listing("offers", "offer", {"lender": _addr, "active": _bool}))
+    r.add_get("/v1/applications", _listing("applications", "application",
+                                           {"borrower": _addr, "status": _status}))
+    r.add_get("/v1/assets/{name}", get_asset)
+    r.add_get("/v1/borrowers/{id}", _record("borrowers", "borrower"))
+    r.add_get("/v1/lenders/{id}", _record("lenders", "lender"))
+    r.add_post("/v1/blobs", post_blob)
+    r.add_get("/v1/blobs/{hash}", get_blob)
     r.add_get("/v1/loans/{id}", _record("loans", "loan"))
     r.add_get("/v1/offers/{id}", _record("offers", "offer"))
     r.add_get("/v1/applications/{id}", _record("applications", "application"))
@@ -243,6 +337,21 @@ OPENAPI = {
         "/v1/sync/{from_h}": {"get": _op("Up to `count` (<= 256) committed blocks with "
                                          "their commit certificates, msgpack.",
                                          [("from_h", "integer")])},
+        "/v1/loans": {"get": _op("Loans, filtered by ?borrower= or ?lender= (limit).")},
+        "/v1/offers": {"get": _op("Offers, filtered by ?lender= and ?active=true|false.")},
+        "/v1/applications": {"get": _op("Applications, by ?borrower= and "
+                                        "?status=open|funded|withdrawn.")},
+        "/v1/borrowers/{id}": {"get": _op("A registered borrower: profile and documents "
+                                          "hashes, since when.", [_ADDR])},
+        "/v1/lenders/{id}": {"get": _op("A registered lender.", [_ADDR])},
+        "/v1/assets/{name}": {"get": _op("A collateral asset: owner, value, lien.",
+                                         [("name", "asset name")])},
+        "/v1/blobs": {"post": _op("Store an off-chain blob (e.g. sealed documents), "
+                                  "up to 1 MiB; returns its sha256.",
+                                  responses={"201": {"description": "{hash}"},
+                                             "400": {"description": "empty"},
+                                             "413": {"description": "too large"}})},
+        "/v1/blobs/{hash}": {"get": _op("A stored blob's bytes.", [("hash", "64 hex")])},
         "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
         "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
                                   "(instalment_due, late, defaulted, ...), one JSON each; "

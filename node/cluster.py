@@ -114,10 +114,10 @@ class Cluster:
             for m in members]}, indent=2))
         os.replace(tmp, self.file)
 
-    def _create(self, n: int) -> list[Member]:
+    def _create(self, n: int, params: dict | None = None) -> list[Member]:
         kps = [keys.Keypair.generate() for _ in range(n)]
         genesis = Genesis("lendnet-dev", int(time.time()), H.dev_balances(),
-                          tuple(k.pubkey for k in kps), dict(H.DAEMON_PARAMS))
+                          tuple(k.pubkey for k in kps), {**H.DAEMON_PARAMS, **(params or {})})
         members = []
         for i, kp in enumerate(kps):
             home = (self.root / f"node{i}").resolve()
@@ -127,8 +127,10 @@ class Cluster:
 
     # --- up / down ---------------------------------------------------------------------
 
-    def up(self, n: int, wait_s: float = 60.0, extra_args: dict | None = None) -> list[Member]:
-        """Start (creating if need be) an n-node cluster; return once all commit."""
+    def up(self, n: int, wait_s: float = 60.0, extra_args: dict | None = None,
+           params: dict | None = None) -> list[Member]:
+        """Start (creating if need be, with these consensus `params` in its genesis) an
+        n-node cluster; return once all commit."""
         members = self.members()
         running = [m for m in members if m.alive()]
         if running:
@@ -139,7 +141,7 @@ class Cluster:
             raise ClusterError(f"{self.root} holds a {len(members)}-node cluster; use "
                                f"--nodes {len(members)} or another --home")
         if not members:
-            members = self._create(n)
+            members = self._create(n, params)
         self._procs = {}
         ports = free_ports(n)
         for m, port in zip(members, ports):

@@ -25,6 +25,7 @@ from ledger import tx as txm
 
 from . import home as H
 from .api import build_app, jsonable
+from .blobs import BlobStore
 from .core import Node
 from .metrics import Metrics
 from .sqlstore import SQLiteStore
@@ -45,6 +46,7 @@ class Daemon:
         self.cfg = H.load_config(self.home)
         self.genesis = H.load_genesis(self.home)
         self.store = SQLiteStore(str(self.home / "node.db"))
+        self.blobs = BlobStore(self.home / "blobs")
         self.node = Node(self.genesis, self.kp, self.store, now_ms())
         self.metrics = Metrics(lambda: len(self.transport.connected()))
         self.metrics.height.set(self.node.height)

@@ -1,0 +1,216 @@
+"""What every wallet-driven command shares: which node, which wallet, how amounts are read
+and shown, and how a transaction is signed and sent (or written to a file offline).
+
+Exit codes scripts can rely on: 0 done; 1 refused, failed or an error (the message says
+why); 2 bad usage (click); 3 submitted but not committed within --wait seconds.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+
+import click
+
+from ledger import tx as txm
+from ledger.money import DECIMALS, UNIT, fmt
+from node.client import ApiError, NodeClient
+
+EXIT_TIMEOUT = 3
+AMOUNT_RE = re.compile(r"^(\d{1,18})(?:\.(\d{1,%d}))?$" % DECIMALS)
+
+
+def parse_amount(text: str) -> int:
+    """'12.5' LND -> 1250 minor units; exact, no floats."""
+    m = AMOUNT_RE.match(str(text).strip())
+    if not m:
+        raise click.BadParameter(f"an amount in {UNIT} with at most {DECIMALS} decimals, "
+                                 f"e.g. 250 or 12.50")
+    minor = int(m.group(1)) * 10**DECIMALS + int((m.group(2) or "").ljust(DECIMALS, "0"))
+    if not 0 < minor <= txm.MAX_AMOUNT:
+        raise click.BadParameter("must be above zero")
+    return minor
+
+
+class Amount(click.ParamType):
+    name = "AMOUNT"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int):
+            return value
+        try:
+            return parse_amount(value)
+        except click.BadParameter as e:
+            self.fail(str(e), param, ctx)
+
+
+AMOUNT = Amount()
+
+
+def default_node() -> str | None:
+    if os.environ.get("LENDNET_NODE"):
+        return os.environ["LENDNET_NODE"]
+    from .cluster import DEFAULT_HOME
+    try:
+        nodes = json.loads((DEFAULT_HOME / "cluster.json").read_text())["nodes"]
+    except (OSError, ValueError, KeyError):
+        return None
+    return next((f"http://127.0.0.1:{n['port']}" for n in nodes if n.get("port")), None)
+
+
+def node_option(f):
+    return click.option("--node", "node_url", metavar="URL", default=None,
+                        help="A node's API [default: $LENDNET_NODE, else the local "
+                             "cluster's node0].")(f)
+
+
+def client(node_url: str | None) -> NodeClient:
+    url = node_url or default_node()
+    if not url:
+        raise click.ClickException("no node to talk to: pass --node URL, set LENDNET_NODE, "
+                                   "or start one with `lendnet cluster up`")
+    return NodeClient(url, timeout=10)
+
+
+def wallet_option(f):
+    return click.option("--wallet", "wallet_name", required=True, metavar="NAME",
+                        help="The keystore wallet that signs.")(f)
+
+
+def send_options(f):
+    """--offline/--nonce/--chain/--out, --wait and --json for commands that sign."""
+    for opt in reversed([
+        click.option("--offline", is_flag=True,
+                     help="Sign without a node: write the signed transaction to --out."),
+        click.option("--nonce", type=click.IntRange(0, txm.MAX_AMOUNT), default=None,
+                     help="The account's next nonce (required with --offline)."),
+        click.option("--chain", "chain_id", default=None,
+                     help="Chain id (offline; online it comes from the node)."),
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Where --offline writes the signed transaction."),
+        click.option("--wait", "wait_s", type=click.IntRange(0, 600), default=30,
+                     show_default=True, help="Seconds to wait for the commit (0: don't)."),
+        click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+        node_option,
+    ]):
+        f = opt(f)
+    return f
+
+
+def unlock(name: str):
+    from .keystore import unlock as _unlock
+    from .keystore import KeystoreError
+    try:
+        return _unlock(name)
+    except KeystoreError as e:
+        raise click.ClickException(str(e))
+
+
+def write_tx_file(path: Path, tx: txm.SignedTx) -> dict:
+    doc = {"kind": tx.body["kind"], "from": tx.sender, "nonce": tx.nonce,
+           "chain": tx.body["chain"], "hash": tx.id, "signatures": len(tx.sigs),
+           "tx": tx.raw.hex()}
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n")
+    os.replace(tmp, path)
+    return doc
+
+
+def read_tx_file(path: Path) -> txm.SignedTx:
+    try:
+        doc = json.loads(Path(path).read_text())
+        return txm.parse(bytes.fromhex(doc["tx"]))
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise click.ClickException(f"{path}: not a signed transaction file ({e})")
+    except txm.TxError as e:
+        raise click.ClickException(f"{path}: {e}")
+
+
+def sign_and_send(kp, kind: str, *, node_url, offline, nonce, chain_id, out, wait_s,
+                  as_json, sender: str | None = None, describe: str = "", **fields) -> dict:
+    """Build, sign and submit (or write) one transaction; print what happened."""
+    if offline:
+        if nonce is None or out is None:
+            raise click.UsageError("--offline needs --nonce N and --out FILE")
+        body = txm.build(kp, chain_id or "lendnet-dev", kind, nonce, sender=sender, **fields)
+        tx = _sign(body, kp)
+        doc = write_tx_file(out, tx)
+        emit({"status": "signed", **{k: v for k, v in doc.items() if k != "tx"},
+              "file": str(out)}, as_json,
+             f"signed {kind} {tx.id} (nonce {tx.nonce}) -> {out}; submit it later with "
+             f"`lendnet tx submit {out}`")
+        return doc
+    api = client(node_url)
+    status = _call(api.status)
+    if nonce is None:
+        nonce = _call(api.account, sender or kp.address)["nonce"]
+    body = txm.build(kp, status["chain_id"], kind, nonce, sender=sender, **fields)
+    return submit(api, _sign(body, kp), wait_s, as_json, describe)
+
+
+def _sign(body: dict, kp) -> txm.SignedTx:
+    try:
+        return txm.sign(body, [kp])
+    except txm.TxError as e:
+        raise click.ClickException(f"cannot build this transaction: {e}")
+
+
+def submit(api: NodeClient, tx: txm.SignedTx, wait_s: int, as_json: bool,
+           describe: str = "") -> dict:
+    kind = tx.body["kind"]
+    try:
+        h = api.submit(tx.raw)
+    except ApiError as e:
+        raise click.ClickException(f"{kind} refused by the node: {e.error}")
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the node at {api.url}: {e}")
+    if not wait_s:
+        emit({"status": "pending", "hash": h, "kind": kind}, as_json,
+             f"{kind} submitted: {h} (pending)")
+        return {"hash": h, "status": "pending"}
+    try:
+        st = api.wait_committed(h, wait_s)
+    except TimeoutError:
+        emit({"status": "pending", "hash": h, "kind": kind}, as_json,
+             f"{kind} {h} not committed within {wait_s} s; check with `lendnet tx status {h}`")
+        raise SystemExit(EXIT_TIMEOUT)
+    except ApiError as e:
+        raise click.ClickException(f"{kind} {h} rejected: {e.error}")
+    if st["status"] != "committed":
+        raise click.ClickException(f"{kind} {h} failed at height {st['height']}: "
+                                   f"{st.get('error')}")
+    emit({**st, "kind": kind}, as_json,
+         f"{kind} committed at height {st['height']}: {h}" + (f" — {describe}" if describe
+                                                               else ""))
+    return st
+
+
+def _call(fn, *args):
+    try:
+        return fn(*args)
+    except ApiError as e:
+        raise click.ClickException(f"the node refused: {e.error}")
+    except OSError as e:
+        raise click.ClickException(f"cannot reach the node: {e}")
+
+
+def get(node_url, path: str) -> dict:
+    return _call(client(node_url).get, path)
+
+
+def emit(obj, as_json: bool, text: str | None = None) -> None:
+    if as_json:
+        click.echo(json.dumps(obj, indent=2, sort_keys=True))
+    elif text is not None:
+        click.echo(text)
+
+
+def money(minor) -> str:
+    return "-" if minor is None else fmt(minor)
+
+
+def pct(bps: int) -> str:
+    """Basis points as a percentage, exactly: 1250 -> '12.50%'."""
+    sign = "-" if bps < 0 else ""
+    return f"{sign}{abs(bps) // 100}.{abs(bps) % 100:02d}%"
