@@ -99,8 +99,8 @@ def send_options(f):
 
 
 def unlock(name: str):
-    from .keystore import unlock as _unlock
     from .keystore import KeystoreError
+    from .wallet import unlock as _unlock
     try:
         return _unlock(name)
     except KeystoreError as e:

@@ -40,8 +40,11 @@ def _table(title: str, cols: list[str], rows: list[list]) -> None:
 
 
 def _address_of_wallet(name: str) -> str:
-    from .keystore import info
-    return info(name)["address"]
+    from .keystore import KeystoreError, info
+    try:
+        return info(name)["address"]
+    except KeystoreError as e:
+        raise click.ClickException(str(e))
 
 
 # --- private documents ----------------------------------------------------------------

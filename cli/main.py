@@ -4,9 +4,14 @@ from __future__ import annotations
 import click
 
 from .cluster import cluster
+from .demo import demo
+from .lending import borrower, lender
 from .loan import loan
 from .node import node
 from .sim import sim
+from .tx import multisig, transfer, tx
+from .wallet import wallet
+from .watch import watch
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -24,6 +29,14 @@ main.add_command(cluster)
 main.add_command(loan)
 main.add_command(node)
 main.add_command(sim)
+main.add_command(wallet)
+main.add_command(borrower)
+main.add_command(lender)
+main.add_command(multisig)
+main.add_command(tx)
+main.add_command(transfer)
+main.add_command(demo)
+main.add_command(watch)
 
 if __name__ == "__main__":
     main()

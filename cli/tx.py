@@ -138,3 +138,17 @@ def propose_cmd(wallet_name, account, to, amount, nonce, chain_id, out, node_url
     doc = write_tx_file(out, t)
     emit({k: v for k, v in doc.items() if k != "tx"}, as_json,
          f"proposed {money(amount)} from {account} to {to}: {out} (1 signature)")
+
+
+@click.command("transfer")
+@wallet_option
+@click.option("--to", required=True, help="Recipient address.")
+@click.option("--amount", type=AMOUNT, required=True, help="In LND, e.g. 25.50")
+@send_options
+def transfer(wallet_name, to, amount, **send):
+    """Send money from a wallet's account."""
+    if not keys.is_address(to):
+        raise click.BadParameter("an address is 'ln' and 40 lowercase hex digits",
+                                 param_hint="--to")
+    sign_and_send(unlock(wallet_name), "transfer", to=to, amount=amount,
+                  describe=f"{money(amount)} to {to}", **send)

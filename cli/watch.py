@@ -30,8 +30,8 @@ def watch(wallet_name, address, count, timeout_s, node_url, as_json):
     if address is None:
         if wallet_name is None:
             raise click.UsageError("give --wallet or --address")
-        from .keystore import info
-        address = info(wallet_name)["address"]
+        from .lending import _address_of_wallet
+        address = _address_of_wallet(wallet_name)
     api = client(node_url)
     try:
         asyncio.run(_follow(api, address, count, timeout_s, as_json))

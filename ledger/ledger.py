@@ -172,6 +172,10 @@ class Ledger:
             raise TxError(f"nonce {tx.nonce} is ahead of the account's next nonce {expected}")
         if not tx.verify_signatures():
             raise TxError("bad signature")
+        self.check_authority(tx)
+
+    def check_authority(self, tx: SignedTx) -> None:
+        """Are the (valid) signatures the ones the sending account requires?"""
         policy = self.state.multisigs.get(tx.sender)
         if policy is None:
             if len(tx.sigs) != 1 or keys.address_of(tx.sigs[0][0]) != tx.sender:

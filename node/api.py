@@ -96,8 +96,9 @@ def build_app(daemon) -> web.Application:
             return _error(400, "a transaction hash is 64 lowercase hex digits")
         where = node.store.tx_location(h)
         if where is not None:
-            return web.json_response({"hash": h, "status": "committed" if where["ok"]
-                                      else "failed", **where})
+            status = ("committed" if where["ok"] else "failed" if where["nonce_used"]
+                      else "rejected")           # rejected: in a block, but not includable
+            return web.json_response({"hash": h, "status": status, **where})
         if bytes.fromhex(h) in node.mempool:
             return web.json_response({"hash": h, "status": "pending"})
         if h in daemon.rejected:

@@ -47,6 +47,7 @@ class Mempool:
             raise TxError(f"mempool is full ({self.max_txs} transactions)")
         if not tx.verify_signatures():
             raise TxError("bad signature")
+        self.ledger.check_authority(tx)          # e.g. a multisig spend short of signatures
         self.by_sender.setdefault(tx.sender, {})[tx.nonce] = tx
         self.ids[tx.hash] = tx
 

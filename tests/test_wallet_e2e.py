@@ -1,0 +1,182 @@
+"""The wallet commands against a real 4-node cluster: the whole lending lifecycle through
+`lendnet` (click's runner, in-process, talking HTTP to real node processes), the
+offline-sign-then-submit path, a multisig spend, sealed documents only the authorised
+lender can read, alerts, and the one-command demo."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+from click.testing import CliRunner
+
+from cli.main import main
+from ledger import keys
+from node.cluster import Cluster
+
+ALICE = keys.Keypair.from_name("alice")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("wallets")
+    c = Cluster(root / "cluster")
+    try:
+        members = c.up(4, wait_s=60)
+        yield {"LENDNET_NODE": members[1].api, "LENDNET_WALLETS": str(root / "keys"),
+               "LENDNET_PASSPHRASE": "correct horse battery staple", "LENDNET_KDF": "fast",
+               "root": root}
+    finally:
+        c.down()
+
+
+def run(env, *args, ok=True):
+    runner = CliRunner()
+    result = runner.invoke(main, [str(a) for a in args],
+                           env={k: v for k, v in env.items() if k != "root"})
+    if ok:
+        assert result.exit_code == 0, (args, result.output, result.exception)
+    return result
+
+
+def js(env, *args) -> dict:
+    out = run(env, *args, "--json").output
+    return json.loads(out[out.index("{"):])        # after any warning lines
+
+
+@pytest.fixture(scope="module")
+def people(env):
+    """Wallets for a lender, a borrower and a stranger, funded from the dev faucet."""
+    for name in ("lender", "ana", "eve"):
+        run(env, "wallet", "create", name)
+    run(env, "wallet", "import", "faucet", "--seed-hex", ALICE.seed.hex(), "--dev")
+    addr = {n: js(env, "wallet", "show", n)["address"] for n in ("lender", "ana", "eve")}
+    for name, amount in (("lender", "5000"), ("ana", "1500"), ("eve", "10")):
+        assert js(env, "transfer", "--wallet", "faucet", "--to", addr[name],
+                  "--amount", amount)["status"] == "committed"
+    return addr
+
+
+def test_wrong_passphrase_is_a_clear_error(env, people):
+    bad = dict(env, LENDNET_PASSPHRASE="wrong")
+    r = run(bad, "lender", "register", "--wallet", "lender", ok=False)
+    assert r.exit_code == 1 and "wrong passphrase" in r.output and "Traceback" not in r.output
+
+
+def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
+    root = env["root"]
+    assert js(env, "lender", "register", "--wallet", "lender")["status"] == "committed"
+    offer = js(env, "lender", "offer", "--wallet", "lender", "--amount", "3000",
+               "--tier", "300:1800:2000.00", "--period", "weekly", "--max-term", "12",
+               "--default-days", "30")["hash"]
+    # Ana's documents are sealed to the lender only; the ledger holds their hash.
+    pub = root / "lender.pub.json"
+    run(env, "wallet", "export-public", "lender", "--out", pub)
+    doc = tmp_path / "payslip.txt"
+    doc.write_bytes(b"ana earns 420.00 LND a week")
+    js(env, "borrower", "register", "--wallet", "ana", "--docs", doc, "--authorise", pub)
+    app = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "500", "--term", "4",
+             "--period", "weekly", "--product", "business")["hash"]
+    offers = js(env, "borrower", "offers", "--application", app)
+    assert any(o["offer"] == offer and o["fits"] == "" for o in offers["offers"])
+    apps = js(env, "lender", "applications", "--offer", offer)["applications"]
+    assert any(a["application"] == app and a["fits"] == "" for a in apps)
+    # Only the authorised lender reads the documents, and they match the ledger's hash.
+    out = tmp_path / "read.txt"
+    run(env, "lender", "documents", "--wallet", "lender", "--borrower", people["ana"],
+        "--out", out)
+    assert out.read_bytes() == doc.read_bytes()
+    r = run(env, "lender", "documents", "--wallet", "eve", "--borrower", people["ana"],
+            "--out", tmp_path / "eve.txt", ok=False)
+    assert r.exit_code == 1 and "not among" in r.output
+    assert js(env, "lender", "fund", "--wallet", "lender", "--application", app,
+              "--offer", offer)["status"] == "committed"
+    loans = js(env, "borrower", "loans", "--wallet", "ana")["loans"]
+    assert len(loans) == 1 and loans[0]["status"] == "active"
+    loan = loans[0]["loan"]
+    sched = js(env, "borrower", "schedule", "--loan", loan)
+    assert len(sched["schedule"]) == 4
+    assert sum(r["principal"] for r in sched["schedule"]) == 50_000
+    # One instalment online; the next signed offline and submitted later.
+    js(env, "borrower", "repay", "--wallet", "ana", "--loan", loan, "--instalment")
+    ana_nonce = _nonce(env, people["ana"])
+    cold = tmp_path / "repay.json"
+    signed = js(env, "borrower", "repay", "--wallet", "ana", "--loan", loan, "--amount",
+                "100.00", "--offline", "--nonce", ana_nonce, "--out", cold)
+    assert signed["status"] == "signed" and cold.exists()
+    assert js(env, "tx", "submit", cold)["status"] == "committed"
+    assert js(env, "borrower", "repay", "--wallet", "ana", "--loan", loan,
+              "--payoff")["status"] == "committed"
+    assert js(env, "borrower", "loans", "--wallet", "ana")["loans"][0]["status"] == "repaid"
+    score = js(env, "borrower", "score", "--wallet", "ana")
+    assert score["components"]["loans_repaid"] > 0
+    folio = js(env, "lender", "portfolio", "--wallet", "lender")
+    assert folio["repaid"] == 1 and folio["received"] > 50_000
+
+
+def _nonce(env, address: str) -> int:
+    from node.client import NodeClient
+    return NodeClient(env["LENDNET_NODE"]).account(address)["nonce"]
+
+
+def test_a_multisig_spend_needs_its_threshold(env, people, tmp_path):
+    pubs = []
+    for name in ("lender", "ana", "eve"):
+        p = tmp_path / f"{name}.pub.json"
+        run(env, "wallet", "export-public", name, "--out", p)
+        pubs += ["--member", p]
+    created = js(env, "multisig", "create", "--wallet", "lender", "--threshold", "2", *pubs)
+    assert created["status"] == "committed"
+    account = run(env, "multisig", "create", "--wallet", "lender", "--threshold", "2",
+                  *pubs, ok=False).output
+    assert "already exists" in account
+    from ledger.ledger import multisig_address
+    ms = multisig_address(2, [bytes.fromhex(js(env, "wallet", "show", n)["pubkey"])
+                              for n in ("lender", "ana", "eve")])
+    js(env, "transfer", "--wallet", "faucet", "--to", ms, "--amount", "50")
+    spend = tmp_path / "spend.json"
+    js(env, "multisig", "transfer", "--wallet", "ana", "--account", ms, "--to",
+       people["eve"], "--amount", "20", "--out", spend)
+    r = run(env, "tx", "submit", spend, ok=False)
+    assert r.exit_code == 1 and "refused" in r.output              # 1 of 2 signatures
+    assert js(env, "tx", "sign", spend, "--wallet", "eve")["signatures"] == 2
+    assert js(env, "tx", "submit", spend)["status"] == "committed"
+
+
+def test_watch_prints_loan_alerts(env, people):
+    # A loan whose first instalment is due in a week of real time: the disbursement and
+    # payment alerts are what this run can see.
+    offer = js(env, "lender", "offer", "--wallet", "lender", "--amount", "100",
+               "--tier", "300:1200:100.00")["hash"]
+    app = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "50", "--term", "2")
+    cmd = [sys.executable, "-m", "cli.main", "watch", "--wallet", "ana", "--count", "1",
+           "--timeout", "30", "--json"]
+    watcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, **{k: str(v) for k, v in
+                                                                env.items() if k != "root"}})
+    try:
+        time.sleep(1.5)                                  # let it subscribe
+        js(env, "lender", "fund", "--wallet", "lender", "--application", app["hash"],
+           "--offer", offer)
+        out, err = watcher.communicate(timeout=40)
+    finally:
+        if watcher.poll() is None:
+            watcher.kill()
+            watcher.wait()
+    lines = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    assert lines and lines[0]["role"] == "borrower", (out, err)
+    assert lines[0]["event"] in ("disbursed", "payment", "instalment_due")
+
+
+def test_demo_runs_the_lifecycle_and_nodes_agree():
+    r = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--json"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(r.stdout)
+    assert res["identical_on_all_nodes"] is True
+    assert res["loans"] == {"ana": "repaid", "ben": "defaulted"}
+    assert res["collateral"] == {"ana-sewing-machine": "ana", "ben-goats": "lender"}
+    assert res["scores"]["ana"] > res["scores"]["ben"]
