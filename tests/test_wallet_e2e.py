@@ -180,3 +180,29 @@ def test_demo_runs_the_lifecycle_and_nodes_agree():
     assert res["loans"] == {"ana": "repaid", "ben": "defaulted"}
     assert res["collateral"] == {"ana-sewing-machine": "ana", "ben-goats": "lender"}
     assert res["scores"]["ana"] > res["scores"]["ben"]
+
+
+def test_accept_pledge_withdraw_and_listings(env, people):
+    offer = js(env, "lender", "offer", "--wallet", "lender", "--amount", "300",
+               "--tier", "300:2000:300.00", "--collateral-bps", "5000")["hash"]
+    assert any(o["offer"] == offer for o in js(env, "lender", "offers", "--wallet",
+                                              "lender")["offers"])
+    app = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "100", "--term",
+             "3")["hash"]
+    # Without collateral the offer does not fit; pledged, the borrower accepts it.
+    r = run(env, "borrower", "accept", "--wallet", "ana", "--application", app, "--offer",
+            offer, ok=False)
+    assert r.exit_code == 1 and "collateral" in r.output
+    run(env, "borrower", "pledge", "--wallet", "ana", "--asset", "ana-bicycle", "--to", app,
+        "--register-value", "60.00")
+    assert js(env, "borrower", "accept", "--wallet", "ana", "--application", app,
+              "--offer", offer)["status"] == "committed"
+    loan = js(env, "borrower", "loans", "--wallet", "ana")["loans"]
+    assert any(x["collateral"] == ["ana-bicycle"] and x["status"] == "active" for x in loan)
+    assert js(env, "lender", "withdraw", "--wallet", "lender", "--offer",
+              offer)["status"] == "committed"
+    assert not [o for o in js(env, "borrower", "offers")["offers"] if o["offer"] == offer]
+    # Human output has units; a bad amount is a usage error (exit 2).
+    assert "LND" in run(env, "borrower", "loans", "--wallet", "ana").output
+    assert run(env, "transfer", "--wallet", "ana", "--to", people["eve"], "--amount",
+               "1.234", ok=False).exit_code == 2
