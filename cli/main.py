@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
 from .lending import borrower, lender
@@ -37,6 +38,7 @@ main.add_command(tx)
 main.add_command(transfer)
 main.add_command(demo)
 main.add_command(watch)
+main.add_command(chaos)
 
 if __name__ == "__main__":
     main()

@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 from node import home as H
+from node.byzantine import MODES
 
 
 def _home_option(f):
@@ -61,12 +62,16 @@ def init(home, host, port, peers, chain_id, genesis_file, as_json):
               show_default=True, help="json: one structured object per line.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO",
               show_default=True)
-def start(home, log_format, log_level):
+@click.option("--byzantine", type=click.Choice(MODES), default=None, hidden=True,
+              help="TEST ONLY: make this validator lie (for `lendnet chaos`).")
+@click.option("--quorum-override", type=click.IntRange(1, 64), default=None, hidden=True,
+              help="TEST ONLY: accept this many votes as a quorum (a broken node).")
+def start(home, log_format, log_level, byzantine, quorum_override):
     """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
     from node.daemon import run           # the daemon's imports only when one is run
     from node.sqlstore import StoreError
     try:
-        run(home, log_format, log_level)
+        run(home, log_format, log_level, byzantine, quorum_override)
     except (H.HomeError, StoreError) as e:
         raise click.ClickException(str(e))
     except OSError as e:

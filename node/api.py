@@ -237,6 +237,11 @@ def build_app(daemon) -> web.Application:
     async def get_status(request: web.Request):
         return web.json_response(daemon.status())
 
+    async def get_supply(request: web.Request):
+        led = node.ledger
+        return web.json_response({"height": node.height, "total": led.total_money(),
+                                  "supply": led.supply})
+
     async def get_metrics(request: web.Request):
         return web.Response(body=daemon.metrics.exposition(),
                             content_type="text/plain", charset="utf-8")
@@ -289,6 +294,7 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/applications/{id}", _record("applications", "application"))
     r.add_get("/v1/sync/{from_h}", get_sync)
     r.add_get("/v1/status", get_status)
+    r.add_get("/v1/supply", get_supply)
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
@@ -354,6 +360,8 @@ OPENAPI = {
                                              "413": {"description": "too large"}})},
         "/v1/blobs/{hash}": {"get": _op("A stored blob's bytes.", [("hash", "64 hex")])},
         "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
+        "/v1/supply": {"get": _op("All balances and escrows summed, and the genesis "
+                                  "supply: equal unless money was made or lost.")},
         "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
                                   "(instalment_due, late, defaulted, ...), one JSON each; "
                                   "?types=block or ?types=loan for one kind.")},

@@ -128,7 +128,7 @@ class Cluster:
     # --- up / down ---------------------------------------------------------------------
 
     def up(self, n: int, wait_s: float = 60.0, extra_args: dict | None = None,
-           params: dict | None = None) -> list[Member]:
+           params: dict | None = None, admin: bool = False) -> list[Member]:
         """Start (creating if need be, with these consensus `params` in its genesis) an
         n-node cluster; return once all commit."""
         members = self.members()
@@ -147,11 +147,11 @@ class Cluster:
         for m, port in zip(members, ports):
             m.port = port
             peers = [f"{HOST}:{p}" for p in ports if p != port]
-            cfg = H.load_config(m.home)
-            H.write_config(m.home, H.NodeConfig(HOST, port, peers, cfg.admin))
+            H.write_config(m.home, H.NodeConfig(HOST, port, peers, admin))
+        self.extra_args = extra_args or {}
         try:
             for m in members:
-                self._spawn(m, (extra_args or {}).get(m.name, []))
+                self._spawn(m, self.extra_args.get(m.name, []))
             self._procs = {m.name: m.proc for m in members}
             self._save(members)
             self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 import signal
 import time
 from pathlib import Path
@@ -25,7 +26,9 @@ from ledger import tx as txm
 
 from . import home as H
 from .api import build_app, jsonable
+from .admin import add_admin_routes, make_token
 from .blobs import BlobStore
+from .byzantine import Byzantine
 from .core import Node
 from .metrics import Metrics
 from .sqlstore import SQLiteStore
@@ -40,14 +43,21 @@ def now_ms() -> int:
 
 
 class Daemon:
-    def __init__(self, home: Path):
+    def __init__(self, home: Path, byzantine: str | None = None,
+                 quorum_override: int | None = None):
         self.home = Path(home)
         self.kp = H.load_key(self.home)
         self.cfg = H.load_config(self.home)
         self.genesis = H.load_genesis(self.home)
         self.store = SQLiteStore(str(self.home / "node.db"))
         self.blobs = BlobStore(self.home / "blobs")
-        self.node = Node(self.genesis, self.kp, self.store, now_ms())
+        # quorum_override: test-only, a deliberately broken node for the chaos checker
+        self.node = Node(self.genesis, self.kp, self.store, now_ms(), quorum_override)
+        self.liar = None
+        if byzantine is not None:                  # test-only: a lying validator
+            self.liar = Byzantine(byzantine, self.genesis.chain_id, self.kp,
+                                  random.Random(int.from_bytes(self.kp.pubkey[:8], "big")))
+            log.warning("BYZANTINE test mode %r: this node lies", byzantine)
         self.metrics = Metrics(lambda: len(self.transport.connected()))
         self.metrics.height.set(self.node.height)
         self.transport = Transport(self.genesis.chain_id, self.kp, self._on_frame,
@@ -69,6 +79,9 @@ class Daemon:
     async def start(self) -> None:
         app = build_app(self)
         app.router.add_get("/p2p", self.transport.handle)
+        if self.cfg.admin:
+            add_admin_routes(app, self, make_token(self.home))
+            log.warning("admin endpoint on (test only): loopback + HOME/admin.token")
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
@@ -223,7 +236,12 @@ class Daemon:
         vals = self.node.vals
         for e in effects:
             t = type(e)
-            if t is Broadcast:
+            if self.liar is not None and t in (Broadcast, Send):
+                dsts = [e.to] if t is Send else [i for i in range(vals.n)
+                                                 if i != self.node.index]
+                for d, raw in self.liar.outgoing(e.msg, dsts, M.encode(e.msg)):
+                    self.transport.send_to_key(vals.pubkeys[d], "msg", raw)
+            elif t is Broadcast:
                 self.transport.broadcast("msg", M.encode(e.msg))
             elif t is Send:
                 self.transport.send_to_key(vals.pubkeys[e.to], "msg", M.encode(e.msg))
@@ -284,6 +302,9 @@ class Daemon:
             else:
                 q.put_nowait(event)
 
+    def log_fault(self, spec: dict) -> None:
+        log.warning("link faults set: %s", spec or "none")
+
     # --- what the API shows -------------------------------------------------------------
 
     def status(self) -> dict:
@@ -303,10 +324,11 @@ class Daemon:
         }
 
 
-def run(home: Path, log_format: str = "text", level: str = "INFO") -> None:
+def run(home: Path, log_format: str = "text", level: str = "INFO",
+        byzantine: str | None = None, quorum_override: int | None = None) -> None:
     """Run a node in the foreground until SIGTERM/SIGINT."""
     configure_logging(log_format, level)
-    daemon = Daemon(home)
+    daemon = Daemon(home, byzantine, quorum_override)
     profile_to = os.environ.get("LENDNET_PROFILE")   # a file ({pid} allowed): cProfile the run
     if not profile_to:
         asyncio.run(daemon.serve_forever())

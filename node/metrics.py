@@ -19,7 +19,7 @@ class _Live:
     def collect(self):
         p2p = self.m.p2p
         for name in ("frames_in", "frames_out", "frames_dropped", "bad_frames",
-                     "handshakes_failed"):
+                     "handshakes_failed", "frames_faulted"):
             yield CounterMetricFamily(f"lendnet_p2p_{name}", f"peer frames: {name}",
                                       value=p2p.get(name, 0))
         yield CounterMetricFamily("lendnet_signatures_verified",

@@ -19,6 +19,7 @@ from consensus import messages as M
 from consensus.effects import Broadcast, Committed, Evidence, Send, Timer
 from ledger.keys import Keypair
 
+from .byzantine import MODES, Byzantine
 from .checker import CommitLedger, check
 from .core import Genesis, Node
 from .store import MemoryStore
@@ -26,7 +27,6 @@ from .workload import LendingWorkload
 
 T0 = 1_767_225_600                       # chain time at genesis (2026-01-01)
 FAULT_CLASSES = ("crash", "network", "byzantine")
-BYZANTINE = ("equivocate", "silent", "garbage", "conflict", "replay")
 PARAMS = {"view_timeout_ms": 400, "checkpoint_interval": 8, "window": 32,
           "batch_delay_ms": 5, "max_block_txs": 200, "fetch_timeout_ms": 200,
           "empty_block_ms": 1_000, "time_scale": 86_400}          # a simulated second is a chain day: loans move
@@ -89,8 +89,10 @@ class Simulation:
         self.byzantine: dict[int, str] = {}
         if "byzantine" in self.faults:
             for i in self.rng.sample(range(validators), self.f):
-                self.byzantine[i] = self.rng.choice(BYZANTINE)
-        self.sent_history: dict[int, list] = {i: [] for i in self.byzantine}
+                self.byzantine[i] = self.rng.choice(MODES)
+        self.liars = {i: Byzantine(mode, chain, self.keys[i], self.rng,
+                                   lambda m: self.commits.record(m))
+                      for i, mode in self.byzantine.items()}
         self.queue: list = []
         self.seq = 0
         self.next_tick: dict[int, int] = {}
@@ -143,34 +145,8 @@ class Simulation:
         dsts = [e.to] if type(e) is Send else [j for j in range(self.n) if j != i]
         self.commits.record(e.msg)
         raw = M.encode(e.msg)
-        mode = self.byzantine.get(i)
-        if mode is None:
-            return [(d, raw) for d in dsts]
-        if mode == "silent":
-            return []
-        if mode == "garbage":
-            sig = e.msg["sig"]
-            bad = dict(e.msg, sig=bytes([sig[0] ^ 1]) + sig[1:])
-            return [(d, M.encode(bad)) for d in dsts]
-        body = e.msg["body"]
-        half = set(dsts[: len(dsts) // 2])
-        if mode == "equivocate" and body["t"] == M.PROPOSE:
-            header = dict(body["block"]["header"], time=body["block"]["header"]["time"] + 1)
-            other = M.sign(self.genesis.chain_id, self.keys[i],
-                           dict(body, block={"header": header, "txs": body["block"]["txs"]}))
-            return [(d, M.encode(other) if d in half else raw) for d in dsts]
-        if mode == "conflict" and body["t"] in (M.PREPARE, M.COMMIT):
-            other = M.sign(self.genesis.chain_id, self.keys[i],
-                           dict(body, d=hashlib.sha256(body["d"]).digest()))
-            self.commits.record(other)
-            return [(d, M.encode(other) if d in half else raw) for d in dsts]
-        if mode == "replay":
-            history = self.sent_history[i]
-            history.append(raw)
-            del history[:-200]
-            old = history[self.rng.randrange(len(history))]
-            return [(d, raw) for d in dsts] + [(d, old) for d in dsts]
-        return [(d, raw) for d in dsts]
+        liar = self.liars.get(i)
+        return [(d, raw) for d in dsts] if liar is None else liar.outgoing(e.msg, dsts, raw)
 
     # --- the nemesis -------------------------------------------------------------------
 

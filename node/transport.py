@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import random
 
 import aiohttp
 from aiohttp import web
@@ -67,6 +68,33 @@ def _parse_hello(data, chain: str, want_sig: bool) -> dict:
     return h
 
 
+class LinkFaults:
+    """Test-only faults injected in this node's own links, set through the admin endpoint
+    (`lendnet chaos`): peers it does not send to, keys whose frames it ignores (together
+    a partition, either way or one way), and loss, duplication and delay of what it
+    sends. The kernel here has no netem, so the transport does it."""
+
+    def __init__(self):
+        self.set({})
+
+    def set(self, spec: dict) -> None:
+        self.block_peers = set(spec.get("block_peers", ()))
+        self.block_keys = {bytes.fromhex(k) for k in spec.get("block_keys", ())}
+        self.drop_pct = int(spec.get("drop_pct", 0))
+        self.dup_pct = int(spec.get("dup_pct", 0))
+        self.delay_ms = int(spec.get("delay_ms", 0))
+        self.jitter_ms = int(spec.get("jitter_ms", 0))
+        self.rng = random.Random(int(spec.get("seed", 0)))    # the shell's, seeded by chaos
+        self.active = bool(self.block_peers or self.block_keys or self.drop_pct
+                           or self.dup_pct or self.delay_ms or self.jitter_ms)
+
+    def to_json(self) -> dict:
+        return {"block_peers": sorted(self.block_peers),
+                "block_keys": sorted(k.hex() for k in self.block_keys),
+                "drop_pct": self.drop_pct, "dup_pct": self.dup_pct,
+                "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms}
+
+
 class Transport:
     """Links to peers. `on_frame(kind, payload, peer_pubkey)` is called for every frame
     received from an authenticated peer."""
@@ -81,10 +109,11 @@ class Transport:
         self.inbound: dict[bytes, int] = {}               # pubkey -> open inbound links
         self.inbound_out: dict[int, tuple] = {}           # link id -> (pubkey, frame queue)
         self.links: dict[str, bool] = {}                  # "host:port" -> outbound link up
+        self.faults = LinkFaults()
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
         for k in ("frames_in", "frames_out", "frames_dropped", "bad_frames",
-                  "handshakes_failed"):
+                  "handshakes_failed", "frames_faulted"):
             stats.setdefault(k, 0)
 
     # --- sending ----------------------------------------------------------------------
@@ -104,11 +133,29 @@ class Transport:
             await self._session.close()
 
     def send(self, peer: str, kind: str, payload: bytes) -> None:
-        q = self.out.get(peer)
-        if q is None:
-            return
+        if peer in self.out:
+            self._put(peer, codec.encode([kind, payload]))
+
+    def _put(self, peer: str, frame: bytes) -> None:
+        f = self.faults
+        if f.active:
+            if peer in f.block_peers or f.rng.randrange(100) < f.drop_pct:
+                self.stats["frames_faulted"] += 1
+                return
+            copies = 2 if f.rng.randrange(100) < f.dup_pct else 1
+            delay = f.delay_ms + (f.rng.randrange(f.jitter_ms + 1) if f.jitter_ms else 0)
+            if delay:
+                loop = asyncio.get_running_loop()
+                for _ in range(copies):
+                    loop.call_later(delay / 1000, self._enqueue, peer, frame)
+                return
+            for _ in range(copies - 1):
+                self._enqueue(peer, frame)
+        self._enqueue(peer, frame)
+
+    def _enqueue(self, peer: str, frame: bytes) -> None:
         try:
-            q.put_nowait(codec.encode([kind, payload]))
+            self.out[peer].put_nowait(frame)
         except asyncio.QueueFull:
             self.stats["frames_dropped"] += 1         # a slow peer must not stall us
 
@@ -121,11 +168,8 @@ class Transport:
 
     def broadcast(self, kind: str, payload: bytes) -> None:
         frame = codec.encode([kind, payload])
-        for q in self.out.values():
-            try:
-                q.put_nowait(frame)
-            except asyncio.QueueFull:
-                self.stats["frames_dropped"] += 1
+        for peer in self.out:
+            self._put(peer, frame)
 
     def push_inbound(self, kind: str, payload: bytes, skip: set) -> None:
         """Send on the links peers dialled to us (not to the keys in `skip`): how a full
@@ -212,6 +256,9 @@ class Transport:
                 self.stats["bad_frames"] += 1
                 await ws.close()
                 return
+            if pubkey in self.faults.block_keys:
+                self.stats["frames_faulted"] += 1
+                continue
             self.stats["frames_in"] += 1
             await self.on_frame(frame[0], frame[1], pubkey)
 
@@ -243,6 +290,9 @@ class Transport:
                     await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
                                    message=b"malformed frame")
                     break
+                if pubkey in self.faults.block_keys:
+                    self.stats["frames_faulted"] += 1     # partitioned from this peer
+                    continue
                 self.stats["frames_in"] += 1
                 await self.on_frame(frame[0], frame[1], pubkey)
         finally:

@@ -1,0 +1,87 @@
+"""`lendnet chaos` on real processes: a short schedule of every kind of fault holds, the
+checker fails a deliberately broken cluster, and the admin endpoint is guarded."""
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+
+from node.chaos import ChaosConfig, run
+from node.cluster import Cluster
+
+
+def test_a_short_chaos_schedule_holds(tmp_path):
+    cfg = ChaosConfig(nodes=4, duration_s=30, seed=1, rate=20, log=None,
+                      faults=("kill", "pause", "partition", "latency", "byzantine"))
+    r = run(cfg, tmp_path)
+    assert r["ok"], r["reasons"]
+    assert r["lost"] == 0 and r["duplicated"] == 0 and r["divergent_heights"] == 0
+    assert r["conservation_ok"] and r["evidence"] > 0          # node0 equivocated
+    assert r["acknowledged"] > 20 and r["faults_injected"] >= 3
+    assert r["byzantine"] == {"node0": "equivocate"}
+
+
+def test_the_checker_catches_a_broken_quorum(tmp_path):
+    """Every node accepts f+1 votes as a quorum (test-only flag): partitioned halves
+    commit different blocks, and the run says so."""
+    cfg = ChaosConfig(nodes=4, duration_s=30, seed=3, rate=20, log=None,
+                      faults=("partition",), broken_quorum=2, settle_s=15,
+                      recovery_bound_s=8)
+    r = run(cfg, tmp_path)
+    assert not r["ok"]
+    assert r["divergent_heights"] > 0 or r["lost"] > 0, r
+    assert any("disagree" in x or "missing" in x or "unreachable" in x
+               for x in r["reasons"])
+
+
+def _post(url: str, body, token: str | None):
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers)
+    try:
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        raw = e.read()
+        return e.code, (json.loads(raw) if raw.startswith(b"{") else {"error": raw.decode()})
+
+
+def test_admin_endpoint_needs_its_token_and_checks_the_spec(tmp_path):
+    c = Cluster(tmp_path / "c")
+    try:
+        [m] = c.up(1, wait_s=30, admin=True)
+        url = m.api + "/admin/faults"
+        token = (m.home / "admin.token").read_text().strip()
+        assert oct((m.home / "admin.token").stat().st_mode & 0o777) == "0o600"
+        assert _post(url, {"drop_pct": 10}, None)[0] == 401
+        assert _post(url, {"drop_pct": 10}, "0" * 32)[0] == 401
+        status, body = _post(url, {"drop_pct": 101}, token)
+        assert status == 400 and "drop_pct" in body["error"]
+        status, body = _post(url, {"delay_ms": 5, "block_keys": ["zz"]}, token)
+        assert status == 400 and "block_keys" in body["error"]
+        status, body = _post(url, {"drop_pct": 5, "delay_ms": 20}, token)
+        assert status == 200 and body["drop_pct"] == 5 and body["delay_ms"] == 20
+    finally:
+        c.down()
+
+
+def test_admin_endpoint_is_off_by_default(tmp_path):
+    c = Cluster(tmp_path / "c")
+    try:
+        [m] = c.up(1, wait_s=30)
+        status, _ = _post(m.api + "/admin/faults", {}, "x")
+        assert status == 404 and not (m.home / "admin.token").exists()
+    finally:
+        c.down()
+
+
+@pytest.mark.parametrize("faults", ["oneway,loss,dup,stop"])
+def test_the_other_faults_hold_too(tmp_path, faults):
+    cfg = ChaosConfig(nodes=4, duration_s=20, seed=7, rate=20, log=None,
+                      faults=tuple(faults.split(",")))
+    r = run(cfg, tmp_path)
+    assert r["ok"], r["reasons"]
+    assert r["faults_injected"] >= 2
