@@ -27,10 +27,13 @@ def chaos():
               help="Transactions per second offered by all clients together.")
 @click.option("--dir", "work", type=click.Path(file_okay=False, path_type=Path),
               default=None, help="Keep the run's cluster and client histories here.")
+@click.option("--hosts", is_flag=True,
+              help="One network namespace per node, each with its own address (root and "
+                   "iproute2 needed): the same config as across machines.")
 @click.option("--broken-quorum", type=click.IntRange(1, 64), default=None, hidden=True,
               help="TEST ONLY: every node accepts this many votes as a quorum.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as one JSON object.")
-def run_cmd(nodes, duration, faults, seed, rate, work, broken_quorum, as_json):
+def run_cmd(nodes, duration, faults, seed, rate, work, hosts, broken_quorum, as_json):
     """Start a cluster, drive lending from client processes, inject faults on a seeded
     schedule, heal, settle, and check: every acknowledged transaction on every honest
     node, nothing committed twice, identical blocks and state roots, money conserved,
@@ -41,13 +44,21 @@ def run_cmd(nodes, duration, faults, seed, rate, work, broken_quorum, as_json):
     if bad:
         raise click.BadParameter(f"unknown {sorted(bad)}; choose from {', '.join(FAULTS)}",
                                  param_hint="--faults")
+    if hosts:
+        from node.netns import available
+        why = available()
+        if why:
+            raise click.ClickException(f"--hosts mode is not available here: {why}")
     cfg = ChaosConfig(nodes=nodes, duration_s=duration, faults=chosen, seed=seed, rate=rate,
-                      broken_quorum=broken_quorum,
+                      broken_quorum=broken_quorum, hosts=hosts,
                       log=None if as_json else lambda s: click.echo(s, err=True))
     with tempfile.TemporaryDirectory(prefix="lendnet-chaos-") as tmp:
         root = work or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
-        report = run(cfg, root)
+        try:
+            report = run(cfg, root)
+        except ValueError as e:
+            raise click.UsageError(str(e))
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

@@ -45,6 +45,7 @@ class ChaosConfig:
     settle_s: int = 45
     recovery_bound_s: int = 20
     broken_quorum: int | None = None    # test-only: every node accepts this many votes
+    hosts: bool = False                 # one network namespace (own address) per node
     log: object = print                 # progress lines (None: quiet)
     faults_done: list = field(default_factory=list)
 
@@ -211,6 +212,9 @@ class Nemesis:
             else:
                 side = rng.sample(links, rng.randint(1, max(1, len(links) // 2)))
             names = {m.name for m in side}
+            if self.cfg.hosts:                              # routes between namespaces
+                self.c.partition({int(n[4:]) for n in names})
+                return {"fault": fault, "side": sorted(names)}
             for m in links:
                 other = [x for x in self.members if (x.name in names) != (m.name in names)]
                 self.set_faults(m, {"block_peers": [f"127.0.0.1:{x.port}" for x in other],
@@ -218,7 +222,10 @@ class Nemesis:
             return {"fault": fault, "side": sorted(names)}
         if fault == "oneway":
             a, b = rng.sample(links, 2)
-            self.set_faults(a, {"block_peers": [f"127.0.0.1:{b.port}"]})
+            if self.cfg.hosts:
+                self.c.cut(int(a.name[4:]), int(b.name[4:]))
+            else:
+                self.set_faults(a, {"block_peers": [f"127.0.0.1:{b.port}"]})
             return {"fault": fault, "from": a.name, "to": b.name}
         spec = {"latency": {"delay_ms": rng.randint(30, 120), "jitter_ms": 50},
                 "loss": {"drop_pct": rng.randint(10, 30)},
@@ -237,11 +244,14 @@ class Nemesis:
                 fresh = {x.name: x for x in self.c.members()}
                 m.pid, m.proc = fresh[name].pid, fresh[name].proc
             del self.down[name]
+        if self.cfg.hosts:
+            self.c.heal_network()
         deadline = time.monotonic() + 20
         for m in self.members:
             while m.status() is None and time.monotonic() < deadline:
                 time.sleep(0.1)
-            self.set_faults(m, {})
+            if not self.cfg.hosts:
+                self.set_faults(m, {})
 
 
 # --- the checker ---------------------------------------------------------------------
@@ -314,6 +324,9 @@ def run(cfg: ChaosConfig, root: Path) -> dict:
     unknown = set(cfg.faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+    if cfg.hosts and set(cfg.faults) & {"latency", "loss", "dup"}:
+        raise ValueError("with --hosts, network faults are partitions and one-way cuts "
+                         "(routes); latency, loss and dup run in the loopback mode")
     rng = random.Random(cfg.seed)
     names = [f"node{i}" for i in range(cfg.nodes)]
     byz_mode = "equivocate" if "byzantine" in cfg.faults else None
@@ -324,12 +337,17 @@ def run(cfg: ChaosConfig, root: Path) -> dict:
     if cfg.broken_quorum:
         for n in names:
             extra[n] += ["--quorum-override", str(cfg.broken_quorum)]
-    cluster = Cluster(root / "cluster")
+    if cfg.hosts:
+        from .netns import NetnsCluster
+        cluster = NetnsCluster(root / "cluster")
+    else:
+        cluster = Cluster(root / "cluster")
     procs = []
     try:
-        members = cluster.up(cfg.nodes, wait_s=60, extra_args=extra, admin=True)
+        members = cluster.up(cfg.nodes, wait_s=60, extra_args=extra, admin=not cfg.hosts)
         urls = [m.api for m in members]
-        log(f"cluster up: {cfg.nodes} nodes" + (f", node0 {byz_mode}" if byz_mode else ""))
+        log(f"cluster up: {cfg.nodes} nodes at " + ", ".join(m.api for m in members)
+            + (f"; node0 {byz_mode}" if byz_mode else ""))
         offer = _setup(NodeClient(urls[1], timeout=10), cfg.seed)
         t_end = time.time() + cfg.duration_s
         ctx = multiprocessing.get_context("spawn")

@@ -54,10 +54,11 @@ class Member:
     home: Path
     pid: int | None = None
     port: int | None = None
+    host: str = HOST
 
     @property
     def api(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     proc: subprocess.Popen | None = None     # set when this very process started it
 
@@ -96,8 +97,8 @@ class Cluster:
     def members(self) -> list[Member]:
         if self.file.exists():
             data = json.loads(self.file.read_text())
-            out = [Member(m["name"], Path(m["home"]), m.get("pid"), m.get("port"))
-                   for m in data["nodes"]]
+            out = [Member(m["name"], Path(m["home"]), m.get("pid"), m.get("port"),
+                          host=m.get("host", HOST)) for m in data["nodes"]]
             for m in out:
                 proc = self._procs.get(m.name)
                 if proc is not None and proc.pid == m.pid:
@@ -110,7 +111,8 @@ class Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
         tmp = self.file.with_suffix(".tmp")
         tmp.write_text(json.dumps({"nodes": [
-            {"name": m.name, "home": str(m.home), "pid": m.pid, "port": m.port}
+            {"name": m.name, "home": str(m.home), "pid": m.pid, "port": m.port,
+             "host": m.host}
             for m in members]}, indent=2))
         os.replace(tmp, self.file)
 
@@ -143,11 +145,11 @@ class Cluster:
         if not members:
             members = self._create(n, params)
         self._procs = {}
-        ports = free_ports(n)
-        for m, port in zip(members, ports):
-            m.port = port
-            peers = [f"{HOST}:{p}" for p in ports if p != port]
-            H.write_config(m.home, H.NodeConfig(HOST, port, peers, admin))
+        addrs = self.addresses(n)
+        for m, (host, port) in zip(members, addrs):
+            m.host, m.port = host, port
+            peers = [f"{h}:{p}" for h, p in addrs if (h, p) != (host, port)]
+            H.write_config(m.home, H.NodeConfig(host, port, peers, admin))
         self.extra_args = extra_args or {}
         try:
             for m in members:
@@ -161,11 +163,20 @@ class Cluster:
             raise
         return members
 
+    def addresses(self, n: int) -> list[tuple[str, int]]:
+        """Where the nodes listen: free ports on 127.0.0.1 (NetnsCluster: own hosts)."""
+        return [(HOST, p) for p in free_ports(n)]
+
+    def prefix(self, m: Member) -> list[str]:
+        """What the node's command runs under (NetnsCluster: its network namespace)."""
+        return []
+
     def _spawn(self, m: Member, extra: list[str]) -> None:
         log = open(m.home / "node.log", "ab")
         try:
             m.proc = subprocess.Popen(
-                [sys.executable, "-m", "cli.main", "node", "start", "--home", str(m.home),
+                [*self.prefix(m), sys.executable, "-m", "cli.main", "node", "start",
+                 "--home", str(m.home),
                  "--log-format", "json", *extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))

@@ -85,3 +85,18 @@ def test_the_other_faults_hold_too(tmp_path, faults):
     r = run(cfg, tmp_path)
     assert r["ok"], r["reasons"]
     assert r["faults_injected"] >= 2
+
+
+def test_several_hosts_mode_in_network_namespaces(tmp_path):
+    from node.netns import available
+    why = available()
+    if why:
+        pytest.skip(f"several-hosts mode unavailable here: {why}")
+    cfg = ChaosConfig(nodes=4, duration_s=20, seed=2, rate=20, log=None, hosts=True,
+                      faults=("kill", "partition", "oneway"))
+    r = run(cfg, tmp_path)
+    assert r["ok"], r["reasons"]
+    assert r["faults_injected"] >= 2
+    import subprocess
+    assert "lendnet-" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                            text=True).stdout      # torn down
