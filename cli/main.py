@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from .bench import bench
 from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
@@ -39,6 +40,7 @@ main.add_command(transfer)
 main.add_command(demo)
 main.add_command(watch)
 main.add_command(chaos)
+main.add_command(bench)
 
 if __name__ == "__main__":
     main()

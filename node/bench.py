@@ -1,4 +1,4 @@
-"""Load a local cluster of real node processes and measure what it commits.
+"""`lendnet bench`: load a cluster of real node processes and measure what it commits.
 
 Starts an N-node cluster on 127.0.0.1 (in a temporary directory), funds fresh accounts
 (and, for repayments, sets up one loan per borrower), pre-signs the measured
@@ -7,30 +7,27 @@ rate (open loop) through every node's API in turn. Commit times come from one no
 event stream. Prints committed tx/s, blocks/s, average batch, p50/p90/p99/max latency
 from submission to commit (as the client sees it); `--json` gives one object.
 
-    python scripts/bench_cluster.py --txs 3000 --rate 300 --workload mixed
+    lendnet bench --nodes 4 --txs 3000 --rate 300 --workload mixed
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
 import statistics
-import sys
+import os
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import aiohttp
 
-import aiohttp  # noqa: E402
-
-from ledger import keys  # noqa: E402
-from ledger import tx as txm  # noqa: E402
-from node.client import NodeClient  # noqa: E402
-from node.cluster import Cluster  # noqa: E402
-from node.workload import OFFER  # noqa: E402
+from ledger import keys
+from ledger import tx as txm
+from node.client import NodeClient
+from node.cluster import Cluster
+from node.workload import OFFER
 
 CHAIN = "lendnet-dev"
 SENDERS = 32
@@ -159,8 +156,7 @@ async def drive(urls: list[str], txs: list[tuple[str, bytes]], rate: float,
         t0 = time.perf_counter()
         pending = set()
         for n, (tx_id, raw) in enumerate(txs):
-            due = t0 + n / rate
-            delay = due - time.perf_counter()
+            delay = t0 + n / rate - time.perf_counter() if rate else 0   # rate 0: no pacing
             if delay > 0:
                 await asyncio.sleep(delay)
             submitted[tx_id] = time.perf_counter()
@@ -214,47 +210,62 @@ def _counters(url: str) -> dict:
     return out
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--nodes", type=int, default=4)
-    ap.add_argument("--txs", type=int, default=3_000)
-    ap.add_argument("--rate", type=float, default=300.0, help="offered transactions/s")
-    ap.add_argument("--workload", choices=["transfer", "repay", "mixed"], default="mixed")
-    ap.add_argument("--home", type=Path, help="cluster directory (default: a temporary one)")
-    ap.add_argument("--json", action="store_true")
-    a = ap.parse_args()
-    if not (1 <= a.nodes <= 16 and 1 <= a.txs <= 1_000_000 and 0 < a.rate <= 100_000):
-        ap.error("nodes 1-16, txs 1-1000000, rate above 0")
+def _proc_usage(pid: int) -> tuple[float, int]:
+    """(CPU seconds used so far, peak RSS in KiB) of a local process, from /proc."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        ticks = int(fields[11]) + int(fields[12])            # utime + stime
+        hwm = next(int(line.split()[1]) for line in
+                   Path(f"/proc/{pid}/status").read_text().splitlines()
+                   if line.startswith("VmHWM:"))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0.0, 0
+    return ticks / os.sysconf("SC_CLK_TCK"), hwm
+
+
+def bench(nodes: int = 4, txs: int = 3_000, rate: float = 300.0, workload: str = "mixed",
+          nodes_from: Path | None = None, settle_s: float = 60.0) -> dict:
+    """Run one benchmark; `nodes_from` targets a running cluster's directory instead of
+    starting one. Returns the figures (see `lendnet bench --help`)."""
     with tempfile.TemporaryDirectory() as tmp:
-        cluster = Cluster(a.home or Path(tmp) / "cluster")
+        cluster = Cluster(nodes_from or Path(tmp) / "cluster")
+        started = nodes_from is None
         try:
-            members = cluster.up(a.nodes, wait_s=60)
+            if started:
+                members = cluster.up(nodes, wait_s=60)
+            else:
+                members = [m for m in cluster.members() if m.alive()]
+                if not members:
+                    raise RuntimeError(f"no running nodes in {nodes_from}")
             urls = [m.api for m in members]
             api = NodeClient(urls[0], timeout=10)
-            loans = setup(api, a.workload)
-            txs = presign(api, a.workload, a.txs, loans)
-            result = asyncio.run(drive(urls, txs, a.rate, settle_s=60))
+            loans = setup(api, workload)
+            signed = presign(api, workload, txs, loans)
+            before = {m.name: _proc_usage(m.pid) for m in members}
+            result = asyncio.run(drive(urls, signed, rate, settle_s))
+            after = {m.name: _proc_usage(m.pid) for m in members}
+            cpu = sum(after[n][0] - before[n][0] for n in after)
+            result["cpu_s_per_tx"] = round(cpu / result["committed"], 5) \
+                if result["committed"] else None
+            result["peak_rss_mib"] = {n: round(after[n][1] / 1024, 1) for n in after}
             result["nodes_at_end"] = [
                 {**{k: st[k] for k in ("height", "view", "mempool")}, **_counters(u)}
                 for u, st in ((u, NodeClient(u).status()) for u in urls)]
         finally:
-            cluster.down()
-    out = {"nodes": a.nodes, "workload": a.workload, "rate": a.rate, **result}
-    if a.json:
-        print(json.dumps(out, indent=2))
-    else:
-        print(f"{a.nodes} nodes, {a.workload}: offered {out['offered']} at "
-              f"{out['offered_tx_per_s']} tx/s; committed {out['committed']} "
-              f"({out['refused']} refused)")
-        print(f"  committed tx/s {out['tx_per_s']}, blocks/s {out['blocks_per_s']}, "
-              f"average batch {out['avg_batch']}")
-        print(f"  latency ms: p50 {out['p50_ms']}, p90 {out['p90_ms']}, p99 {out['p99_ms']}, "
-              f"max {out['max_ms']}")
-        print(f"  at the end: {out['nodes_at_end']}")
-        for r in out["refused_examples"]:
-            print(f"  refused: {r}")
-    return 0 if out["committed"] == out["offered"] - out["refused"] else 1
+            if started:
+                cluster.down()
+    return {"nodes": len(members), "workload": workload, "rate": rate, **result}
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def describe(out: dict) -> str:
+    lines = [f"{out['nodes']} nodes, {out['workload']}: offered {out['offered']} at "
+             f"{out['offered_tx_per_s']} tx/s; committed {out['committed']} "
+             f"({out['refused']} refused)",
+             f"  committed tx/s {out['tx_per_s']}, blocks/s {out['blocks_per_s']}, "
+             f"average batch {out['avg_batch']}, CPU s/tx {out['cpu_s_per_tx']}",
+             f"  latency ms: p50 {out['p50_ms']}, p90 {out['p90_ms']}, p99 {out['p99_ms']}, "
+             f"max {out['max_ms']}",
+             f"  peak RSS MiB: {out['peak_rss_mib']}",
+             f"  at the end: {out['nodes_at_end']}"]
+    lines += [f"  refused: {r}" for r in out["refused_examples"]]
+    return "\n".join(lines)
