@@ -441,6 +441,9 @@ class Replica:
         prev_header = prev_hash and self._header_of(h - 1, prev_hash)
         if prev_header is None:
             return False
+        if self.batch_since is not None and self.now < self.batch_since + \
+                self.cfg.batch_delay_ms and self.app.pending_count() < self.cfg.max_block_txs:
+            return False                          # still gathering this batch
         exclude = set()
         for hh in range(self.app.height + 1, h):
             slot = self.slots.get(hh)

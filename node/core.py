@@ -147,6 +147,9 @@ class Node:
         stored = self.store.get_block(h)
         return stored and (stored[0], stored[1])
 
+    def pending_count(self) -> int:
+        return len(self.mempool)
+
     def has_pending(self) -> bool:
         return any(self.ledger.account(s)[1] in q for s, q in self.mempool.by_sender.items())
 

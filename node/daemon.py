@@ -67,6 +67,7 @@ class Daemon:
         self.submitted_at: dict[str, int] = {}        # tx hash hex -> ms, for latency
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: int | None = None
+        self._tick_pending = False
         self._validator_keys = set(self.genesis.validators)
         self._sync_wanted = asyncio.Event()           # a full node heard of a newer block
         self._tasks: list[asyncio.Task] = []
@@ -160,10 +161,15 @@ class Daemon:
             del self.rejected[next(iter(self.rejected))]
 
     def _tick_soon(self) -> None:
-        # The primary batches for batch_delay_ms; a tick right away lets it start the batch.
-        asyncio.get_running_loop().call_soon(self._on_timer)
+        # The primary batches for batch_delay_ms; a tick right away lets it start the
+        # batch. One pending tick serves every transaction that arrives before it runs:
+        # a tick per transaction cost more than the transactions themselves.
+        if not self._tick_pending:
+            self._tick_pending = True
+            asyncio.get_running_loop().call_soon(self._on_timer)
 
     def _on_timer(self) -> None:
+        self._tick_pending = False
         self._timer = None
         self._timer_at = None
         self._run(self.node.tick(now_ms()))
