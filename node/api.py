@@ -266,7 +266,10 @@ def build_app(daemon) -> web.Application:
                     if q not in daemon.subscribers:
                         break                          # cut off (too slow) or stopping
                     continue
-                await ws.send_json(event)
+                try:
+                    await ws.send_json(event)
+                except ConnectionError:            # the reader went away: stop quietly
+                    break
         finally:
             daemon.subscribers.discard(q)
             await ws.close()

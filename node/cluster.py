@@ -205,6 +205,8 @@ class Cluster:
         while sig in (signal.SIGKILL, signal.SIGTERM) and m.alive() \
                 and time.monotonic() < deadline:
             time.sleep(0.02)
+        if sig in (signal.SIGKILL, signal.SIGTERM) and m.alive():
+            raise ClusterError(f"{name} (pid {m.pid}) still runs 10 s after signal {sig}")
         return m
 
     def wait_until(self, cond, wait_s: float, members: list[Member]) -> None:

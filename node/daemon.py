@@ -83,7 +83,8 @@ class Daemon:
         if self.cfg.admin:
             add_admin_routes(app, self, make_token(self.home))
             log.warning("admin endpoint on (test only): loopback + HOME/admin.token")
-        self.runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
+                                    shutdown_timeout=3)
         await self.runner.setup()
         site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
         await site.start()

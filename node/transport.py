@@ -108,6 +108,7 @@ class Transport:
         self.peer_keys: dict[str, bytes] = {}             # "host:port" -> its pubkey, once known
         self.inbound: dict[bytes, int] = {}               # pubkey -> open inbound links
         self.inbound_out: dict[int, tuple] = {}           # link id -> (pubkey, frame queue)
+        self._inbound_ws: set = set()
         self.links: dict[str, bool] = {}                  # "host:port" -> outbound link up
         self.faults = LinkFaults()
         self._tasks: list[asyncio.Task] = []
@@ -129,6 +130,9 @@ class Transport:
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Close the links peers dialled to us, or the server would wait for them.
+        await asyncio.gather(*(ws.close(code=aiohttp.WSCloseCode.GOING_AWAY)
+                               for ws in list(self._inbound_ws)), return_exceptions=True)
         if self._session:
             await self._session.close()
 
@@ -268,6 +272,13 @@ class Transport:
         """The /p2p endpoint: authenticate the dialler, then hand its frames on."""
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=10)
         await ws.prepare(request)
+        self._inbound_ws.add(ws)
+        try:
+            return await self._serve_link(ws, request)
+        finally:
+            self._inbound_ws.discard(ws)
+
+    async def _serve_link(self, ws, request) -> web.WebSocketResponse:
         try:
             pubkey = await self._server_handshake(ws)
         except (HandshakeError, asyncio.TimeoutError) as e:
