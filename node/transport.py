@@ -203,8 +203,8 @@ class Transport:
                     log.info("link to %s up", peer)
                     # Until either direction ends: the reader notices a dropped link even
                     # when there is nothing to send.
-                    tasks = {asyncio.create_task(self._read_back(ws, self.peer_keys[peer])),
-                             asyncio.create_task(self._write_out(ws, self.out[peer]))}
+                    tasks = {asyncio.create_task(self._receive_frames(ws, self.peer_keys[peer])),
+                             asyncio.create_task(self._send_frames(ws, self.out[peer]))}
                     try:
                         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                     finally:
@@ -244,24 +244,31 @@ class Transport:
         sig = self.kp.sign(_proof(self.chain, b"client", h["nonce"], h["pubkey"]))
         await ws.send_bytes(codec.encode({"sig": sig}))
 
-    async def _write_out(self, ws, q: asyncio.Queue) -> None:
+    async def _send_frames(self, ws, q: asyncio.Queue) -> None:
+        """Write a link's queued frames until it closes (either direction of link)."""
         while not ws.closed:
             frame = await q.get()
-            await ws.send_bytes(frame)
+            try:
+                await ws.send_bytes(frame)
+            except (ConnectionError, RuntimeError) as e:   # closing under us: stop writing
+                log.debug("link closed while writing: %s", e)
+                return
             self.stats["frames_out"] += 1
 
-    async def _read_back(self, ws, pubkey: bytes) -> None:
-        """Frames the peer we dialled pushes back (committed blocks, to a full node)."""
+    async def _receive_frames(self, ws, pubkey: bytes) -> None:
+        """Hand every frame from an authenticated link on, until it ends; a malformed
+        frame closes it (the sender is buggy or hostile)."""
         async for msg in ws:
             if msg.type != aiohttp.WSMsgType.BINARY:
                 return
             frame = self._parse_frame(msg.data)
             if frame is None:
                 self.stats["bad_frames"] += 1
-                await ws.close()
+                await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
+                               message=b"malformed frame")
                 return
             if pubkey in self.faults.block_keys:
-                self.stats["frames_faulted"] += 1
+                self.stats["frames_faulted"] += 1          # partitioned from this peer
                 continue
             self.stats["frames_in"] += 1
             await self.on_frame(frame[0], frame[1], pubkey)
@@ -290,37 +297,14 @@ class Transport:
         self.inbound[pubkey] = self.inbound.get(pubkey, 0) + 1
         q: asyncio.Queue = asyncio.Queue(QUEUE_FRAMES)
         self.inbound_out[id(ws)] = (pubkey, q)
-        writer = asyncio.create_task(self._write_back(ws, q))
+        writer = asyncio.create_task(self._send_frames(ws, q))
         try:
-            async for msg in ws:
-                if msg.type != aiohttp.WSMsgType.BINARY:
-                    break
-                frame = self._parse_frame(msg.data)
-                if frame is None:
-                    self.stats["bad_frames"] += 1
-                    await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
-                                   message=b"malformed frame")
-                    break
-                if pubkey in self.faults.block_keys:
-                    self.stats["frames_faulted"] += 1     # partitioned from this peer
-                    continue
-                self.stats["frames_in"] += 1
-                await self.on_frame(frame[0], frame[1], pubkey)
+            await self._receive_frames(ws, pubkey)
         finally:
             self.inbound[pubkey] -= 1
             del self.inbound_out[id(ws)]
             writer.cancel()
         return ws
-
-    async def _write_back(self, ws, q: asyncio.Queue) -> None:
-        while not ws.closed:
-            frame = await q.get()
-            try:
-                await ws.send_bytes(frame)
-            except (ConnectionError, RuntimeError) as e:   # closing under us: stop writing
-                log.debug("inbound link closed while writing: %s", e)
-                return
-            self.stats["frames_out"] += 1
 
     async def _server_handshake(self, ws) -> bytes:
         msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)
