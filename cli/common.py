@@ -107,13 +107,16 @@ def unlock(name: str):
         raise click.ClickException(str(e))
 
 
-def write_tx_file(path: Path, tx: txm.SignedTx) -> dict:
+def save_tx(path: Path, tx: txm.SignedTx, as_json: bool, text: str, **extra) -> dict:
+    """Write a signed transaction file (atomically) and report it: the summary as JSON,
+    or `text`. Returns the file's contents."""
     doc = {"kind": tx.body["kind"], "from": tx.sender, "nonce": tx.nonce,
            "chain": tx.body["chain"], "hash": tx.id, "signatures": len(tx.sigs),
            "tx": tx.raw.hex()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
+    emit({**extra, **{k: v for k, v in doc.items() if k != "tx"}}, as_json, text)
     return doc
 
 
@@ -134,22 +137,19 @@ def sign_and_send(kp, kind: str, *, node_url, offline, nonce, chain_id, out, wai
         if nonce is None or out is None:
             raise click.UsageError("--offline needs --nonce N and --out FILE")
         body = txm.build(kp, chain_id or "lendnet-dev", kind, nonce, sender=sender, **fields)
-        tx = _sign(body, kp)
-        doc = write_tx_file(out, tx)
-        emit({"status": "signed", **{k: v for k, v in doc.items() if k != "tx"},
-              "file": str(out)}, as_json,
-             f"signed {kind} {tx.id} (nonce {tx.nonce}) -> {out}; submit it later with "
-             f"`lendnet tx submit {out}`")
-        return doc
+        tx = sign_body(body, kp)
+        return save_tx(out, tx, as_json,
+                       f"signed {kind} {tx.id} (nonce {tx.nonce}) -> {out}; submit it later "
+                       f"with `lendnet tx submit {out}`", status="signed", file=str(out))
     api = client(node_url)
     status = _call(api.status)
     if nonce is None:
         nonce = _call(api.account, sender or kp.address)["nonce"]
     body = txm.build(kp, status["chain_id"], kind, nonce, sender=sender, **fields)
-    return submit(api, _sign(body, kp), wait_s, as_json, describe)
+    return submit(api, sign_body(body, kp), wait_s, as_json, describe)
 
 
-def _sign(body: dict, kp) -> txm.SignedTx:
+def sign_body(body: dict, kp) -> txm.SignedTx:
     try:
         return txm.sign(body, [kp])
     except txm.TxError as e:

@@ -12,8 +12,8 @@ from ledger import tx as txm
 from ledger.ledger import multisig_address
 
 from .common import (AMOUNT, client, emit, get, money, node_option, read_tx_file,
-                     send_options, sign_and_send, submit, unlock, wallet_option,
-                     write_tx_file)
+                     save_tx, send_options, sign_and_send, sign_body, submit, unlock,
+                     wallet_option)
 
 FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 
@@ -45,9 +45,7 @@ def sign_cmd(file, wallet_name, as_json):
         t = txm.add_signature(t, unlock(wallet_name))
     except txm.TxError as e:
         raise click.ClickException(str(e))
-    doc = write_tx_file(file, t)
-    emit({k: v for k, v in doc.items() if k != "tx"}, as_json,
-         f"{file}: {doc['signatures']} signature(s) on {doc['kind']} {doc['hash']}")
+    save_tx(file, t, as_json, f"{file}: {len(t.sigs)} signature(s) on {t.body['kind']} {t.id}")
 
 
 @tx.command("show")
@@ -130,14 +128,10 @@ def propose_cmd(wallet_name, account, to, amount, nonce, chain_id, out, node_url
         api = client(node_url)
         nonce = api.account(account)["nonce"] if nonce is None else nonce
         chain_id = chain_id or api.status()["chain_id"]
-    try:
-        t = txm.sign(txm.build(kp, chain_id, "transfer", nonce, sender=account, to=to,
-                               amount=amount), [kp])
-    except txm.TxError as e:
-        raise click.ClickException(str(e))
-    doc = write_tx_file(out, t)
-    emit({k: v for k, v in doc.items() if k != "tx"}, as_json,
-         f"proposed {money(amount)} from {account} to {to}: {out} (1 signature)")
+    t = sign_body(txm.build(kp, chain_id, "transfer", nonce, sender=account, to=to,
+                            amount=amount), kp)
+    save_tx(out, t, as_json, f"proposed {money(amount)} from {account} to {to}: {out} "
+                             f"(1 signature)")
 
 
 @click.command("transfer")

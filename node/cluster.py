@@ -150,10 +150,9 @@ class Cluster:
             m.host, m.port = host, port
             peers = [f"{h}:{p}" for h, p in addrs if (h, p) != (host, port)]
             H.write_config(m.home, H.NodeConfig(host, port, peers, admin))
-        self.extra_args = extra_args or {}
         try:
             for m in members:
-                self._spawn(m, self.extra_args.get(m.name, []))
+                self._spawn(m, (extra_args or {}).get(m.name, []))
             self._procs = {m.name: m.proc for m in members}
             self._save(members)
             self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= 1
