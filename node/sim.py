@@ -127,6 +127,7 @@ class Simulation:
             self._at(self.now + self.rng.randint(1, 40), (kind, dst, raw))
 
     def _dispatch(self, i: int, effects: list) -> None:
+        self.nodes[i].flush()                   # durable before any effect leaves
         for e in effects:
             t = type(e)
             if t is Broadcast or t is Send:

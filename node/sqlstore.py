@@ -159,14 +159,37 @@ class SQLiteStore:
 
     def put_records(self, items) -> None:
         """Several records in one transaction (one fsync), applied in order."""
-        # Encode all first: a record that cannot be encoded refuses the whole batch.
-        rows = [(key, value, *check_record(key, value)) for key, value in items]
+        self.put_batch(items)
+
+    def put_batch(self, records=(), blocks=()) -> None:
+        """Consensus records (applied in order) and executed blocks — each a tuple of
+        put_block's arguments — in one transaction with one fsync: the daemon writes all
+        that one turn of its loop produced at once, which under load is many votes and
+        blocks. All or nothing: anything refused refuses the whole batch."""
+        # Encode and check all first, so nothing is refused halfway through.
+        rows = [(key, value, *check_record(key, value)) for key, value in records]
+        checked, height = [], self._height
+        for h, block, cert, root, *receipts in blocks:
+            receipts = receipts[0] if receipts else ()
+            checked.append((h, receipts, check_block(height, h, block, cert, root,
+                                                     receipts)))
+            height = h
         with self._transaction() as db:
             for key, value, k, v in rows:
                 if key == ("gc",):
                     self._gc(db, value)
                 else:
                     db.execute("INSERT OR REPLACE INTO records VALUES (?, ?)", (k, v))
+            for h, receipts, (b, c, r, encoded) in checked:
+                db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?)", (h, b, c, r))
+                # see store.py: the block where the tx used its nonce wins, else the first
+                db.executemany("INSERT OR REPLACE INTO txs VALUES (?, ?, ?, ?)",
+                               [(rc["tx"], h, i, blob) for i, (rc, blob)
+                                in enumerate(zip(receipts, encoded)) if rc["nonce_used"]])
+                db.executemany("INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)",
+                               [(rc["tx"], h, i, blob) for i, (rc, blob)
+                                in enumerate(zip(receipts, encoded)) if not rc["nonce_used"]])
+        self._height = height                     # only once committed
 
     def _gc(self, db, height: int) -> None:
         """Forget the votes for heights up to a stable checkpoint: no view change can
@@ -187,15 +210,7 @@ class SQLiteStore:
         """The block, its certificate, the state root after it and its transactions'
         receipts, in one transaction. `receipts`: Receipt.to_json() of each transaction,
         in block order (or none, and then the block's transactions are not indexed)."""
-        b, c, r, encoded = check_block(self._height, height, block, cert, root, receipts)
-        with self._transaction() as db:
-            db.execute("INSERT INTO blocks VALUES (?, ?, ?, ?)", (height, b, c, r))
-            for i, (receipt, blob) in enumerate(zip(receipts, encoded)):
-                # see store.py: the block where the tx used its nonce wins, else the first
-                verb = "INSERT OR REPLACE" if receipt["nonce_used"] else "INSERT OR IGNORE"
-                db.execute(f"{verb} INTO txs VALUES (?, ?, ?, ?)",
-                           (receipt["tx"], height, i, blob))
-        self._height = height                     # only once committed
+        self.put_batch(blocks=[(height, block, cert, root, receipts)])
 
     def get_block(self, height: int):
         """(block, cert, root) or None. Shared with the cache: do not modify it."""

@@ -80,15 +80,28 @@ class MemoryStore:
 
     def put_records(self, items) -> None:
         """Several records at once, in order; all of them or, if one is refused, none."""
-        items = list(items)
-        for key, value in items:                  # check all before changing anything
+        self.put_batch(items)
+
+    def put_batch(self, records=(), blocks=()) -> None:
+        """Records (in order) and blocks (put_block's arguments) at once; all or none."""
+        records = list(records)
+        for key, value in records:                # check all before changing anything
             check_record(key, value)
-        for key, value in items:
+        height = self.height
+        for h, block, cert, root, *receipts in blocks:
+            check_block(height, h, block, cert, root, receipts[0] if receipts else ())
+            height = h
+        for key, value in records:
             if key == ("gc",):
                 for k in [k for k in self.records if k[0] == "vote" and k[3] <= value]:
                     del self.records[k]
             else:
                 self.records[key] = value
+        for h, block, cert, root, *receipts in blocks:
+            self.blocks[h] = (block, cert, root)
+            for i, r in enumerate(receipts[0] if receipts else ()):
+                if r["nonce_used"] or r["tx"] not in self.txs:
+                    self.txs[r["tx"]] = (h, i, dict(r))
 
     def load_records(self) -> dict:
         return dict(self.records)
@@ -96,11 +109,7 @@ class MemoryStore:
     # the chain
     def put_block(self, height: int, block: dict, cert: list, root: bytes,
                   receipts=()) -> None:
-        check_block(self.height, height, block, cert, root, receipts)
-        self.blocks[height] = (block, cert, root)
-        for i, r in enumerate(receipts):
-            if r["nonce_used"] or r["tx"] not in self.txs:
-                self.txs[r["tx"]] = (height, i, dict(r))
+        self.put_batch(blocks=[(height, block, cert, root, receipts)])
 
     def get_block(self, height: int):
         return self.blocks.get(height)

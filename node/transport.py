@@ -32,7 +32,7 @@ from ledger import codec, keys
 DOMAIN = b"lendnet/p2p-handshake\x00"
 MAX_FRAME = 4 * 1024 * 1024 + 4096
 QUEUE_FRAMES = 4_096
-KINDS = ("msg", "tx", "block")          # consensus message, transaction, committed block
+KINDS = ("msg", "txs", "block")      # consensus message, transactions, committed block
 HANDSHAKE_TIMEOUT = 5.0
 
 log = logging.getLogger("lendnet.p2p")

@@ -57,6 +57,7 @@ class Net:
 
     # the network
     def _emit(self, src: int, effects: list) -> list:
+        self.nodes[src].flush()                 # a shell writes before effects leave
         for e in effects:
             if type(e) is Broadcast:
                 self.queue += [(src, d, e.msg) for d in ALL if d != src]
