@@ -21,6 +21,7 @@ from .blobs import BLOB_MAX, BlobError
 
 MAX_BODY = (1 << 20) + 1024                   # a blob of 1 MiB
 MAX_TX_BODY = 2 * txm.MAX_TX_BYTES + 1024     # hex doubles the transaction's bytes
+TXS_MAX = 2_000                               # transactions in one POST /v1/txs
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 STREAM_QUEUE = 1_000
 
@@ -67,28 +68,61 @@ def build_app(daemon) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     r = app.router
 
-    async def post_tx(request: web.Request):
-        if request.content_length is not None and request.content_length > MAX_TX_BODY:
-            return _error(413, f"body over {MAX_TX_BODY} bytes")
+    async def read_body(request: web.Request, limit: int, shape: str):
+        """The JSON body, or an error Response saying what was wrong with it."""
+        if request.content_length is not None and request.content_length > limit:
+            return _error(413, f"body over {limit} bytes")
         try:
-            body = await request.json()
+            return await request.json()
         except (ValueError, UnicodeDecodeError):
-            return _error(400, "body must be JSON: {\"tx\": \"<signed transaction, hex>\"}")
+            return _error(400, f"body must be JSON: {shape}")
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body over {MAX_BODY} bytes")
-        if type(body) is not dict or set(body) != {"tx"} or type(body["tx"]) is not str:
-            return _error(400, "body must be {\"tx\": \"<signed transaction, hex>\"}")
+
+    def submit_hex(tx_hex) -> tuple[int, dict]:
+        """Submit one hex transaction: (HTTP status, answer) — 202 {hash, status} or a
+        4xx {error}."""
+        if type(tx_hex) is not str:
+            return 400, {"error": "a transaction is a hex string"}
         try:
-            raw = bytes.fromhex(body["tx"])
+            raw = bytes.fromhex(tx_hex)
         except ValueError:
-            return _error(400, "tx must be hex")
+            return 400, {"error": "tx must be hex"}
         try:
             tx_id = daemon.submit(raw)
         except txm.TxError as e:
             daemon.metrics.rejected_txs.inc()
-            return _error(422 if "nonce" in str(e) or "duplicate" in str(e) else 400,
-                          f"transaction refused: {e}")
-        return web.json_response({"hash": tx_id, "status": "pending"}, status=202)
+            return (422 if "nonce" in str(e) or "duplicate" in str(e) else 400,
+                    {"error": f"transaction refused: {e}"})
+        return 202, {"hash": tx_id, "status": "pending"}
+
+    async def post_tx(request: web.Request):
+        shape = '{"tx": "<signed transaction, hex>"}'
+        body = await read_body(request, MAX_TX_BODY, shape)
+        if isinstance(body, web.Response):
+            return body
+        if type(body) is not dict or set(body) != {"tx"} or type(body["tx"]) is not str:
+            return _error(400, f"body must be {shape}")
+        status, answer = submit_hex(body["tx"])
+        return web.json_response(answer, status=status)
+
+    async def post_txs(request: web.Request):
+        """Many transactions in one request, each admitted or refused on its own (in
+        order, so one account's nonces may follow each other in one batch)."""
+        shape = '{"txs": ["<signed transaction, hex>", ...]}'
+        body = await read_body(request, MAX_BODY, shape)
+        if isinstance(body, web.Response):
+            return body
+        if type(body) is not dict or set(body) != {"txs"} or type(body["txs"]) is not list:
+            return _error(400, f"body must be {shape}")
+        if not 1 <= len(body["txs"]) <= TXS_MAX:
+            return _error(400, f"a batch holds 1 to {TXS_MAX} transactions")
+        results = []
+        for tx_hex in body["txs"]:
+            status, answer = submit_hex(tx_hex)
+            results.append({"code": status, **answer})
+        return web.json_response({"accepted": sum(r["code"] == 202 for r in results),
+                                  "results": results})
 
     async def get_tx(request: web.Request):
         h = request.match_info["hash"]
@@ -279,6 +313,7 @@ def build_app(daemon) -> web.Application:
         return web.json_response(OPENAPI)
 
     r.add_post("/v1/tx", post_tx)
+    r.add_post("/v1/txs", post_txs)
     r.add_get("/v1/tx/{hash}", get_tx)
     r.add_get("/v1/blocks/{height}", get_block)
     r.add_get("/v1/accounts/{address}", get_account)
@@ -332,6 +367,17 @@ OPENAPI = {
                        "400": {"description": "malformed or invalid: {error}"},
                        "413": {"description": "body too large"},
                        "422": {"description": "nonce used or duplicate: {error}"}})},
+        "/v1/txs": {"post": _op(
+            f"Submit up to {TXS_MAX} signed transactions at once (body at most 1 MiB); "
+            "each is admitted or refused on its own, in order.",
+            body={"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["txs"],
+                "properties": {"txs": {"type": "array", "maxItems": TXS_MAX,
+                                       "items": {"type": "string", "description": "hex"}}}}}}},
+            responses={"200": {"description": "{accepted, results: [{code, hash, status} "
+                                              "| {code, error}]}, one per transaction"},
+                       "400": {"description": "malformed body: {error}"},
+                       "413": {"description": "body too large"}})},
         "/v1/tx/{hash}": {"get": _op("Status: pending, committed (height, index), failed "
                                      "(included, error) or rejected (why).",
                                      [("hash", "64 hex digits")])},
