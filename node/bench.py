@@ -30,14 +30,18 @@ from node.cluster import Cluster
 from node.workload import OFFER
 
 CHAIN = "lendnet-dev"
-SENDERS = 32
+SENDERS = 256            # accounts the load comes from: each may have 64 nonces in flight
+WINDOW = 32              # as-fast-as-accepted: nonces in flight per account (mempool: 64)
+SLICE_S = 0.005          # the client posts what is due every slice, one batch per node
+POST_MAX = 250           # transactions per POST /v1/txs (a node takes up to 1 MiB)
+FUND = 200_000           # each sender's float: 1 per transfer, 100 per repayment
 
 
 def _key(i: int) -> keys.Keypair:
     return keys.Keypair(hashlib.sha256(f"bench-sender:{i}".encode()).digest())
 
 
-def _sign_batch(job: tuple) -> list[tuple[str, bytes]]:
+def _sign_batch(job: tuple) -> list[tuple[int, str, bytes]]:
     """In a worker process: sign one sender's transactions, nonces in order."""
     i, kind, start_nonce, fields = job
     kp = _key(i)
@@ -45,60 +49,59 @@ def _sign_batch(job: tuple) -> list[tuple[str, bytes]]:
     for k, f in enumerate(fields):
         raw = txm.sign(txm.build(kp, CHAIN, kind[k] if type(kind) is list else kind,
                                  start_nonce + k, **f), [kp]).raw
-        out.append((txm.parse(raw).id, raw))
+        out.append((i, txm.parse(raw).id, raw))
     return out
 
 
-def _wait_all(client: NodeClient, hashes: list[str], timeout: float = 60) -> None:
-    for h in hashes:
-        st = client.wait_committed(h, timeout)
-        if st["status"] != "committed":
-            raise SystemExit(f"setup transaction {h} failed: {st.get('error')}")
+def _commit_all(api: NodeClient, raws: list[bytes], timeout: float = 60) -> list[str]:
+    """Submit set-up transactions in nonce-window-sized rounds and wait for each round."""
+    hashes = []
+    for k in range(0, len(raws), WINDOW):
+        round_ = [api.submit(raw) for raw in raws[k:k + WINDOW]]
+        for h in round_:
+            st = api.wait_committed(h, timeout)
+            if st["status"] != "committed":
+                raise RuntimeError(f"setup transaction {h} failed: {st.get('error')}")
+        hashes += round_
+    return hashes
 
 
 def setup(api: NodeClient, workload: str) -> dict[int, str]:
     """Fund the senders; for repayments give each a loan. Returns sender -> loan id."""
-    alice = keys.Keypair.from_name("alice")
-    nonce = api.account(alice.address)["nonce"]
-    hs = []
-    for i in range(SENDERS):
-        raw = txm.sign(txm.build(alice, CHAIN, "transfer", nonce + i,
-                                 to=_key(i).address, amount=1_000_000), [alice]).raw
-        hs.append(api.submit(raw))
-    _wait_all(api, hs)
+    def signer(kp):
+        nonce = api.account(kp.address)["nonce"]
+
+        def sign(kind, **f):
+            nonlocal nonce
+            nonce += 1
+            return txm.sign(txm.build(kp, CHAIN, kind, nonce - 1, **f), [kp]).raw
+        return sign
+    alice = signer(keys.Keypair.from_name("alice"))
+    _commit_all(api, [alice("transfer", to=_key(i).address, amount=FUND)
+                      for i in range(SENDERS)])
     if workload == "transfer":
         return {}
-    lender = keys.Keypair.from_name("lender")
-    ln = api.account(lender.address)["nonce"]
+    lender = signer(keys.Keypair.from_name("lender"))
     h32 = hashlib.sha256(b"bench").digest()
-
-    def lend(kind, **f):
-        nonlocal ln
-        raw = txm.sign(txm.build(lender, CHAIN, kind, ln, **f), [lender]).raw
-        ln += 1
-        return api.submit(raw)
-    hs = [lend("register_lender", profile_hash=h32),
-          lend("publish_offer", amount=50_000_000, **OFFER)]
-    offer = hs[1]
-    apps = {}
+    _, offer = _commit_all(api, [lender("register_lender", profile_hash=h32),
+                                 lender("publish_offer", amount=50_000_000, **OFFER)])
+    borrowers, apps = [], []
     for i in range(SENDERS):
-        kp = _key(i)
-        for n, (kind, f) in enumerate([
-                ("register_borrower", dict(profile_hash=h32, docs_hash=h32)),
-                ("apply", dict(amount=100_000, purpose="bench", term=12, period="monthly",
-                               method="annuity", product="business", grace=0,
-                               docs_hash=h32))]):
-            h = api.submit(txm.sign(txm.build(kp, CHAIN, kind, n, **f), [kp]).raw)
-            hs.append(h)
-            if kind == "apply":
-                apps[i] = h
-    _wait_all(api, hs)
-    funds = [lend("fund", application=apps[i], offer=offer) for i in range(SENDERS)]
-    _wait_all(api, funds)
+        borrower = signer(_key(i))
+        borrowers.append(borrower("register_borrower", profile_hash=h32, docs_hash=h32))
+        apps.append(borrower("apply", amount=100_000, purpose="bench", term=12,
+                             period="monthly", method="annuity", product="business",
+                             grace=0, docs_hash=h32))
+    _commit_all(api, borrowers)
+    apps = _commit_all(api, apps)
+    _commit_all(api, [lender("fund", application=a, offer=offer) for a in apps])
     return {i: api.get(f"/v1/applications/{apps[i]}")["loan"] for i in range(SENDERS)}
 
 
-def presign(api: NodeClient, workload: str, txs: int, loans: dict) -> list[tuple[str, bytes]]:
+def presign(api: NodeClient, workload: str, txs: int,
+            loans: dict) -> list[tuple[int, str, bytes]]:
+    """(sender, tx id, raw) in the order they are offered: senders interleaved, so every
+    block can hold many accounts' transactions."""
     per = -(-txs // SENDERS)
     jobs = []
     for i in range(SENDERS):
@@ -114,23 +117,30 @@ def presign(api: NodeClient, workload: str, txs: int, loans: dict) -> list[tuple
                 fields.append({"to": _key((i + 1) % SENDERS).address, "amount": 1})
         jobs.append((i, kinds, start, fields))
     with ProcessPoolExecutor(2) as pool:
-        signed = list(pool.map(_sign_batch, jobs))
-    # Interleave senders so every block can hold many accounts' transactions.
+        signed = list(pool.map(_sign_batch, jobs, chunksize=8))
     out = [signed[i][k] for k in range(per) for i in range(SENDERS)]
     return out[:txs]
 
 
-async def drive(urls: list[str], txs: list[tuple[str, bytes]], rate: float,
-                settle_s: float) -> dict:
+async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
+                settle_s: float, quiet_s: float = 5.0) -> dict:
+    """Offer `txs`: open loop at `rate`/s (latency counts from when each was due, so a
+    slow client or node cannot hide it), or with rate 0 as fast as accepted — each
+    account keeps WINDOW transactions in flight. Every SLICE_S the due transactions go
+    out as one POST /v1/txs per node, round-robin."""
     submitted: dict[str, float] = {}
     committed: dict[str, float] = {}
+    sender_of = {tx_id: i for i, tx_id, _ in txs}
+    in_flight = [0] * SENDERS
     blocks: list[tuple[float, int]] = []
     refused = []
     async with aiohttp.ClientSession() as http:
         async def which(height: int, t: float):
             async with http.get(f"{urls[0]}/v1/blocks/{height}") as r:
                 for h in (await r.json())["txs"]:
-                    committed.setdefault(h, t)
+                    if h in sender_of and h not in committed:
+                        committed[h] = t
+                        in_flight[sender_of[h]] -= 1
 
         async def watch():
             lookups = set()
@@ -148,28 +158,58 @@ async def drive(urls: list[str], txs: list[tuple[str, bytes]], rate: float,
         watcher = asyncio.create_task(watch())
         await asyncio.sleep(0.5)
 
-        async def submit(url, tx_id, raw):
-            async with http.post(url + "/v1/tx", json={"tx": raw.hex()}) as r:
-                if r.status != 202:
-                    refused.append((tx_id, r.status, (await r.json()).get("error")))
+        async def post(url, batch):
+            async with http.post(url + "/v1/txs", json={"txs": [raw.hex() for _, _, raw in
+                                                               batch]}) as r:
+                answer = await r.json()
+            if r.status != 200:
+                raise RuntimeError(f"POST /v1/txs: {r.status} {answer}")
+            for (i, tx_id, _), res in zip(batch, answer["results"]):
+                if res["code"] != 202:
+                    refused.append((tx_id, res["code"], res.get("error")))
+                    in_flight[i] -= 1
 
+        queues = [[] for _ in range(SENDERS)]
+        for item in reversed(txs):
+            queues[item[0]].append(item)                # pop() gives nonce order
         t0 = time.perf_counter()
-        pending = set()
-        for n, (tx_id, raw) in enumerate(txs):
-            delay = t0 + n / rate - time.perf_counter() if rate else 0   # rate 0: no pacing
-            if delay > 0:
-                await asyncio.sleep(delay)
-            submitted[tx_id] = time.perf_counter()
-            task = asyncio.create_task(submit(urls[n % len(urls)], tx_id, raw))
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-            if len(pending) > 512:                      # the client's own back-pressure
-                await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-        await asyncio.gather(*pending)
+        posts: set[asyncio.Task] = set()
+        turn, n = 0, 0
+        while n < len(txs):
+            now = time.perf_counter()
+            due = []
+            if rate:
+                upto = min(len(txs), int((now - t0) * rate) + 1)
+                for k in range(n, upto):
+                    item = txs[k]
+                    due.append(item)
+                    submitted[item[1]] = t0 + k / rate
+            else:
+                for i, q in enumerate(queues):
+                    while q and in_flight[i] < WINDOW:
+                        item = q.pop()
+                        due.append(item)
+                        submitted[item[1]] = now
+            n += len(due)
+            for item in due:
+                in_flight[item[0]] += 1
+            for k in range(0, len(due), POST_MAX):      # round-robin over the nodes
+                task = asyncio.create_task(post(urls[turn % len(urls)], due[k:k + POST_MAX]))
+                posts.add(task)
+                task.add_done_callback(posts.discard)
+                turn += 1
+            if len(posts) > 64:                         # the client's own back-pressure
+                await asyncio.wait(posts, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.sleep(SLICE_S)
+        await asyncio.gather(*posts)
         offered_s = time.perf_counter() - t0
         deadline = time.perf_counter() + settle_s
-        while time.perf_counter() < deadline and \
-                len(committed.keys() & submitted.keys()) < len(submitted) - len(refused):
+        last, last_at = -1, time.perf_counter()
+        while time.perf_counter() < deadline and len(committed) < len(submitted) - len(refused):
+            if len(committed) != last:
+                last, last_at = len(committed), time.perf_counter()
+            elif time.perf_counter() - last_at > quiet_s:
+                break                                   # nothing more is coming
             await asyncio.sleep(0.05)
         if watcher.done() and watcher.exception():
             raise watcher.exception()
@@ -187,6 +227,7 @@ async def drive(urls: list[str], txs: list[tuple[str, bytes]], rate: float,
         "offered": len(txs), "offered_tx_per_s": round(len(txs) / offered_s, 1),
         "committed": len(lat), "refused": len(refused),
         "refused_examples": refused[:3],
+        "seconds": round(span, 2),
         "tx_per_s": round(len(lat) / span, 1) if span else 0,
         "blocks_per_s": round(len(window) / span, 2) if span else 0,
         "avg_batch": round(statistics.mean(full), 1) if full else 0,
