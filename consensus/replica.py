@@ -54,6 +54,7 @@ class Config:
             * self.time_scale // 1000
 
 
+FETCH_BLOCKS = 64         # blocks asked for at once when catching up
 MAX_FUTURE = 4_096       # messages held for views this replica has not entered yet
 MAX_CHECKPOINTS = 8      # unstable checkpoint votes held per replica
 PREPARED = "prepared"    # persisted as ("vote", PREPARED, view, height): [propose, prepares]
@@ -112,6 +113,7 @@ class Replica:
         self.last_block_at = now
         self.behind_hint = 0
         self.fetch_deadline = 0
+        self.fetched: list[tuple] = []            # (h, hash, block, cert) to execute next tick
         self.behind_since: int | None = None
         if persisted:                              # a restart: others may have moved on
             self.behind_hint = app.height + 1
@@ -147,6 +149,7 @@ class Replica:
 
     def tick(self, now: int) -> list:
         self.now = now
+        self._execute_fetched()
         if self.normal:
             work = self.app.has_pending() or any(
                 self.slots[h].proposals for h in self.slots if h > self.app.height)
@@ -189,6 +192,8 @@ class Replica:
                 times.append(self.batch_since + self.cfg.batch_delay_ms)
             if self.cfg.empty_block_ms:
                 times.append(self.last_block_at + self.cfg.empty_block_ms)
+        if self.fetched:
+            times.append(self.now)
         if self.behind_hint > self.app.height:
             times.append(max(self.fetch_deadline, (self.behind_since or self.now)
                              + self.cfg.fetch_timeout_ms))
@@ -674,13 +679,14 @@ class Replica:
 
     # --- catch-up ---------------------------------------------------------------------
 
-    def _fetch(self) -> None:
+    def _fetch(self, from_h: int | None = None) -> None:
         peer = self.fetch_peer
         if peer == self.me:
             peer = (peer + 1) % self.vals.n
         self.fetch_peer = (peer + 1) % self.vals.n
         self.fetch_deadline = self.now + self.cfg.fetch_timeout_ms
-        msg = self._sign({"t": M.FETCH, "from_h": self.app.height + 1, "count": 64})
+        msg = self._sign({"t": M.FETCH, "from_h": from_h or self.app.height + 1,
+                          "count": FETCH_BLOCKS})
         self.out.append(Send(peer, msg))
 
     def _help_behind(self, r: int, h: int) -> None:
@@ -708,19 +714,51 @@ class Replica:
         self.out.append(Send(b["r"], self._sign({"t": M.BLOCKS, "blocks": entries})))
 
     def _on_blocks(self, msg, b):
+        """Blocks a peer sent with their certificates. They wait in `fetched` and run on
+        the next tick: the FETCH for the blocks after them leaves first, so the peer
+        serves it while this replica executes (catch-up runs at execution speed, not
+        one round trip per batch)."""
         if not b["blocks"]:
             self.behind_hint = min(self.behind_hint, self.app.height)
             return
+        top, prev = self._fetched_top()
+        got = 0
         for block, cert in b["blocks"]:
             h = block["header"]["height"]
-            if h != self.app.height + 1:
-                continue
-            prev = self.app.block_hash(h - 1) if h > 1 else M.GENESIS_HASH
+            if h <= top:
+                continue                          # already have it
             d = M.block_hash(block["header"])
             views = {m["body"]["v"] for m in cert if m["body"]["t"] == M.COMMIT}
-            if block["header"]["prev"] != prev or not any(
+            if h != top + 1 or block["header"]["prev"] != prev or not any(
                     len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= self.vals.quorum
                     for v in views):
-                return                            # a bad certificate: ignore this peer's batch
-            self._execute(h, block, cert)
-        self.fetch_deadline = self.now            # ask for more at once if still behind
+                break                             # a gap or a bad certificate: stop here
+            self.fetched.append((h, d, block, cert))
+            top, prev = h, d
+            got += 1
+        if got:
+            # An answer may not be the end (it stops at one message's size): ask for what
+            # follows; an empty answer says there is nothing more.
+            self.behind_hint = max(self.behind_hint, top + 1)
+            if len(self.fetched) <= FETCH_BLOCKS:      # bounded: one batch ahead at most
+                self._fetch(top + 1)
+            else:
+                self.fetch_deadline = self.now
+        else:
+            self.fetch_deadline = self.now        # ask again (another peer) if behind
+
+    def _fetched_top(self) -> tuple[int, bytes]:
+        """Height and hash of the last block executed or waiting in `fetched`."""
+        if self.fetched:
+            return self.fetched[-1][0], self.fetched[-1][1]
+        h = self.app.height
+        return h, self.app.block_hash(h) if h else M.GENESIS_HASH
+
+    def _execute_fetched(self) -> None:
+        while self.fetched:
+            h, d, block, cert = self.fetched.pop(0)
+            if h == self.app.height + 1 and block["header"]["prev"] == (
+                    self.app.block_hash(h - 1) if h > 1 else M.GENESIS_HASH):
+                self._execute(h, block, cert)
+            elif h > self.app.height:
+                self.fetched.clear()               # no longer follows what was executed

@@ -74,8 +74,13 @@ class Net:
         return self._emit(i, self.nodes[i].tick(self.now))
 
     def deliver(self, i: int, msg) -> list:
+        """Deliver one message; like a real shell, tick at once if the replica asks for
+        a timer that is already due (e.g. fetched blocks wait for the next tick)."""
         raw = msg if type(msg) is bytes else M.encode(msg)
-        return self._emit(i, self.nodes[i].deliver(raw, self.now))
+        eff = self._emit(i, self.nodes[i].deliver(raw, self.now))
+        if any(type(e) is Timer and e.at <= self.now for e in eff):
+            eff += self.tick(i)
+        return eff
 
     def run(self, keep=lambda src, dst, msg: True, max_steps: int = 20_000) -> list:
         """Deliver the queue (and what it causes) until quiet; return what `keep` held back."""
@@ -1056,8 +1061,10 @@ def test_catch_up_replies_fit_in_one_message(monkeypatch):
         reply = only(net.deliver(peer, fetch), M.BLOCKS)
         raw = M.encode(reply)
         assert len(raw) <= M.MAX_MSG_BYTES and reply["body"]["blocks"]
-        assert committed(net.deliver(3, raw))
-        [ask] = [e for e in net.tick(3, 1) if type(e) is Send] or [None]
+        eff = net.deliver(3, raw)
+        assert committed(eff)
+        # the next FETCH leaves with the reply's effects: the peer serves it meanwhile
+        [ask] = [e for e in eff if type(e) is Send and e.msg["body"]["t"] == M.FETCH]
         if node.height < 4:
             peer, fetch = ask.to, ask.msg
             assert fetch["body"]["from_h"] == node.height + 1
