@@ -141,7 +141,7 @@ class Daemon:
         elif kind == "txs":
             raws = self._gossiped_txs(payload)
             if raws is None:
-                self.metrics.rejected_messages.inc()
+                self.metrics.p2p["bad_frames"] += 1      # a buggy or hostile peer
                 return
             for raw in raws:
                 if self.node.receive_tx(raw):
@@ -239,7 +239,8 @@ class Daemon:
     async def _regossip_forever(self, every_s: float = 1.0, limit: int = 1_000) -> None:
         """Pass on again each account's next transaction if it was already waiting a
         round ago: gossip is best effort (a full queue drops frames, a peer may have been
-        down), and the primary proposes only what reached it."""
+        down), and the primary proposes only what reached it. Only the next one: under
+        load everything waits a while, and passing on all of it again made the load."""
         waiting: set[bytes] = set()
         while True:
             await asyncio.sleep(every_s)

@@ -7,6 +7,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from ledger import keys
 
+from .transport import STATS
+
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
 
@@ -18,8 +20,7 @@ class _Live:
 
     def collect(self):
         p2p = self.m.p2p
-        for name in ("frames_in", "frames_out", "frames_dropped", "bad_frames",
-                     "handshakes_failed", "frames_faulted"):
+        for name in STATS:
             yield CounterMetricFamily(f"lendnet_p2p_{name}", f"peer frames: {name}",
                                       value=p2p.get(name, 0))
         yield CounterMetricFamily("lendnet_signatures_verified",

@@ -32,6 +32,8 @@ from ledger import codec, keys
 DOMAIN = b"lendnet/p2p-handshake\x00"
 MAX_FRAME = 4 * 1024 * 1024 + 4096
 QUEUE_FRAMES = 4_096
+STATS = ("frames_in", "frames_out", "frames_dropped", "frames_unlinked", "bad_frames",
+         "handshakes_failed", "frames_faulted")
 KINDS = ("msg", "txs", "block")      # consensus message, transactions, committed block
 HANDSHAKE_TIMEOUT = 5.0
 
@@ -113,8 +115,7 @@ class Transport:
         self.faults = LinkFaults()
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
-        for k in ("frames_in", "frames_out", "frames_dropped", "bad_frames",
-                  "handshakes_failed", "frames_faulted"):
+        for k in STATS:
             stats.setdefault(k, 0)
 
     # --- sending ----------------------------------------------------------------------
@@ -158,6 +159,13 @@ class Transport:
         self._enqueue(peer, frame)
 
     def _enqueue(self, peer: str, frame: bytes) -> None:
+        if not self.links.get(peer):
+            # Nothing is kept for a peer that is down: by the time it is back, what was
+            # queued is stale (a restarted node was handed tens of thousands of gossiped
+            # transactions it had long committed). Consensus recovers what it lost by
+            # fetching, gossip by passing waiting transactions on again.
+            self.stats["frames_unlinked"] += 1
+            return
         try:
             self.out[peer].put_nowait(frame)
         except asyncio.QueueFull:
