@@ -24,9 +24,10 @@ from .core import Genesis
 # Dev genesis: named demo accounts a wallet can use at once (keys from the name).
 DEMO_ACCOUNTS = ("alice", "bob", "carol", "dave", "lender", "borrower")
 DEMO_BALANCE = 100_000_000             # 1,000,000.00 LND each
-# Consensus timing for a real network on one machine: view change after 2 s without
-# progress, an empty block every 2 s so a quiet chain still shows it is alive.
-DAEMON_PARAMS = {"view_timeout_ms": 2_000, "batch_delay_ms": 5, "empty_block_ms": 2_000,
+# Consensus timing for a real network on one machine: view change after 1.5 s without
+# progress (a lost primary costs about that much; a block under full load commits in
+# well under it), an empty block every 2 s so a quiet chain still shows it is alive.
+DAEMON_PARAMS = {"view_timeout_ms": 1_500, "batch_delay_ms": 5, "empty_block_ms": 2_000,
                  "fetch_timeout_ms": 500}
 MAX_FRAME = 4 * 1024 * 1024 + 1024
 
