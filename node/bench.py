@@ -16,6 +16,7 @@ import hashlib
 import json
 import statistics
 import os
+import signal
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -34,6 +35,7 @@ SENDERS = 256            # accounts the load comes from: each may have 64 nonces
 WINDOW = 32              # as-fast-as-accepted: nonces in flight per account (mempool: 64)
 SLICE_S = 0.005          # the client posts what is due every slice, one batch per node
 POST_MAX = 250           # transactions per POST /v1/txs (a node takes up to 1 MiB)
+RSS_EVERY_S = 5.0        # how often node memory is sampled during a run
 FUND = 200_000           # each sender's float: 1 per transfer, 100 per repayment
 
 
@@ -123,7 +125,7 @@ def presign(api: NodeClient, workload: str, txs: int,
 
 
 async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
-                settle_s: float, quiet_s: float = 5.0) -> dict:
+                settle_s: float, pids: dict[str, int], quiet_s: float = 5.0) -> dict:
     """Offer `txs`: open loop at `rate`/s (latency counts from when each was due, so a
     slow client or node cannot hide it), or with rate 0 as fast as accepted — each
     account keeps WINDOW transactions in flight. Every SLICE_S the due transactions go
@@ -155,7 +157,16 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
                         task.add_done_callback(lookups.discard)
             raise RuntimeError("the node closed the event stream")
 
+        rss = []                                     # [committed so far, {node: MiB}]
+
+        async def sample_rss():
+            while True:
+                rss.append([len(committed), {n: round(_rss_kib(pid) / 1024, 1)
+                                             for n, pid in pids.items()}])
+                await asyncio.sleep(RSS_EVERY_S)
+
         watcher = asyncio.create_task(watch())
+        sampler = asyncio.create_task(sample_rss())
         await asyncio.sleep(0.5)
 
         async def post(url, batch):
@@ -184,15 +195,15 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
                     item = txs[k]
                     due.append(item)
                     submitted[item[1]] = t0 + k / rate
+                    in_flight[item[0]] += 1
             else:
                 for i, q in enumerate(queues):
                     while q and in_flight[i] < WINDOW:
                         item = q.pop()
                         due.append(item)
                         submitted[item[1]] = now
+                        in_flight[i] += 1
             n += len(due)
-            for item in due:
-                in_flight[item[0]] += 1
             for k in range(0, len(due), POST_MAX):      # round-robin over the nodes
                 task = asyncio.create_task(post(urls[turn % len(urls)], due[k:k + POST_MAX]))
                 posts.add(task)
@@ -214,7 +225,8 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
         if watcher.done() and watcher.exception():
             raise watcher.exception()
         watcher.cancel()
-        await asyncio.gather(watcher, return_exceptions=True)
+        sampler.cancel()
+        await asyncio.gather(watcher, sampler, return_exceptions=True)
     lat = sorted((committed[h] - submitted[h]) * 1000 for h in submitted if h in committed)
     done = [committed[h] for h in submitted if h in committed]
     span = (max(done) - t0) if done else 0
@@ -233,6 +245,7 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
         "avg_batch": round(statistics.mean(full), 1) if full else 0,
         "p50_ms": pct(0.50), "p90_ms": pct(0.90), "p99_ms": pct(0.99),
         "max_ms": round(lat[-1], 1) if lat else None,
+        "rss_mib_by_committed": rss,
     }
 
 
@@ -256,24 +269,46 @@ def _proc_usage(pid: int) -> tuple[float, int]:
     try:
         fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
         ticks = int(fields[11]) + int(fields[12])            # utime + stime
-        hwm = next(int(line.split()[1]) for line in
-                   Path(f"/proc/{pid}/status").read_text().splitlines()
-                   if line.startswith("VmHWM:"))
-    except (OSError, ValueError, IndexError, StopIteration):
+    except (OSError, ValueError, IndexError):
         return 0.0, 0
-    return ticks / os.sysconf("SC_CLK_TCK"), hwm
+    return ticks / os.sysconf("SC_CLK_TCK"), _status_kib(pid, "VmHWM:")
+
+
+def _rss_kib(pid: int) -> int:
+    return _status_kib(pid, "VmRSS:")
+
+
+def _status_kib(pid: int, field: str) -> int:
+    """A memory figure (KiB) from /proc/PID/status; 0 if the process is gone."""
+    try:
+        return next(int(line.split()[1]) for line in
+                    Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith(field))
+    except (OSError, ValueError, IndexError, StopIteration):
+        return 0
 
 
 def bench(nodes: int = 4, txs: int = 3_000, rate: float = 300.0, workload: str = "mixed",
-          nodes_from: Path | None = None, settle_s: float = 60.0) -> dict:
+          nodes_from: Path | None = None, settle_s: float = 60.0,
+          params: dict | None = None) -> dict:
     """Run one benchmark; `nodes_from` targets a running cluster's directory instead of
     starting one. Returns the figures (see `lendnet bench --help`)."""
+    def stop(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")    # unwinds through cluster.down()
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        return _bench(nodes, txs, rate, workload, nodes_from, settle_s, params)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _bench(nodes, txs, rate, workload, nodes_from, settle_s, params) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         cluster = Cluster(nodes_from or Path(tmp) / "cluster")
         started = nodes_from is None
         try:
             if started:
-                members = cluster.up(nodes, wait_s=60)
+                members = cluster.up(nodes, wait_s=60, params=params)
             else:
                 members = [m for m in cluster.members() if m.alive()]
                 if not members:
@@ -283,7 +318,8 @@ def bench(nodes: int = 4, txs: int = 3_000, rate: float = 300.0, workload: str =
             loans = setup(api, workload)
             signed = presign(api, workload, txs, loans)
             before = {m.name: _proc_usage(m.pid) for m in members}
-            result = asyncio.run(drive(urls, signed, rate, settle_s))
+            result = asyncio.run(drive(urls, signed, rate, settle_s,
+                                       {m.name: m.pid for m in members}))
             after = {m.name: _proc_usage(m.pid) for m in members}
             cpu = sum(after[n][0] - before[n][0] for n in after)
             result["cpu_s_per_tx"] = round(cpu / result["committed"], 5) \

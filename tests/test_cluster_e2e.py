@@ -125,6 +125,33 @@ def test_bad_transactions_get_clear_errors_and_change_nothing(cluster):
         assert status in (400, 404) and answer["error"], path
 
 
+def test_a_batch_of_transactions_is_judged_one_by_one(cluster):
+    _, _, clients = cluster
+    api = clients[0]
+    carol = Wallet(keys.Keypair.from_name("carol"), api)
+    first, second = carol.sign("transfer", to=BOB.address, amount=2), \
+        carol.sign("transfer", to=BOB.address, amount=3)
+    forged = bytearray(carol.sign("transfer", to=BOB.address, amount=4))
+    forged[-5] ^= 1
+    status, answer = http_json(api.url + "/v1/txs", 5, {"txs": [
+        first.hex(), "zz", bytes(forged).hex(), second.hex(), first.hex()]})
+    assert status == 200 and answer["accepted"] == 2, answer
+    codes = [r["code"] for r in answer["results"]]
+    assert codes == [202, 400, 400, 202, 422], answer
+    assert "hex" in answer["results"][1]["error"]
+    assert "signature" in answer["results"][2]["error"]
+    assert "duplicate" in answer["results"][4]["error"]
+    # the accepted two commit, in nonce order, and reach every node by gossip frames
+    assert api.wait_committed(answer["results"][3]["hash"])["status"] == "committed"
+    _wait_same_chain(clients, api.status()["height"])
+    for body in ({"txs": []}, {"txs": "00"}, {"tx": first.hex()},
+                 {"txs": ["00"] * 2_001}):
+        status, answer = http_json(api.url + "/v1/txs", 5, body)
+        assert status == 400 and answer["error"], (body, answer)
+    status, answer = http_json(api.url + "/v1/txs", 5, {"txs": ["00" * 600_000]})
+    assert status == 413, answer
+
+
 async def _p2p(url: str, kp, frames: list[bytes]) -> tuple[str, list]:
     """Handshake as `kp`, send raw frames; what the node did with the link."""
     async with aiohttp.ClientSession() as s:
@@ -161,6 +188,8 @@ def test_bad_peer_frames_are_refused_and_the_node_keeps_going(cluster):
     body = {"t": M.PREPARE, "v": 0, "h": st0["height"] + 1, "d": b"\x00" * 32, "r": 1}
     forged = M.encode(M.sign(CHAIN, stranger, body))
     asyncio.run(_p2p(api.url, stranger, [codec.encode(["msg", forged])]))
+    # A gossip frame that is not a list of transactions: counted and dropped.
+    asyncio.run(_p2p(api.url, stranger, [codec.encode(["txs", b"\x01"])]))
     # A handshake whose proof is for another nonce: refused.
     async def bad_handshake():
         async with aiohttp.ClientSession() as s:
@@ -172,7 +201,7 @@ def test_bad_peer_frames_are_refused_and_the_node_keeps_going(cluster):
                 return (await ws.receive(timeout=5)).type.name
     assert asyncio.run(bad_handshake()) == "CLOSE"
     text = _metrics(api.url)
-    assert _metric(text, "lendnet_p2p_bad_frames_total") >= 1
+    assert _metric(text, "lendnet_p2p_bad_frames_total") >= 2
     assert _metric(text, "lendnet_p2p_handshakes_failed_total") >= 1
     assert _metric(text, "lendnet_consensus_messages_rejected_total") >= 1
     # Still committing with the others.
