@@ -68,7 +68,7 @@ class NodeClient:
             time.sleep(0.05)
         raise TimeoutError(f"{tx_hash} not committed at {self.url} within {timeout} s")
 
-    def wait_height(self, height: int, timeout: float = 30.0) -> dict:
+    def wait_height(self, height: int, timeout: float = 30.0, interval: float = 0.05) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             try:
@@ -77,5 +77,5 @@ class NodeClient:
                 st = None                         # not up yet: keep polling until the deadline
             if st and st["height"] >= height:
                 return st
-            time.sleep(0.05)
+            time.sleep(interval)
         raise TimeoutError(f"{self.url} did not reach height {height} within {timeout} s")

@@ -1,10 +1,12 @@
 """The benchmark sweep behind docs/BENCHMARKS.md: one run on this machine.
 
 1. Offered load against commit latency (the throughput-latency curve), 4 validators.
-2. Committed throughput against cluster size (4, 7, 10 validators) at one offered load.
-3. Time from the primary's SIGKILL to the next commit of a new transaction.
-4. Catch-up: a validator stopped while the others commit N transactions, then restarted;
+2. Saturation: transfers and VM repayments offered as fast as accepted for about 60 s.
+3. Committed throughput against cluster size (4, 7, 10 validators) at one offered load.
+4. Time from the primary's SIGKILL to the next commit of a new transaction (3 runs).
+5. Catch-up: a validator stopped while the others commit N transactions, then restarted;
    transactions replayed per second until it reaches their height.
+6. Memory: node RSS sampled while a cluster commits 1,000,000 transfers.
 
 Writes a JSON file (and a PNG plot if matplotlib is installed: pip install '.[plot]').
 
@@ -25,20 +27,33 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ledger import keys  # noqa: E402
 from ledger import tx as txm  # noqa: E402
 from node.bench import bench  # noqa: E402
-from node.client import NodeClient  # noqa: E402
+from node.client import ApiError, NodeClient  # noqa: E402
 from node.cluster import Cluster  # noqa: E402
 
 CHAIN = "lendnet-dev"
 
 
-def load_curve(rates: list[int], txs: int, workload: str) -> list[dict]:
+KEYS = ("rate", "offered_tx_per_s", "tx_per_s", "seconds", "p50_ms", "p90_ms", "p99_ms",
+        "max_ms", "blocks_per_s", "avg_batch", "cpu_s_per_tx", "refused")
+
+
+def load_curve(rates: list[int], seconds: int, workload: str) -> list[dict]:
     out = []
     for rate in rates:
-        r = bench(4, max(txs, rate * 8), rate, workload)
-        out.append({k: r[k] for k in ("rate", "offered_tx_per_s", "tx_per_s", "p50_ms",
-                                      "p90_ms", "p99_ms", "max_ms", "blocks_per_s",
-                                      "avg_batch", "cpu_s_per_tx", "refused")})
+        r = bench(4, max(5_000, rate * seconds), rate, workload)
+        out.append({k: r[k] for k in KEYS})
         print(f"  load {rate}/s: {out[-1]}", flush=True)
+    return out
+
+
+def saturation(workloads: dict[str, int]) -> list[dict]:
+    """Each workload offered as fast as the nodes accept (per-account windows)."""
+    out = []
+    for workload, txs in workloads.items():
+        r = bench(4, txs, 0, workload)
+        out.append({"workload": workload, **{k: r[k] for k in KEYS},
+                    "peak_rss_mib": r["peak_rss_mib"]})
+        print(f"  {workload}: {out[-1]}", flush=True)
     return out
 
 
@@ -46,11 +61,22 @@ def by_size(sizes: list[int], rate: int, txs: int) -> list[dict]:
     out = []
     for n in sizes:
         r = bench(n, txs, rate, "transfer")
-        out.append({"nodes": n, **{k: r[k] for k in ("tx_per_s", "p50_ms", "p99_ms",
-                                                     "blocks_per_s", "avg_batch",
-                                                     "cpu_s_per_tx")}})
+        out.append({"nodes": n, **{k: r[k] for k in KEYS}})
         print(f"  {n} nodes: {out[-1]}", flush=True)
     return out
+
+
+def memory(txs: int, rate: int) -> dict:
+    """RSS per node against transactions committed, in one long run."""
+    r = bench(4, txs, rate, "transfer", settle_s=120)
+    samples = r["rss_mib_by_committed"]
+    at_100k = next((s for s in samples if s[0] >= txs // 10), samples[0])
+    last = samples[-1]
+    growth = {n: round(100 * (last[1][n] - at_100k[1][n]) / at_100k[1][n], 1)
+              for n in last[1] if at_100k[1].get(n)}
+    return {"txs": txs, "rate": rate, "tx_per_s": r["tx_per_s"], "committed": r["committed"],
+            "rss_at_tenth": at_100k, "rss_at_end": last, "growth_pct": growth,
+            "samples": samples}
 
 
 def _transfer(api: NodeClient, kp, to: str) -> str:
@@ -59,24 +85,27 @@ def _transfer(api: NodeClient, kp, to: str) -> str:
     return api.submit(raw)
 
 
-def primary_kill(tmp: Path) -> dict:
-    c = Cluster(tmp / "kill")
-    try:
-        members = c.up(4, wait_s=60)
-        apis = [NodeClient(m.api, timeout=3) for m in members]
-        alice, bob = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
-        apis[1].wait_committed(_transfer(apis[1], alice, bob.address))
-        primary = apis[1].status()["primary"]
-        survivor = apis[(primary + 1) % 4]
-        c.kill_member(f"node{primary}", signal.SIGKILL)
-        t0 = time.monotonic()
-        h = _transfer(survivor, alice, bob.address)
-        survivor.wait_committed(h, 60)
-        took = time.monotonic() - t0
-        return {"seconds_to_next_commit": round(took, 2),
-                "view_after": survivor.status()["view"]}
-    finally:
-        c.down()
+def primary_kill(tmp: Path, runs: int) -> dict:
+    out = []
+    for run in range(runs):
+        c = Cluster(tmp / f"kill{run}")
+        try:
+            members = c.up(4, wait_s=60)
+            apis = [NodeClient(m.api, timeout=3) for m in members]
+            alice, bob = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
+            apis[1].wait_committed(_transfer(apis[1], alice, bob.address))
+            primary = apis[1].status()["primary"]
+            survivor = apis[(primary + 1) % 4]
+            c.kill_member(f"node{primary}", signal.SIGKILL)
+            t0 = time.monotonic()
+            h = _transfer(survivor, alice, bob.address)
+            survivor.wait_committed(h, 60)
+            out.append(round(time.monotonic() - t0, 2))
+            print(f"  run {run + 1}: {out[-1]} s to the next commit, "
+                  f"view {survivor.status()['view']}", flush=True)
+        finally:
+            c.down()
+    return {"seconds_to_next_commit": out, "median": sorted(out)[len(out) // 2]}
 
 
 def catch_up(tmp: Path, txs: int, rate: int) -> dict:
@@ -89,10 +118,20 @@ def catch_up(tmp: Path, txs: int, rate: int) -> dict:
         c.start_member("node3")
         t0 = time.monotonic()
         lagging = NodeClient(members[3].api, timeout=3)
-        lagging.wait_height(top, timeout=3_600)
+        while True:                            # the process is up: Python, store, links
+            try:
+                start = lagging.status()["height"]
+                break
+            except (OSError, ApiError):
+                time.sleep(0.02)
+        up = time.monotonic() - t0
+        lagging.wait_height(top, timeout=3_600, interval=0.02)
         took = time.monotonic() - t0
         return {"missed_txs": r["committed"], "missed_blocks": top,
-                "seconds": round(took, 2), "tx_per_s": round(r["committed"] / took, 1),
+                "seconds": round(took, 2), "start_s": round(up, 2),
+                "height_when_up": start,
+                "tx_per_s": round(r["committed"] / took, 1),
+                "replay_tx_per_s": round(r["committed"] / (took - up), 1),
                 "blocks_per_s": round(top / took, 1)}
     finally:
         c.down()
@@ -105,18 +144,25 @@ def plot(result: dict, path: Path) -> str:
         import matplotlib.pyplot as plt
     except ImportError:
         return "matplotlib not installed (pip install '.[plot]'): no plot"
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (a, b, m) = plt.subplots(1, 3, figsize=(15, 4))
     curve = result["load_curve"]
     a.plot([x["tx_per_s"] for x in curve], [x["p50_ms"] for x in curve], "o-", label="p50")
     a.plot([x["tx_per_s"] for x in curve], [x["p99_ms"] for x in curve], "s-", label="p99")
-    a.set_xlabel("committed tx/s (4 validators)")
+    a.set_xlabel("committed tx/s (4 validators, transfers)")
     a.set_ylabel("commit latency, ms")
     a.set_yscale("log")
     a.legend()
     sizes = result["by_size"]
-    b.bar([str(x["nodes"]) for x in sizes], [x["tx_per_s"] for x in sizes])
-    b.set_xlabel("validators")
-    b.set_ylabel("committed tx/s")
+    b.bar([str(x["nodes"]) for x in sizes], [x["p50_ms"] for x in sizes])
+    b.set_xlabel(f"validators ({sizes[0]['rate']} tx/s offered)")
+    b.set_ylabel("p50 commit latency, ms")
+    samples = result["memory"]["samples"]
+    for node in samples[-1][1]:
+        m.plot([s[0] for s in samples], [s[1].get(node, 0) for s in samples], label=node)
+    m.set_xlabel("transactions committed")
+    m.set_ylabel("RSS, MiB")
+    m.set_ylim(bottom=0)
+    m.legend()
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return str(path)
@@ -132,16 +178,23 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         print("throughput-latency curve", flush=True)
-        result["load_curve"] = load_curve([100, 200] if q else [100, 200, 400, 600, 800],
-                                          1_000 if q else 3_000, "transfer")
+        result["load_curve"] = load_curve(
+            [250, 500] if q else [250, 500, 1_000, 1_500, 2_000, 2_500], 4 if q else 10,
+            "transfer")
+        print("saturation", flush=True)
+        result["saturation"] = saturation({"transfer": 5_000, "repay": 3_000} if q else
+                                          {"transfer": 140_000, "repay": 75_000})
         print("cluster size", flush=True)
-        result["by_size"] = by_size([4, 7] if q else [4, 7, 10], 200, 1_000 if q else 3_000)
+        result["by_size"] = by_size([4, 7] if q else [4, 7, 10], 500, 2_000 if q else 8_000)
         print("primary killed", flush=True)
-        result["primary_kill"] = primary_kill(tmp)
-        print(f"  {result['primary_kill']}", flush=True)
+        result["primary_kill"] = primary_kill(tmp, 1 if q else 3)
         print("catch-up", flush=True)
-        result["catch_up"] = catch_up(tmp, 2_000 if q else 50_000, 500)
+        result["catch_up"] = catch_up(tmp, 5_000 if q else 50_000, 2_000)
         print(f"  {result['catch_up']}", flush=True)
+        print("memory", flush=True)
+        result["memory"] = memory(20_000 if q else 1_000_000, 2_000)
+        print(f"  {({k: v for k, v in result['memory'].items() if k != 'samples'})}",
+              flush=True)
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {a.out}; plot: {plot(result, a.out.with_suffix('.png'))}")
     return 0
