@@ -68,16 +68,21 @@ def build_app(daemon) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY)
     r = app.router
 
-    async def read_body(request: web.Request, limit: int, shape: str):
-        """The JSON body, or an error Response saying what was wrong with it."""
+    async def read_field(request: web.Request, limit: int, field: str, kind: type,
+                         shape: str):
+        """The one field of a JSON body `{field: <kind>}`, or an error Response saying
+        what was wrong with the body."""
         if request.content_length is not None and request.content_length > limit:
             return _error(413, f"body over {limit} bytes")
         try:
-            return await request.json()
+            body = await request.json()
         except (ValueError, UnicodeDecodeError):
             return _error(400, f"body must be JSON: {shape}")
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body over {MAX_BODY} bytes")
+        if type(body) is not dict or set(body) != {field} or type(body[field]) is not kind:
+            return _error(400, f"body must be {shape}")
+        return body[field]
 
     def submit_hex(tx_hex) -> tuple[int, dict]:
         """Submit one hex transaction: (HTTP status, answer) — 202 {hash, status} or a
@@ -97,28 +102,24 @@ def build_app(daemon) -> web.Application:
         return 202, {"hash": tx_id, "status": "pending"}
 
     async def post_tx(request: web.Request):
-        shape = '{"tx": "<signed transaction, hex>"}'
-        body = await read_body(request, MAX_TX_BODY, shape)
-        if isinstance(body, web.Response):
-            return body
-        if type(body) is not dict or set(body) != {"tx"} or type(body["tx"]) is not str:
-            return _error(400, f"body must be {shape}")
-        status, answer = submit_hex(body["tx"])
+        tx_hex = await read_field(request, MAX_TX_BODY, "tx", str,
+                                  '{"tx": "<signed transaction, hex>"}')
+        if isinstance(tx_hex, web.Response):
+            return tx_hex
+        status, answer = submit_hex(tx_hex)
         return web.json_response(answer, status=status)
 
     async def post_txs(request: web.Request):
         """Many transactions in one request, each admitted or refused on its own (in
         order, so one account's nonces may follow each other in one batch)."""
-        shape = '{"txs": ["<signed transaction, hex>", ...]}'
-        body = await read_body(request, MAX_BODY, shape)
-        if isinstance(body, web.Response):
-            return body
-        if type(body) is not dict or set(body) != {"txs"} or type(body["txs"]) is not list:
-            return _error(400, f"body must be {shape}")
-        if not 1 <= len(body["txs"]) <= TXS_MAX:
+        txs = await read_field(request, MAX_BODY, "txs", list,
+                               '{"txs": ["<signed transaction, hex>", ...]}')
+        if isinstance(txs, web.Response):
+            return txs
+        if not 1 <= len(txs) <= TXS_MAX:
             return _error(400, f"a batch holds 1 to {TXS_MAX} transactions")
         results = []
-        for tx_hex in body["txs"]:
+        for tx_hex in txs:
             status, answer = submit_hex(tx_hex)
             results.append({"code": status, **answer})
         return web.json_response({"accepted": sum(r["code"] == 202 for r in results),

@@ -4,8 +4,9 @@ One asyncio loop owns the node; every event — a peer's frame, a client's trans
 timer — runs to completion on it, so the core needs no locks. The effects of the events
 in one turn of the loop are held back until one SQLite transaction (one fsync) has
 written all their votes and blocks (`Node.flush`), then carried out: under load a turn
-holds many frames, and a commit per event had cost more than the events. The same port serves the peer link (/p2p), the client API (/v1/...), the
-event stream, the OpenAPI description and /metrics.
+holds many frames, and a commit per event had cost more than the events. The same port
+serves the peer link (/p2p), the client API (/v1/...), the event stream, the OpenAPI
+description and /metrics.
 """
 from __future__ import annotations
 

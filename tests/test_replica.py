@@ -213,6 +213,25 @@ def test_normal_case_propose_prepare_commit_execute():
 
 # --- 2. pipelining ------------------------------------------------------------------------
 
+def test_votes_and_blocks_reach_the_store_when_the_shell_flushes():
+    # The node holds an event's records and executed blocks until flush(); a shell
+    # flushes before it carries out any effect, so no vote leaves unrecorded.
+    net = Net()
+    net.submit(net.tx("alice", 25))
+    eff = net.nodes[0].tick(net.now)                      # the node itself, no shell
+    prop = only(eff, M.PROPOSE, v=0, h=1)
+    assert not any(type(e) is Persist for e in eff)       # the node keeps them, not the shell
+    assert net.stores[0].load_records() == {}
+    net.nodes[0].flush()
+    d = M.block_hash(prop["body"]["block"]["header"])
+    assert net.stores[0].load_records()[("vote", M.PROPOSE, 0, 1)] == d
+    assert net.stores[0].load_records()[("vote", M.PREPARE, 0, 1)] == d
+    net.queue += [(0, i, e.msg) for e in eff if type(e) is Broadcast for i in (1, 2, 3)]
+    net.run()
+    assert all(n.height == 1 for n in net.nodes)
+    assert all(s.height == 1 for s in net.stores)         # the shell flushed each event
+
+
 def test_pipelined_heights_execute_strictly_in_order():
     net = Net()
     proposals = []

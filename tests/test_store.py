@@ -109,6 +109,26 @@ def test_put_records_is_all_or_nothing(open_store):
     assert enc_records(s.load_records()) == enc_records({("view",): 1})
 
 
+def test_a_batch_of_records_and_blocks_is_one_write(open_store):
+    # What one turn of the daemon's loop produced: votes and two executed blocks.
+    s = open_store()
+    s.put_batch([(("vote", "commit", 0, 1), b"a"), (("view",), 2)],
+                [(1, block(1, [b"t1"]), [b"c1"], b"r" * 32, [receipt(b"t1")]),
+                 (2, block(2), [], b"s" * 32)])
+    assert s.height == 2 and s.tx_location(txh(b"t1"))["height"] == 1
+    assert enc_records(s.load_records()) == enc_records(
+        {("vote", "commit", 0, 1): b"a", ("view",): 2})
+    # A batch with one bad part (block 5 does not follow 3) writes none of its parts.
+    with pytest.raises(ValueError, match="height 5 is not the next height 4"):
+        s.put_batch([(("view",), 3)], [(3, block(3, [b"t3"]), [], b"t" * 32,
+                                        [receipt(b"t3")]),
+                                       (5, block(5), [], b"u" * 32)])
+    assert s.height == 2 and s.get_block(3) is None and s.tx_location(txh(b"t3")) is None
+    assert s.load_records()[("view",)] == 2
+    s.put_batch()                                  # nothing to do is fine
+    assert s.height == 2
+
+
 @pytest.mark.parametrize("key, value, why", [
     (["view"], 1, "tuple"),
     ((), 1, "tuple"),
