@@ -20,9 +20,12 @@ from consensus.replica import Config, Replica
 from ledger import tx as txm
 from ledger.ledger import Ledger
 
-from .mempool import Mempool
+from .mempool import MAX_TXS, Mempool
 
-TX_CACHE = 100_000
+# Parsed transactions kept by their bytes: enough for a full mempool and the blocks in
+# flight, so a transaction is parsed and its signature checked once. It is most of a
+# node's memory (about 1.4 KiB a transfer), so no bigger than that.
+TX_CACHE = 2 * MAX_TXS
 
 
 @dataclass
