@@ -34,6 +34,8 @@ CHAIN = "lendnet-dev"
 SENDERS = 256            # accounts the load comes from: each may have 64 nonces in flight
 WINDOW = 32              # as-fast-as-accepted: nonces in flight per account (mempool: 64)
 SLICE_S = 0.005          # the client posts what is due every slice, one batch per node
+RETRY_S = 0.2            # a transaction refused as too far ahead is offered again after
+RETRY_FOR_S = 30.0       # ... for at most this long after it was first due
 POST_MAX = 250           # transactions per POST /v1/txs (a node takes up to 1 MiB)
 RSS_EVERY_S = 5.0        # how often node memory is sampled during a run
 FUND = 200_000           # each sender's float: 1 per transfer, 100 per repayment
@@ -175,9 +177,21 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
                 answer = await r.json()
             if r.status != 200:
                 raise RuntimeError(f"POST /v1/txs: {r.status} {answer}")
-            for (i, tx_id, _), res in zip(batch, answer["results"]):
-                if res["code"] != 202:
-                    refused.append((tx_id, res["code"], res.get("error")))
+            for item, res in zip(batch, answer["results"]):
+                i, tx_id, _ = item
+                why = res.get("error") or ""
+                if res["code"] == 202:
+                    continue
+                if res["code"] == 422 and "ahead" in why and \
+                        time.perf_counter() - submitted[tx_id] < RETRY_FOR_S:
+                    # The mempool's back-pressure: its account has 64 nonces waiting.
+                    # A wallet offers it again a little later; its latency keeps counting.
+                    retry.append((time.perf_counter() + RETRY_S, item))
+                    retried.add(tx_id)
+                elif tx_id in retried and ("duplicate" in why or "already used" in why):
+                    pass                                # gossip got it there meanwhile
+                else:
+                    refused.append((tx_id, res["code"], why))
                     in_flight[i] -= 1
 
         queues = [[] for _ in range(SENDERS)]
@@ -185,10 +199,14 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
             queues[item[0]].append(item)                # pop() gives nonce order
         t0 = time.perf_counter()
         posts: set[asyncio.Task] = set()
+        retry: list[tuple[float, tuple]] = []           # (when, item), in time order
+        retried: set[str] = set()
         turn, n = 0, 0
-        while n < len(txs):
+        while n < len(txs) or retry or posts:
             now = time.perf_counter()
             due = []
+            while retry and retry[0][0] <= now:
+                due.append(retry.pop(0)[1])
             if rate:
                 upto = min(len(txs), int((now - t0) * rate) + 1)
                 for k in range(n, upto):
@@ -203,7 +221,7 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
                         due.append(item)
                         submitted[item[1]] = now
                         in_flight[i] += 1
-            n += len(due)
+            n += len(due) - sum(1 for item in due if item[1] in retried)
             for k in range(0, len(due), POST_MAX):      # round-robin over the nodes
                 task = asyncio.create_task(post(urls[turn % len(urls)], due[k:k + POST_MAX]))
                 posts.add(task)
@@ -237,7 +255,7 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
         return round(lat[min(len(lat) - 1, int(p * len(lat)))], 1) if lat else None
     return {
         "offered": len(txs), "offered_tx_per_s": round(len(txs) / offered_s, 1),
-        "committed": len(lat), "refused": len(refused),
+        "committed": len(lat), "refused": len(refused), "retried": len(retried),
         "refused_examples": refused[:3],
         "seconds": round(span, 2),
         "tx_per_s": round(len(lat) / span, 1) if span else 0,
@@ -337,7 +355,7 @@ def _bench(nodes, txs, rate, workload, nodes_from, settle_s, params) -> dict:
 def describe(out: dict) -> str:
     lines = [f"{out['nodes']} nodes, {out['workload']}: offered {out['offered']} at "
              f"{out['offered_tx_per_s']} tx/s; committed {out['committed']} "
-             f"({out['refused']} refused)",
+             f"({out['refused']} refused; {out['retried']} offered again after refusals)",
              f"  committed tx/s {out['tx_per_s']}, blocks/s {out['blocks_per_s']}, "
              f"average batch {out['avg_batch']}, CPU s/tx {out['cpu_s_per_tx']}",
              f"  latency ms: p50 {out['p50_ms']}, p90 {out['p90_ms']}, p99 {out['p99_ms']}, "
