@@ -28,6 +28,11 @@ def _when(ts) -> str:
         "%Y-%m-%d %H:%M")
 
 
+def _fits(why: str | None) -> str:
+    """The "fits" column: '-' when not judged, 'yes', or 'no (why not)'."""
+    return "-" if why is None else ("yes" if not why else f"no ({why})")
+
+
 def _table(title: str, cols: list[str], rows: list[list]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -172,7 +177,7 @@ def b_offers(app_id, node_url, as_json):
            [[o["offer"][:12], o["lender"][:12], money(o["available"]),
              f"{o['min_term']}-{o['max_term']} {'/'.join(o['periods'])}",
              ", ".join(f"{t[0]}: {pct(t[1])}, {money(t[2])}" for t in o["tiers"]),
-             "-" if o["fits"] is None else ("yes" if not o["fits"] else f"no ({o['fits']})")]
+             _fits(o["fits"])]
             for o in offers])
 
 
@@ -396,7 +401,7 @@ def l_applications(offer, node_url, as_json):
                                  "product", "collateral", "fits"],
            [[a["application"][:14], a["borrower"][:14], a["score"], money(a["amount"]),
              f"{a['term']} {a['period']}", a["product"], len(a["collateral"]),
-             "-" if a["fits"] is None else ("yes" if not a["fits"] else f"no ({a['fits']})")]
+             _fits(a["fits"])]
             for a in apps])
 
 
