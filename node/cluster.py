@@ -7,16 +7,25 @@
 picks free 127.0.0.1 ports, starts the processes in their own sessions, and waits
 until every node has committed a block. `down` stops exactly the processes recorded in
 cluster.json — each checked to still be a lendnet node of that home, so a recycled pid
-is never signalled.
+is never signalled — and any this object started that the file does not list yet.
+
+An interruption cannot lose a node: SIGINT and SIGTERM are held (recorded, delivered
+afterwards) from the moment a process is forked until it is recorded, and while `down`
+runs (a second one there skips the grace period and kills at once). A `tied` cluster's
+nodes also get SIGTERM from the kernel if the process that started them dies, however
+it dies (Linux; elsewhere `tied` only does the rest) — for clusters that must not
+outlive their command, like `lendnet demo`'s; `lendnet cluster up` leaves its running.
 """
 from __future__ import annotations
 
+import ctypes
 import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +41,66 @@ HOST = "127.0.0.1"
 
 class ClusterError(RuntimeError):
     pass
+
+
+class HeldSignals:
+    """`with HeldSignals() as held:` SIGINT and SIGTERM that arrive inside the block are
+    recorded in `held.pending` instead of running their handlers, then re-raised, in
+    order, once the previous handlers are back. Nests. Only the main thread runs Python
+    signal handlers, so elsewhere there is nothing to hold and this does nothing.
+
+    (Not `pthread_sigmask`: a child forked while the mask blocks SIGTERM would inherit the
+    blocked mask through exec, and could then only be stopped with SIGKILL.)"""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __enter__(self) -> "HeldSignals":
+        self.pending: list[int] = []
+        self._saved: list[tuple[int, object]] = []
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._saved.append((sig, signal.signal(sig, self._hold)))
+        return self
+
+    def _hold(self, signum, frame) -> None:
+        self.pending.append(signum)
+
+    def __exit__(self, *exc) -> None:
+        self._restore(self._saved)
+        for sig in dict.fromkeys(self.pending):
+            signal.raise_signal(sig)
+
+    @classmethod
+    def _restore(cls, saved: list) -> None:
+        # Each restore in a `finally` of the one before: a handler put back first that
+        # raises (a signal caught in between) cannot leave the others held forever.
+        if saved:
+            (sig, handler), rest = saved[0], saved[1:]
+            try:
+                signal.signal(sig, signal.SIG_DFL if handler is None else handler)
+            finally:
+                cls._restore(rest)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent():
+    """A preexec_fn asking the kernel to SIGTERM the child when this process (its
+    spawning thread) dies; None where that is not available (not Linux)."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl     # looked up before the fork
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def preexec() -> None:
+        if prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0) == 0 \
+                and os.getppid() != parent:
+            os._exit(1)            # the parent died before the request took: go with it
+    return preexec
 
 
 def free_ports(n: int) -> list[int]:
@@ -87,9 +156,11 @@ class Member:
 
 
 class Cluster:
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, tied: bool = False):
+        """`tied`: the nodes die with this process, even if it is SIGKILLed (Linux)."""
         self.root = Path(root)
         self.file = self.root / "cluster.json"
+        self.tied = tied
         self._procs: dict[str, subprocess.Popen] = {}   # what this object started
 
     # --- what is on disk ---------------------------------------------------------------
@@ -152,9 +223,9 @@ class Cluster:
             H.write_config(m.home, H.NodeConfig(host, port, peers, admin))
         try:
             for m in members:
-                self._spawn(m, (extra_args or {}).get(m.name, []))
-            self._procs = {m.name: m.proc for m in members}
-            self._save(members)
+                with HeldSignals():       # on disk before an interruption can end us
+                    self._spawn(m, (extra_args or {}).get(m.name, []))
+                    self._save(members)
             self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= 1
                                         for m in members), wait_s, members)
         except BaseException:
@@ -171,17 +242,23 @@ class Cluster:
         return []
 
     def _spawn(self, m: Member, extra: list[str]) -> None:
+        """Start m's process and record it in self._procs, which `down` always covers;
+        an interruption in between is held until it is recorded."""
+        preexec = _die_with_parent() if self.tied else None
         log = open(m.home / "node.log", "ab")
         try:
-            m.proc = subprocess.Popen(
-                [*self.prefix(m), sys.executable, "-m", "cli.main", "node", "start",
-                 "--home", str(m.home),
-                 "--log-format", "json", *extra],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                start_new_session=True, cwd=str(Path(__file__).resolve().parent.parent))
+            with HeldSignals():
+                m.proc = subprocess.Popen(
+                    [*self.prefix(m), sys.executable, "-m", "cli.main", "node", "start",
+                     "--home", str(m.home),
+                     "--log-format", "json", *extra],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True, preexec_fn=preexec,
+                    cwd=str(Path(__file__).resolve().parent.parent))
+                m.pid = m.proc.pid
+                self._procs[m.name] = m.proc
         finally:
             log.close()
-        m.pid = m.proc.pid
 
     def start_member(self, name: str, extra: list[str] = ()) -> Member:
         """(Re)start one stopped member on its recorded port."""
@@ -189,9 +266,9 @@ class Cluster:
         m = next(x for x in members if x.name == name)
         if m.alive():
             raise ClusterError(f"{name} is already running (pid {m.pid})")
-        self._spawn(m, list(extra))
-        self._procs[name] = m.proc
-        self._save(members)
+        with HeldSignals():
+            self._spawn(m, list(extra))
+            self._save(members)
         return m
 
     def kill_member(self, name: str, sig: int = signal.SIGKILL) -> Member:
@@ -221,24 +298,31 @@ class Cluster:
         raise ClusterError(f"the cluster did not get there within {wait_s:.0f} s")
 
     def down(self, members: list[Member] | None = None, grace_s: float = 10.0) -> list[str]:
-        """Stop every process this cluster started (only those); return their names."""
-        members = members if members is not None else self.members()
-        ours = [m for m in members if m.alive()]
-        for m in ours:
-            os.kill(m.pid, signal.SIGTERM)
-        deadline = time.monotonic() + grace_s
-        while time.monotonic() < deadline and any(m.alive() for m in ours):
+        """Stop every process this cluster started (only those); return their names.
+        SIGINT/SIGTERM wait until it is done; one arriving during the grace period
+        SIGKILLs what is left at once."""
+        with HeldSignals() as held:
+            members = members if members is not None else self.members()
+            known = {m.pid for m in members if m.pid}
+            unlisted = [Member(name, self.root / name, proc.pid, proc=proc)
+                        for name, proc in self._procs.items() if proc.pid not in known]
+            ours = [m for m in members + unlisted if m.alive()]
+            for m in ours:
+                os.kill(m.pid, signal.SIGTERM)
+            deadline = time.monotonic() + grace_s
+            while time.monotonic() < deadline and not held.pending \
+                    and any(m.alive() for m in ours):
+                self._reap(ours)
+                time.sleep(0.05)
+            for m in ours:
+                if m.alive():
+                    os.kill(m.pid, signal.SIGKILL)
             self._reap(ours)
-            time.sleep(0.05)
-        for m in ours:
-            if m.alive():
-                os.kill(m.pid, signal.SIGKILL)
-        self._reap(ours)
-        for m in members:
-            m.pid = None
-        if self.file.exists() or members:
-            self._save(members)
-        return [m.name for m in ours]
+            for m in members:
+                m.pid = None
+            if self.file.exists() or members:
+                self._save(members)
+            return [m.name for m in ours]
 
     @staticmethod
     def _reap(members: list[Member]) -> None:
