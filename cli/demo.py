@@ -5,12 +5,18 @@ chain days), creates a lender and two borrowers, and runs one loan to full repay
 one to default with its collateral seized — every step a signed transaction committed by
 consensus. It then reads the final balances, scores and collateral from every node,
 checks they are identical, and stops the cluster it started.
+
+Interrupted at any moment — Ctrl-C or SIGTERM, even while the cluster is starting — it
+stops the cluster, prints one line and exits 130 (SIGINT) or 143 (SIGTERM); `--keep`
+does not apply then. The nodes are also tied to the demo's process: if it dies without
+cleaning up (SIGKILL), the kernel sends them SIGTERM (Linux).
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -66,6 +72,27 @@ def _wallets(names: list[str]) -> dict[str, keys.Keypair]:
 def demo(nodes, keep, as_json):
     """Run a lender and two borrowers through a loan repaid in full and a loan that
     defaults, on a fresh local cluster; check every node ends in the same state."""
+    caught: list[int] = []
+
+    def interrupt(signum, frame):
+        if caught:
+            return                # already unwinding: let the cleanup finish
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        _demo(nodes, keep, as_json)
+    except KeyboardInterrupt:
+        caught.append(signal.SIGINT)                   # (in case it was raised otherwise)
+        click.echo("interrupted: cluster stopped", err=True)
+        raise SystemExit(128 + caught[0])
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def _demo(nodes, keep, as_json):
     t0 = time.monotonic()
     step = [0]
 
@@ -76,24 +103,29 @@ def demo(nodes, keep, as_json):
 
     work = Path(tempfile.mkdtemp(prefix="lendnet-demo-"))
     os.environ["LENDNET_WALLETS"] = str(work / "wallets")
-    cluster = Cluster(work / "cluster")
-    try:
-        members = cluster.up(nodes, wait_s=60, params=DEMO_PARAMS)
-    except ClusterError as e:
-        raise click.ClickException(f"cannot start the demo cluster: {e}")
-    try:
+    cluster = Cluster(work / "cluster", tied=not keep)
+    members = None
+    try:                  # from the first spawn on: whatever happens, `finally` stops it
+        try:
+            members = cluster.up(nodes, wait_s=60, params=DEMO_PARAMS)
+        except ClusterError as e:
+            raise click.ClickException(f"cannot start the demo cluster: {e}")
         apis = [NodeClient(m.api, timeout=10) for m in members]
         say(f"{nodes} validators committing on " + ", ".join(m.api for m in members))
         result = _run(Demo(apis[0], apis[0].status()["chain_id"], say), apis, say)
     except (ApiError, OSError, TimeoutError) as e:
         raise click.ClickException(f"the demo failed: {e}")
+    except KeyboardInterrupt:
+        members = keep = None                          # stop it, and say so only once
+        raise
     finally:
-        if keep:
+        if keep and members:
             click.echo(f"cluster left running: lendnet cluster down --home {work / 'cluster'}",
                        err=True)
         else:
             cluster.down()
-            say("cluster stopped")
+            if members:
+                say("cluster stopped")
     result["seconds"] = round(time.monotonic() - t0, 1)
     if as_json:
         click.echo(json.dumps(result, indent=2))
