@@ -69,7 +69,7 @@ def init(home, host, port, peers, chain_id, genesis_file, as_json):
 def start(home, log_format, log_level, byzantine, quorum_override):
     """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
     from node.daemon import run           # the daemon's imports only when one is run
-    from node.sqlstore import StoreError
+    from node.store import StoreError
     try:
         run(home, log_format, log_level, byzantine, quorum_override)
     except (H.HomeError, StoreError) as e:

@@ -41,3 +41,30 @@ class Evidence:
 @dataclass(frozen=True)
 class Timer:
     at: int             # the replica's next deadline (ms); the shell ticks it then
+
+
+@dataclass(frozen=True)
+class Refused:
+    """A proposal this replica will not vote for: counted and logged by the shell (a
+    refused proposal is unfinished work, so it also leads to a view change)."""
+    view: int
+    height: int
+    proposer: int
+    reason: str         # a short code: time-ahead, time-behind, exec-root, txs, too-big ...
+    detail: str = ""
+
+
+@dataclass(frozen=True)
+class ViewChange:
+    """This replica gave up on view `old` and asks for view `new`, because of `reason`."""
+    old: int
+    new: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class ViewEntered:
+    """A NEW-VIEW started view `view` here; `carried` blocks came over from earlier views."""
+    view: int
+    primary: int
+    carried: int

@@ -10,6 +10,19 @@ header commits to the previous block, the transactions, the proposer's chain tim
 state root after the last height the proposer had executed (`exec_height`), so pipelined
 proposals need no speculative execution while any divergence is still caught within a
 few blocks.
+
+A PROPOSE signs the block's header only: the header commits to the transactions through
+`txs_root`, so the transactions travel beside the signed body ({"body", "sig", "txs"})
+and the same signed proposal can also travel without them ({"body", "sig"}): relayed to
+the other replicas, carried as the proof in a VIEW-CHANGE, kept as evidence. That is
+what keeps every consensus message but a PROPOSE (and a BLOCKS answer) small whatever
+the transactions; a replica that holds a proposal's header but not its transactions
+asks a peer for them (GETBLOCK).
+
+Sizes: a block's transactions are bounded by count and bytes (`Config.max_block_txs`,
+`Config.max_block_bytes`, within the hard limits here); every other message is bounded
+by the validator count and the window, and `newview_bytes_bound` shows the largest of
+them, a NEW-VIEW, fits in one message (checked for every genesis).
 """
 from __future__ import annotations
 
@@ -19,11 +32,16 @@ from ledger import codec, keys
 
 MAX_MSG_BYTES = 4 * 1024 * 1024
 MAX_BLOCK_TXS = 2_000
+MAX_BLOCK_BYTES = 3 * 1024 * 1024    # transactions' bytes in a block: a PROPOSE, or a block
+                                     # with its certificate, stays under MAX_MSG_BYTES
+MAX_VALIDATORS = 64
+MAX_WINDOW = 128
 SIG_DOMAIN = b"lendnet/consensus\x00"
 
 PROPOSE, PREPARE, COMMIT, CHECKPOINT = "propose", "prepare", "commit", "checkpoint"
 VIEWCHANGE, NEWVIEW, FETCH, BLOCKS = "viewchange", "newview", "fetch", "blocks"
-TYPES = (PROPOSE, PREPARE, COMMIT, CHECKPOINT, VIEWCHANGE, NEWVIEW, FETCH, BLOCKS)
+GETBLOCK = "getblock"
+TYPES = (PROPOSE, PREPARE, COMMIT, CHECKPOINT, VIEWCHANGE, NEWVIEW, FETCH, BLOCKS, GETBLOCK)
 
 
 class MessageError(ValueError):
@@ -82,6 +100,21 @@ def encode(msg: dict) -> bytes:
     return codec.pack_canonical(msg)
 
 
+def with_txs(msg: dict, txs: list) -> dict:
+    """A signed PROPOSE with its block's transactions beside the signed header."""
+    return {"body": msg["body"], "sig": msg["sig"], "txs": txs}
+
+
+def signed_part(msg: dict) -> dict:
+    """The signed message alone (a PROPOSE without its transactions)."""
+    return {"body": msg["body"], "sig": msg["sig"]} if len(msg) > 2 else msg
+
+
+def block_of(msg: dict) -> dict:
+    """The block a PROPOSE that carries its transactions proposes."""
+    return {"header": msg["body"]["header"], "txs": msg["txs"]}
+
+
 # --- shape checks: everything from a peer is checked before it is looked at ----------------
 
 def _is_int(v, lo=0, hi=2**62):
@@ -111,12 +144,23 @@ def check_block(block) -> None:
     if type(block) is not dict or set(block) != {"header", "txs"}:
         raise MessageError("a block is a map of 'header' and 'txs'")
     check_header(block["header"])
-    txs = block["txs"]
+    check_txs(block["txs"], block["header"])
+
+
+def check_txs(txs, header: dict) -> None:
+    """A block's transactions: bounded in count and bytes, and the header's."""
     if type(txs) is not list or len(txs) > MAX_BLOCK_TXS or any(type(t) is not bytes
                                                                for t in txs):
         raise MessageError(f"block txs must be a list of at most {MAX_BLOCK_TXS} byte strings")
-    if txs_root(txs) != block["header"]["txs_root"]:
+    if txs_bytes(txs) > MAX_BLOCK_BYTES:
+        raise MessageError(f"block txs are over the {MAX_BLOCK_BYTES}-byte limit")
+    if txs_root(txs) != header["txs_root"]:
         raise MessageError("block txs do not match the header's txs_root")
+
+
+def txs_bytes(raw_txs: list[bytes]) -> int:
+    """What a block's transactions weigh against max_block_bytes."""
+    return sum(map(len, raw_txs))
 
 
 def txs_root(raw_txs: list[bytes]) -> bytes:
@@ -134,12 +178,14 @@ def _check_vote_list(v, validators, t, *, allow_empty=False):
     if type(v) is not list or (not v and not allow_empty) or len(v) > 4 * validators.n:
         raise MessageError(f"{t}: certificate must be a list of signed messages")
     for m in v:
-        check_message(m, validators)
+        check_message(m, validators, nested=True)
 
 
-def check_message(msg, validators: Validators) -> dict:
-    """Check shape and signature; return the body. Raises MessageError."""
-    if type(msg) is not dict or set(msg) != {"body", "sig"}:
+def check_message(msg, validators: Validators, *, nested: bool = False) -> dict:
+    """Check shape and signature; return the body. Raises MessageError. A PROPOSE may
+    carry its block's transactions, unless it is `nested` in another message (as a
+    VIEW-CHANGE's proof), where only the signed header belongs."""
+    if type(msg) is not dict or set(msg) - {"txs"} != {"body", "sig"}:
         raise MessageError("a message is a map of 'body' and 'sig'")
     body, sig = msg["body"], msg["sig"]
     if type(body) is not dict or type(sig) is not bytes or len(sig) != keys.SIG_LEN:
@@ -158,27 +204,33 @@ def check_message(msg, validators: Validators) -> dict:
         raise MessageError(f"{t}: bad height")
     if "d" in fields and not _is_hash(body["d"]):
         raise MessageError(f"{t}: bad block hash")
+    if "txs" in msg and (t != PROPOSE or nested):
+        raise MessageError(f"{t}: only a PROPOSE on its own carries transactions")
     if t == PROPOSE:
-        check_block(body["block"])
-        if body["block"]["header"]["height"] != body["h"]:
+        check_header(body["header"])
+        if body["header"]["height"] != body["h"]:
             raise MessageError("propose: height differs from the block's")
+        if "txs" in msg:
+            check_txs(msg["txs"], body["header"])
     elif t == CHECKPOINT and not _is_hash(body["root"]):
         raise MessageError("checkpoint: bad state root")
     elif t == VIEWCHANGE:
         if not _is_int(body["e"], 0):
             raise MessageError("viewchange: bad executed height")
         _check_vote_list(body["checkpoint"], validators, t, allow_empty=True)
-        if type(body["prepared"]) is not list or len(body["prepared"]) > 1024:
+        if type(body["prepared"]) is not list or len(body["prepared"]) > MAX_WINDOW:
             raise MessageError("viewchange: prepared must be a list")
         for cert in body["prepared"]:
             if type(cert) is not list or len(cert) != 2:
                 raise MessageError("viewchange: a prepared certificate is [propose, prepares]")
-            check_message(cert[0], validators)
+            check_message(cert[0], validators, nested=True)
             _check_vote_list(cert[1], validators, t)
     elif t == NEWVIEW:
         _check_vote_list(body["vcs"], validators, t)
     elif t == FETCH and not (_is_int(body["from_h"], 1) and _is_int(body["count"], 1, 256)):
         raise MessageError("fetch: bad range")
+    elif t == GETBLOCK and not _is_hash(body["d"]):
+        raise MessageError("getblock: bad block hash")
     elif t == BLOCKS:
         if type(body["blocks"]) is not list or len(body["blocks"]) > 256:
             raise MessageError("blocks: must be a list of at most 256 entries")
@@ -193,7 +245,7 @@ def check_message(msg, validators: Validators) -> dict:
 
 
 _FIELDS = {
-    PROPOSE: {"v", "h", "block"},
+    PROPOSE: {"v", "h", "header"},
     PREPARE: {"v", "h", "d"},
     COMMIT: {"v", "h", "d"},
     CHECKPOINT: {"h", "d", "root"},
@@ -202,6 +254,7 @@ _FIELDS = {
     NEWVIEW: {"v", "vcs"},
     FETCH: {"from_h", "count"},
     BLOCKS: {"blocks"},
+    GETBLOCK: {"h", "d"},          # the transactions of the block with hash d at height h
 }
 
 
@@ -213,6 +266,28 @@ def decode(raw: bytes, validators: Validators) -> dict:
         raise MessageError(f"undecodable message: {e}") from None
     check_message(msg, validators)
     return msg
+
+
+def newview_bytes_bound(n: int, window: int) -> int:
+    """The largest NEW-VIEW that honest replicas build for n validators and this window:
+    2f+1 VIEW-CHANGEs, each with a stable checkpoint's proof (2f+1 CHECKPOINTs) and a
+    prepared certificate (signed header, 2f+1 PREPAREs) for every height of the window.
+    Built with every field at its widest, so it is an upper bound; a VIEW-CHANGE that
+    carries more than this shape allows is refused (replica._valid_viewchange)."""
+    q = 2 * ((n - 1) // 3) + 1
+    big, h32, sig = 2**62, b"\xff" * 32, b"\xff" * 64
+
+    def msg(body: dict) -> dict:
+        return {"body": dict(body, r=1023), "sig": sig}
+
+    header = {"height": big, "prev": h32, "time": big, "proposer": 1023, "txs_root": h32,
+              "exec_height": big, "exec_root": h32}
+    cert = [msg({"t": PROPOSE, "v": big, "h": big, "header": header}),
+            [msg({"t": PREPARE, "v": big, "h": big, "d": h32})] * q]
+    proof = [msg({"t": CHECKPOINT, "h": big, "d": h32, "root": h32})] * q
+    vc = msg({"t": VIEWCHANGE, "v": big, "h": big, "e": big, "checkpoint": proof,
+              "prepared": [cert] * window})
+    return len(codec.encode(msg({"t": NEWVIEW, "v": big, "vcs": [vc] * q})))
 
 
 def cert_signers(cert: list, t: str, v: int | None, h: int, d: bytes) -> set[int]:

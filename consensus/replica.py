@@ -7,10 +7,11 @@ with every event and carries out the effects (consensus/effects.py). The applica
     app.height                      last executed height
     app.block_hash(h), app.root_at(h), app.header_at(h)   for recent executed heights
     app.get_block(h) -> (block, cert) | None              for catch-up
-    app.make_txs(height, max_txs, exclude) -> [raw tx]    the primary's batch
+    app.make_txs(height, max_txs, max_bytes, exclude) -> [raw tx]   the primary's batch
     app.check_txs(raw_txs, in_flight) -> error | None     validity before voting
     app.execute(height, block, cert) -> state_root        apply a committed block
     app.has_pending() -> bool                             client work not yet committed
+    app.pending_count() -> int                            transactions waiting
 
 Protocol (PBFT with chained, view-independent blocks):
 - The primary of view v proposes height h; a replica that accepts it sends PREPARE. It
@@ -25,13 +26,28 @@ Protocol (PBFT with chained, view-independent blocks):
 - Every K heights replicas sign a CHECKPOINT (height, block hash, state root); 2f+1 make
   it stable, everything at or below it is forgotten, and a replica that sees itself
   behind fetches blocks with their certificates from a peer.
+
+Liveness: no stall is silent. A replica with work the current view has not finished —
+client transactions waiting, a proposal not committed (refused ones included), or, on a
+chain with empty blocks, no block for longer than the primary's idle interval — asks for
+the next view once the view timeout passes without a committed block. Every refusal and
+every view change leaves as an effect (`Refused`, `ViewChange`, `ViewEntered`) that the
+shell counts and logs.
+
+Chain time follows the proposer's clock, checked against the replica's own in real
+milliseconds (as CometBFT's proposer-based timestamps do), never in chain seconds: a
+new proposal's time may be at most `clock_skew_ms` ahead of the replica's clock when it
+judges it, and at most `clock_skew_ms + msg_delay_ms` behind its clock when it arrived,
+both scaled to chain time; and never before its parent's. So clocks need agree only to
+within `clock_skew_ms`, whatever `time_scale` is. See docs/CONSENSUS.md.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from . import messages as M
-from .effects import Broadcast, Committed, Evidence, Persist, Send, Timer
+from .effects import (Broadcast, Committed, Evidence, Persist, Refused, Send, Timer,
+                      ViewChange, ViewEntered)
 
 
 @dataclass
@@ -42,10 +58,12 @@ class Config:
     window: int = 64                   # heights accepted above the stable checkpoint
     pipeline: int = 4                  # proposals in flight beyond the executed height
     max_block_txs: int = 500
+    max_block_bytes: int = 1 << 20     # the transactions' bytes in one block
     batch_delay_ms: int = 20           # wait this long for a fuller batch
     empty_block_ms: int = 0            # idle primary proposes an empty block; 0 = never
     view_timeout_ms: int = 1_000       # no progress on known work this long: view change
-    max_future_skew_s: int = 30        # a block may be this far ahead of our chain clock
+    clock_skew_ms: int = 1_000         # honest validators' clocks differ by at most this
+    msg_delay_ms: int = 15_000         # a proposal may arrive this late and still be timely
     time_scale: int = 1                # chain seconds per real second (dev: accelerated)
     fetch_timeout_ms: int = 500
 
@@ -53,24 +71,72 @@ class Config:
         return self.genesis_time + max(0, now_ms - self.genesis_time * 1000) \
             * self.time_scale // 1000
 
+    def check(self) -> None:
+        """Raise ValueError naming the parameter if this configuration cannot work (or
+        would let a consensus message outgrow the message limit)."""
+        n = self.validators.n
+        limits = {"checkpoint_interval": (1, self.window), "window": (1, M.MAX_WINDOW),
+                  "pipeline": (1, self.window), "max_block_txs": (1, M.MAX_BLOCK_TXS),
+                  "max_block_bytes": (32 * 1024, M.MAX_BLOCK_BYTES),
+                  "batch_delay_ms": (0, 60_000), "empty_block_ms": (0, 3_600_000),
+                  "view_timeout_ms": (10, 600_000), "clock_skew_ms": (0, 3_600_000),
+                  "msg_delay_ms": (0, 3_600_000), "time_scale": (1, 10**7),
+                  "fetch_timeout_ms": (10, 600_000)}
+        for name, (lo, hi) in limits.items():
+            v = getattr(self, name)
+            if type(v) is not int or not lo <= v <= hi:
+                raise ValueError(f"consensus parameter {name} must be an integer from "
+                                 f"{lo} to {hi} (is {v!r})")
+        if not 1 <= n <= M.MAX_VALIDATORS:
+            raise ValueError(f"a chain has 1 to {M.MAX_VALIDATORS} validators (has {n})")
+        worst = M.newview_bytes_bound(n, self.window)
+        if worst > M.MAX_MSG_BYTES:
+            raise ValueError(f"with {n} validators and a window of {self.window} a NEW-VIEW "
+                             f"could reach {worst} bytes, over the {M.MAX_MSG_BYTES}-byte "
+                             f"message limit: use a smaller window")
+
 
 FETCH_BLOCKS = 64         # blocks asked for at once when catching up
-MAX_FUTURE = 4_096       # messages held for views this replica has not entered yet
-MAX_CHECKPOINTS = 8      # unstable checkpoint votes held per replica
-PREPARED = "prepared"    # persisted as ("vote", PREPARED, view, height): [propose, prepares]
+FUTURE_BYTES = 8 << 20    # bytes of messages for later views held per signing replica
+MAX_CHECKPOINTS = 8       # unstable checkpoint votes held per replica
+SERVE_BURST = 2 * M.MAX_MSG_BYTES     # blocks served to one replica at once ...
+SERVE_BYTES_PER_S = 32 << 20          # ... and per second after that
+PREPARED = "prepared"     # persisted as ("vote", PREPARED, view, height): [propose, prepares]
+WAIT = "wait"             # a proposal that cannot be judged yet (not a refusal)
+
+
+class Proposal:
+    """A view's proposal for one height as this replica first saw it."""
+
+    __slots__ = ("msg", "header", "d", "at")
+
+    def __init__(self, msg: dict, header: dict, d: bytes, at: int):
+        self.msg = msg          # the signed PROPOSE without transactions
+        self.header = header
+        self.d = d              # block hash
+        self.at = at            # when it arrived (ms): what timeliness is judged against
 
 
 class Slot:
     """What one height has gathered in the views still relevant."""
 
-    __slots__ = ("proposals", "prepares", "commits", "prepared", "votes")
+    __slots__ = ("proposals", "txs", "refused", "prepares", "commits", "prepared", "votes",
+                 "asked", "asks")
 
     def __init__(self):
-        self.proposals: dict[int, tuple] = {}     # view -> (msg, block, hash)
+        self.proposals: dict[int, Proposal] = {}  # view -> its primary's proposal
+        self.txs: dict[bytes, list] = {}          # block hash -> its transactions
+        self.refused: dict[int, str] = {}         # view -> why its proposal was refused
         self.prepares: dict[tuple, dict] = {}     # (view, hash) -> {replica: msg}
         self.commits: dict[tuple, dict] = {}      # (view, hash) -> {replica: msg}
         self.prepared: tuple | None = None        # (view, hash, propose msg, prepare msgs)
         self.votes: dict[tuple, bytes] = {}       # (type, view, replica) -> hash seen
+        self.asked: int | None = None             # when missing transactions were asked for
+        self.asks = 0
+
+
+class Diverged(RuntimeError):
+    """This replica's executed state differs from what a quorum certified: it must stop."""
 
 
 class Replica:
@@ -86,7 +152,7 @@ class Replica:
         self.view = persisted.get(("view",), 0)
         self.normal = True                         # False while changing view
         low, proof = persisted.get(("checkpoint",), (0, []))
-        self.low, self.low_proof = min(low, app.height), proof
+        self.low, self.low_proof = min(low, app.height), proof[:self.vals.quorum]
         if self.low != low:
             self.low_proof = []
         # my own votes, by (type, view, height): restored so a restart never contradicts them
@@ -97,15 +163,19 @@ class Replica:
         for k in sorted(k for k in persisted if k[0] == "vote" and k[1] == PREPARED):
             (_, _, v, h), (prop, prepares) = k, persisted[k]
             if h > self.low:                      # sorted: the highest view's is kept
-                d = M.block_hash(prop["body"]["block"]["header"])
-                self._slot(h).prepared = (v, d, prop, prepares)
+                d = M.block_hash(prop["body"]["header"])
+                slot = self._slot(h)
+                slot.prepared = (v, d, M.signed_part(prop), prepares)
+                if "txs" in prop:
+                    slot.txs[d] = prop["txs"]
         self.checkpoints: dict[tuple, dict] = {}   # (h, hash, root) -> {replica: msg}
         self.viewchanges: dict[int, dict] = {}     # replica -> its latest VIEWCHANGE
         self.newview_sent: set[int] = set()
         self.newview_msg: dict | None = None       # how this view began, for latecomers
-        self.selection: dict[int, bytes] = {}      # height -> hash the new view must keep
+        self.selection: dict[int, tuple] = {}      # height -> (hash, header) the view keeps
         self.next_h = app.height + 1               # next height to propose (primary)
         self.progress_deadline: int | None = None
+        self.work = ""                             # the unfinished work that deadline is for
         self.vc_deadline: int | None = None
         self.vc_resent = 0
         self.vc_attempts = 0
@@ -120,52 +190,59 @@ class Replica:
         self.fetch_peer = (index + 1) % self.vals.n
         self.reported: set[tuple] = set()
         self.helped: dict[int, int] = {}          # replica -> when blocks were last sent it
+        self.served: dict[int, tuple] = {}        # replica -> (byte budget left, at)
         self.out: list = []
         self.view_changes = 0
-        self.future: dict[int, list] = {}
-        self.future_count = 0
+        self.refusals: dict[str, int] = {}        # reason -> proposals refused for it
+        self.throttled = 0                        # requests for blocks left unanswered
+        # Messages for views not entered yet: (type, view, height, signer) -> (msg, size,
+        # arrival), and the bytes each signer has held.
+        self.future: dict[tuple, tuple] = {}
+        self.future_bytes: dict[int, int] = {}
         if self.view > 0:
             # It may have stopped in the middle of a view change, and it does not keep how
             # the view began (what the NEW-VIEW told it to keep): rather than act in the
             # view unchecked, it asks for it again; a replica already in it answers.
-            self._start_view_change(self.view)
+            self._start_view_change(self.view, "restarted: asking how this view began")
 
     # --- events -----------------------------------------------------------------------
 
-    def deliver(self, msg: dict, now: int) -> list:
-        """A message already decoded and signature-checked (messages.decode)."""
+    def deliver(self, msg: dict, now: int, size: int = 0) -> list:
+        """A message already decoded and signature-checked (messages.decode); `size` is
+        its length on the wire."""
         self.now = now
         b = msg["body"]
         if b["t"] in (M.PROPOSE, M.PREPARE, M.COMMIT) and b["v"] > self.view:
-            # The network may deliver a new view's messages before its NEW-VIEW: keep a
-            # bounded number for the next few views and replay them on entering.
-            if b["v"] <= self.view + 2 and self.future_count < MAX_FUTURE:
-                self.future.setdefault(b["v"], []).append(msg)
-                self.future_count += 1
+            self._hold_future(msg, b, size)
             return self._finish()
-        handler = getattr(self, "_on_" + b["t"])
-        handler(msg, b)
+        if b["t"] == M.PROPOSE:
+            self._on_propose(msg, b, now)
+        else:
+            getattr(self, "_on_" + b["t"])(msg, b)
         return self._finish()
 
     def tick(self, now: int) -> list:
         self.now = now
         self._execute_fetched()
         if self.normal:
-            work = self.app.has_pending() or any(
-                self.slots[h].proposals for h in self.slots if h > self.app.height)
+            work = self._unfinished()
             if not work:
                 self.progress_deadline = None
             elif self.progress_deadline is None:
                 self.progress_deadline = now + self._timeout()
+                self.work = work
             elif now >= self.progress_deadline:
-                self._start_view_change(self.view + 1)
+                self._start_view_change(self.view + 1, f"no block committed in view "
+                                        f"{self.view} for {self._timeout()} ms: {self.work}")
         elif self.vc_deadline is not None and now >= self.vc_deadline:
-            self._start_view_change(self.view + 1)
+            self._start_view_change(self.view + 1, f"the change to view {self.view} did "
+                                    f"not complete in {self._timeout()} ms")
         elif now >= self.vc_resent + self.cfg.view_timeout_ms:
             # A lost NEW-VIEW would strand this replica: keep asking for the view it wants
             # (a replica already in it answers with the NEW-VIEW and its proposals).
             self.vc_resent = now
             self.out.append(Broadcast(self.viewchanges[self.me]))
+        self._ask_for_txs()
         if self.behind_hint > self.app.height:
             if self.behind_since is None:
                 self.behind_since = now           # often it is only the pipeline: wait a little
@@ -187,6 +264,8 @@ class Replica:
         times = [t for t in (self.progress_deadline, self.vc_deadline) if t is not None]
         if not self.normal:
             times.append(self.vc_resent + self.cfg.view_timeout_ms)
+        elif self.progress_deadline is None and self._heartbeat_expected():
+            times.append(self.last_block_at + self.cfg.empty_block_ms)
         if self.is_primary() and self.normal:
             if self.batch_since is not None:
                 times.append(self.batch_since + self.cfg.batch_delay_ms)
@@ -197,10 +276,36 @@ class Replica:
         if self.behind_hint > self.app.height:
             times.append(max(self.fetch_deadline, (self.behind_since or self.now)
                              + self.cfg.fetch_timeout_ms))
+        for h, slot in self.slots.items():
+            if h > self.app.height and self._in_window(h) and \
+                    self._missing_txs(h, slot) is not None:
+                times.append(self.now if slot.asked is None
+                             else slot.asked + self.cfg.fetch_timeout_ms)
         return min(times) if times else self.now + self.cfg.view_timeout_ms
 
     def _timeout(self) -> int:
         return self.cfg.view_timeout_ms << min(self.vc_attempts, 4)
+
+    def _heartbeat_expected(self) -> bool:
+        """On a chain with empty blocks an idle primary still proposes: a replica that is
+        not catching up expects a block at least every `empty_block_ms`."""
+        return bool(self.cfg.empty_block_ms) and self.behind_hint <= self.app.height
+
+    def _unfinished(self) -> str:
+        """Why this view still owes a committed block ('' if it owes none)."""
+        if self.app.has_pending():
+            return "client transactions are waiting"
+        for h in sorted(self.slots):
+            slot = self.slots[h]
+            if h > self.app.height and self.view in slot.proposals:
+                why = slot.refused.get(self.view)
+                return (f"refused the proposal for height {h} ({why})" if why
+                        else f"the proposal for height {h} is not committed")
+        if self._heartbeat_expected() and \
+                self.now >= self.last_block_at + self.cfg.empty_block_ms:
+            return f"no block for {self.now - self.last_block_at} ms (empty blocks are due " \
+                   f"every {self.cfg.empty_block_ms} ms)"
+        return ""
 
     def is_primary(self) -> bool:
         return self.vals.primary(self.view) == self.me
@@ -209,8 +314,10 @@ class Replica:
         body["r"] = self.me
         return M.sign(self.vals.chain_id, self.kp, body)
 
-    def _vote(self, t: str, v: int, h: int, d: bytes, extra: dict | None = None) -> dict | None:
-        """Sign a vote unless it would contradict one this replica already signed."""
+    def _vote(self, t: str, v: int, h: int, d: bytes, extra: dict | None = None,
+              txs: list | None = None) -> dict | None:
+        """Sign a vote unless it would contradict one this replica already signed. A
+        PROPOSE (`extra` holds the header) leaves with its transactions."""
         key = (t, v, h)
         prior = self.my_votes.get(key)
         if prior is not None and prior != d:
@@ -220,8 +327,12 @@ class Replica:
             self.out.append(Persist(("vote", t, v, h), d))
         body = {"t": t, "v": v, "h": h, **(extra or {"d": d})}
         msg = self._sign(body)
-        self.out.append(Broadcast(msg))
-        getattr(self, "_on_" + t)(msg, body)     # my own vote counts like anyone's
+        wire = msg if txs is None else M.with_txs(msg, txs)
+        self.out.append(Broadcast(wire))
+        if t == M.PROPOSE:                       # my own vote counts like anyone's
+            self._on_propose(wire, body, self.now)
+        else:
+            getattr(self, "_on_" + t)(msg, body)
         return msg
 
     def _slot(self, h: int) -> Slot:
@@ -232,6 +343,10 @@ class Replica:
 
     def _in_window(self, h: int) -> bool:
         return self.low < h <= self.low + self.cfg.window
+
+    def _selected(self, h: int) -> bytes | None:
+        sel = self.selection.get(h)
+        return sel and sel[0]
 
     def _note_vote(self, slot: Slot, t: str, v: int, r: int, d: bytes, msg: dict,
                    others: dict) -> bool:
@@ -248,36 +363,86 @@ class Replica:
         slot.votes[(t, v, r)] = d
         return True
 
+    def _refuse(self, h: int, v: int, proposer: int, reason: str, detail: str = "") -> None:
+        self.refusals[reason] = self.refusals.get(reason, 0) + 1
+        self.out.append(Refused(v, h, proposer, reason, detail))
+
+    def _hold_future(self, msg: dict, b: dict, size: int) -> None:
+        """The network may deliver a new view's messages before its NEW-VIEW: keep them
+        for the next two views, one per (type, view, height, signer), at most
+        FUTURE_BYTES per signer, and a PROPOSE only from that view's primary; replay them
+        on entering the view. A proposal over the budget is kept without its
+        transactions (they are asked for later)."""
+        t, v, r = b["t"], b["v"], b["r"]
+        if v > self.view + 2 or not self._in_window(b["h"]) or \
+                (t == M.PROPOSE and r != self.vals.primary(v)):
+            return
+        key = (t, v, b["h"], r)
+        have = self.future.get(key)
+        if have is not None and not (t == M.PROPOSE and "txs" in msg and "txs" not in have[0]
+                                     and have[0]["body"] == b):
+            return                                 # a copy (or a contradiction: evidence
+                                                   # is for when the view is entered)
+        size = size or len(M.encode(msg))
+        held = self.future_bytes.get(r, 0) - (have[1] if have else 0)
+        if held + size > FUTURE_BYTES:
+            if have is not None or "txs" not in msg:
+                return
+            msg = M.signed_part(msg)
+            size = len(M.encode(msg))
+            if held + size > FUTURE_BYTES:
+                return
+        self.future[key] = (msg, size, self.now)
+        self.future_bytes[r] = held + size
+
     # --- normal case ------------------------------------------------------------------
 
-    def _on_propose(self, msg, b):
-        v, h = b["v"], b["h"]
-        block = b["block"]
-        if b["r"] != self.vals.primary(v):
+    def _on_propose(self, msg, b, at: int):
+        v, h, header, r = b["v"], b["h"], b["header"], b["r"]
+        if r != self.vals.primary(v):
             return                                # only the view's primary proposes
         if h <= self.app.height:
-            self._help_behind(b["r"], h)
+            self._help_behind(r, h)
             return
-        if v != self.view or not self._in_window(h):
+        if not self._in_window(h):
             return
-        d = M.block_hash(block["header"])
-        if block["header"]["proposer"] != b["r"] and self.selection.get(h) != d:
-            return                                # a new block names its proposer; only one
-                                                  # the new view carried over names another
+        d = M.block_hash(header)
         slot = self._slot(h)
+        txs = msg.get("txs")
+        if v != self.view:
+            # An earlier view's proposal: the transactions of a block this replica still
+            # needs (one the new view carries over, or one a quorum committed).
+            if txs is not None and d not in slot.txs and self._needs(h, slot, d):
+                slot.txs[d] = txs
+            return
         have = slot.proposals.get(v)
         if have is not None:
-            if have[2] != d:
-                key = ("equivocation", b["r"], v, h)
+            if have.d != d:
+                key = ("equivocation", r, v, h)
                 if key not in self.reported:
                     self.reported.add(key)
-                    self.out.append(Evidence("equivocation", b["r"], (have[0], msg)))
+                    self.out.append(Evidence("equivocation", r, (have.msg, M.signed_part(msg))))
+            elif txs is not None and d not in slot.txs:
+                slot.txs[d] = txs
             return
-        slot.proposals[v] = (msg, block, d)
-        if b["r"] != self.me:
-            # Pass the primary's proposal on once: a lost copy is replaced, and a primary
-            # that sent different blocks to different replicas is seen doing it.
-            self.out.append(Broadcast(msg))
+        signed = M.signed_part(msg)
+        slot.proposals[v] = Proposal(signed, header, d, at)
+        if txs is not None:
+            slot.txs.setdefault(d, txs)
+        elif d not in slot.txs and slot.asked is None:
+            slot.asked = self.now                 # the full copy is likely on its way
+        if r != self.me:
+            # Pass the primary's signed header on once: a primary that sent different
+            # blocks to different replicas is seen doing it, and a replica whose copy was
+            # lost learns there is a block to ask for.
+            self.out.append(Broadcast(signed))
+
+    def _needs(self, h: int, slot: Slot, d: bytes) -> bool:
+        """Does this replica want the transactions of block d at h?"""
+        return (self._selected(h) == d or any(p.d == d for p in slot.proposals.values())
+                or (slot.prepared is not None and slot.prepared[1] == d)
+                or any(dd == d and len(votes) >= self.vals.quorum
+                       for (_, dd), votes in slot.commits.items()))
 
     def _on_prepare(self, msg, b):
         v, h, d = b["v"], b["h"], b["d"]
@@ -305,31 +470,52 @@ class Replica:
             if len(votes) >= self.vals.quorum:
                 self.behind_hint = max(self.behind_hint, h)   # committed: fetch it if need be
 
-    def _acceptable(self, h: int, block: dict) -> bool:
-        """May this replica prepare-vote the block at h in the current view?"""
-        header = block["header"]
+    def _judge(self, h: int, p: Proposal) -> tuple[str, str] | None:
+        """May this replica prepare-vote p, the current view's proposal for h? None if
+        so; (WAIT, '') if it cannot tell yet; else (reason, detail) for a refusal."""
+        header = p.header
+        carried = self._selected(h) == p.d
+        if header["proposer"] != p.msg["body"]["r"] and not carried:
+            # A new block names its proposer; only one the new view carried over names
+            # another.
+            return "proposer", f"the block names validator {header['proposer']} as its " \
+                               f"proposer"
+        txs = self.slots[h].txs.get(p.d)
+        if txs is None:
+            return WAIT, ""                       # asked for (see _ask_for_txs)
         prev_header = self._header_of(h - 1, header["prev"])
         if prev_header is None:
-            return False                          # h-1 not known (yet) in this view
-        if header["time"] < prev_header["time"]:
-            return False                          # chain time never goes backwards
-        limit = self.cfg.chain_time(self.now) + self.cfg.max_future_skew_s
-        if header["time"] > limit:
-            return False                          # proposer's clock runs too far ahead
+            return WAIT, ""                       # h-1 not known (yet) in this view
+        t = header["time"]
+        if t < prev_header["time"]:
+            return "time-before-parent", f"time {t} is before its parent's " \
+                                         f"{prev_header['time']}"
+        if not carried:                           # new: timely, and within the limits
+            cfg = self.cfg
+            ahead = cfg.chain_time(self.now + cfg.clock_skew_ms)
+            if t > ahead:
+                return "time-ahead", f"time {t} is ahead of this replica's clock " \
+                                     f"(latest acceptable {ahead})"
+            behind = cfg.chain_time(p.at - cfg.clock_skew_ms - cfg.msg_delay_ms)
+            if t < behind:
+                return "time-behind", f"time {t} is behind this replica's clock " \
+                                      f"(earliest acceptable {behind})"
+            if len(txs) > cfg.max_block_txs or M.txs_bytes(txs) > cfg.max_block_bytes:
+                return "too-big", f"{len(txs)} transactions of {M.txs_bytes(txs)} bytes"
         eh = header["exec_height"]
-        if eh > self.app.height or eh < h - 2 * self.cfg.window:
-            return False                          # cannot check (yet), or stale
+        if eh > self.app.height:
+            return WAIT, ""
+        if eh < h - 2 * self.cfg.window:
+            return "exec-stale", f"executed height {eh} is too old for height {h}"
         if self.app.root_at(eh) != header["exec_root"]:
-            return False                          # wrong state root: never vote for it
+            return "exec-root", f"state root at {eh} is not this replica's"
         # ... and no transaction may repeat one in a block still in flight below it
         in_flight = []
         for hh in range(self.app.height + 1, h):
             d = self.my_votes.get((M.PREPARE, self.view, hh))
-            for _, b, bd in self.slots[hh].proposals.values():
-                if bd == d:
-                    in_flight.extend(b["txs"])
-                    break
-        return self.app.check_txs(block["txs"], in_flight) is None
+            in_flight.extend(self.slots[hh].txs.get(d, ()))
+        err = self.app.check_txs(txs, in_flight)
+        return None if err is None else ("txs", err)
 
     def _header_of(self, h: int, want: bytes):
         """Header of the block at h with hash `want`, if this replica may build on it."""
@@ -340,10 +526,22 @@ class Replica:
         slot = self.slots.get(h)
         if slot is None or self.my_votes.get((M.PREPARE, self.view, h)) != want:
             return None
-        for _, block, d in slot.proposals.values():
-            if d == want:
-                return block["header"]
-        return None
+        return self._header_for(slot, h, want)
+
+    def _header_for(self, slot: Slot, h: int, d: bytes) -> dict | None:
+        """The header of block d at h, from any proposal, certificate or selection."""
+        signed = self._signed_header(slot, h, d)
+        return signed and signed["body"]["header"]
+
+    def _signed_header(self, slot: Slot, h: int, d: bytes) -> dict | None:
+        """A signed PROPOSE of block d at h (any view), without transactions."""
+        for p in slot.proposals.values():
+            if p.d == d:
+                return p.msg
+        if slot.prepared is not None and slot.prepared[1] == d:
+            return slot.prepared[2]
+        sel = self.selection.get(h)
+        return sel[2] if sel is not None and sel[0] == d else None
 
     def _progress(self) -> None:
         """Advance every height in flight as far as the messages gathered allow."""
@@ -356,29 +554,37 @@ class Replica:
                         changed |= self._advance(h)
             changed |= self._execute_ready()
             if self.normal and self.is_primary():
-                changed |= self._maybe_propose()
+                changed |= self._repropose() or self._maybe_propose()
 
     def _advance(self, h: int) -> bool:
         v = self.view
         slot = self.slots[h]
         acted = False
         prop = slot.proposals.get(v)
-        if prop is not None and h in self.selection and self.selection[h] != prop[2]:
+        sel = self._selected(h)
+        if prop is not None and sel is not None and sel != prop.d:
             prop = None                           # the new view must keep what it selected
-        if prop is not None and (M.PREPARE, v, h) not in self.my_votes:
-            if self._acceptable(h, prop[1]):
-                self._vote(M.PREPARE, v, h, prop[2])
+        if prop is not None and (M.PREPARE, v, h) not in self.my_votes \
+                and v not in slot.refused:
+            verdict = self._judge(h, prop)
+            if verdict is None:
+                self._vote(M.PREPARE, v, h, prop.d)
                 acted = True
+            elif verdict[0] != WAIT:
+                slot.refused[v] = verdict[0]
+                self._refuse(h, v, prop.msg["body"]["r"], *verdict)
         mine = self.my_votes.get((M.PREPARE, v, h))
         if mine is not None and prop is not None and (slot.prepared is None
                                                       or slot.prepared[0] < v):
             votes = slot.prepares.get((v, mine), {})
             if len(votes) >= self.vals.quorum:
-                slot.prepared = (v, mine, prop[0], list(votes.values()))
+                cert = [votes[r] for r in sorted(votes)[:self.vals.quorum]]
+                slot.prepared = (v, mine, prop.msg, cert)
                 # Durable before the COMMIT it allows: after a restart a VIEWCHANGE must
-                # still carry it, or a block committed elsewhere could be replaced.
+                # still carry it, or a block committed elsewhere could be replaced; with
+                # the transactions, so that this replica can still propose it again.
                 self.out.append(Persist(("vote", PREPARED, v, h),
-                                        [prop[0], slot.prepared[3]]))
+                                        [M.with_txs(prop.msg, slot.txs[mine]), cert]))
                 acted = True
         if (slot.prepared is not None and slot.prepared[0] == v
                 and (M.COMMIT, v, h) not in self.my_votes and self._prev_prepared(h)):
@@ -403,10 +609,11 @@ class Replica:
             return None
         prev = self.app.block_hash(h - 1) if h > 1 else M.GENESIS_HASH
         for (v, d), votes in slot.commits.items():
-            if len(votes) >= self.vals.quorum:
-                for _, block, bd in slot.proposals.values():
-                    if bd == d and block["header"]["prev"] == prev:
-                        return block, sorted(votes.values(), key=lambda m: m["body"]["r"])
+            if len(votes) >= self.vals.quorum and d in slot.txs:
+                header = self._header_for(slot, h, d)
+                if header is not None and header["prev"] == prev:
+                    return ({"header": header, "txs": slot.txs[d]},
+                            sorted(votes.values(), key=lambda m: m["body"]["r"]))
         return None
 
     def _execute_ready(self) -> bool:
@@ -432,6 +639,19 @@ class Replica:
             self.out.append(Broadcast(msg))
             self._on_checkpoint(msg, msg["body"])
 
+    def _repropose(self) -> bool:
+        """As the new view's primary, propose again each block the NEW-VIEW carried over,
+        once its transactions are here (asked for if not)."""
+        for h in sorted(self.selection):
+            d, header, _ = self.selection[h]
+            slot = self._slot(h)
+            if h <= self.app.height or self.view in slot.proposals or d not in slot.txs:
+                continue
+            if self._vote(M.PROPOSE, self.view, h, d, {"header": header},
+                          slot.txs[d]) is not None:
+                return True
+        return False
+
     def _maybe_propose(self) -> bool:
         h = self.next_h
         if h > self.app.height + self.cfg.pipeline or h > self.low + self.cfg.window:
@@ -446,41 +666,94 @@ class Replica:
         prev_header = prev_hash and self._header_of(h - 1, prev_hash)
         if prev_header is None:
             return False
+        cfg = self.cfg
         if self.batch_since is not None and self.now < self.batch_since + \
-                self.cfg.batch_delay_ms and self.app.pending_count() < self.cfg.max_block_txs:
+                cfg.batch_delay_ms and self.app.pending_count() < cfg.max_block_txs:
             return False                          # still gathering this batch
         exclude = set()
         for hh in range(self.app.height + 1, h):
             slot = self.slots.get(hh)
             prop = slot and slot.proposals.get(self.view)
             if prop:
-                exclude.update(prop[1]["txs"])
-        txs = self.app.make_txs(h, self.cfg.max_block_txs, exclude)
+                exclude.update(slot.txs.get(prop.d, ()))
+        txs = self.app.make_txs(h, cfg.max_block_txs, cfg.max_block_bytes, exclude)
         if not txs:
             self.batch_since = None
-            idle = self.cfg.empty_block_ms and self.now >= self.last_block_at + \
-                self.cfg.empty_block_ms and h == self.app.height + 1
+            idle = cfg.empty_block_ms and self.now >= self.last_block_at + \
+                cfg.empty_block_ms and h == self.app.height + 1
             if not idle:
                 return False
-        elif len(txs) < self.cfg.max_block_txs:
+        elif len(txs) < cfg.max_block_txs:
             if self.batch_since is None:
                 self.batch_since = self.now
-            if self.now < self.batch_since + self.cfg.batch_delay_ms:
+            if self.now < self.batch_since + cfg.batch_delay_ms:
                 return False
         self.batch_since = None
         eh = self.app.height
         header = {"height": h, "prev": prev_hash,
-                  "time": max(self.cfg.chain_time(self.now), prev_header["time"]),
+                  "time": max(cfg.chain_time(self.now), prev_header["time"]),
                   "proposer": self.me, "txs_root": M.txs_root(txs), "exec_height": eh,
                   "exec_root": self.app.root_at(eh)}
-        block = {"header": header, "txs": txs}
         d = M.block_hash(header)
-        msg = self._vote(M.PROPOSE, self.view, h, d, {"block": block})
-        if msg is None:
+        if self._vote(M.PROPOSE, self.view, h, d, {"header": header}, txs) is None:
             return False
         self.last_block_at = self.now
         self.next_h = h + 1
-        self._slot(h).proposals[self.view] = (msg, block, d)
+        return True
+
+    # --- transactions of a block known by its header ------------------------------------
+
+    def _missing_txs(self, h: int, slot: Slot) -> bytes | None:
+        """The block at h whose transactions this replica needs and lacks: the one the
+        new view carries over, the current view's proposal, or one a quorum committed."""
+        wanted = [self._selected(h)] if self.is_primary() else []
+        prop = slot.proposals.get(self.view)
+        if prop is not None and self.view not in slot.refused:
+            wanted.append(prop.d)
+        wanted += [d for (_, d), votes in slot.commits.items()
+                   if len(votes) >= self.vals.quorum]
+        return next((d for d in wanted if d is not None and d not in slot.txs), None)
+
+    def _ask_for_txs(self) -> None:
+        for h in sorted(self.slots):
+            slot = self.slots[h]
+            if h <= self.app.height or not self._in_window(h):
+                continue
+            d = self._missing_txs(h, slot)
+            if d is None or (slot.asked is not None
+                             and self.now < slot.asked + self.cfg.fetch_timeout_ms):
+                continue
+            # Those known to hold it: the primaries that proposed it, then its voters.
+            holders = [p.msg["body"]["r"] for p in slot.proposals.values() if p.d == d]
+            for votes in (slot.prepares, slot.commits):
+                holders += [r for (_, dd), rs in votes.items() if dd == d for r in sorted(rs)]
+            holders = [r for r in dict.fromkeys(holders) if r != self.me] or \
+                [r for r in range(self.vals.n) if r != self.me]
+            slot.asked = self.now
+            slot.asks += 1
+            peer = holders[slot.asks % len(holders)]
+            self.out.append(Send(peer, self._sign({"t": M.GETBLOCK, "h": h, "d": d})))
+
+    def _on_getblock(self, msg, b):
+        h, d, r = b["h"], b["d"], b["r"]
+        if h <= self.app.height:
+            self._on_fetch(None, {"r": r, "from_h": h, "count": 1})
+            return
+        slot = self.slots.get(h)
+        signed = slot and d in slot.txs and self._signed_header(slot, h, d)
+        if signed and self._may_serve(r, M.txs_bytes(slot.txs[d])):
+            self.out.append(Send(r, M.with_txs(signed, slot.txs[d])))
+
+    def _may_serve(self, r: int, cost: int) -> bool:
+        """Blocks served to replica r are limited in bytes (a burst, then a rate), so a
+        replayed or hostile request cannot buy a stream of answers."""
+        left, at = self.served.get(r, (SERVE_BURST, self.now))
+        left = min(SERVE_BURST, left + max(0, self.now - at) * SERVE_BYTES_PER_S // 1000)
+        if r == self.me or left <= 0:
+            self.served[r] = (left, self.now)
+            self.throttled += 1
+            return False
+        self.served[r] = (left - max(cost, 1024), self.now)
         return True
 
     # --- checkpoints and garbage collection --------------------------------------------
@@ -507,9 +780,12 @@ class Replica:
             self.behind_hint = max(self.behind_hint, h)
             return
         mine = (self.app.block_hash(h), self.app.root_at(h))
-        assert mine == (b["d"], b["root"]), \
-            f"replica {self.me} diverged from a quorum at height {h}"
-        self._stabilise(h, list(votes.values()))
+        if mine != (b["d"], b["root"]):
+            raise Diverged(f"replica {self.me} diverged from a quorum at height {h}: it "
+                           f"has block {mine[0].hex()[:16]} / state {mine[1].hex()[:16]}, "
+                           f"2f+1 replicas signed {b['d'].hex()[:16]} / "
+                           f"{b['root'].hex()[:16]}")
+        self._stabilise(h, [votes[r] for r in sorted(votes)[:self.vals.quorum]])
 
     def _stabilise(self, h: int, proof: list) -> None:
         self.low, self.low_proof = h, proof
@@ -520,13 +796,21 @@ class Replica:
             del self.checkpoints[k]
         for k in [k for k in self.my_votes if k[2] <= h]:
             del self.my_votes[k]
+        for k in [k for k in self.future if k[2] <= h]:
+            self._drop_future(k)
         self.out.append(Persist(("gc",), h))
+
+    def _drop_future(self, key: tuple) -> tuple:
+        msg, size, at = self.future.pop(key)
+        self.future_bytes[key[3]] -= size
+        return msg, size, at
 
     # --- view change ------------------------------------------------------------------
 
-    def _start_view_change(self, nv: int) -> None:
+    def _start_view_change(self, nv: int, reason: str) -> None:
         if nv <= self.view and not self.normal:
             return
+        self.out.append(ViewChange(self.view, nv, reason))
         self.view = nv
         self.normal = False
         self.view_changes += 1
@@ -539,26 +823,34 @@ class Replica:
         self.progress_deadline = None
         self.out.append(Persist(("view",), nv))
         prepared = [[s.prepared[2], s.prepared[3]] for h, s in sorted(self.slots.items())
-                    if s.prepared is not None and h > self.low]
+                    if s.prepared is not None and self._in_window(h)]
         msg = self._sign({"t": M.VIEWCHANGE, "v": nv, "h": self.low, "e": self.app.height,
                           "checkpoint": self.low_proof, "prepared": prepared})
         self.out.append(Broadcast(msg))
         self._on_viewchange(msg, msg["body"])
 
     def _valid_viewchange(self, b) -> bool:
-        h = b["h"]
+        """A VIEW-CHANGE whose proof and certificates hold, and no bigger than an honest
+        one can be (one certificate per height in the window, 2f+1 votes in each), so a
+        NEW-VIEW built from any 2f+1 of them fits in a message."""
+        h, q = b["h"], self.vals.quorum
+        if len(b["checkpoint"]) > q:
+            return False
         if h:
             ok = [m for m in b["checkpoint"] if m["body"]["t"] == M.CHECKPOINT
                   and m["body"]["h"] == h]
             keys = {(m["body"]["d"], m["body"]["root"]) for m in ok}
-            if len(keys) != 1 or len({m["body"]["r"] for m in ok}) < self.vals.quorum:
+            if len(keys) != 1 or len({m["body"]["r"] for m in ok}) < q:
                 return False
+        last = h
         for prop, prepares in b["prepared"]:
             pb = prop["body"]
-            if pb["t"] != M.PROPOSE or pb["r"] != self.vals.primary(pb["v"]) or pb["h"] <= h:
+            if pb["t"] != M.PROPOSE or pb["r"] != self.vals.primary(pb["v"]) or \
+                    not last < pb["h"] <= h + self.cfg.window or len(prepares) > q:
                 return False
-            d = M.block_hash(pb["block"]["header"])
-            if len(M.cert_signers(prepares, M.PREPARE, pb["v"], pb["h"], d)) < self.vals.quorum:
+            last = pb["h"]
+            d = M.block_hash(pb["header"])
+            if len(M.cert_signers(prepares, M.PREPARE, pb["v"], pb["h"], d)) < q:
                 return False
         return True
 
@@ -572,9 +864,12 @@ class Replica:
             # It missed how this view began: the NEW-VIEW, then the primary's proposals.
             self.out.append(Send(b["r"], self.newview_msg))
             for h in sorted(self.slots):
-                prop = self.slots[h].proposals.get(nv)
+                slot = self.slots[h]
+                prop = slot.proposals.get(nv)
                 if prop is not None and h > self.low:
-                    self.out.append(Send(b["r"], prop[0]))
+                    txs = slot.txs.get(prop.d)
+                    self.out.append(Send(b["r"], prop.msg if txs is None
+                                         else M.with_txs(prop.msg, txs)))
             return
         if nv < self.view or nv > self.view + 4 * self.vals.n:
             return
@@ -590,7 +885,8 @@ class Replica:
         later = sorted(m["body"]["v"] for m in self.viewchanges.values()
                        if m["body"]["v"] > self.view)
         if len(later) > self.vals.f and (self.normal or later[0] > self.view):
-            self._start_view_change(later[0])
+            self._start_view_change(later[0], f"{len(later)} replicas (f+1 or more) ask "
+                                              f"for view {later[0]} or later")
         vcs = [m for m in self.viewchanges.values() if m["body"]["v"] == self.view]
         # A replica asking for a later view has given up on this one too.
         leaving = sum(1 for m in self.viewchanges.values() if m["body"]["v"] >= self.view)
@@ -611,7 +907,7 @@ class Replica:
         for m in vcs:
             for prop, _ in m["body"]["prepared"]:
                 pb = prop["body"]
-                d = M.block_hash(pb["block"]["header"])
+                d = M.block_hash(pb["header"])
                 cand = (pb["v"], d, prop)
                 if pb["h"] > base["h"] and (pb["h"] not in best
                                             or cand[:2] > best[pb["h"]][:2]):
@@ -623,7 +919,7 @@ class Replica:
         prev = proof[0]["body"]["d"] if base["h"] else M.GENESIS_HASH
         chosen = []
         h = base["h"] + 1
-        while h in best and best[h][2]["body"]["block"]["header"]["prev"] == prev:
+        while h in best and best[h][2]["body"]["header"]["prev"] == prev:
             chosen.append((h, best[h][2]))
             prev = best[h][1]
             h += 1
@@ -651,31 +947,37 @@ class Replica:
         self.normal = True
         self.vc_deadline = None
         self.progress_deadline = None
-        self.selection = {h: M.block_hash(p["body"]["block"]["header"]) for h, p in chosen}
+        self.selection = {h: (M.block_hash(p["body"]["header"]), p["body"]["header"], p)
+                          for h, p in chosen}
+        self.out.append(ViewEntered(nv, self.vals.primary(nv), len(chosen)))
         if base > self.low and base <= self.app.height:
             self._stabilise(base, proof)
         elif base > self.app.height:
             self.behind_hint = max(self.behind_hint, base)
         for h in [h for h in self.slots if h > self.app.height]:
+            # Earlier views' votes and proposals are spent; keep the transactions of the
+            # blocks this view carries over or this replica prepared.
             slot = self.slots[h]
             slot.prepares = {k: v for k, v in slot.prepares.items() if k[0] >= nv}
+            slot.proposals = {v: p for v, p in slot.proposals.items() if v >= nv}
+            slot.refused = {v: why for v, why in slot.refused.items() if v >= nv}
+            keep = {self._selected(h), slot.prepared and slot.prepared[1]}
+            keep |= {p.d for p in slot.proposals.values()}
+            keep |= {d for (_, d), votes in slot.commits.items()
+                     if len(votes) >= self.vals.quorum}
+            slot.txs = {d: t for d, t in slot.txs.items() if d in keep}
+            slot.asked, slot.asks = None, 0
         end = max([base, self.app.height] + [h for h, _ in chosen])
         self.next_h = end + 1
         self.last_block_at = self.now
-        held = self.future.pop(nv, [])
-        for v in [v for v in self.future if v < nv]:
-            del self.future[v]
-        self.future_count = sum(len(x) for x in self.future.values())
-        for m in held:
-            getattr(self, "_on_" + m["body"]["t"])(m, m["body"])
-        if self.vals.primary(nv) == self.me:
-            for h, prop in chosen:
-                if h > self.app.height:
-                    block = prop["body"]["block"]
-                    d = self.selection[h]
-                    m = self._vote(M.PROPOSE, nv, h, d, {"block": block})
-                    if m is not None:
-                        self._slot(h).proposals[nv] = (m, block, d)
+        held = [k for k in self.future if k[1] <= nv]
+        for k in held:
+            m, _, at = self._drop_future(k)
+            if k[1] == nv:
+                if k[0] == M.PROPOSE:
+                    self._on_propose(m, m["body"], at)
+                else:
+                    getattr(self, "_on_" + k[0])(m, m["body"])
 
     # --- catch-up ---------------------------------------------------------------------
 
@@ -701,6 +1003,8 @@ class Replica:
         self._on_fetch(None, {"r": r, "from_h": h, "count": 16})
 
     def _on_fetch(self, msg, b):
+        if not self._may_serve(b["r"], 0):
+            return                                # it asks another replica after a while
         entries, size = [], 0
         for h in range(b["from_h"], min(b["from_h"] + b["count"], self.app.height + 1)):
             got = self.app.get_block(h)
@@ -710,6 +1014,8 @@ class Replica:
             if entries and size > M.MAX_MSG_BYTES - 1024:
                 break                             # what fits in one message; it asks again
             entries.append(list(got))
+        left, at = self.served[b["r"]]
+        self.served[b["r"]] = (left - size, at)
         # Always answer: an empty list tells the asker this replica has nothing newer.
         self.out.append(Send(b["r"], self._sign({"t": M.BLOCKS, "blocks": entries})))
 

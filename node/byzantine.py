@@ -36,15 +36,18 @@ class Byzantine:
         body = msg["body"]
         half = set(dsts[: len(dsts) // 2])
         other = None
-        if mode == "equivocate" and body["t"] == M.PROPOSE:
-            header = dict(body["block"]["header"], time=body["block"]["header"]["time"] + 1)
-            other = dict(body, block={"header": header, "txs": body["block"]["txs"]})
+        if mode == "equivocate" and body["t"] == M.PROPOSE and "txs" in msg:
+            # Its own proposal (a relayed one travels without transactions): the same
+            # transactions under another header.
+            other = dict(body, header=dict(body["header"], time=body["header"]["time"] + 1))
         elif mode == "conflict" and body["t"] in (M.PREPARE, M.COMMIT):
             other = dict(body, d=hashlib.sha256(body["d"]).digest())
         if other is not None:
             signed = M.sign(self.chain_id, self.kp, other)
             if self.on_signed:
                 self.on_signed(signed)
+            if "txs" in msg:
+                signed = M.with_txs(signed, msg["txs"])
             return [(d, M.encode(signed) if d in half else raw) for d in dsts]
         if mode == "replay":
             self.history.append(raw)

@@ -21,6 +21,7 @@ from ledger import tx as txm
 from ledger.ledger import Ledger
 
 from .mempool import MAX_TXS, Mempool
+from .store import StoreError
 
 # Parsed transactions kept by their bytes: enough for a full mempool and the blocks in
 # flight, so a transaction is parsed and its signature checked once. It is most of a
@@ -37,8 +38,18 @@ class Genesis:
     params: dict = field(default_factory=dict)   # consensus Config overrides
 
     def config(self, quorum_override: int | None = None) -> Config:
+        """The consensus configuration; ValueError if a parameter is unknown or out of
+        range."""
         vals = M.Validators(self.chain_id, tuple(self.validators), quorum_override)
-        return Config(validators=vals, genesis_time=self.time, **self.params)
+        known = set(Config.__dataclass_fields__) - {"validators", "genesis_time"}
+        unknown = set(self.params) - known
+        if unknown:
+            raise ValueError(f"unknown consensus parameters {sorted(unknown)}; known: "
+                             f"{', '.join(sorted(known))}")
+        cfg = Config(validators=vals, genesis_time=self.time, **self.params)
+        cfg.check()
+        return cfg
+
 
 
 class Node:
@@ -60,7 +71,9 @@ class Node:
         self._unsaved_blocks: list[tuple] = []
         for h in range(1, store.height + 1):                # recover: replay the chain
             block, cert, root = store.get_block(h)
-            assert self._apply(h, block) == root, f"stored block {h} replays to another root"
+            if self._apply(h, block) != root:
+                raise StoreError(f"stored block {h} replays to another state root than "
+                                 f"the one recorded with it: the store is damaged")
         self.replica = Replica(self.config, self.index, keypair, self, now,
                                store.load_records()) if self.index is not None else None
 
@@ -87,7 +100,7 @@ class Node:
             return []
         if self.replica is None:
             return []
-        return self._persist(self.replica.deliver(msg, now))
+        return self._persist(self.replica.deliver(msg, now, len(raw)))
 
     def tick(self, now: int) -> list:
         return self._persist(self.replica.tick(now)) if self.replica else []
@@ -171,9 +184,9 @@ class Node:
     def has_pending(self) -> bool:
         return any(self.ledger.account(s)[1] in q for s, q in self.mempool.by_sender.items())
 
-    def make_txs(self, height: int, max_txs: int, exclude: set) -> list[bytes]:
+    def make_txs(self, height: int, max_txs: int, max_bytes: int, exclude: set) -> list[bytes]:
         in_flight = {self.parse(raw).hash for raw in exclude}
-        return [tx.raw for tx in self.mempool.batch(max_txs, in_flight)]
+        return [tx.raw for tx in self.mempool.batch(max_txs, in_flight, max_bytes)]
 
     def check_txs(self, raws: list[bytes], in_flight: list[bytes] = ()) -> str | None:
         """Why these transactions may not be proposed on top of the executed state and

@@ -30,6 +30,9 @@ DEMO_BALANCE = 100_000_000             # 1,000,000.00 LND each
 DAEMON_PARAMS = {"view_timeout_ms": 1_500, "batch_delay_ms": 5, "empty_block_ms": 2_000,
                  "fetch_timeout_ms": 500}
 MAX_FRAME = 4 * 1024 * 1024 + 1024
+# A fast chain clock for watching loans move (`lendnet demo`, the simulator): one real
+# second is two chain days.
+FAST_CLOCK = 2 * 86_400
 
 
 class HomeError(ValueError):
@@ -146,11 +149,13 @@ def load_genesis_file(path: Path) -> Genesis:
         params = d.get("params", {})
         if type(params) is not dict or not all(type(v) is int for v in params.values()):
             raise HomeError(f"{path}: params must map names to integers")
+        genesis = Genesis(chain, d["time"], balances, vals, params)
+        genesis.config()                     # the consensus parameters, checked
     except KeyError as e:
         raise HomeError(f"{path}: missing field {e}") from None
     except (TypeError, ValueError) as e:
         raise HomeError(f"{path}: {e}") from None
-    return Genesis(chain, d["time"], balances, vals, params)
+    return genesis
 
 
 def dev_balances() -> dict[str, int]:

@@ -51,18 +51,24 @@ class Mempool:
         self.by_sender.setdefault(tx.sender, {})[tx.nonce] = tx
         self.ids[tx.hash] = tx
 
-    def batch(self, max_txs: int, in_flight: set[bytes]) -> list[SignedTx]:
-        """Up to max_txs transactions to propose next; `in_flight` holds the hashes of
-        those already proposed in blocks not yet executed."""
-        out = []
+    def batch(self, max_txs: int, in_flight: set[bytes],
+              max_bytes: int | None = None) -> list[SignedTx]:
+        """Up to max_txs transactions of at most max_bytes together to propose next;
+        `in_flight` holds the hashes of those already proposed in blocks not yet
+        executed. An account's run stops at the first transaction that does not fit (a
+        later nonce could not commit without it); other accounts' may still fit."""
+        out, room = [], max_bytes if max_bytes is not None else 1 << 62
         for sender, queue in self.by_sender.items():
             nonce = self.ledger.account(sender)[1]
             while nonce in queue and len(out) < max_txs:
                 tx = queue[nonce]
                 if tx.hash not in in_flight:
+                    if len(tx.raw) > room:
+                        break
                     out.append(tx)
+                    room -= len(tx.raw)
                 nonce += 1
-            if len(out) >= max_txs:
+            if len(out) >= max_txs or room <= 0:
                 break
         return out
 

@@ -11,7 +11,7 @@ import pytest
 
 from consensus import messages as M
 from consensus import replica as R
-from consensus.effects import Broadcast, Committed, Evidence, Persist, Send, Timer
+from consensus.effects import Broadcast, Committed, Evidence, Persist, Refused, Send, Timer
 from ledger import codec, tx as txm
 from ledger.keys import Keypair
 from node.core import Genesis, Node
@@ -143,9 +143,10 @@ def block_for(node: Node, h: int, txs: list[bytes], *, prev: bytes | None = None
 
 
 def propose(v: int, block: dict, key: Keypair | None = None, r: int | None = None) -> dict:
+    """A PROPOSE of `block` (signed header, transactions beside it)."""
     r = v % N if r is None else r
-    return signed(r, {"t": M.PROPOSE, "v": v, "h": block["header"]["height"], "block": block},
-                  key)
+    return M.with_txs(signed(r, {"t": M.PROPOSE, "v": v, "h": block["header"]["height"],
+                                 "header": block["header"]}, key), block["txs"])
 
 
 def commit_one(net: Net, nodes=ALL, tx: bytes | None = None) -> int:
@@ -173,7 +174,7 @@ def test_normal_case_propose_prepare_commit_execute():
 
     eff0 = net.tick(0)
     prop = only(eff0, M.PROPOSE, v=0, h=1)
-    block = prop["body"]["block"]
+    block = M.block_of(prop)
     d = M.block_hash(block["header"])
     assert block["txs"] == [raw] and block["header"]["prev"] == M.GENESIS_HASH
     prepares = {0: only(eff0, M.PREPARE, v=0, h=1, d=d)}  # the primary votes its own block
@@ -223,7 +224,7 @@ def test_votes_and_blocks_reach_the_store_when_the_shell_flushes():
     assert not any(type(e) is Persist for e in eff)       # the node keeps them, not the shell
     assert net.stores[0].load_records() == {}
     net.nodes[0].flush()
-    d = M.block_hash(prop["body"]["block"]["header"])
+    d = M.block_hash(prop["body"]["header"])
     assert net.stores[0].load_records()[("vote", M.PROPOSE, 0, 1)] == d
     assert net.stores[0].load_records()[("vote", M.PREPARE, 0, 1)] == d
     net.queue += [(0, i, e.msg) for e in eff if type(e) is Broadcast for i in (1, 2, 3)]
@@ -239,8 +240,8 @@ def test_pipelined_heights_execute_strictly_in_order():
         net.submit(net.tx("alice"), to=[0])
         proposals.append(only(net.tick(0), M.PROPOSE))
     assert [p["body"]["h"] for p in proposals] == [1, 2, 3]
-    hashes = [M.block_hash(p["body"]["block"]["header"]) for p in proposals]
-    assert [p["body"]["block"]["header"]["prev"] for p in proposals] == \
+    hashes = [M.block_hash(p["body"]["header"]) for p in proposals]
+    assert [p["body"]["header"]["prev"] for p in proposals] == \
         [M.GENESIS_HASH] + hashes[:2]
 
     held = net.run(keep=lambda s, d, m: m["body"]["t"] != M.COMMIT)
@@ -380,7 +381,7 @@ def test_silent_primary_is_replaced_and_the_transaction_commits():
     nv = only(eff, M.NEWVIEW, v=1)
     assert {m["body"]["r"] for m in nv["body"]["vcs"]} == {1, 2, 3}
     prop = only(eff, M.PROPOSE, v=1, h=1)
-    assert prop["body"]["block"]["txs"] == [raw] and prop["body"]["block"]["header"]["proposer"] == 1
+    assert prop["txs"] == [raw] and prop["body"]["header"]["proposer"] == 1
     assert net.replica(1).normal and net.replica(1).view == 1
 
     net.run(keep=cut(0))
@@ -398,7 +399,7 @@ def test_prepared_block_survives_the_view_change_with_the_same_hash():
     net = Net()
     net.submit(net.tx())
     prop = only(net.tick(0), M.PROPOSE)
-    d = M.block_hash(prop["body"]["block"]["header"])
+    d = M.block_hash(prop["body"]["header"])
     net.run(keep=lambda s, d_, m: m["body"]["t"] != M.COMMIT)     # every COMMIT is lost
     assert all(net.replica(i).slots[1].prepared[:2] == (0, d) for i in ALL)
     assert [n.height for n in net.nodes] == [0] * N
@@ -406,12 +407,12 @@ def test_prepared_block_survives_the_view_change_with_the_same_hash():
     vcs = time_out(net, (1, 2, 3))
     for m in vcs.values():                                  # each carries its certificate
         [(cert_prop, prepares)] = m["body"]["prepared"]
-        assert cert_prop == prop and len(M.cert_signers(prepares, M.PREPARE, 0, 1, d)) >= Q
+        assert cert_prop == M.signed_part(prop) and "txs" not in cert_prop and len(M.cert_signers(prepares, M.PREPARE, 0, 1, d)) >= Q
     net.deliver(1, vcs[2])
     eff = net.deliver(1, vcs[3])
     only(eff, M.NEWVIEW, v=1)
     reprop = only(eff, M.PROPOSE, v=1, h=1)
-    assert reprop["body"]["block"] == prop["body"]["block"]      # the same block, re-signed
+    assert M.block_of(reprop) == M.block_of(prop)      # the same block, re-signed
     assert reprop["sig"] != prop["sig"]
 
     net.run(keep=cut(0))
@@ -491,7 +492,7 @@ def test_nothing_committed_is_lost_or_reordered_across_a_view_change():
     # and the blocks 3 would send them when it sees them lag).
     sent.append(net.submit(net.tx()))
     prop3 = only(net.tick(0), M.PROPOSE, h=3)
-    d3 = M.block_hash(prop3["body"]["block"]["header"])
+    d3 = M.block_hash(prop3["body"]["header"])
     net.run(keep=lambda s, d, m: m["body"]["t"] not in (M.COMMIT, M.BLOCKS) or d == 3)
     assert net.nodes[3].height == 3 and [net.nodes[i].height for i in (0, 1, 2)] == [2] * 3
     # Height 4: proposed, but its PREPAREs are lost, so it is prepared nowhere.
@@ -508,15 +509,15 @@ def test_nothing_committed_is_lost_or_reordered_across_a_view_change():
     reprops = of(eff, M.PROPOSE, v=1)
     # The prepared 3 is carried over as it was; 4 was never prepared: proposed anew.
     assert [p["body"]["h"] for p in reprops] == [3, 4]
-    assert M.block_hash(reprops[0]["body"]["block"]["header"]) == d3
-    assert reprops[1]["body"]["block"]["header"]["proposer"] == 1
-    assert reprops[1]["body"]["block"]["txs"] == [sent[3]]
+    assert M.block_hash(reprops[0]["body"]["header"]) == d3
+    assert reprops[1]["body"]["header"]["proposer"] == 1
+    assert reprops[1]["txs"] == [sent[3]]
     net.run(keep=cut(3))
     # View 1 committed 3 (the same block) and then the transaction of the lost height 4.
     for i in (0, 1, 2):
         assert net.nodes[i].height == 4
         assert net.chain(i)[:3] == net.chain(3)
-    assert net.nodes[1].block_hash(4) != M.block_hash(prop4["body"]["block"]["header"])
+    assert net.nodes[1].block_hash(4) != M.block_hash(prop4["body"]["header"])
     assert net.nodes[1].store.get_block(4)[0]["txs"] == [sent[3]]
 
     # Replica 3 comes back (what was sent to it meanwhile is lost): f+1 VIEWCHANGEs tell
@@ -551,9 +552,9 @@ def test_equivocating_primary_is_reported_and_only_its_first_block_gets_a_vote()
     net = Net()
     net.submit(net.tx())
     first = only(net.tick(0), M.PROPOSE)
-    block = first["body"]["block"]
+    block = M.block_of(first)
     second = propose(0, dict(block, header=dict(block["header"], time=T0 + 1)))
-    d1, d2 = (M.block_hash(m["body"]["block"]["header"]) for m in (first, second))
+    d1, d2 = (M.block_hash(m["body"]["header"]) for m in (first, second))
     assert d1 != d2
 
     eff = net.deliver(1, first)
@@ -561,8 +562,9 @@ def test_equivocating_primary_is_reported_and_only_its_first_block_gets_a_vote()
     eff = net.deliver(1, second)
     assert not of(eff, M.PREPARE)
     [ev] = [e for e in eff if type(e) is Evidence]
-    assert ev.kind == "equivocation" and ev.replica == 0 and ev.messages == (first, second)
-    assert net.replica(1).slots[1].proposals[0][2] == d1
+    assert ev.kind == "equivocation" and ev.replica == 0 and \
+        ev.messages == (M.signed_part(first), M.signed_part(second))
+    assert net.replica(1).slots[1].proposals[0].d == d1
     assert not [e for e in net.deliver(1, second) if type(e) is Evidence]   # reported once
 
     # The other way round on replica 2: it votes for whichever came first.
@@ -570,7 +572,7 @@ def test_equivocating_primary_is_reported_and_only_its_first_block_gets_a_vote()
     eff = net.deliver(2, first)
     assert not of(eff, M.PREPARE)
     assert [(e.kind, e.replica, e.messages) for e in eff if type(e) is Evidence] == \
-        [("equivocation", 0, (second, first))]
+        [("equivocation", 0, (M.signed_part(second), M.signed_part(first)))]
 
 
 @pytest.mark.parametrize("kind", [M.PREPARE, M.COMMIT])
@@ -578,7 +580,7 @@ def test_conflicting_votes_from_one_replica_are_reported_and_not_counted(kind):
     net = Net()
     net.submit(net.tx())
     prop = only(net.tick(0), M.PROPOSE)
-    d = M.block_hash(prop["body"]["block"]["header"])
+    d = M.block_hash(prop["body"]["header"])
     other = bytes(32)
     one = signed(2, {"t": kind, "v": 0, "h": 1, "d": d})
     two = signed(2, {"t": kind, "v": 0, "h": 1, "d": other})
@@ -598,7 +600,7 @@ def test_conflicting_votes_from_one_replica_are_reported_and_not_counted(kind):
 def _snapshot(node: Node):
     r = node.replica
     return (node.height, r.view, r.normal, r.low, dict(r.my_votes), sorted(r.slots),
-            r.future_count, len(r.checkpoints), len(r.viewchanges), node.ledger.state_root(),
+            len(r.future), len(r.checkpoints), len(r.viewchanges), node.ledger.state_root(),
             dict(node.store.records))
 
 
@@ -606,10 +608,10 @@ def _undecodable_cases(net: Net) -> dict[str, bytes]:
     """Bytes that Node.deliver must refuse before its replica sees them."""
     net.submit(net.tx())
     prop = only(net.tick(0), M.PROPOSE)
-    d = M.block_hash(prop["body"]["block"]["header"])
+    d = M.block_hash(prop["body"]["header"])
     prep = signed(2, {"t": M.PREPARE, "v": 0, "h": 1, "d": d})
     sig = prep["sig"]
-    block = prop["body"]["block"]
+    block = M.block_of(prop)
     mallory = Keypair.from_name("mallory")
     forged_cert = [dict(prep, sig=bytes([sig[0] ^ 1]) + sig[1:])]
     raw = M.encode(prep)
@@ -666,41 +668,47 @@ def _bad_tx_sig(net: Net) -> bytes:
     return codec.encode({"body": tx.body, "sigs": [[pk, bytes([sig[0] ^ 1]) + sig[1:]]]})
 
 
-BAD_PROPOSALS = {
+BAD_PROPOSALS = {     # case: (voted, the refusal's reason or None, the PROPOSE)
     "a well-formed block (the control: it is voted)": (
-        True, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
-                                                  time=H1_TIME + 30))),
+        True, None, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
+                                                        time=H1_TIME + 1))),
     "from a replica that is not the primary": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")], proposer=2),
-                                      r=2)),
+        False, None, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")], proposer=2),
+                                            r=2)),
     "naming another proposer than its sender": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")], proposer=3))),
+        False, "proposer", lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
+                                                               proposer=3))),
     "a transaction with a bad signature": (
-        False, lambda net, n: propose(0, block_for(n, 2, [_bad_tx_sig(net)]))),
+        False, "txs", lambda net, n: propose(0, block_for(n, 2, [_bad_tx_sig(net)]))),
     "a transaction whose nonce is used": (
-        False, lambda net, n: propose(0, block_for(n, 2, [n.store.get_block(1)[0]["txs"][0]]))),
+        False, "txs", lambda net, n: propose(0, block_for(n, 2, [n.store.get_block(1)[0]["txs"][0]]))),
     "the same transaction twice": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")] * 2))),
+        False, "txs", lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")] * 2))),
     "a wrong state root": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
-                                                   exec_root=bytes(32)))),
+        False, "exec-root", lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
+                                                                exec_root=bytes(32)))),
     "the state root of another height": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")], exec_height=1,
-                                                   exec_root=n.root_at(0)))),
-    "a wrong previous block": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")], prev=bytes(32)))),
+        False, "exec-root", lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
+                                                                exec_height=1,
+                                                                exec_root=n.root_at(0)))),
+    "a wrong previous block": (      # an unknown parent: it waits (and it is unfinished work)
+        False, None, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
+                                                         prev=bytes(32)))),
     "time going backwards": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
-                                                   time=H1_TIME - 1))),
-    "time too far ahead of the replica's clock": (
-        False, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
-                                                   time=H1_TIME + 31))),
+        False, "time-before-parent", lambda net, n: propose(0, block_for(
+            n, 2, [net.tx("carol")], time=H1_TIME - 1))),
+    "time further ahead of the replica's clock than the skew allows (1 s)": (
+        False, "time-ahead", lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")],
+                                                                 time=H1_TIME + 2))),
+    "more transactions than a block may hold": (
+        False, "too-big", lambda net, n: propose(0, block_for(
+            n, 2, [net.tx("carol", amount=a) for a in range(1, R.Config.max_block_txs + 2)]))),
 }
 
 
 @pytest.mark.parametrize("case", list(BAD_PROPOSALS))
 def test_a_block_that_must_not_be_voted_gets_no_prepare(case):
-    acceptable, make = BAD_PROPOSALS[case]
+    acceptable, reason, make = BAD_PROPOSALS[case]
     net = Net()
     node, msg = _h2_case(net, make)
     rejected = node.rejected_messages
@@ -710,6 +718,27 @@ def test_a_block_that_must_not_be_voted_gets_no_prepare(case):
     assert (M.PREPARE, 0, 2) in node.replica.my_votes if acceptable else \
         not [k for k in node.replica.my_votes if k[2] == 2]
     assert node.height == 1
+    # A refusal says why, once, and is counted by its reason.
+    assert [e.reason for e in eff if type(e) is Refused] == ([reason] if reason else [])
+    assert node.replica.refusals == ({reason: 1} if reason else {})
+    assert not [e for e in net.deliver(1, msg) if type(e) is Refused]
+
+
+def test_a_block_that_arrives_too_late_for_its_time_is_refused():
+    # Proposed at the chain time of height 1 (whole seconds), but it reaches the replica
+    # when its clock is more than skew + message delay (16 s) later: a primary holding
+    # time back.
+    net = Net()
+    node, msg = _h2_case(net, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")])))
+    net.now += 17_000
+    eff = net.deliver(1, msg)
+    assert not of(eff, M.PREPARE)
+    assert [(e.reason, e.height, e.proposer) for e in eff if type(e) is Refused] == \
+        [("time-behind", 2, 0)]
+    net2 = Net()                                          # ... where a little less is in time
+    node2, msg2 = _h2_case(net2, lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")])))
+    net2.now += 16_999
+    assert of(net2.deliver(1, msg2), M.PREPARE)
 
 
 @pytest.mark.parametrize("time,voted", [(T0 - 1, False), (0, False), (T0, True)])
@@ -741,12 +770,26 @@ def test_messages_far_outside_the_window_or_views_ahead_are_dropped():
 
 
 def test_messages_held_for_a_coming_view_are_bounded(monkeypatch):
-    monkeypatch.setattr(R, "MAX_FUTURE", 10)
+    # Held per signer by bytes; a copy is held once; only the view's primary may have a
+    # PROPOSE held.
     net = Net()
     rep = net.replica(1)
-    for h in range(1, 40):
+    one = signed(2, {"t": M.PREPARE, "v": 1, "h": 1, "d": bytes(32)})
+    size = len(M.encode(one))
+    monkeypatch.setattr(R, "FUTURE_BYTES", 10 * size)
+    for _ in range(3):
+        net.deliver(1, one)
+    assert len(rep.future) == 1 and rep.future_bytes[2] == size
+    for h in range(2, 40):
         net.deliver(1, signed(2, {"t": M.PREPARE, "v": 1, "h": h, "d": bytes(32)}))
-    assert rep.future_count == 10 and sum(map(len, rep.future.values())) == 10
+    assert len(rep.future) == 10 and rep.future_bytes[2] == 10 * size
+    net.deliver(1, signed(3, {"t": M.PREPARE, "v": 1, "h": 1, "d": bytes(32)}))
+    assert len(rep.future) == 11                      # another signer has its own budget
+    block = block_for(net.nodes[1], 1, [net.tx("carol")])
+    assert_quiet(net.deliver(1, propose(1, block, r=2)))     # replica 2 is not view 1's primary
+    assert ("propose", 1, 1, 2) not in rep.future
+    net.deliver(1, propose(1, block, r=1))
+    assert ("propose", 1, 1, 1) in rep.future
 
 
 def test_checkpoint_votes_are_bounded_in_memory():
@@ -801,9 +844,9 @@ def test_restarted_replica_never_contradicts_a_vote_it_sent():
     net = Net()
     net.submit(net.tx())
     first = only(net.tick(0), M.PROPOSE)
-    block = first["body"]["block"]
+    block = M.block_of(first)
     second = propose(0, dict(block, header=dict(block["header"], time=T0 + 1)))
-    d1, d2 = (M.block_hash(m["body"]["block"]["header"]) for m in (first, second))
+    d1, d2 = (M.block_hash(m["body"]["header"]) for m in (first, second))
 
     # The vote is handed to the shell to persist before the message carrying it.
     effects = net.replica(1).deliver(M.decode(M.encode(first), net.replica(1).vals), net.now)
@@ -1001,7 +1044,7 @@ def test_prepared_certificates_survive_a_restart_so_a_committed_block_is_kept():
     net = Net()
     net.submit(net.tx())
     prop = only(net.tick(0), M.PROPOSE)
-    d_b = M.block_hash(prop["body"]["block"]["header"])
+    d_b = M.block_hash(prop["body"]["header"])
     net.run(keep=lambda s, d, m: m["body"]["t"] not in (M.COMMIT, M.BLOCKS) or d == 3)
     assert net.nodes[3].height == 1 and net.chain(3) == [d_b]
     for i in (0, 1, 2):
@@ -1014,8 +1057,7 @@ def test_prepared_certificates_survive_a_restart_so_a_committed_block_is_kept():
     net.now += 4 * PARAMS["view_timeout_ms"]
     for i in (0, 1, 2):
         vcs[i] = only(net.tick(i), M.VIEWCHANGE, v=1)
-        assert [c[0]["body"]["block"] for c in vcs[i]["body"]["prepared"]] == \
-            [prop["body"]["block"]], i
+        assert [c[0] for c in vcs[i]["body"]["prepared"]] == [M.signed_part(prop)], i
     net.run(keep=cut(3))
     for i in (0, 1, 2):
         assert net.nodes[i].height == 2
@@ -1035,7 +1077,7 @@ def test_a_viewchange_with_junk_before_its_checkpoint_proof_cannot_drop_a_prepar
     assert all(net.replica(i).low == 4 for i in ALL)
     net.submit(net.tx())
     prop5 = only(net.tick(0), M.PROPOSE, h=5)
-    d5 = M.block_hash(prop5["body"]["block"]["header"])
+    d5 = M.block_hash(prop5["body"]["header"])
     net.run(keep=lambda s, d, m: m["body"]["t"] not in (M.COMMIT, M.BLOCKS) or d == 3)
     assert net.chain(3)[4] == d5 and net.nodes[1].height == net.nodes[2].height == 4
 
@@ -1049,11 +1091,15 @@ def test_a_viewchange_with_junk_before_its_checkpoint_proof_cannot_drop_a_prepar
     vc0 = viewchange(0, 1, h=4, checkpoint=[first] + proof, prepared=[])
     net.queue.clear()
     net.deliver(1, vc0)
-    eff = net.deliver(1, vcs[2])
+    # More than a proof's 2f+1 messages: bigger than an honest VIEW-CHANGE, so refused.
+    assert not of(net.deliver(1, vcs[2]), M.NEWVIEW)
+    eff = net.deliver(1, viewchange(0, 1, h=4, checkpoint=[first] + proof[1:], prepared=[]))
+    assert not of(eff, M.NEWVIEW)                    # junk instead of a vote: no proof
+    eff = net.deliver(1, viewchange(0, 1, h=4, checkpoint=proof, prepared=[]))
     nv = only(eff, M.NEWVIEW, v=1)
     assert [m["body"]["r"] for m in nv["body"]["vcs"]] == [0, 1, 2]
     [reprop] = of(eff, M.PROPOSE, v=1)
-    assert reprop["body"]["h"] == 5 and M.block_hash(reprop["body"]["block"]["header"]) == d5
+    assert reprop["body"]["h"] == 5 and M.block_hash(reprop["body"]["header"]) == d5
 
     # With replica 0 voting along, view 1 commits 5 as replica 3 has it.
     net.run(keep=cut(0, 3))
