@@ -22,7 +22,9 @@ import aiohttp
 from aiohttp import web
 
 from consensus import messages as M
-from consensus.effects import Broadcast, Committed, Evidence, Send, Timer
+from consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
+                               ViewChange, ViewEntered)
+from consensus.replica import Diverged
 from ledger import codec
 from ledger import tx as txm
 
@@ -39,6 +41,7 @@ from .transport import Transport
 log = logging.getLogger("lendnet.node")
 RECENT_REJECTIONS = 10_000
 GOSSIP_FRAME_BYTES = 1 << 20       # transactions per gossip frame: up to about this much
+REFUSAL_LOG_MS = 10_000            # a refusal's reason is logged at most this often
 
 
 def now_ms() -> int:
@@ -61,8 +64,13 @@ class Daemon:
             self.liar = Byzantine(byzantine, self.genesis.chain_id, self.kp,
                                   random.Random(int.from_bytes(self.kp.pubkey[:8], "big")))
             log.warning("BYZANTINE test mode %r: this node lies", byzantine)
-        self.metrics = Metrics(lambda: len(self.transport.connected()))
+        self.metrics = Metrics(lambda: len(self.transport.connected()),
+                               lambda: self.node.replica)
         self.metrics.height.set(self.node.height)
+        self.evidence = sum(1 for k in self.store.load_records() if k[0] == "evidence")
+        self.metrics.evidence.inc(self.evidence)
+        self._refusals_logged: dict[str, tuple] = {}  # reason -> (when logged, since then)
+        self.exit_code = 0
         self.transport = Transport(self.genesis.chain_id, self.kp, self._on_frame,
                                    self.metrics.p2p)
         self.rejected: dict[str, str] = {}            # tx hash hex -> why (recent, bounded)
@@ -121,21 +129,36 @@ class Daemon:
         self.store.close()
         log.info("node stopped at height %d", self.node.height)
 
-    async def serve_forever(self) -> None:
+    async def serve_forever(self) -> int:
+        """Run until SIGTERM/SIGINT (exit code 0) or a fault that must stop the node."""
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stopping.set)
         await self.start()
         await self.stopping.wait()
         await self.stop()
+        return self.exit_code
+
+    def _halt(self, e: Exception) -> None:
+        """This node's state differs from what a quorum certified: it must not vote or
+        serve another block. Stop, and say so (exit code 3)."""
+        log.critical("stopping: %s", e)
+        self.exit_code = 3
+        self.stopping.set()
 
     # --- events -------------------------------------------------------------------------
 
     async def _on_frame(self, kind: str, payload: bytes, peer: bytes) -> None:
         if kind == "msg":
+            if self.exit_code:
+                return
             self.metrics.messages.inc()
             before = self.node.rejected_messages
-            effects = self.node.deliver(payload, now_ms())
+            try:
+                effects = self.node.deliver(payload, now_ms())
+            except Diverged as e:
+                self._halt(e)
+                return
             if self.node.rejected_messages != before:
                 self.metrics.rejected_messages.inc()
             self._hold(effects)
@@ -217,7 +240,8 @@ class Daemon:
         self._tick_pending = False
         self._timer = None
         self._timer_at = None
-        self._hold(self.node.tick(now_ms()))
+        if not self.exit_code:
+            self._hold(self.node.tick(now_ms()))
 
     def _follow(self, payload: bytes) -> None:
         try:
@@ -319,10 +343,20 @@ class Daemon:
                 self.transport.push_inbound("block", codec.encode([e.block, e.cert]),
                                             skip=self._validator_keys)
             elif t is Evidence:
+                self.evidence += 1
                 self.metrics.evidence.inc()
                 log.warning("evidence: %s by validator %d", e.kind, e.replica)
                 self.store.put_record(("evidence", e.kind, e.replica, now_ms()),
                                       [M.encode(m) for m in e.messages if m is not None])
+            elif t is Refused:
+                self._refused(e)
+            elif t is ViewChange:
+                log.info("view change %d -> %d: %s", e.old, e.new, e.reason)
+                self.metrics.view.set(e.new)
+                self.metrics.view_changes.set(self.node.replica.view_changes)
+            elif t is ViewEntered:
+                log.info("entered view %d (primary validator %d, %d blocks carried over)",
+                         e.view, e.primary, e.carried)
 
     def _arm(self, at: int) -> None:
         if self._timer_at is not None and self._timer_at <= at:
@@ -332,6 +366,21 @@ class Daemon:
         delay = max(0, at - now_ms()) / 1000
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
         self._timer_at = at
+
+    def _refused(self, e: Refused) -> None:
+        """Count every refused proposal by reason; log each reason at most once per
+        REFUSAL_LOG_MS, saying how many went unlogged since."""
+        self.metrics.refused.labels(e.reason).inc()
+        t = now_ms()
+        last, quiet = self._refusals_logged.get(e.reason, (None, 0))
+        if last is not None and t < last + REFUSAL_LOG_MS:
+            self._refusals_logged[e.reason] = (last, quiet + 1)
+            return
+        self._refusals_logged[e.reason] = (t, 0)
+        log.warning("refused the proposal for height %d in view %d from validator %d: %s "
+                    "(%s)%s", e.height, e.view, e.proposer, e.reason, e.detail,
+                    f"; {quiet} more refused for this reason since the last report"
+                    if quiet else "")
 
     def _committed(self, e: Committed) -> None:
         node = self.node
@@ -386,6 +435,9 @@ class Daemon:
             "validators": node.vals.n, "peers": self.transport.connected(),
             "inbound_peers": sum(1 for n in self.transport.inbound.values() if n),
             "mempool": len(node.mempool),
+            "view_changes": rep.view_changes if rep else None,
+            "refusals": dict(sorted(rep.refusals.items())) if rep else None,
+            "evidence": self.evidence,
             "last_block_hash": (node.block_hash(node.height) or M.GENESIS_HASH).hex(),
             "state_root": node.ledger.state_root().hex(),
         }
@@ -398,12 +450,14 @@ def run(home: Path, log_format: str = "text", level: str = "INFO",
     daemon = Daemon(home, byzantine, quorum_override)
     profile_to = os.environ.get("LENDNET_PROFILE")   # a file ({pid} allowed): cProfile the run
     if not profile_to:
-        asyncio.run(daemon.serve_forever())
-        return
-    import cProfile
-    with cProfile.Profile(time.process_time) as prof:   # CPU, not time spent waiting
-        asyncio.run(daemon.serve_forever())
-    prof.dump_stats(profile_to.replace("{pid}", str(os.getpid())))
+        code = asyncio.run(daemon.serve_forever())
+    else:
+        import cProfile
+        with cProfile.Profile(time.process_time) as prof:   # CPU, not time spent waiting
+            code = asyncio.run(daemon.serve_forever())
+        prof.dump_stats(profile_to.replace("{pid}", str(os.getpid())))
+    if code:
+        raise SystemExit(code)
 
 
 class _JsonFormatter(logging.Formatter):

@@ -31,13 +31,19 @@ class _Live:
                                   value=keys.stats["memo_hits"])
         yield GaugeMetricFamily("lendnet_peers", "outbound peer links up",
                                 value=self.m.peer_count())
+        rep = self.m.replica()
+        if rep is not None:
+            yield CounterMetricFamily("lendnet_block_requests_throttled",
+                                      "peers' requests for blocks left unanswered (over "
+                                      "their byte budget)", value=rep.throttled)
 
 
 class Metrics:
-    def __init__(self, peer_count=lambda: 0):
+    def __init__(self, peer_count=lambda: 0, replica=lambda: None):
         self.registry = r = CollectorRegistry()
         self.p2p: dict = {}
         self.peer_count = peer_count
+        self.replica = replica
         self.height = Gauge("lendnet_height", "last committed height", registry=r)
         self.view = Gauge("lendnet_view", "current consensus view", registry=r)
         self.view_changes = Gauge("lendnet_view_changes", "view changes started", registry=r)
@@ -54,7 +60,10 @@ class Metrics:
                                     registry=r)
         self.regossiped = Counter("lendnet_txs_regossiped", "waiting transactions passed "
                                   "on again", registry=r)
-        self.evidence = Counter("lendnet_evidence", "byzantine evidence recorded", registry=r)
+        self.evidence = Counter("lendnet_evidence", "byzantine evidence recorded (in the "
+                                "store: kept across restarts)", registry=r)
+        self.refused = Counter("lendnet_proposals_refused", "proposals this validator "
+                               "would not vote for, by reason", ["reason"], registry=r)
         self.commit_latency = Histogram("lendnet_commit_latency_seconds",
                                         "from a client's submission to this node's commit",
                                         buckets=LATENCY_BUCKETS, registry=r)
