@@ -27,11 +27,12 @@ from ledger import keys
 from ledger import tx as txm
 from node.client import ApiError, NodeClient
 from node.cluster import Cluster, ClusterError
+from node.home import FAST_CLOCK
 
 from .common import money, pct
 
 DAY = 86_400
-DEMO_PARAMS = {"time_scale": 2 * DAY, "empty_block_ms": 250}   # 1 s = 2 chain days
+DEMO_PARAMS = {"time_scale": FAST_CLOCK, "empty_block_ms": 250}   # 1 s = 2 chain days
 PRINCIPAL = 100_000                                              # 1,000.00 LND
 
 

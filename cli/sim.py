@@ -44,11 +44,14 @@ def sim(validators, seeds, seed, faults, txs, as_json):
                 click.echo(f"    safety: {v}")
             if r.liveness_failure:
                 click.echo(f"    liveness: {r.liveness_failure}")
+            for v in r.time_violations:
+                click.echo(f"    time: {v}")
     failed = [r.seed for r in results if not r.ok]
     summary = {
         "runs": len(results), "validators": validators, "faults": faults, "txs": txs,
         "safety_violations": sum(len(r.safety_violations) for r in results),
         "liveness_failures": sum(1 for r in results if r.liveness_failure),
+        "time_violations": sum(len(r.time_violations) for r in results),
         "committed_txs": sum(r.committed_txs for r in results),
         "view_changes": sum(r.view_changes for r in results),
         "evidence": sum(r.evidence for r in results),
@@ -61,6 +64,7 @@ def sim(validators, seeds, seed, faults, txs, as_json):
         click.echo(f"{summary['runs']} runs, {len(failed)} failed: "
                    f"{summary['safety_violations']} safety violations, "
                    f"{summary['liveness_failures']} liveness failures, "
+                   f"{summary['time_violations']} time-rule violations, "
                    f"{summary['committed_txs']} transactions committed"
                    + (f"; replay with --seed {failed[0]}" if failed else ""))
     if failed:

@@ -49,6 +49,27 @@ def check(nodes: dict, created: dict, quorum: int) -> list[str]:
     return problems
 
 
+def check_times(nodes: dict, committed_at: dict, cfg, ahead_ms: int) -> list[str]:
+    """Chain time on every honest node's chain: never backwards, and never ahead of the
+    true time at which the block was first committed by more than `ahead_ms` (scaled to
+    chain time)."""
+    problems = []
+    for i, n in nodes.items():
+        prev = cfg.genesis_time
+        for h in range(1, n.store.height + 1):
+            t = n.store.get_block(h)[0]["header"]["time"]
+            if t < prev:
+                problems.append(f"time: node {i} block {h} at {t} is before its parent "
+                                f"({prev})")
+            prev = t
+            at = committed_at.get(h)
+            if at is not None and t > cfg.chain_time(at + ahead_ms):
+                problems.append(f"time: node {i} block {h} at {t} is ahead of the time it "
+                                f"was committed ({cfg.chain_time(at)}) by more than the "
+                                f"tolerated skew")
+    return problems
+
+
 class CommitLedger:
     """Every COMMIT vote any validator put on the wire, honest or not. A commit
     certificate is any 2f+1 of them for one (view, height, block), which anyone could

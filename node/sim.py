@@ -2,11 +2,16 @@
 virtual clock, every random choice from one seed, so any failing run replays exactly.
 
 Nodes are the real `node.core.Node` (mempool, PBFT replica, ledger) with a `MemoryStore`
-as their disk. The nemesis drops, delays, duplicates and reorders messages, partitions
-and heals the network, crashes nodes and restarts them from what they persisted, pauses
-them, and makes up to f of them byzantine. After the faults heal the run continues until
-every client transaction has committed on every honest node, or a liveness bound passes;
-then the checker looks at every honest node's chain and ledger.
+as their disk. As on real machines, each node reads its own clock (an offset and a drift
+from the seed, within the skew the protocol tolerates), is now and then late to handle
+what arrives (scheduling delays, as on a busy machine), and starts at its own moment,
+missing what was sent before it was up; the chain clock runs fast, as in the demo. Like
+`lendnet cluster up`, the clients start once the chain has committed a block. The nemesis
+drops, delays, duplicates and reorders messages, partitions and heals the network,
+crashes nodes and restarts them from what they persisted, pauses them, sets up to f
+clocks far off, and makes up to f nodes byzantine. After the faults heal the run
+continues until every client transaction has committed on every honest node, or a
+liveness bound passes; then the checker looks at every honest node's chain and ledger.
 """
 from __future__ import annotations
 
@@ -16,20 +21,50 @@ import random
 from dataclasses import dataclass, field
 
 from consensus import messages as M
-from consensus.effects import Broadcast, Committed, Evidence, Send, Timer
+from consensus.effects import Broadcast, Committed, Evidence, Refused, Send, Timer
+from consensus.replica import Diverged
 from ledger.keys import Keypair
 
 from .byzantine import MODES, Byzantine
-from .checker import CommitLedger, check
+from .checker import CommitLedger, check, check_times
 from .core import Genesis, Node
+from .home import FAST_CLOCK
 from .store import MemoryStore
 from .workload import LendingWorkload
 
 T0 = 1_767_225_600                       # chain time at genesis (2026-01-01)
-FAULT_CLASSES = ("crash", "network", "byzantine")
+FAULT_CLASSES = ("crash", "network", "byzantine", "clock")
 PARAMS = {"view_timeout_ms": 400, "checkpoint_interval": 8, "window": 32,
           "batch_delay_ms": 5, "max_block_txs": 200, "fetch_timeout_ms": 200,
-          "empty_block_ms": 1_000, "time_scale": 86_400}          # a simulated second is a chain day: loans move
+          "empty_block_ms": 1_000, "clock_skew_ms": 1_000, "msg_delay_ms": 15_000,
+          "time_scale": FAST_CLOCK}          # as in the demo: loans move while it runs
+BOOT_SPREAD_MS = 3_000                   # nodes come up this far apart, at most
+DRIFT_PPM = 200                          # a clock's drift, at most (a cheap crystal)
+
+
+class Clocks:
+    """Each node's own clock, in ms: true time plus an offset and a drift drawn from the
+    seed, both small enough that two clocks stay within the tolerated skew, plus a jump
+    the clock fault sets beyond it (for up to f nodes at a time) and the heal undoes."""
+
+    def __init__(self, rng, n: int, skew_ms: int, t0: int):
+        self.t0 = t0
+        self.offset = [rng.randint(-skew_ms * 2 // 5, skew_ms * 2 // 5) for _ in range(n)]
+        self.drift = [rng.randint(-DRIFT_PPM, DRIFT_PPM) for _ in range(n)]
+        self.jump = [0] * n
+        self.steady_since = [0] * n              # when each clock last jumped (0: never)
+
+    def set_jump(self, i: int, ms: int, now: int) -> None:
+        self.jump[i] = ms
+        self.steady_since[i] = now
+
+    def local(self, i: int, t: int) -> int:
+        return t + self.offset[i] + self.jump[i] + (t - self.t0) * self.drift[i] // 1_000_000
+
+    def true(self, i: int, local: int) -> int:
+        """The earliest true time at which node i's clock reads at least `local`."""
+        x = local - self.offset[i] - self.jump[i] - self.t0
+        return self.t0 - (-x * 1_000_000 // (1_000_000 + self.drift[i]))
 
 
 def faults_for(name: str) -> set[str]:
@@ -49,12 +84,14 @@ class RunResult:
     ok: bool
     safety_violations: list = field(default_factory=list)
     liveness_failure: str | None = None
+    time_violations: list = field(default_factory=list)
     committed_txs: int = 0
     height: int = 0
     view_changes: int = 0
     evidence: int = 0
     byzantine: dict = field(default_factory=dict)
     faults_injected: int = 0
+    refusals: dict = field(default_factory=dict)    # reason -> proposals refused (honest)
     sim_ms: int = 0
 
     def to_json(self) -> dict:
@@ -80,8 +117,11 @@ class Simulation:
         self.genesis = Genesis(chain, T0, self.workload.balances(),
                                tuple(k.pubkey for k in self.keys), dict(PARAMS))
         self.quorum_override = quorum_override
+        self.clocks = Clocks(self.rng, validators, PARAMS["clock_skew_ms"], self.now)
         self.stores = [MemoryStore() for _ in range(validators)]
         self.nodes = [self._boot(i) for i in range(validators)]
+        self.up_at = [self.now + self.rng.randint(0, BOOT_SPREAD_MS) for _ in range(validators)]
+        self.busy_until = [0] * validators         # a node handles nothing before this
         self.crashed: set[int] = set()
         self.paused: dict[int, list] = {}              # node -> events held while paused
         self.partition: list[set] | None = None
@@ -99,9 +139,13 @@ class Simulation:
         self.evidence: list = []
         self.faults_injected = 0
         self.commits = CommitLedger()
+        self.committed_at: dict[int, int] = {}     # height -> when a node first committed it
+        self.time_violations: list[str] = []
+        self.clients_started = False
 
     def _boot(self, i: int) -> Node:
-        return Node(self.genesis, self.keys[i], self.stores[i], self.now, self.quorum_override)
+        return Node(self.genesis, self.keys[i], self.stores[i], self.clocks.local(i, self.now),
+                    self.quorum_override)
 
     # --- the event queue ----------------------------------------------------------------
 
@@ -109,9 +153,10 @@ class Simulation:
         self.seq += 1
         heapq.heappush(self.queue, (t, self.seq, event))
 
-    def _tick_at(self, i: int, t: int) -> None:
-        """Schedule node i's tick at t unless an earlier one is already pending."""
-        t = max(t, self.now + 1)
+    def _tick_at(self, i: int, local: int) -> None:
+        """Schedule node i's tick when its clock reads `local`, unless an earlier one is
+        already pending."""
+        t = max(self.clocks.true(i, local), self.now + 1)
         pending = self.next_tick.get(i)
         if pending is None or pending <= self.now or pending > t:
             self.next_tick[i] = t
@@ -137,8 +182,22 @@ class Simulation:
                 self._tick_at(i, e.at)
             elif t is Evidence:
                 self.evidence.append((i, e.kind, e.replica))
-            elif t is Committed:
-                pass                                    # the checker reads the stores
+            elif t is Committed:                        # the checker reads the stores
+                self.committed_at.setdefault(e.height, self.now)
+            elif t is Refused and e.reason == "time-ahead" and self._steady(i, e.proposer):
+                # Two honest nodes whose clocks are within the tolerated skew must accept
+                # each other's times: a refusal here is a broken time rule.
+                self.time_violations.append(
+                    f"node {i} refused validator {e.proposer}'s proposal for height "
+                    f"{e.height} in view {e.view} ({e.detail}); their clocks are within "
+                    f"the tolerated skew")
+
+    def _steady(self, *nodes: int) -> bool:
+        """Are these honest nodes' clocks within the tolerated skew, and have they been
+        for longer than any proposal can take to be judged?"""
+        settle = PARAMS["clock_skew_ms"] + PARAMS["msg_delay_ms"]
+        return all(i not in self.byzantine and not self.clocks.jump[i]
+                   and self.now >= self.clocks.steady_since[i] + settle for i in nodes)
 
     # --- byzantine behaviour: what a faulty node sends instead ---------------------------
 
@@ -160,6 +219,8 @@ class Simulation:
             options += ["partition", "lossy", "heal-network"]
         if "crash" in self.faults:
             options += ["crash", "pause", "recover"]
+        if "clock" in self.faults:
+            options += ["clock", "heal-clock"]
         if not options:
             return
         action = self.rng.choice(options)
@@ -184,21 +245,39 @@ class Simulation:
                     self.paused[i] = []
         elif action == "recover":
             self._recover_one()
+        elif action == "clock":
+            # A clock set far off (ahead or behind, beyond the tolerated skew): its
+            # proposals are refused and it refuses others', so it takes a view change.
+            off = [i for i in range(self.n) if self.clocks.jump[i]]
+            ok = [i for i in range(self.n) if not self.clocks.jump[i]]
+            if len(off) < self.f and ok:
+                skew = PARAMS["clock_skew_ms"]
+                self.clocks.set_jump(self.rng.choice(ok), self.rng.choice((-1, 1)) *
+                                     self.rng.randint(skew + 200,
+                                                      4 * (skew + PARAMS["msg_delay_ms"])),
+                                     self.now)
+        elif action == "heal-clock":
+            off = [i for i in range(self.n) if self.clocks.jump[i]]
+            if off:
+                self.clocks.set_jump(self.rng.choice(off), 0, self.now)
 
     def _recover_one(self) -> None:
         if self.crashed:
             i = min(self.crashed)
             self.crashed.discard(i)
             self.nodes[i] = self._boot(i)          # from what it persisted, nothing else
-            self._tick_at(i, self.now + 1)
+            self._tick_at(i, self.clocks.local(i, self.now) + 1)
         elif self.paused:
             i = min(self.paused)
             for event in self.paused.pop(i):
                 self._at(self.now + 1, event)
-            self._tick_at(i, self.now + 1)
+            self._tick_at(i, self.clocks.local(i, self.now) + 1)
 
     def _heal(self) -> None:
         self.partition, self.drop_pct, self.dup_pct = None, 0, 0
+        for i in range(self.n):
+            if self.clocks.jump[i]:
+                self.clocks.set_jump(i, 0, self.now)
         while self.crashed or self.paused:
             self._recover_one()
 
@@ -207,11 +286,18 @@ class Simulation:
     def _observer(self) -> Node:
         """A reachable honest node whose ledger a wallet reads."""
         up = [i for i in range(self.n) if i not in self.crashed and i not in self.paused
-              and i not in self.byzantine]
+              and i not in self.byzantine and self.now >= self.up_at[i]]
         return self.nodes[self.rng.choice(up)] if up else None
 
     def _client(self) -> None:
-        """Each wallet gets a turn (in a seeded order) to act on what a node shows it."""
+        """Each wallet gets a turn (in a seeded order) to act on what a node shows it.
+        As with `lendnet cluster up`, they begin once the chain has committed a block."""
+        if not self.clients_started:
+            if not any(n.height for n in self._honest().values()):
+                self._at(self.now + 50, ("client",))
+                return
+            self.clients_started = True
+            self._at(self.now + 300, ("resubmit",))
         obs = self._observer()
         if obs is not None:
             for _ in self.workload.clients:
@@ -231,31 +317,49 @@ class Simulation:
         i = self.rng.randrange(self.n)
         self._at(self.now + self.rng.randint(1, 5), ("tx", i, raw))
 
+    def _stall(self, i: int) -> None:
+        """After an event, a node is sometimes slow to get to the next, as a process on a
+        busy machine is: mostly not at all, now and then for longer than a view timeout."""
+        roll = self.rng.randrange(1000)
+        if roll >= 900:
+            self.busy_until[i] = self.now + (self.rng.randint(1, 20) if roll < 990 else
+                                             self.rng.randint(20, 200) if roll < 998 else
+                                             self.rng.randint(200, 800))
+
     # --- running -----------------------------------------------------------------------
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
         if kind in ("msg", "tx", "tick"):
             i = event[1]
-            if i in self.crashed:
-                return
+            if i in self.crashed or self.now < self.up_at[i]:
+                return                                  # lost: the node is not up
             if i in self.paused:
                 if kind != "tick":
                     self.paused[i].append(event)
                 return
+            if self.now < self.busy_until[i]:
+                self._at(self.busy_until[i], event)     # still busy with the last one
+                return
             node = self.nodes[i]
+            local = self.clocks.local(i, self.now)
             if kind == "msg":
-                self._dispatch(i, node.deliver(event[2], self.now))
+                self._dispatch(i, node.deliver(event[2], local))
             elif kind == "tx":
                 if node.receive_tx(event[2]):
                     for j in range(self.n):
                         if j != i:
                             self._send(i, j, "tx", event[2])
-                    self._tick_at(i, self.now + 1)
+                    self._tick_at(i, local + 1)
             else:
                 if self.next_tick.get(i) == self.now:
                     del self.next_tick[i]
-                self._dispatch(i, node.tick(self.now))
+                self._dispatch(i, node.tick(local))
+            self._stall(i)
+        elif kind == "boot":
+            i = event[1]
+            self.nodes[i] = self._boot(i)
+            self._tick_at(i, self.clocks.local(i, self.now) + 1)
         elif kind == "client":
             self._client()
         elif kind == "resubmit":
@@ -279,9 +383,8 @@ class Simulation:
 
     def run(self, max_events: int = 2_000_000) -> RunResult:
         for i in range(self.n):
-            self._tick_at(i, self.now + 1)
+            self._at(self.up_at[i], ("boot", i))
         self._at(self.now + 1, ("client",))
-        self._at(self.now + 300, ("resubmit",))
         if self.faults:
             self._at(self.now + 50, ("nemesis",))
             self._at(self.fault_until, ("heal",))
@@ -298,26 +401,40 @@ class Simulation:
                 events += 1
                 if self.now > self.fault_until and events % 64 == 0 and self._settled():
                     break
-        except AssertionError as e:                 # a replica caught itself diverging
-            violations.append(f"assertion: {e}")
+        except Diverged as e:                       # a replica caught itself diverging
+            violations.append(f"divergence: {e}")
         if not violations and not self._settled():
             liveness = (f"{self.workload.pending()} transactions not committed "
-                        f"{(self.now - self.fault_until) // 1000}s after the faults healed")
+                        f"{(self.now - self.fault_until) // 1000}s after the faults healed"
+                        if self.clients_started else
+                        f"the chain never committed a block in {self.now // 1000 - T0} s")
         honest = self._honest()
-        quorum = self.genesis.config(self.quorum_override).validators.quorum
+        cfg = self.genesis.config(self.quorum_override)
+        quorum = cfg.validators.quorum
         violations += check(honest, self.workload.created, quorum)
         violations += self.commits.conflicts(quorum)
+        # Chain time never runs ahead of true time by more than an in-tolerance clock's
+        # offset plus the skew a replica allows (every prepare quorum holds such a clock).
+        ahead = PARAMS["clock_skew_ms"] * 7 // 5 + DRIFT_PPM * (self.now - T0 * 1000) // 10**6
+        violations += check_times(honest, self.committed_at, cfg, ahead)
+        refusals: dict[str, int] = {}
+        for n in honest.values():
+            for why, k in n.replica.refusals.items():
+                refusals[why] = refusals.get(why, 0) + k
         heights = [n.height for n in honest.values()]
         return RunResult(
-            seed=self.seed, validators=self.n, ok=not violations and liveness is None,
+            seed=self.seed, validators=self.n,
+            ok=not violations and liveness is None and not self.time_violations,
             safety_violations=violations, liveness_failure=liveness,
+            time_violations=self.time_violations[:10],
             committed_txs=sum(len(n.store.get_block(h)[0]["txs"])
                               for n in [max(honest.values(), key=lambda n: n.height)]
                               for h in range(1, n.height + 1)),
             height=min(heights), view_changes=max(n.replica.view_changes
                                                   for n in honest.values()),
             evidence=len(self.evidence), byzantine=dict(sorted(self.byzantine.items())),
-            faults_injected=self.faults_injected, sim_ms=self.now - T0 * 1000)
+            faults_injected=self.faults_injected, refusals=dict(sorted(refusals.items())),
+            sim_ms=self.now - T0 * 1000)
 
 
 def run_seed(seed: int, **kw) -> RunResult:
