@@ -28,6 +28,11 @@ class BlockError(ValueError):
     """A block that cannot be applied as proposed (wrong height, time, or a bad transaction)."""
 
 
+class InvariantError(RuntimeError):
+    """A bug: the state was about to break an invariant (money out of nothing). Raised,
+    never asserted, so the check holds under `python -O` too."""
+
+
 @dataclass
 class Receipt:
     tx: str
@@ -94,17 +99,19 @@ class Ledger:
         return self.state.accounts.get(addr, (0, 0))[0]
 
     def move(self, src: str, dst: str, amount: int) -> None:
-        """The one way money changes hands; callers check funds first, this asserts it."""
+        """The one way money changes hands; callers check funds first, this checks again."""
         accounts = self.state.accounts
         bal, nonce = accounts.get(src, (0, 0))
-        assert 0 < amount <= bal, "move would overdraw an account"
+        if not 0 < amount <= bal:
+            raise InvariantError(f"move of {amount} would overdraw {src} (balance {bal})")
         accounts.put(src, (bal - amount, nonce))
         bal, nonce = accounts.get(dst, (0, 0))
         accounts.put(dst, (bal + amount, nonce))
 
     def debit_to_escrow(self, src: str, amount: int) -> None:
         bal, nonce = self.account(src)
-        assert 0 < amount <= bal
+        if not 0 < amount <= bal:
+            raise InvariantError(f"escrow of {amount} would overdraw {src} (balance {bal})")
         self.state.accounts.put(src, (bal - amount, nonce))
 
     def credit_from_escrow(self, dst: str, amount: int) -> None:
