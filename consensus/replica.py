@@ -741,20 +741,24 @@ class Replica:
             return
         slot = self.slots.get(h)
         signed = slot and d in slot.txs and self._signed_header(slot, h, d)
-        if signed and self._may_serve(r, M.txs_bytes(slot.txs[d])):
+        if signed and self._may_serve(r):
+            self._served(r, M.txs_bytes(slot.txs[d]))
             self.out.append(Send(r, M.with_txs(signed, slot.txs[d])))
 
-    def _may_serve(self, r: int, cost: int) -> bool:
+    def _may_serve(self, r: int) -> bool:
         """Blocks served to replica r are limited in bytes (a burst, then a rate), so a
-        replayed or hostile request cannot buy a stream of answers."""
+        replayed or hostile request cannot buy a stream of answers; see _served."""
         left, at = self.served.get(r, (SERVE_BURST, self.now))
         left = min(SERVE_BURST, left + max(0, self.now - at) * SERVE_BYTES_PER_S // 1000)
+        self.served[r] = (left, self.now)
         if r == self.me or left <= 0:
-            self.served[r] = (left, self.now)
             self.throttled += 1
             return False
-        self.served[r] = (left - max(cost, 1024), self.now)
         return True
+
+    def _served(self, r: int, size: int) -> None:
+        left, at = self.served[r]
+        self.served[r] = (left - size, at)
 
     # --- checkpoints and garbage collection --------------------------------------------
 
@@ -1003,7 +1007,7 @@ class Replica:
         self._on_fetch(None, {"r": r, "from_h": h, "count": 16})
 
     def _on_fetch(self, msg, b):
-        if not self._may_serve(b["r"], 0):
+        if not self._may_serve(b["r"]):
             return                                # it asks another replica after a while
         entries, size = [], 0
         for h in range(b["from_h"], min(b["from_h"] + b["count"], self.app.height + 1)):
@@ -1014,8 +1018,7 @@ class Replica:
             if entries and size > M.MAX_MSG_BYTES - 1024:
                 break                             # what fits in one message; it asks again
             entries.append(list(got))
-        left, at = self.served[b["r"]]
-        self.served[b["r"]] = (left - size, at)
+        self._served(b["r"], size)
         # Always answer: an empty list tells the asker this replica has nothing newer.
         self.out.append(Send(b["r"], self._sign({"t": M.BLOCKS, "blocks": entries})))
 

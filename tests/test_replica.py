@@ -11,7 +11,8 @@ import pytest
 
 from consensus import messages as M
 from consensus import replica as R
-from consensus.effects import Broadcast, Committed, Evidence, Persist, Refused, Send, Timer
+from consensus.effects import (Broadcast, Committed, Evidence, Persist, Refused, Send, Timer,
+                               ViewChange)
 from ledger import codec, tx as txm
 from ledger.keys import Keypair
 from node.core import Genesis, Node
@@ -1135,3 +1136,153 @@ def test_catch_up_replies_fit_in_one_message(monkeypatch):
             assert fetch["body"]["from_h"] == node.height + 1
     assert rounds > 1 and node.rejected_messages == 0
     assert net.chain(3) == net.chain(0)[:node.height]
+
+
+# --- 9. liveness: no silent stall ---------------------------------------------------------
+
+def test_an_idle_chain_with_empty_blocks_changes_view_when_no_block_comes():
+    # The stall `lendnet demo` hit: view 0's first proposal reached nobody (its links
+    # were not up yet) and no client work was pending. With empty blocks every 500 ms,
+    # a replica that sees none for that long plus the view timeout asks for view 1.
+    net = Net({"empty_block_ms": 500})
+    eff = net.tick(0, 500)
+    only(eff, M.PROPOSE, v=0, h=1)                         # ... lost: nobody gets it
+    net.queue.clear()
+    for i in (1, 2, 3):                                    # a block was due: the timer starts
+        assert_quiet(net.tick(i))
+    net.now += PARAMS["view_timeout_ms"] - 1
+    for i in (1, 2, 3):
+        assert not of(net.tick(i), M.VIEWCHANGE)           # not yet
+    net.now += 1
+    eff = net.tick(1)
+    only(eff, M.VIEWCHANGE, v=1)
+    [vc] = [e for e in eff if type(e) is ViewChange]
+    assert (vc.old, vc.new) == (0, 1) and "empty block" in vc.reason
+    for i in (2, 3):
+        net.tick(i)
+    net.run()
+    assert all(net.replica(i).view == 1 and net.replica(i).normal for i in ALL)
+    only(net.tick(1, 500), M.PROPOSE, v=1, h=1)
+    net.run()
+    assert [n.height for n in net.nodes] == [1] * N          # view 1 commits an empty block
+
+
+def test_without_empty_blocks_an_idle_chain_stays_quiet():
+    net = Net()
+    for i in ALL:
+        net.tick(i)
+    net.now += 100 * PARAMS["view_timeout_ms"]
+    for i in ALL:
+        assert_quiet(net.tick(i))
+
+
+def test_a_refused_proposal_is_work_that_ends_in_a_view_change():
+    # An idle chain (no client transactions): the primary's one proposal is refused by
+    # every replica; they must not wait for ever.
+    net = Net()
+    net.now += 10_000
+    bad = propose(0, block_for(net.nodes[1], 1, [net.tx("carol")], time=T0 + 20))
+    net.nodes[1].mempool.ids.clear()
+    net.nodes[1].mempool.by_sender.clear()                # nothing pending on the replicas
+    for i in (1, 2, 3):
+        eff = net.deliver(i, bad)
+        assert [e.reason for e in eff if type(e) is Refused] == ["time-ahead"]
+    net.queue.clear()
+    vcs = time_out(net, (1, 2, 3))
+    assert all(m["body"]["v"] == 1 for m in vcs.values())
+
+
+# --- 10. blocks known by their header --------------------------------------------------
+
+def test_a_replica_that_only_saw_the_relayed_header_asks_for_the_transactions():
+    net = Net()
+    net.submit(net.tx())
+    prop = only(net.tick(0), M.PROPOSE, v=0, h=1)
+    assert "txs" in prop
+    net.queue.clear()
+    eff = net.deliver(2, prop)
+    relay = only(eff, M.PROPOSE)
+    assert relay == M.signed_part(prop) and "txs" not in relay      # the header only
+    net.queue.clear()
+    assert not of(net.deliver(1, relay), M.PREPARE)                 # nothing to check yet
+    assert not [e for e in net.tick(1, R.Config.fetch_timeout_ms - 1) if type(e) is Send]
+    [ask] = [e for e in net.tick(1, 1) if type(e) is Send]
+    assert ask.to == 0 and ask.msg["body"]["t"] == M.GETBLOCK
+    assert ask.msg["body"]["d"] == M.block_hash(prop["body"]["header"])
+    net.queue.clear()
+    answer = only(net.deliver(0, ask.msg), M.PROPOSE)
+    assert answer == prop
+    only(net.deliver(1, answer), M.PREPARE, d=ask.msg["body"]["d"])
+
+
+def test_a_new_primary_fetches_a_carried_block_it_never_received():
+    # Height 1 is prepared by 0, 2 and 3; replica 1 saw only the header. View 1's
+    # primary is replica 1: the NEW-VIEW carries the block by its header, so replica 1
+    # asks a replica that voted for it, then proposes it again.
+    net = Net()
+    net.submit(net.tx())
+    prop = only(net.tick(0), M.PROPOSE)
+    d = M.block_hash(prop["body"]["header"])
+    net.queue = [(s, t, M.signed_part(m) if t == 1 and m["body"]["t"] == M.PROPOSE else m)
+                 for s, t, m in net.queue]
+    net.run(keep=lambda s, t, m: m["body"]["t"] != M.COMMIT and
+            not (t == 1 and m["body"]["t"] == M.PROPOSE and "txs" in m)
+            and m["body"]["t"] != M.GETBLOCK)
+    assert net.replica(2).slots[1].prepared[:2] == (0, d)
+    assert d not in net.replica(1).slots[1].txs
+    vcs = time_out(net, (1, 2, 3))
+    net.queue.clear()
+    net.deliver(1, vcs[2])
+    eff = net.deliver(1, vcs[3])
+    only(eff, M.NEWVIEW, v=1)
+    assert not of(eff, M.PROPOSE)                            # it cannot yet: it asks
+    [ask] = [e for e in eff if type(e) is Send and e.msg["body"]["t"] == M.GETBLOCK]
+    assert ask.to in (0, 2, 3)
+    answer = only(net.deliver(ask.to, ask.msg), M.PROPOSE)
+    reprop = only(net.deliver(1, answer), M.PROPOSE, v=1, h=1)
+    assert M.block_hash(reprop["body"]["header"]) == d and reprop["txs"] == prop["txs"]
+    net.run(keep=cut(0))
+    assert [net.nodes[i].height for i in (1, 2, 3)] == [1, 1, 1]
+
+
+def test_the_primary_cuts_a_batch_by_bytes_and_a_view_change_stays_small():
+    net = Net({"max_block_bytes": 32 * 1024, "max_block_txs": 2_000})
+    raws = [net.submit(net.tx(name)) for _ in range(60) for name in CLIENTS]
+    prop = only(net.tick(0), M.PROPOSE, h=1)
+    assert 0 < M.txs_bytes(prop["txs"]) <= 32 * 1024 < M.txs_bytes(raws)
+    assert len(prop["txs"]) < len(raws)
+    net.run(keep=lambda s, d, m: m["body"]["t"] != M.COMMIT)
+    vc = time_out(net, (1,))[1]
+    assert vc["body"]["prepared"]                           # headers, not the blocks:
+    assert len(M.encode(vc)) < 1_500 * len(vc["body"]["prepared"]) < 32 * 1024
+
+
+def test_a_replayed_fetch_buys_a_bounded_number_of_answers(monkeypatch):
+    net = Net()
+    for _ in range(3):
+        commit_one(net)
+    net.queue.clear()
+    fetch = signed(3, {"t": M.FETCH, "from_h": 1, "count": 64})
+    answer = only(net.deliver(0, fetch), M.BLOCKS)
+    monkeypatch.setattr(R, "SERVE_BURST", 10 * len(M.encode(answer)))
+    net = Net()
+    for _ in range(3):
+        commit_one(net)
+    net.queue.clear()
+    answers = sum(len(of(net.deliver(0, fetch), M.BLOCKS)) for _ in range(100))
+    assert 10 <= answers <= 11 and net.replica(0).throttled >= 89
+    net.now += 1_000                                      # the budget refills with time
+    assert of(net.deliver(0, fetch), M.BLOCKS)
+
+
+def test_the_largest_newview_of_any_accepted_genesis_fits_in_a_message():
+    for n in (4, 7, 10, 16, 22, 28):
+        vals = M.Validators("x", tuple(bytes([i]) * 32 for i in range(n)))
+        R.Config(vals).check()
+        assert M.newview_bytes_bound(n, R.Config.window) <= M.MAX_MSG_BYTES
+    vals = M.Validators("x", tuple(bytes([i]) * 32 for i in range(31)))
+    with pytest.raises(ValueError, match="NEW-VIEW"):
+        R.Config(vals).check()
+    R.Config(vals, window=32).check()                        # a smaller window fits
+    with pytest.raises(ValueError, match="max_block_bytes"):
+        R.Config(vals, window=32, max_block_bytes=M.MAX_BLOCK_BYTES + 1).check()
