@@ -154,6 +154,7 @@ def build_app(daemon) -> web.Application:
             "height": h, "hash": M.block_hash(block["header"]).hex(),
             "header": jsonable(block["header"]), "state_root": root.hex(),
             "txs": [node.parse(raw).id for raw in block["txs"]],
+            "txs_bytes": M.txs_bytes(block["txs"]),
             "certificate": {"view": cert[0]["body"]["v"] if cert else None,
                             "signers": sorted(m["body"]["r"] for m in cert)}})
 
@@ -382,8 +383,8 @@ OPENAPI = {
         "/v1/tx/{hash}": {"get": _op("Status: pending, committed (height, index), failed "
                                      "(included, error) or rejected (why).",
                                      [("hash", "64 hex digits")])},
-        "/v1/blocks/{height}": {"get": _op("A committed block: header, tx hashes, state "
-                                           "root, certificate signers.",
+        "/v1/blocks/{height}": {"get": _op("A committed block: header, tx hashes, their "
+                                           "bytes, state root, certificate signers.",
                                            [("height", "integer")])},
         "/v1/accounts/{address}": {"get": _op("Balance and next nonce.", [_ADDR])},
         "/v1/scores/{address}": {"get": _op("Credit score with components and reasons.",

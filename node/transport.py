@@ -32,6 +32,7 @@ from ledger import codec, keys
 DOMAIN = b"lendnet/p2p-handshake\x00"
 MAX_FRAME = 4 * 1024 * 1024 + 4096
 QUEUE_FRAMES = 4_096
+QUEUE_BYTES = 64 << 20           # and at most this much waiting for one peer
 STATS = ("frames_in", "frames_out", "frames_dropped", "frames_unlinked", "bad_frames",
          "handshakes_failed", "frames_faulted")
 KINDS = ("msg", "txs", "block")      # consensus message, transactions, committed block
@@ -97,6 +98,26 @@ class LinkFaults:
                 "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms}
 
 
+class FrameQueue(asyncio.Queue):
+    """Frames waiting for one link, bounded in count and in bytes: a peer that stops
+    reading (paused, or hostile) costs at most QUEUE_BYTES, then its frames are dropped."""
+
+    def __init__(self):
+        super().__init__(QUEUE_FRAMES)
+        self.bytes = 0
+
+    def put_nowait(self, frame: bytes) -> None:
+        if self.bytes + len(frame) > QUEUE_BYTES:
+            raise asyncio.QueueFull
+        super().put_nowait(frame)
+        self.bytes += len(frame)
+
+    def get_nowait(self) -> bytes:
+        frame = super().get_nowait()
+        self.bytes -= len(frame)
+        return frame
+
+
 class Transport:
     """Links to peers. `on_frame(kind, payload, peer_pubkey)` is called for every frame
     received from an authenticated peer."""
@@ -106,7 +127,7 @@ class Transport:
         self.kp = kp
         self.on_frame = on_frame
         self.stats = stats
-        self.out: dict[str, asyncio.Queue] = {}           # "host:port" -> frames to send
+        self.out: dict[str, FrameQueue] = {}              # "host:port" -> frames to send
         self.peer_keys: dict[str, bytes] = {}             # "host:port" -> its pubkey, once known
         self.inbound: dict[bytes, int] = {}               # pubkey -> open inbound links
         self.inbound_out: dict[int, tuple] = {}           # link id -> (pubkey, frame queue)
@@ -124,7 +145,7 @@ class Transport:
         self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None,
                                                                              connect=3))
         for p in peers:
-            self.out[p] = asyncio.Queue(QUEUE_FRAMES)
+            self.out[p] = FrameQueue()
             self._tasks.append(asyncio.create_task(self._dial_forever(p)))
 
     async def stop(self) -> None:
@@ -303,7 +324,7 @@ class Transport:
                            message=str(e)[:100].encode())
             return ws
         self.inbound[pubkey] = self.inbound.get(pubkey, 0) + 1
-        q: asyncio.Queue = asyncio.Queue(QUEUE_FRAMES)
+        q = FrameQueue()
         self.inbound_out[id(ws)] = (pubkey, q)
         writer = asyncio.create_task(self._send_frames(ws, q))
         try:

@@ -333,6 +333,52 @@ def test_a_new_full_node_syncs_the_chain_and_follows_it(cluster, tmp_path):
             proc.wait()
 
 
+def _big_calls(count: int, senders: int = 10) -> list[bytes]:
+    """`count` calls of about 29 KiB from keys that hold no money: each will fail, and
+    each is still admitted and proposed (anyone can send them)."""
+    contract = keys.Keypair.from_name("no-such-contract").address
+    args = [bytes([i]) * 4096 for i in range(7)]
+    out = []
+    for i in range(count):
+        kp = keys.Keypair.from_name(f"stuffer-{i % senders}")
+        body = txm.build(kp, CHAIN, "call", i // senders, contract=contract, args=args,
+                         amount=0, gas=1_000)
+        out.append(txm.sign(body, [kp]).raw)
+    return out
+
+
+def test_a_mempool_of_big_transactions_cannot_stop_the_chain(cluster):
+    # 500 transactions of ~29 KiB (about 14 MiB: once over the message limit as one
+    # block) reach the three replicas while the primary is paused. The view changes,
+    # blocks are cut by bytes, and an honest transfer still commits.
+    c, members, clients = cluster
+    primary = clients[1].status()["primary"]
+    others = [i for i in range(4) if i != primary]
+    big = _big_calls(500)
+    assert min(map(len, big)) > 28_000
+    c.kill_member(f"node{primary}", signal.SIGSTOP)
+    try:
+        for k in range(0, len(big), 16):
+            url = members[others[k // 16 % 3]].api + "/v1/txs"
+            status, body = http_json(url, 30, {"txs": [raw.hex() for raw in big[k:k + 16]]})
+            assert status == 200 and body["accepted"] == len(big[k:k + 16]), body
+        api = clients[others[0]]
+        h = api.submit(Wallet(keys.Keypair.from_name("carol"), api).sign(
+            "transfer", to=BOB.address, amount=7))
+        assert api.wait_committed(h, timeout=90)["status"] == "committed"
+    finally:
+        c.kill_member(f"node{primary}", signal.SIGCONT)
+    # Every big call made it into a block (failed: no such contract), none too big.
+    last = [api.wait_committed(txm.parse(raw).id, timeout=90) for raw in big[-10:]]
+    assert all(st["status"] == "failed" for st in last), last
+    top = max(cl.status()["height"] for cl in clients)
+    _wait_same_chain(clients, top, timeout=60)
+    assert all(cl.status()["view"] > 0 for cl in clients)
+    heights = {api.tx(txm.parse(raw).id)["height"] for raw in big}
+    sizes = [api.get(f"/v1/blocks/{h}")["txs_bytes"] for h in sorted(heights)]
+    assert max(sizes) <= 1 << 20 and len(heights) >= 14, (heights, sizes)
+
+
 def test_down_stops_every_node_cleanly(cluster):
     c, members, _ = cluster
     stopped = c.down()
@@ -340,3 +386,4 @@ def test_down_stops_every_node_cleanly(cluster):
     for m in members:
         assert not m.alive()
         assert "node stopped at height" in Cluster.log_tail(m, 5), Cluster.log_tail(m, 5)
+
