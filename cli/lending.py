@@ -14,7 +14,6 @@ from pathlib import Path
 import click
 
 from contracts.agreements import METHOD_CODES, PERIOD_SECONDS, schedule
-from ledger import keys
 from ledger import tx as txm
 
 from .common import (AMOUNT, client, emit, get, money, node_option, pct, send_options,

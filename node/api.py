@@ -11,7 +11,7 @@ import asyncio
 import json
 import re
 
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from consensus import messages as M
 from ledger import codec, keys, lending
