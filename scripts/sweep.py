@@ -3,7 +3,9 @@
 1. Offered load against commit latency (the throughput-latency curve), 4 validators.
 2. Saturation: transfers and VM repayments offered as fast as accepted for about 60 s.
 3. Committed throughput against cluster size (4, 7, 10 validators) at one offered load.
-4. Time from the primary's SIGKILL to the next commit of a new transaction (3 runs).
+4. Time from the primary's SIGKILL to the next commit of a new transaction (3 runs);
+   and a view change under full load: 10 validators, blocks of up to 2,000 transactions,
+   the primary killed while every mempool is full.
 5. Catch-up: a validator stopped while the others commit N transactions, then restarted;
    transactions replayed per second until it reaches their height.
 6. Memory: node RSS sampled while a cluster commits 1,000,000 transfers.
@@ -17,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -31,9 +34,11 @@ from node.client import ApiError, NodeClient  # noqa: E402
 from node.cluster import Cluster  # noqa: E402
 
 CHAIN = "lendnet-dev"
+ROOT = Path(__file__).resolve().parent.parent
 
 
-SECTIONS = ("load_curve", "saturation", "by_size", "primary_kill", "catch_up", "memory")
+SECTIONS = ("load_curve", "saturation", "by_size", "primary_kill", "view_change_loaded",
+            "catch_up", "memory")
 KEYS = ("rate", "offered_tx_per_s", "tx_per_s", "seconds", "p50_ms", "p90_ms", "p99_ms",
         "max_ms", "blocks_per_s", "avg_batch", "cpu_s_per_tx", "refused")
 
@@ -107,6 +112,60 @@ def primary_kill(tmp: Path, runs: int) -> dict:
         finally:
             c.down()
     return {"seconds_to_next_commit": out, "median": sorted(out)[len(out) // 2]}
+
+
+def view_change_loaded(tmp: Path, nodes: int, block_txs: int, txs: int) -> dict:
+    """Kill the primary of an `nodes`-validator cluster whose blocks hold up to
+    `block_txs` transactions while a benchmark keeps every mempool full; time from the
+    kill to the first block committed in a later view, and what that view committed."""
+    root = tmp / "vc-loaded"
+    c = Cluster(root)
+    load = None
+    try:
+        members = c.up(nodes, wait_s=120, params={"max_block_txs": block_txs})
+        apis = [NodeClient(m.api, timeout=10) for m in members]
+        load = subprocess.Popen([sys.executable, "-m", "cli.main", "bench", "--nodes-from",
+                                 str(root), "--txs", str(txs), "--rate", "0", "--workload",
+                                 "transfer", "--json"], cwd=ROOT, stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        st = apis[1].status()
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:      # until blocks are full and mempools deep
+            st = apis[1].status()
+            top = apis[1].get(f"/v1/blocks/{st['height']}") if st["height"] else {"txs": []}
+            if len(top["txs"]) >= block_txs and st["mempool"] >= 2 * block_txs:
+                break
+            time.sleep(0.2)
+        else:
+            raise RuntimeError(f"the load never filled a block: {st}")
+        old_view, old_height, mempool = st["view"], st["height"], st["mempool"]
+        primary = st["primary"]
+        survivor = apis[(primary + 1) % nodes]
+        c.kill_member(f"node{primary}", signal.SIGKILL)
+        t0 = time.monotonic()
+        while time.monotonic() < t0 + 300:
+            st = survivor.status()
+            if st["view"] > old_view and st["normal"] and st["height"] > old_height:
+                break
+            time.sleep(0.05)
+        else:
+            raise RuntimeError(f"no commit in a new view within 300 s: {st}")
+        took = time.monotonic() - t0
+        first = survivor.get(f"/v1/blocks/{st['height']}")
+        survivor.wait_height(st["height"] + 10, timeout=120)
+        after = [len(survivor.get(f"/v1/blocks/{h}")["txs"])
+                 for h in range(st["height"] + 1, st["height"] + 11)]
+        print(f"  {took:.2f} s from the kill to a commit in view {st['view']}; "
+              f"blocks after it: {after}", flush=True)
+        return {"validators": nodes, "max_block_txs": block_txs,
+                "mempool_at_kill": mempool, "seconds_to_commit_in_new_view": round(took, 2),
+                "new_view": st["view"], "first_block_txs": len(first["txs"]),
+                "next_blocks_txs": after}
+    finally:
+        if load is not None:
+            load.kill()
+            load.wait()
+        c.down()
 
 
 def catch_up(tmp: Path, txs: int, rate: int) -> dict:
@@ -191,6 +250,8 @@ def main() -> int:
             "by_size": lambda: by_size([4, 7] if q else [4, 7, 10], 500,
                                        2_000 if q else 8_000),
             "primary_kill": lambda: primary_kill(tmp, 1 if q else 3),
+            "view_change_loaded": lambda: view_change_loaded(
+                tmp, 4 if q else 10, 2_000, 20_000 if q else 200_000),
             "catch_up": lambda: catch_up(tmp, 5_000 if q else 50_000, 2_000),
             # as fast as accepted: 1,000,000 commits in about ten minutes
             "memory": lambda: memory(20_000 if q else 1_000_000, 0),
