@@ -303,8 +303,7 @@ class Replica:
                         else f"the proposal for height {h} is not committed")
         if self._heartbeat_expected() and \
                 self.now >= self.last_block_at + self.cfg.empty_block_ms:
-            return f"no block for {self.now - self.last_block_at} ms (empty blocks are due " \
-                   f"every {self.cfg.empty_block_ms} ms)"
+            return f"an empty block was due {self.cfg.empty_block_ms} ms after the last block"
         return ""
 
     def is_primary(self) -> bool:
