@@ -472,25 +472,15 @@ class Replica:
     def _judge(self, h: int, p: Proposal) -> tuple[str, str] | None:
         """May this replica prepare-vote p, the current view's proposal for h? None if
         so; (WAIT, '') if it cannot tell yet; else (reason, detail) for a refusal."""
-        header = p.header
+        header, cfg = p.header, self.cfg
         carried = self._selected(h) == p.d
-        if header["proposer"] != p.msg["body"]["r"] and not carried:
-            # A new block names its proposer; only one the new view carried over names
-            # another.
-            return "proposer", f"the block names validator {header['proposer']} as its " \
-                               f"proposer"
-        txs = self.slots[h].txs.get(p.d)
-        if txs is None:
-            return WAIT, ""                       # asked for (see _ask_for_txs)
-        prev_header = self._header_of(h - 1, header["prev"])
-        if prev_header is None:
-            return WAIT, ""                       # h-1 not known (yet) in this view
         t = header["time"]
-        if t < prev_header["time"]:
-            return "time-before-parent", f"time {t} is before its parent's " \
-                                         f"{prev_header['time']}"
-        if not carried:                           # new: timely, and within the limits
-            cfg = self.cfg
+        if not carried:
+            # What a new proposal must be whatever came before it: named after its
+            # sender, timely, within the size limits.
+            if header["proposer"] != p.msg["body"]["r"]:
+                return "proposer", f"the block names validator {header['proposer']} as " \
+                                   f"its proposer"
             ahead = cfg.chain_time(self.now + cfg.clock_skew_ms)
             if t > ahead:
                 return "time-ahead", f"time {t} is ahead of this replica's clock " \
@@ -499,8 +489,18 @@ class Replica:
             if t < behind:
                 return "time-behind", f"time {t} is behind this replica's clock " \
                                       f"(earliest acceptable {behind})"
-            if len(txs) > cfg.max_block_txs or M.txs_bytes(txs) > cfg.max_block_bytes:
-                return "too-big", f"{len(txs)} transactions of {M.txs_bytes(txs)} bytes"
+        txs = self.slots[h].txs.get(p.d)
+        if txs is None:
+            return WAIT, ""                       # asked for (see _ask_for_txs)
+        if not carried and (len(txs) > cfg.max_block_txs
+                            or M.txs_bytes(txs) > cfg.max_block_bytes):
+            return "too-big", f"{len(txs)} transactions of {M.txs_bytes(txs)} bytes"
+        prev_header = self._header_of(h - 1, header["prev"])
+        if prev_header is None:
+            return WAIT, ""                       # h-1 not known (yet) in this view
+        if t < prev_header["time"]:
+            return "time-before-parent", f"time {t} is before its parent's " \
+                                         f"{prev_header['time']}"
         eh = header["exec_height"]
         if eh > self.app.height:
             return WAIT, ""

@@ -333,6 +333,42 @@ def test_a_new_full_node_syncs_the_chain_and_follows_it(cluster, tmp_path):
             proc.wait()
 
 
+def test_a_primary_whose_proposal_is_refused_is_replaced_and_it_is_counted(cluster):
+    # The view's primary (its key read from its home) proposes a block stamped an hour
+    # ahead: every replica refuses it as `time-ahead`, counts and logs the refusal, and,
+    # the chain being otherwise idle, changes view after the timeout all the same.
+    from node.home import load_key
+    c, members, clients = cluster
+    st = clients[1].status()
+    v, primary = st["view"], st["primary"]
+    pkey = load_key(members[primary].home)
+    h = st["height"] + 30
+    header = {"height": h, "prev": bytes(32), "time": int(time.time()) + 3_600,
+              "proposer": primary, "txs_root": M.txs_root([]), "exec_height": 0,
+              "exec_root": bytes(32)}
+    prop = M.with_txs(M.sign(CHAIN, pkey, {"t": M.PROPOSE, "v": v, "h": h, "header": header,
+                                           "r": primary}), [])
+    frame = codec.encode(["msg", M.encode(prop)])
+    replicas = [i for i in range(4) if i != primary]
+    for i in replicas:
+        asyncio.run(_p2p(clients[i].url, keys.Keypair.from_name("stranger"), [frame]))
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and \
+            min(clients[i].status()["view"] for i in replicas) <= v:
+        time.sleep(0.1)
+    for i in replicas:
+        st_i = clients[i].status()
+        assert st_i["view"] > v and st_i["refusals"].get("time-ahead", 0) >= 1, st_i
+        text = _metrics(clients[i].url)
+        assert _metric(text, 'lendnet_proposals_refused_total{reason="time-ahead"}') >= 1
+        log = (members[i].home / "node.log").read_text()
+        assert f"refused the proposal for height {h} in view {v} from validator " \
+               f"{primary}: time-ahead" in log
+        assert f"view change {v} -> {v + 1}: " in log and f"height {h}" in log
+    top = max(cl.status()["height"] for cl in clients)
+    _wait_same_chain(clients, top + 2, timeout=60)
+
+
 def _big_calls(count: int, senders: int = 10) -> list[bytes]:
     """`count` calls of about 29 KiB from keys that hold no money: each will fail, and
     each is still admitted and proposed (anyone can send them)."""
