@@ -16,7 +16,8 @@ from node.sim import FAULT_CLASSES, run_seed
 @click.option("--seed", type=click.IntRange(0, 2**63 - 1), default=1, show_default=True,
               help="First seed; a failing seed is replayed exactly with --seed S.")
 @click.option("--faults", type=click.Choice(["none", *FAULT_CLASSES, "all"]), default="all",
-              show_default=True, help="Fault classes the nemesis injects.")
+              show_default=True, help="Fault classes the nemesis injects (clock: up to f "
+              "clocks set beyond the tolerated skew).")
 @click.option("--txs", type=click.IntRange(1, 100_000), default=200, show_default=True,
               help="Client transactions per run (a lending workload: offers, "
               "applications, funding, repayments, transfers).")
@@ -25,10 +26,12 @@ def sim(validators, seeds, seed, faults, txs, as_json):
     """Run full nodes in one process under a nemesis, then check the result.
 
     Each run uses the real node logic (mempool, PBFT replica, ledger) over a
-    simulated network with a virtual clock; every random choice comes from the
-    seed, so the same seed prints the same result byte for byte. The checker
+    simulated network with a virtual clock; each node has its own clock offset
+    and drift, scheduling delays and start time. Every random choice comes from
+    the seed, so the same seed prints the same result byte for byte. The checker
     verifies agreement, validity, integrity, equal state roots, conservation of
-    money and liveness after the faults heal. Exit status 1 if any run fails.
+    money, chain time and liveness after the faults heal. Exit status 1 if any
+    run fails.
     """
     results = []
     for s in range(seed, seed + seeds):

@@ -45,6 +45,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ledger.tx import MAX_TX_BYTES
+
 from . import messages as M
 from .effects import (Broadcast, Committed, Evidence, Persist, Refused, Send, Timer,
                       ViewChange, ViewEntered)
@@ -77,7 +79,8 @@ class Config:
         n = self.validators.n
         limits = {"checkpoint_interval": (1, self.window), "window": (1, M.MAX_WINDOW),
                   "pipeline": (1, self.window), "max_block_txs": (1, M.MAX_BLOCK_TXS),
-                  "max_block_bytes": (32 * 1024, M.MAX_BLOCK_BYTES),
+                  # at least one transaction of the largest size must fit in a block
+                  "max_block_bytes": (MAX_TX_BYTES, M.MAX_BLOCK_BYTES),
                   "batch_delay_ms": (0, 60_000), "empty_block_ms": (0, 3_600_000),
                   "view_timeout_ms": (10, 600_000), "clock_skew_ms": (0, 3_600_000),
                   "msg_delay_ms": (0, 3_600_000), "time_scale": (1, 10**7),
