@@ -40,6 +40,7 @@ PARAMS = {"view_timeout_ms": 400, "checkpoint_interval": 8, "window": 32,
           "time_scale": FAST_CLOCK}          # as in the demo: loans move while it runs
 BOOT_SPREAD_MS = 3_000                   # nodes come up this far apart, at most
 DRIFT_PPM = 200                          # a clock's drift, at most (a cheap crystal)
+HICCUP_EVERY_MS = (500, 5_000)           # a node stalls for a while this often
 
 
 class Clocks:
@@ -122,6 +123,7 @@ class Simulation:
         self.nodes = [self._boot(i) for i in range(validators)]
         self.up_at = [self.now + self.rng.randint(0, BOOT_SPREAD_MS) for _ in range(validators)]
         self.busy_until = [0] * validators         # a node handles nothing before this
+        self.hiccup_at = [self.now + self.rng.randint(*HICCUP_EVERY_MS) for _ in range(validators)]
         self.crashed: set[int] = set()
         self.paused: dict[int, list] = {}              # node -> events held while paused
         self.partition: list[set] | None = None
@@ -319,14 +321,14 @@ class Simulation:
 
     def _stall(self, i: int) -> None:
         """After an event, a node is sometimes slow to get to the next, as a process on a
-        busy machine is: mostly not at all, now and then for longer than a view timeout."""
-        roll = self.rng.randrange(1000)
-        if roll >= 900:
-            self.busy_until[i] = self.now + (self.rng.randint(1, 20) if roll < 990 else
-                                             self.rng.randint(20, 200) if roll < 998 else
-                                             self.rng.randint(200, 800))
-
-    # --- running -----------------------------------------------------------------------
+        busy machine is: often by a few ms, and every HICCUP_EVERY_MS or so for longer —
+        one hiccup in ten longer than the view timeout."""
+        if self.rng.randrange(10) == 0:
+            self.busy_until[i] = self.now + self.rng.randint(1, 5)
+        if self.now >= self.hiccup_at[i]:
+            self.hiccup_at[i] = self.now + self.rng.randint(*HICCUP_EVERY_MS)
+            self.busy_until[i] = self.now + (self.rng.randint(10, 150) if self.rng.randrange(10)
+                                             else self.rng.randint(200, 1_000))
 
     def _handle(self, event: tuple) -> None:
         kind = event[0]
