@@ -104,6 +104,7 @@ FUTURE_BYTES = 8 << 20    # bytes of messages for later views held per signing r
 MAX_CHECKPOINTS = 8       # unstable checkpoint votes held per replica
 SERVE_BURST = 2 * M.MAX_MSG_BYTES     # blocks served to one replica at once ...
 SERVE_BYTES_PER_S = 32 << 20          # ... and per second after that
+NEWVIEW_COST = 256 << 10              # what a NEW-VIEW sent again counts against that
 PREPARED = "prepared"     # persisted as ("vote", PREPARED, view, height): [propose, prepares]
 WAIT = "wait"             # a proposal that cannot be judged yet (not a refusal)
 
@@ -867,8 +868,12 @@ class Replica:
             # go quiet, nothing else would tell it what they committed.
             self._help_behind(b["r"], b["e"] + 1)
         if nv == self.view and self.normal and self.newview_msg is not None:
-            # It missed how this view began: the NEW-VIEW, then the primary's proposals.
+            # It missed how this view began: the NEW-VIEW, then the primary's proposals
+            # (out of its budget: a replayed VIEW-CHANGE must not buy megabytes each time).
+            if not self._may_serve(b["r"]):
+                return
             self.out.append(Send(b["r"], self.newview_msg))
+            sent = NEWVIEW_COST
             for h in sorted(self.slots):
                 slot = self.slots[h]
                 prop = slot.proposals.get(nv)
@@ -876,6 +881,8 @@ class Replica:
                     txs = slot.txs.get(prop.d)
                     self.out.append(Send(b["r"], prop.msg if txs is None
                                          else M.with_txs(prop.msg, txs)))
+                    sent += M.txs_bytes(txs or ())
+            self._served(b["r"], sent)
             return
         if nv < self.view or nv > self.view + 4 * self.vals.n:
             return

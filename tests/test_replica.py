@@ -1286,3 +1286,17 @@ def test_the_largest_newview_of_any_accepted_genesis_fits_in_a_message():
     R.Config(vals, window=32).check()                        # a smaller window fits
     with pytest.raises(ValueError, match="max_block_bytes"):
         R.Config(vals, window=32, max_block_bytes=M.MAX_BLOCK_BYTES + 1).check()
+
+
+def test_a_replayed_viewchange_buys_a_bounded_number_of_newviews(monkeypatch):
+    # A replica that asks for the view it is already in gets the NEW-VIEW and the
+    # primary's proposals again, out of its byte budget.
+    net = Net()
+    net.submit(net.tx())
+    time_out(net, (1, 2, 3))
+    net.run()
+    assert all(net.replica(i).view == 1 and net.replica(i).normal for i in (1, 2, 3))
+    monkeypatch.setattr(R, "SERVE_BURST", 4 * R.NEWVIEW_COST)
+    ask = viewchange(3, 1)
+    answers = sum(len(of(net.deliver(2, ask), M.NEWVIEW)) for _ in range(50))
+    assert 3 <= answers <= 5 and net.replica(2).throttled >= 45
