@@ -153,7 +153,17 @@ def _sleeper(ignore_term: bool = False) -> subprocess.Popen:
     return p
 
 
-def test_signal_between_fork_and_record_loses_no_child(tmp_path, monkeypatch):
+@pytest.fixture
+def ctrl_c_raises():
+    """Ctrl-C raises KeyboardInterrupt in this process, as in an interactive shell, even
+    when it was started with SIGINT ignored (as a shell's background job is: CI may run
+    the suite that way)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def test_signal_between_fork_and_record_loses_no_child(tmp_path, monkeypatch, ctrl_c_raises):
     """Ctrl-C landing just as Popen returns, before `_spawn` records the child: `up`
     still knows the child and stops it."""
     started: list[subprocess.Popen] = []
@@ -177,7 +187,7 @@ def test_signal_between_fork_and_record_loses_no_child(tmp_path, monkeypatch):
                 p.wait()
 
 
-def test_signal_during_down_kills_at_once_then_is_delivered(tmp_path):
+def test_signal_during_down_kills_at_once_then_is_delivered(tmp_path, ctrl_c_raises):
     """A second Ctrl-C while `down` waits for a node does not abort `down` (which would
     leave the node running): it skips the grace period, then is raised."""
     p = _sleeper(ignore_term=True)
