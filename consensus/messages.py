@@ -55,6 +55,7 @@ class Validators:
     chain_id: str
     pubkeys: tuple[bytes, ...]
     quorum_override: int | None = None     # test-only: a deliberately broken quorum
+    leaders: tuple[int, ...] = ()          # test-only: who leads the first views (Twins)
 
     @property
     def n(self) -> int:
@@ -69,7 +70,7 @@ class Validators:
         return self.quorum_override or 2 * self.f + 1
 
     def primary(self, view: int) -> int:
-        return view % self.n
+        return self.leaders[view] if view < len(self.leaders) else view % self.n
 
 
 # --- signing ------------------------------------------------------------------------------

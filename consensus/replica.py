@@ -243,9 +243,10 @@ class Replica:
                                     f"not complete in {self._timeout()} ms")
         elif now >= self.vc_resent + self.cfg.view_timeout_ms:
             # A lost NEW-VIEW would strand this replica: keep asking for the view it wants
-            # (a replica already in it answers with the NEW-VIEW and its proposals).
+            # (a replica already in it, or in a later one, answers with how its view
+            # began and its proposals).
             self.vc_resent = now
-            self.out.append(Broadcast(self.viewchanges[self.me]))
+            self.out.append(Broadcast(self._viewchange_msg()))
         self._ask_for_txs()
         if self.behind_hint > self.app.height:
             if self.behind_since is None:
@@ -273,7 +274,9 @@ class Replica:
         if self.is_primary() and self.normal:
             if self.batch_since is not None:
                 times.append(self.batch_since + self.cfg.batch_delay_ms)
-            if self.cfg.empty_block_ms:
+            if self.cfg.empty_block_ms and self.next_h == self.app.height + 1:
+                # (only with nothing in flight: otherwise it cannot propose an empty
+                # block, and a deadline already past would tick it without end)
                 times.append(self.last_block_at + self.cfg.empty_block_ms)
         if self.fetched:
             times.append(self.now)
@@ -829,12 +832,20 @@ class Replica:
         self.vc_resent = self.now
         self.progress_deadline = None
         self.out.append(Persist(("view",), nv))
-        prepared = [[s.prepared[2], s.prepared[3]] for h, s in sorted(self.slots.items())
-                    if s.prepared is not None and self._in_window(h)]
-        msg = self._sign({"t": M.VIEWCHANGE, "v": nv, "h": self.low, "e": self.app.height,
-                          "checkpoint": self.low_proof, "prepared": prepared})
+        msg = self._viewchange_msg()
         self.out.append(Broadcast(msg))
         self._on_viewchange(msg, msg["body"])
+
+    def _viewchange_msg(self) -> dict:
+        """This replica's VIEW-CHANGE for the view it is changing to. Signed afresh when
+        it asks again: its executed height may have grown meanwhile (its prepared
+        certificates cannot, while it changes view), and a replica that sees it behind
+        sends it the blocks from there."""
+        prepared = [[s.prepared[2], s.prepared[3]] for h, s in sorted(self.slots.items())
+                    if s.prepared is not None and self._in_window(h)]
+        return self._sign({"t": M.VIEWCHANGE, "v": self.view, "h": self.low,
+                           "e": self.app.height, "checkpoint": self.low_proof,
+                           "prepared": prepared})
 
     def _valid_viewchange(self, b) -> bool:
         """A VIEW-CHANGE whose proof and certificates hold, and no bigger than an honest
@@ -867,16 +878,18 @@ class Replica:
             # It asks to leave a view that may have moved on without it: once the others
             # go quiet, nothing else would tell it what they committed.
             self._help_behind(b["r"], b["e"] + 1)
-        if nv == self.view and self.normal and self.newview_msg is not None:
-            # It missed how this view began: the NEW-VIEW, then the primary's proposals
-            # (out of its budget: a replayed VIEW-CHANGE must not buy megabytes each time).
+        if nv <= self.view and self.normal and self.newview_msg is not None:
+            # It missed how this view began — or, asking for an earlier view, that the
+            # others have moved on (it would wait for ever for f+1 of them to ask for a
+            # view they already left): the NEW-VIEW, then the primary's proposals (out
+            # of its budget: a replayed VIEW-CHANGE must not buy megabytes each time).
             if not self._may_serve(b["r"]):
                 return
             self.out.append(Send(b["r"], self.newview_msg))
             sent = NEWVIEW_COST
             for h in sorted(self.slots):
                 slot = self.slots[h]
-                prop = slot.proposals.get(nv)
+                prop = slot.proposals.get(self.view)
                 if prop is not None and h > self.low:
                     txs = slot.txs.get(prop.d)
                     self.out.append(Send(b["r"], prop.msg if txs is None

@@ -37,10 +37,11 @@ class Genesis:
     validators: tuple                    # public keys, in replica-index order
     params: dict = field(default_factory=dict)   # consensus Config overrides
 
-    def config(self, quorum_override: int | None = None) -> Config:
+    def config(self, quorum_override: int | None = None, leaders: tuple = ()) -> Config:
         """The consensus configuration; ValueError if a parameter is unknown or out of
-        range."""
-        vals = M.Validators(self.chain_id, tuple(self.validators), quorum_override)
+        range. `quorum_override` and `leaders` are for tests (a broken quorum; a leader
+        schedule for the first views)."""
+        vals = M.Validators(self.chain_id, tuple(self.validators), quorum_override, leaders)
         known = set(Config.__dataclass_fields__) - {"validators", "genesis_time"}
         unknown = set(self.params) - known
         if unknown:
@@ -54,10 +55,10 @@ class Genesis:
 
 class Node:
     def __init__(self, genesis: Genesis, keypair, store, now: int,
-                 quorum_override: int | None = None):
+                 config: Config | None = None):
         self.genesis = genesis
         self.store = store
-        self.config = genesis.config(quorum_override)
+        self.config = config or genesis.config()
         self.vals = self.config.validators
         self.index = (self.vals.pubkeys.index(keypair.pubkey)
                       if keypair.pubkey in self.vals.pubkeys else None)

@@ -58,11 +58,13 @@ class Daemon:
         self.store = SQLiteStore(str(self.home / "node.db"))
         self.blobs = BlobStore(self.home / "blobs")
         # quorum_override: test-only, a deliberately broken node for the chaos checker
-        self.node = Node(self.genesis, self.kp, self.store, now_ms(), quorum_override)
+        self.node = Node(self.genesis, self.kp, self.store, now_ms(),
+                         self.genesis.config(quorum_override))
         self.liar = None
         if byzantine is not None:                  # test-only: a lying validator
             self.liar = Byzantine(byzantine, self.genesis.chain_id, self.kp,
-                                  random.Random(int.from_bytes(self.kp.pubkey[:8], "big")))
+                                  random.Random(int.from_bytes(self.kp.pubkey[:8], "big")),
+                                  index=self.node.index)
             log.warning("BYZANTINE test mode %r: this node lies", byzantine)
         self.metrics = Metrics(lambda: len(self.transport.connected()),
                                lambda: self.node.replica)
@@ -330,8 +332,8 @@ class Daemon:
             if self.liar is not None and t in (Broadcast, Send):
                 dsts = [e.to] if t is Send else [i for i in range(vals.n)
                                                  if i != self.node.index]
-                for d, raw in self.liar.outgoing(e.msg, dsts, M.encode(e.msg)):
-                    self.transport.send_to_key(vals.pubkeys[d], "msg", raw)
+                for d, msg in self.liar.outgoing(e.msg, dsts):
+                    self.transport.send_to_key(vals.pubkeys[d], "msg", M.encode(msg))
             elif t is Broadcast:
                 self.transport.broadcast("msg", M.encode(e.msg))
             elif t is Send:

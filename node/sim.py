@@ -21,12 +21,13 @@ import random
 from dataclasses import dataclass, field
 
 from consensus import messages as M
-from consensus.effects import Broadcast, Committed, Evidence, Refused, Send, Timer
+from consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
+                               ViewChange, ViewEntered)
 from consensus.replica import Diverged
 from ledger.keys import Keypair
 
 from .byzantine import MODES, Byzantine
-from .checker import CommitLedger, check, check_times
+from .checker import EvidenceWatch, VoteLedger, check, check_times
 from .core import Genesis, Node
 from .home import FAST_CLOCK
 from .store import MemoryStore
@@ -94,37 +95,51 @@ class RunResult:
     faults_injected: int = 0
     refusals: dict = field(default_factory=dict)    # reason -> proposals refused (honest)
     sim_ms: int = 0
+    replay: str = ""                                  # `lendnet sim --replay` this
+    history: list = field(default_factory=list)       # on failure, when traced
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
 
 
 class Simulation:
+    """One run. Nodes are *instances*: in a plain run instance i is validator i; a Twins
+    run (node/twins.py) adds instances that share a validator's key. Messages to a
+    validator reach every instance of it."""
+
     def __init__(self, seed: int, validators: int = 4, faults: str = "all", txs: int = 200,
                  fault_ms: int = 6_000, liveness_ms: int = 60_000,
-                 quorum_override: int | None = None):
+                 quorum_override: int | None = None, twins: tuple = (),
+                 leaders: tuple = (), trace: bool = False, params: dict | None = None):
         self.seed = seed
         self.rng = random.Random(seed)
         self.n = validators
         self.f = (validators - 1) // 3
         self.faults = faults_for(faults)
+        self.faults_name = faults
         self.fault_until = T0 * 1000 + (fault_ms if self.faults else 0)
         self.liveness_ms = liveness_ms
         self.now = T0 * 1000
         self.keys = [Keypair(hashlib.sha256(f"sim-validator:{seed}:{i}".encode()).digest())
                      for i in range(validators)]
+        self.index = list(range(validators)) + list(twins)     # instance -> validator
+        self.names = [str(i) for i in range(validators)] + [f"{v}'" for v in twins]
         chain = f"sim-{seed}"
         self.workload = LendingWorkload(chain, seed, self.rng, txs)
+        self.params = dict(params or PARAMS)
         self.genesis = Genesis(chain, T0, self.workload.balances(),
-                               tuple(k.pubkey for k in self.keys), dict(PARAMS))
+                               tuple(k.pubkey for k in self.keys), self.params)
         self.quorum_override = quorum_override
-        self.clocks = Clocks(self.rng, validators, PARAMS["clock_skew_ms"], self.now)
-        self.stores = [MemoryStore() for _ in range(validators)]
-        self.nodes = [self._boot(i) for i in range(validators)]
-        self.up_at = [self.now + self.rng.randint(0, BOOT_SPREAD_MS) for _ in range(validators)]
-        self.busy_until = [0] * validators         # a node handles nothing before this
-        self.hiccup_at = [self.now + self.rng.randint(*HICCUP_EVERY_MS) for _ in range(validators)]
+        self.config = self.genesis.config(quorum_override, tuple(leaders))
+        count = len(self.index)
+        self.clocks = Clocks(self.rng, count, self.params["clock_skew_ms"], self.now)
+        self.stores = [MemoryStore() for _ in range(count)]
+        self.nodes = [self._boot(i) for i in range(count)]
+        self.up_at = [self.now + self.rng.randint(0, BOOT_SPREAD_MS) for _ in range(count)]
+        self.busy_until = [0] * count              # a node handles nothing before this
+        self.hiccup_at = [self.now + self.rng.randint(*HICCUP_EVERY_MS) for _ in range(count)]
         self.crashed: set[int] = set()
+        self.crash_in_send: set[int] = set()       # crash these part-way through sending
         self.paused: dict[int, list] = {}              # node -> events held while paused
         self.partition: list[set] | None = None
         self.drop_pct = self.dup_pct = 0
@@ -132,22 +147,37 @@ class Simulation:
         if "byzantine" in self.faults:
             for i in self.rng.sample(range(validators), self.f):
                 self.byzantine[i] = self.rng.choice(MODES)
-        self.liars = {i: Byzantine(mode, chain, self.keys[i], self.rng,
-                                   lambda m: self.commits.record(m))
-                      for i, mode in self.byzantine.items()}
+        self.liars = {i: Byzantine(mode, chain, self.keys[i], self.rng, self.votes.record, i)
+                      for i, mode in self.byzantine.items()}       # by instance
+        self.faulty = set(self.byzantine) | set(twins)          # validators not honest
         self.queue: list = []
         self.seq = 0
         self.next_tick: dict[int, int] = {}
         self.evidence: list = []
         self.faults_injected = 0
-        self.commits = CommitLedger()
         self.committed_at: dict[int, int] = {}     # height -> when a node first committed it
         self.time_violations: list[str] = []
+        self.watch = EvidenceWatch()
         self.clients_started = False
+        self.trace: list | None = [] if trace else None
+
+    @property
+    def votes(self) -> VoteLedger:
+        if not hasattr(self, "_votes"):
+            self._votes = VoteLedger()
+        return self._votes
+
+    def replay_spec(self) -> str:
+        """What `lendnet sim --replay` takes to run this again, byte for byte."""
+        return f"sim:{self.n}:{self.faults_name}:{self.workload.total}:{self.seed}"
+
+    def _note(self, *event) -> None:
+        if self.trace is not None:
+            self.trace.append((self.now - T0 * 1000, *event))
 
     def _boot(self, i: int) -> Node:
-        return Node(self.genesis, self.keys[i], self.stores[i], self.clocks.local(i, self.now),
-                    self.quorum_override)
+        return Node(self.genesis, self.keys[self.index[i]], self.stores[i],
+                    self.clocks.local(i, self.now), self.config)
 
     # --- the event queue ----------------------------------------------------------------
 
@@ -164,51 +194,87 @@ class Simulation:
             self.next_tick[i] = t
             self._at(t, ("tick", i))
 
-    def _send(self, src: int, dst: int, kind: str, raw: bytes) -> None:
+    def _send(self, src: int, dst: int, kind: str, raw: bytes, msg: dict | None = None) -> None:
         if self.partition and not any(src in g and dst in g for g in self.partition):
+            return
+        if msg is not None and not self._deliverable(src, dst, msg):
             return
         if self.rng.randrange(100) < self.drop_pct:
             return
-        self._at(self.now + self.rng.randint(1, 8), (kind, dst, raw))
+        self._at(self.now + self.rng.randint(1, 8), (kind, dst, raw, msg, src))
         if self.rng.randrange(100) < self.dup_pct:
-            self._at(self.now + self.rng.randint(1, 40), (kind, dst, raw))
+            self._at(self.now + self.rng.randint(1, 40), (kind, dst, raw, msg, src))
+
+    def _deliverable(self, src: int, dst: int, msg: dict) -> bool:
+        """Whether the scenario lets this consensus message through (Twins: its cut)."""
+        return True
 
     def _dispatch(self, i: int, effects: list) -> None:
         self.nodes[i].flush()                   # durable before any effect leaves
+        if i in self.crash_in_send:
+            # The crash falls between persisting and sending: a random part of what this
+            # event would send leaves, then the node is gone (with what it persisted).
+            self.crash_in_send.discard(i)
+            effects = effects[:self.rng.randint(0, len(effects))]
+            self._apply_effects(i, effects)
+            self.crashed.add(i)
+            self._note("crash", i, f"after sending {len(effects)} effects")
+            return
+        self._apply_effects(i, effects)
+
+    def _apply_effects(self, i: int, effects: list) -> None:
         for e in effects:
             t = type(e)
             if t is Broadcast or t is Send:
-                for dst, raw in self._outgoing(i, e):
-                    self._send(i, dst, "msg", raw)
+                for dst, msg in self._outgoing(i, e):
+                    self._send(i, dst, "msg", M.encode(msg), msg)
             elif t is Timer:
                 self._tick_at(i, e.at)
             elif t is Evidence:
                 self.evidence.append((i, e.kind, e.replica))
+                self.watch.emitted(i, e)
+                self._note("evidence", i, e.kind, e.replica)
             elif t is Committed:                        # the checker reads the stores
                 self.committed_at.setdefault(e.height, self.now)
-            elif t is Refused and e.reason == "time-ahead" and self._steady(i, e.proposer):
-                # Two honest nodes whose clocks are within the tolerated skew must accept
-                # each other's times: a refusal here is a broken time rule.
-                self.time_violations.append(
-                    f"node {i} refused validator {e.proposer}'s proposal for height "
-                    f"{e.height} in view {e.view} ({e.detail}); their clocks are within "
-                    f"the tolerated skew")
+                self._note("commit", i, e.height, e.cert[0]["body"]["v"] if e.cert else None,
+                           M.block_hash(e.block["header"]))
+            elif t is ViewChange:
+                self._note("view-change", i, e.old, e.new, e.reason)
+            elif t is ViewEntered:
+                self._note("view-entered", i, e.view, e.primary, e.carried)
+            elif t is Refused:
+                self._note("refused", i, e.view, e.height, e.proposer, e.reason)
+                if e.reason == "time-ahead" and self._steady(i, e.proposer):
+                    # Two honest nodes whose clocks are within the tolerated skew must
+                    # accept each other's times: a refusal here is a broken time rule.
+                    self.time_violations.append(
+                        f"node {i} refused validator {e.proposer}'s proposal for height "
+                        f"{e.height} in view {e.view} ({e.detail}); their clocks are "
+                        f"within the tolerated skew")
 
     def _steady(self, *nodes: int) -> bool:
         """Are these honest nodes' clocks within the tolerated skew, and have they been
         for longer than any proposal can take to be judged?"""
-        settle = PARAMS["clock_skew_ms"] + PARAMS["msg_delay_ms"]
-        return all(i not in self.byzantine and not self.clocks.jump[i]
+        settle = self.params["clock_skew_ms"] + self.params["msg_delay_ms"]
+        return all(self.index[i] not in self.faulty and not self.clocks.jump[i]
                    and self.now >= self.clocks.steady_since[i] + settle for i in nodes)
 
     # --- byzantine behaviour: what a faulty node sends instead ---------------------------
 
-    def _outgoing(self, i: int, e) -> list[tuple[int, bytes]]:
-        dsts = [e.to] if type(e) is Send else [j for j in range(self.n) if j != i]
-        self.commits.record(e.msg)
-        raw = M.encode(e.msg)
+    def _outgoing(self, i: int, e) -> list[tuple[int, dict]]:
+        """(instance, message) pairs for a Send or Broadcast of instance i: every instance
+        of each destination validator but i itself, after a byzantine node's lies."""
+        me = self.index[i]
+        dsts = [e.to] if type(e) is Send else [v for v in range(self.n) if v != me]
+        if type(e) is Broadcast and len(self.index) > self.n:
+            dsts.append(me)                       # a twin hears its other half
+        self.votes.record(e.msg)
         liar = self.liars.get(i)
-        return [(d, raw) for d in dsts] if liar is None else liar.outgoing(e.msg, dsts, raw)
+        pairs = [(d, e.msg) for d in dsts] if liar is None else liar.outgoing(e.msg, dsts)
+        return [(j, msg) for d, msg in pairs for j in self.instances_of(d) if j != i]
+
+    def instances_of(self, validator: int) -> list[int]:
+        return [j for j, v in enumerate(self.index) if v == validator]
 
     # --- the nemesis -------------------------------------------------------------------
 
@@ -228,7 +294,7 @@ class Simulation:
         action = self.rng.choice(options)
         self.faults_injected += 1
         if action == "partition":
-            nodes = list(range(self.n))
+            nodes = list(range(len(self.nodes)))
             self.rng.shuffle(nodes)
             cut = self.rng.randint(1, self.n - 1)
             self.partition = [set(nodes[:cut]), set(nodes[cut:])]
@@ -237,37 +303,53 @@ class Simulation:
         elif action == "heal-network":
             self.partition, self.drop_pct, self.dup_pct = None, 0, 0
         elif action in ("crash", "pause"):
-            down = self.crashed | set(self.paused)
-            up = [i for i in range(self.n) if i not in down]
+            down = self.crashed | set(self.paused) | self.crash_in_send
+            up = [i for i in range(len(self.nodes)) if i not in down]
             if len(down) < self.f and up:
                 i = self.rng.choice(up)
-                if action == "crash":
-                    self.crashed.add(i)
-                else:
+                primary = self._primary()
+                if primary in up and self.rng.randrange(2):
+                    i = primary                         # the node whose loss costs most
+                if action == "pause":
                     self.paused[i] = []
+                elif self.rng.randrange(2):
+                    self.crashed.add(i)                 # between two events
+                    self._note("crash", i, "between events")
+                else:
+                    self.crash_in_send.add(i)           # in the middle of its next one
         elif action == "recover":
             self._recover_one()
         elif action == "clock":
             # A clock set far off (ahead or behind, beyond the tolerated skew): its
             # proposals are refused and it refuses others', so it takes a view change.
-            off = [i for i in range(self.n) if self.clocks.jump[i]]
-            ok = [i for i in range(self.n) if not self.clocks.jump[i]]
+            off = [i for i in range(len(self.nodes)) if self.clocks.jump[i]]
+            ok = [i for i in range(len(self.nodes)) if not self.clocks.jump[i]]
             if len(off) < self.f and ok:
-                skew = PARAMS["clock_skew_ms"]
+                skew = self.params["clock_skew_ms"]
                 self.clocks.set_jump(self.rng.choice(ok), self.rng.choice((-1, 1)) *
                                      self.rng.randint(skew + 200,
-                                                      4 * (skew + PARAMS["msg_delay_ms"])),
+                                                      4 * (skew + self.params["msg_delay_ms"])),
                                      self.now)
         elif action == "heal-clock":
-            off = [i for i in range(self.n) if self.clocks.jump[i]]
+            off = [i for i in range(len(self.nodes)) if self.clocks.jump[i]]
             if off:
                 self.clocks.set_jump(self.rng.choice(off), 0, self.now)
+
+    def _primary(self) -> int | None:
+        """An instance of the primary of the view most honest replicas are in."""
+        views = sorted(n.replica.view for n in self._honest().values())
+        if not views:
+            return None
+        leaders = self.instances_of(self.config.validators.primary(views[len(views) // 2]))
+        return self.rng.choice(leaders)
 
     def _recover_one(self) -> None:
         if self.crashed:
             i = min(self.crashed)
             self.crashed.discard(i)
             self.nodes[i] = self._boot(i)          # from what it persisted, nothing else
+            self.watch.forget(i)
+            self._note("restart", i)
             self._tick_at(i, self.clocks.local(i, self.now) + 1)
         elif self.paused:
             i = min(self.paused)
@@ -277,7 +359,8 @@ class Simulation:
 
     def _heal(self) -> None:
         self.partition, self.drop_pct, self.dup_pct = None, 0, 0
-        for i in range(self.n):
+        self.crash_in_send.clear()
+        for i in range(len(self.nodes)):
             if self.clocks.jump[i]:
                 self.clocks.set_jump(i, 0, self.now)
         while self.crashed or self.paused:
@@ -287,8 +370,8 @@ class Simulation:
 
     def _observer(self) -> Node:
         """A reachable honest node whose ledger a wallet reads."""
-        up = [i for i in range(self.n) if i not in self.crashed and i not in self.paused
-              and i not in self.byzantine and self.now >= self.up_at[i]]
+        up = [i for i in self._honest() if i not in self.crashed and i not in self.paused
+              and self.now >= self.up_at[i]]
         return self.nodes[self.rng.choice(up)] if up else None
 
     def _client(self) -> None:
@@ -316,7 +399,7 @@ class Simulation:
         self._at(self.now + 300, ("resubmit",))
 
     def _submit(self, raw: bytes) -> None:
-        i = self.rng.randrange(self.n)
+        i = self.rng.randrange(len(self.nodes))
         self._at(self.now + self.rng.randint(1, 5), ("tx", i, raw))
 
     def _stall(self, i: int) -> None:
@@ -346,10 +429,10 @@ class Simulation:
             node = self.nodes[i]
             local = self.clocks.local(i, self.now)
             if kind == "msg":
-                self._dispatch(i, node.deliver(event[2], local))
+                self._deliver(i, node, event, local)
             elif kind == "tx":
                 if node.receive_tx(event[2]):
-                    for j in range(self.n):
+                    for j in range(len(self.nodes)):
                         if j != i:
                             self._send(i, j, "tx", event[2])
                     self._tick_at(i, local + 1)
@@ -372,8 +455,35 @@ class Simulation:
         elif kind == "heal":
             self._heal()
 
+    def _deliver(self, i: int, node: Node, event: tuple, local: int) -> None:
+        _, _, raw, msg, src = event
+        rep = node.replica
+        honest = self.index[i] not in self.faulty
+        before = (rep.view, rep.app.height, rep.low) if honest else None
+        rejected = node.rejected_messages
+        effects = node.deliver(raw, local)
+        if node.rejected_messages == rejected:
+            if honest:
+                self.watch.delivered(i, before, rep, msg)
+            if self.trace is not None:
+                b = msg["body"]
+                got = b.get("d") or (b["t"] == M.PROPOSE and M.block_hash(b["header"]))
+                self._note("deliver", i, src, b["t"], b.get("v"), b.get("h"), got or None)
+        self._dispatch(i, effects)
+
+    def _unbounded(self, honest: dict[int, Node]) -> list[str]:
+        """State a replica keeps must stay inside its window, whatever peers send."""
+        out = []
+        for i, node in honest.items():
+            rep = node.replica
+            top = max(rep.slots, default=0)
+            if top > rep.low + rep.cfg.window:
+                out.append(f"bounds: node {i} keeps height {top}, beyond its window "
+                           f"({rep.low} + {rep.cfg.window})")
+        return out
+
     def _honest(self) -> dict[int, Node]:
-        return {i: n for i, n in enumerate(self.nodes) if i not in self.byzantine}
+        return {i: n for i, n in enumerate(self.nodes) if self.index[i] not in self.faulty}
 
     def _settled(self) -> bool:
         if not self.workload.done_creating:
@@ -383,13 +493,22 @@ class Simulation:
         return all(n.ledger.account(a)[1] >= nonce for n in honest.values()
                    for a, nonce in want.items())
 
-    def run(self, max_events: int = 2_000_000) -> RunResult:
-        for i in range(self.n):
+    def liveness_message(self) -> str:
+        if not self.clients_started:
+            return f"the chain never committed a block in {self.now // 1000 - T0} s"
+        return f"{self.workload.pending()} transactions not committed " \
+               f"{(self.now - self.fault_until) // 1000}s after the faults healed"
+
+    def _start(self) -> None:
+        for i in range(len(self.nodes)):
             self._at(self.up_at[i], ("boot", i))
         self._at(self.now + 1, ("client",))
         if self.faults:
             self._at(self.now + 50, ("nemesis",))
             self._at(self.fault_until, ("heal",))
+
+    def run(self, max_events: int = 2_000_000) -> RunResult:
+        self._start()
         deadline = self.fault_until + self.liveness_ms
         violations, liveness = [], None
         events = 0
@@ -406,18 +525,18 @@ class Simulation:
         except Diverged as e:                       # a replica caught itself diverging
             violations.append(f"divergence: {e}")
         if not violations and not self._settled():
-            liveness = (f"{self.workload.pending()} transactions not committed "
-                        f"{(self.now - self.fault_until) // 1000}s after the faults healed"
-                        if self.clients_started else
-                        f"the chain never committed a block in {self.now // 1000 - T0} s")
+            liveness = self.liveness_message()
         honest = self._honest()
-        cfg = self.genesis.config(self.quorum_override)
+        cfg = self.config
         quorum = cfg.validators.quorum
         violations += check(honest, self.workload.created, quorum)
-        violations += self.commits.conflicts(quorum)
+        violations += self.votes.conflicts(quorum)
+        violations += self.votes.double_votes(set(range(self.n)) - self.faulty)
+        violations += self.watch.missing()
+        violations += self._unbounded(honest)
         # Chain time never runs ahead of true time by more than an in-tolerance clock's
         # offset plus the skew a replica allows (every prepare quorum holds such a clock).
-        ahead = PARAMS["clock_skew_ms"] * 7 // 5 + DRIFT_PPM * (self.now - T0 * 1000) // 10**6
+        ahead = self.params["clock_skew_ms"] * 7 // 5 + DRIFT_PPM * (self.now - T0 * 1000) // 10**6
         violations += check_times(honest, self.committed_at, cfg, ahead)
         refusals: dict[str, int] = {}
         for n in honest.values():
@@ -436,8 +555,56 @@ class Simulation:
                                                   for n in honest.values()),
             evidence=len(self.evidence), byzantine=dict(sorted(self.byzantine.items())),
             faults_injected=self.faults_injected, refusals=dict(sorted(refusals.items())),
-            sim_ms=self.now - T0 * 1000)
+            sim_ms=self.now - T0 * 1000, replay=self.replay_spec())
 
 
 def run_seed(seed: int, **kw) -> RunResult:
     return Simulation(seed, **kw).run()
+
+
+def history(run: Simulation, result: RunResult, limit: int = 160) -> list[str]:
+    """The part of a traced run that shows its first violation, for a person: every
+    view change, crash and restart, and what each node received and committed at the
+    height the violation names (the last events if it names none). Messages of one kind
+    for one block to one node are one line, with their senders."""
+    import re
+    problem = (result.safety_violations + [result.liveness_failure or ""]
+               + result.time_violations)
+    problem = next((p for p in problem if p), "")
+    m = re.search(r"height (\d+)", problem)
+    focus = int(m.group(1)) if m else None
+    names = run.names
+    lines, grouped = [], {}
+    for e in run.trace:
+        t, kind, node = e[0], e[1], e[2]
+        if kind == "deliver":
+            _, _, _, src, mtype, v, h, d = e
+            if focus is None or h != focus or mtype not in (M.PROPOSE, M.PREPARE, M.COMMIT):
+                continue
+            key = (node, mtype, v, h, d)
+            if key not in grouped:
+                grouped[key] = [t, []]
+                lines.append((t, key))
+            if names[src] not in grouped[key][1]:
+                grouped[key][1].append(names[src])
+        elif kind == "commit":
+            if focus is None or e[3] == focus:
+                lines.append((t, f"node {names[node]} commits height {e[3]}: block "
+                                 f"{e[5].hex()[:8]} (certificate of view {e[4]})"))
+        elif kind == "view-change":
+            lines.append((t, f"node {names[node]} leaves view {e[3]} for {e[4]}: {e[5]}"))
+        elif kind == "view-entered":
+            lines.append((t, f"node {names[node]} enters view {e[3]} (leader {e[4]}, "
+                             f"{e[5]} blocks carried over)"))
+        elif kind in ("crash", "restart", "refused"):
+            lines.append((t, f"node {names[node]} {kind}: " + " ".join(map(str, e[3:]))))
+    out = []
+    for t, what in lines:
+        if type(what) is tuple:
+            node, mtype, v, h, d = what
+            what = (f"node {names[node]} receives {mtype.upper()} view {v} height {h} "
+                    f"block {d.hex()[:8]} from {', '.join(grouped[what][1])}")
+        out.append(f"{t:>7} ms  {what}")
+    if len(out) > limit:
+        out = out[:limit // 2] + [f"    ... {len(out) - limit} more ..."] + out[-limit // 2:]
+    return [f"violation: {problem}"] + out

@@ -1300,3 +1300,32 @@ def test_a_replayed_viewchange_buys_a_bounded_number_of_newviews(monkeypatch):
     ask = viewchange(3, 1)
     answers = sum(len(of(net.deliver(2, ask), M.NEWVIEW)) for _ in range(50))
     assert 3 <= answers <= 5 and net.replica(2).throttled >= 45
+
+
+def test_a_replica_left_asking_for_an_old_view_learns_the_current_one():
+    # Found by the simulator: replica 3 restarted into view 1 and asked for it, while the
+    # others had gone on to view 2; they only answered with blocks, and it waited for
+    # ever for f+1 replicas to ask for a view they had left. Now a replica in a later
+    # view tells it how that view began.
+    net = Net()
+    net.submit(net.tx())
+    vcs = time_out(net, ALL)
+    net.queue.clear()
+    for i in (0, 1, 2):
+        for j in (0, 1, 2):
+            if i != j:
+                net.deliver(j, vcs[i])
+    net.run(keep=cut(3))
+    assert [net.replica(i).view for i in ALL] == [1, 1, 1, 1]
+    assert [net.replica(i).normal for i in ALL] == [True, True, True, False]
+    net.submit(net.tx(), to=(0, 2))                   # work view 1's primary never sees
+    time_out(net, (0, 2))
+    net.run(keep=cut(3))
+    assert all(net.replica(i).view == 2 and net.replica(i).normal for i in (0, 1, 2))
+    net.queue.clear()
+    net.now += PARAMS["view_timeout_ms"]
+    ask = only(net.tick(3), M.VIEWCHANGE, v=1)           # still asking for view 1
+    nv = only(net.deliver(2, ask), M.NEWVIEW, v=2)
+    net.queue.clear()
+    net.deliver(3, nv)
+    assert net.replica(3).view == 2 and net.replica(3).normal

@@ -10,6 +10,7 @@ import pytest
 
 from consensus import messages as M
 from node.checker import check
+from node.byzantine import MODES
 from node.sim import FAULT_CLASSES, Simulation, run_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -36,11 +37,12 @@ def test_seven_validators(faults):
 
 
 def test_byzantine_runs_inject_and_record():
-    r = run_seed(11, faults="byzantine", txs=40)          # seed 11: equivocating primary
-    assert r.ok and r.byzantine == {1: "equivocate"} and r.evidence > 0
-    r = run_seed(2, faults="all", txs=40)                 # seed 2: a replaying node, too
-    assert r.ok and r.byzantine == {2: "replay"} and r.faults_injected > 5
-    assert r.view_changes > 0
+    runs = [run_seed(seed, faults="byzantine", txs=40) for seed in range(1, 41)]
+    assert [r.replay for r in runs if not r.ok] == []
+    assert {m for r in runs for m in r.byzantine.values()} == set(MODES)
+    assert any(r.evidence for r in runs if "equivocate" in r.byzantine.values())
+    r = run_seed(2, faults="all", txs=40)
+    assert r.ok and r.faults_injected > 5 and r.view_changes > 0 and r.byzantine
 
 
 def test_clock_faults_are_refused_and_survived():

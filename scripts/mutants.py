@@ -1,0 +1,206 @@
+"""Mutation testing of the consensus: does the simulator catch known bugs?
+
+Each mutant in CATALOGUE is a known consensus bug, written as one edit of the source.
+For each, the script copies the code to a temporary directory, applies the edit there
+(never here), and hunts for a failure with the simulator, one process and one core: it
+alternates Twins scenarios (4 validators, one doubled, 4 views) with random-fault runs
+(4 validators, every fault class) until one fails or the budget runs out. It prints
+which mutants were caught, by which tool, after how many scenarios or seeds, how long it
+took, and the first violation — and the replay spec (`lendnet sim --replay SPEC`, in the
+mutated copy) that shows it again.
+
+    python scripts/mutants.py [--budget 300] [--only NAME ...] [--list] [--json]
+
+Add every consensus bug found later to the catalogue, with the category it belongs to:
+a simulator is worth the bugs it catches.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CODE = ("consensus", "contracts", "ledger", "node", "cli")
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    category: str
+    file: str
+    old: str
+    new: str
+    why: str
+
+
+CATALOGUE = (
+    Mutant("quorum-f-plus-1", "quorum sizes", "consensus/messages.py",
+           "return self.quorum_override or 2 * self.f + 1",
+           "return self.quorum_override or self.f + 1",
+           "f+1 votes make a quorum: two quorums need not share an honest replica"),
+    Mutant("viewchange-lowest-view", "view-change selection", "consensus/replica.py",
+           'or cand[:2] > best[pb["h"]][:2])', 'or cand[:2] < best[pb["h"]][:2])',
+           "a new view keeps the prepared block of the lowest view, not the highest"),
+    Mutant("viewchange-drops-prepared", "view-change selection", "consensus/replica.py",
+           "while h in best and best[h][2]", "while False and best[h][2]",
+           "a new view carries no prepared block over: a committed one can be replaced"),
+    Mutant("newview-short", "NEW-VIEW validation", "consensus/replica.py",
+           "if len(signers) < self.vals.quorum or len(vcs) != len(signers) or",
+           "if len(signers) <= self.vals.f or len(vcs) != len(signers) or",
+           "a NEW-VIEW from f+1 VIEW-CHANGEs is accepted: it can omit a committed block"),
+    Mutant("vote-not-persisted", "vote persistence before sending", "consensus/replica.py",
+           '            self.out.append(Persist(("vote", t, v, h), d))\n',
+           "            pass\n",
+           "a vote leaves before it is written: after a crash the replica votes again, "
+           "differently"),
+    Mutant("checkpoint-f-plus-1", "checkpoint stability", "consensus/replica.py",
+           "        if len(votes) < self.vals.quorum:\n            return\n"
+           "        if h > self.app.height:",
+           "        if len(votes) <= self.vals.f:\n            return\n"
+           "        if h > self.app.height:",
+           "a checkpoint is stable with f+1 signatures: its proof convinces nobody"),
+    Mutant("no-high-watermark", "watermarks", "consensus/replica.py",
+           "return self.low < h <= self.low + self.cfg.window", "return self.low < h",
+           "votes for any height above the checkpoint are kept: a peer can fill memory"),
+    Mutant("commit-on-prepared", "the commit rule", "consensus/replica.py",
+           "        for (v, d), votes in slot.commits.items():\n"
+           "            if len(votes) >= self.vals.quorum and d in slot.txs:",
+           "        for (v, d), votes in slot.prepares.items():\n"
+           "            if len(votes) >= self.vals.quorum and d in slot.txs:",
+           "a block is executed once prepared, before 2f+1 replicas committed to it"),
+    Mutant("equivocation-unreported", "evidence", "consensus/replica.py",
+           'self.out.append(Evidence("equivocation", r, (have.msg, M.signed_part(msg))))',
+           "pass",
+           "a primary's two blocks for one slot are seen and not reported"),
+    Mutant("catch-up-any-certificate", "catch-up certificate checks", "consensus/replica.py",
+           "len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= self.vals.quorum\n"
+           "                    for v in views):\n                break",
+           "len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= 1\n"
+           "                    for v in views):\n                break",
+           "a fetched block is executed on one COMMIT: a faulty peer can feed a made-up chain"),
+    Mutant("time-ahead-unchecked", "chain time", "consensus/replica.py",
+           "            if t > ahead:\n", "            if False:\n",
+           "a proposer's clock far ahead moves chain time (and loan deadlines) forward"),
+    Mutant("time-30-chain-seconds", "chain time", "consensus/replica.py",
+           "ahead = cfg.chain_time(self.now + cfg.clock_skew_ms)",
+           "ahead = cfg.chain_time(self.now) + 30",
+           "the rule before issue 12: 30 chain seconds, 0.17 ms of real time at the demo's "
+           "speed"),
+    Mutant("no-heartbeat", "liveness", "consensus/replica.py",
+           "return bool(self.cfg.empty_block_ms) and self.behind_hint <= self.app.height",
+           "return False",
+           "issue 12's stall: a lost first proposal and no client work, and nobody changes "
+           "view"),
+)
+
+# What runs inside the mutated copy: the hunt, one result line of JSON on stdout.
+HUNT = r"""
+import json, sys, time
+sys.path.insert(0, ".")
+from node.sim import run_seed
+from node.twins import Space, run_scenario
+budget, seed0 = float(sys.argv[1]), int(sys.argv[2])
+space = Space(4, 1, 4)
+t0 = time.monotonic()
+tried = {"twins": 0, "sim": 0}
+seed = seed0
+while time.monotonic() - t0 < budget:
+    for tool in ("twins", "twins", "twins", "sim"):
+        tried[tool] += 1
+        if tool == "twins":
+            run, r = run_scenario(space, space.draw(seed + tried[tool]))
+        else:
+            r = run_seed(seed + tried[tool], validators=4, faults="all", txs=100)
+        if not r.ok:
+            why = (r.safety_violations or [r.liveness_failure] or r.time_violations)[0] \
+                if (r.safety_violations or r.liveness_failure) else r.time_violations[0]
+            print(json.dumps({"caught": True, "by": tool, "after": tried[tool],
+                              "seconds": round(time.monotonic() - t0, 1),
+                              "violation": why, "replay": r.replay}))
+            sys.exit(0)
+print(json.dumps({"caught": False, "tried": tried,
+                  "seconds": round(time.monotonic() - t0, 1)}))
+"""
+
+
+def apply(mutant: Mutant, root: Path) -> None:
+    path = root / mutant.file
+    text = path.read_text()
+    count = text.count(mutant.old)
+    if count != 1:
+        raise SystemExit(f"mutant {mutant.name}: its text occurs {count} times in "
+                         f"{mutant.file} (want 1): the catalogue is out of date")
+    path.write_text(text.replace(mutant.old, mutant.new))
+
+
+def hunt(mutant: Mutant | None, budget: float, seed: int) -> dict:
+    with tempfile.TemporaryDirectory(prefix="lendnet-mutant-") as tmp:
+        copy = Path(tmp)
+        for d in CODE:
+            shutil.copytree(ROOT / d, copy / d, ignore=shutil.ignore_patterns("__pycache__"))
+        if mutant is not None:
+            apply(mutant, copy)
+        out = subprocess.run([sys.executable, "-c", HUNT, str(budget), str(seed)], cwd=copy,
+                             capture_output=True, text=True, timeout=budget + 600)
+        if out.returncode != 0:
+            return {"caught": True, "by": "crash", "after": 0, "seconds": None,
+                    "violation": out.stderr.strip().splitlines()[-1][:200]}
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--budget", type=float, default=300.0,
+                    help="seconds of hunting per mutant (default 300)")
+    ap.add_argument("--only", action="append", help="run only this mutant (repeatable)")
+    ap.add_argument("--seed", type=int, default=1, help="first seed of the hunt")
+    ap.add_argument("--control", action="store_true",
+                    help="also hunt the unmutated code for the budget (it must survive)")
+    ap.add_argument("--list", action="store_true", help="print the catalogue and stop")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args()
+    chosen = [m for m in CATALOGUE if not a.only or m.name in a.only]
+    if a.only and len(chosen) != len(set(a.only)):
+        raise SystemExit(f"unknown mutant: choose from {', '.join(m.name for m in CATALOGUE)}")
+    if a.list:
+        for m in chosen:
+            print(f"{m.name:28} {m.category:32} {m.why}")
+        return 0
+    results = []
+    if a.control:
+        chosen = [None, *chosen]
+    for m in chosen:
+        name = m.name if m else "(unmutated control)"
+        t = time.monotonic()
+        r = hunt(m, a.budget, a.seed)
+        r.update(mutant=name, category=m.category if m else "-",
+                 wall_seconds=round(time.monotonic() - t, 1))
+        results.append(r)
+        if not a.json:
+            if r["caught"]:
+                print(f"{name:28} caught by {r['by']} after {r['after']} "
+                      f"{'scenarios' if r['by'] == 'twins' else 'seeds'} in "
+                      f"{r['seconds']} s: {r['violation'][:110]}", flush=True)
+            else:
+                print(f"{name:28} NOT caught in {r['seconds']} s ({r['tried']})", flush=True)
+    missed = [r["mutant"] for r in results if r["mutant"] != "(unmutated control)"
+              and not r["caught"]]
+    control = [r for r in results if r["mutant"] == "(unmutated control)"]
+    if a.json:
+        print(json.dumps({"budget": a.budget, "results": results, "missed": missed},
+                         indent=2))
+    else:
+        print(f"{len(results) - len(control) - len(missed)} of "
+              f"{len(results) - len(control)} mutants caught")
+    return 1 if missed or any(r["caught"] for r in control) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
