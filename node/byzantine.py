@@ -8,12 +8,14 @@ the validator's own key (it cannot sign for anyone else):
 - `equivocate`: as primary, a second block (another header, same transactions) to half
   of the replicas.
 - `conflict`: a PREPARE, COMMIT or CHECKPOINT for another value to half of them.
-- `viewchange-lie`: a VIEW-CHANGE that hides what it prepared to half of them; as a new
-  primary, a NEW-VIEW built from f+1 VIEW-CHANGEs (those that carry least) to half, and
-  one with a forged VIEW-CHANGE (another replica's, its certificates removed) to the
-  others; and instead of
-  proposing again a block the new view carries over, a new one at that height, which it
-  then votes for in place of the one it carried.
+- `viewchange-lie`: a VIEW-CHANGE that hides what it prepared to half of them, and to
+  the others one claiming a stable checkpoint far above its proof; as a new primary, a
+  NEW-VIEW built from f+1 VIEW-CHANGEs (those that carry least) to half, and to the
+  others one with that forged VIEW-CHANGE of its own; and instead of proposing again a
+  block the new view carries over, a new one at that height, which it then votes for in
+  place of the one it carried.
+- `bad-header`: as primary, its blocks claim a state root that is not the chain's to
+  half of the replicas, and a time before their parent's to the others.
 - `withhold`: each message reaches only some of its destinations.
 - `forge-blocks`: blocks it serves to a replica catching up are made up, with only its
   own COMMIT as their certificate.
@@ -27,8 +29,9 @@ import hashlib
 from consensus import messages as M
 
 MODES = ("equivocate", "silent", "garbage", "conflict", "replay", "viewchange-lie",
-         "withhold", "forge-blocks", "far")
+         "withhold", "forge-blocks", "far", "bad-header")
 FAR = 1_000_000                  # how far beyond its height `far` votes
+INFLATE = 1_000                  # how far above its proof a forged checkpoint claim is
 
 
 class Byzantine:
@@ -44,6 +47,7 @@ class Byzantine:
         self.on_signed = on_signed          # sees every extra message it signs
         self.history: list[dict] = []
         self.swapped: dict[bytes, bytes] = {}    # carried block -> the one it put instead
+        self.times: dict[int, int] = {}          # height -> a proposal's time it saw there
 
     def _sign(self, body: dict) -> dict:
         signed = M.sign(self.chain_id, self.kp, body)
@@ -66,6 +70,9 @@ class Byzantine:
             old = self.history[self.rng.randrange(len(self.history))]
             return [(d, msg) for d in dsts] + [(d, old) for d in dsts]
         body = msg["body"]
+        if body["t"] == M.PROPOSE:
+            self.times[body["h"]] = body["header"]["time"]
+            self.times.pop(body["h"] - 64, None)
         if body["r"] != self.index:
             return [(d, msg) for d in dsts]             # another's, passed on (a relay)
         if mode == "far" and body["t"] in (M.PREPARE, M.COMMIT):
@@ -93,17 +100,27 @@ class Byzantine:
             return self._sign(dict(body, d=hashlib.sha256(body["d"]).digest()))
         if mode == "conflict" and t == M.CHECKPOINT:
             return self._sign(dict(body, root=hashlib.sha256(body["root"]).digest()))
-        if mode == "viewchange-lie" and t == M.VIEWCHANGE and body["prepared"]:
-            return self._sign(dict(body, prepared=[]))
+        if mode == "bad-header" and t == M.PROPOSE and "txs" in msg and \
+                body["header"]["proposer"] == body["r"]:
+            header = body["header"]
+            wrong = dict(header, exec_root=hashlib.sha256(header["exec_root"]).digest())
+            early = dict(header, time=min(header["time"],
+                                          self.times.get(body["h"] - 1, header["time"])) - 1)
+            return tuple(M.with_txs(self._sign(dict(body, header=h)), msg["txs"])
+                         for h in (wrong, early))
+        if mode == "viewchange-lie" and t == M.VIEWCHANGE:
+            inflated = self._sign(dict(body, h=body["h"] + INFLATE))
+            return (self._sign(dict(body, prepared=[])) if body["prepared"] else msg), inflated
         if mode == "viewchange-lie" and t == M.NEWVIEW:
             vcs = body["vcs"]
-            mine = [self._sign(dict(m["body"], prepared=[])) for m in vcs
-                    if m["body"]["r"] == body["r"]]
+            mine = [m for m in vcs if m["body"]["r"] == body["r"]]
             others = sorted((m for m in vcs if m["body"]["r"] != body["r"]),
                             key=lambda m: len(m["body"]["prepared"]))
-            short = self._sign(dict(body, vcs=mine + others[:(len(vcs) - 1) // 2]))
+            short = self._sign(dict(body, vcs=[self._sign(dict(m["body"], prepared=[]))
+                                               for m in mine]
+                                    + others[:(len(vcs) - 1) // 2]))
             forged = self._sign(dict(body, vcs=[
-                dict(m, body=dict(m["body"], prepared=[])) if m["body"]["prepared"] else m
+                self._sign(dict(m["body"], h=m["body"]["h"] + INFLATE)) if m in mine else m
                 for m in vcs]))
             return short, forged
         if mode == "viewchange-lie" and t == M.PROPOSE and "txs" in msg and \

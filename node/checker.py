@@ -33,6 +33,11 @@ def check(nodes: dict, created: dict, quorum: int) -> list[str]:
         once = set()
         for h in range(1, store.height + 1):
             block = store.get_block(h)[0]
+            header = block["header"]
+            if nodes[i].root_at(header["exec_height"]) != header["exec_root"]:
+                problems.append(f"validity: node {i} committed block {h}, whose header "
+                                f"claims a state root at height {header['exec_height']} "
+                                f"that is not the chain's")
             for raw in block["txs"]:
                 tx = txm.parse(raw)
                 if tx.hash not in created:

@@ -524,6 +524,9 @@ class Simulation:
                     break
         except Diverged as e:                       # a replica caught itself diverging
             violations.append(f"divergence: {e}")
+        except Exception as e:                      # the node code blew up: report it, with
+            violations.append(f"crash: {type(e).__name__} at {self.now - T0 * 1000} ms: "
+                              f"{e}")                # the run's replay spec, and stop
         if not violations and not self._settled():
             liveness = self.liveness_message()
         honest = self._honest()

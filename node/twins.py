@@ -97,7 +97,9 @@ class Space:
         """(the rounds, how the first twin lies) of scenario `index`."""
         if not 0 <= index < self.size:
             raise ValueError(f"scenario {index} is outside this space (0 to {self.size - 1})")
-        index, lie = divmod(index, len(self.lies))
+        # The lie is the top digit, so that a mode added to the end of MODES leaves every
+        # scenario number printed before it naming the same scenario.
+        lie, index = divmod(index, self.per_round ** self.rounds)
         rounds = []
         for _ in range(self.rounds):
             digits = []
@@ -112,7 +114,7 @@ class Space:
         for r in reversed(rounds):
             for base, d in reversed(list(zip(self.radix, self._digits(r)))):
                 out = out * base + d
-        return out * len(self.lies) + self.lies.index(lie)
+        return self.lies.index(lie) * self.per_round ** self.rounds + out
 
     def draw(self, seed: int) -> int:
         """The scenario seed `seed` stands for: every digit uniform, except that each cut

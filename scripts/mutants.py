@@ -93,6 +93,34 @@ CATALOGUE = (
            "ahead = cfg.chain_time(self.now) + 30",
            "the rule before issue 12: 30 chain seconds, 0.17 ms of real time at the demo's "
            "speed"),
+    Mutant("commit-without-prev", "the commit rule", "consensus/replica.py",
+           "return h - 1 <= self.app.height or (M.COMMIT, self.view, h - 1) in self.my_votes",
+           "return True",
+           "COMMIT for h before committing to h-1: a NEW-VIEW can miss h-1 and lose h"),
+    Mutant("prepared-on-f-plus-1", "quorum sizes", "consensus/replica.py",
+           "            if len(votes) >= self.vals.quorum:\n"
+           "                cert = [votes[r] for r in sorted(votes)[:self.vals.quorum]]",
+           "            if len(votes) > self.vals.f:\n"
+           "                cert = [votes[r] for r in sorted(votes)[:self.vals.quorum]]",
+           "a block counts as prepared on f+1 PREPAREs"),
+    Mutant("selection-ignores-chain", "view-change selection", "consensus/replica.py",
+           'while h in best and best[h][2]["body"]["header"]["prev"] == prev:',
+           "while h in best:",
+           "a new view carries prepared blocks that do not chain from the checkpoint"),
+    Mutant("newview-unvalidated", "NEW-VIEW validation", "consensus/replica.py",
+           '                not all(self._valid_viewchange(m["body"]) for m in vcs):',
+           "                False:",
+           "a NEW-VIEW's VIEW-CHANGEs are taken without checking their proofs"),
+    Mutant("viewchange-proof-unchecked", "checkpoint stability", "consensus/replica.py",
+           '            if len(keys) != 1 or len({m["body"]["r"] for m in ok}) < q:',
+           "            if False:",
+           "a VIEW-CHANGE's stable checkpoint is taken without its 2f+1 signatures"),
+    Mutant("exec-root-unchecked", "the commit rule", "consensus/replica.py",
+           'if self.app.root_at(eh) != header["exec_root"]:', "if False:",
+           "a block whose header misstates the chain's state root gets votes"),
+    Mutant("time-before-parent", "chain time", "consensus/replica.py",
+           '        if t < prev_header["time"]:', "        if False:",
+           "chain time may go backwards"),
     Mutant("no-heartbeat", "liveness", "consensus/replica.py",
            "return bool(self.cfg.empty_block_ms) and self.behind_hint <= self.app.height",
            "return False",
@@ -188,6 +216,8 @@ def main() -> int:
                 print(f"{name:28} caught by {r['by']} after {r['after']} "
                       f"{'scenarios' if r['by'] == 'twins' else 'seeds'} in "
                       f"{r['seconds']} s: {r['violation'][:110]}", flush=True)
+                if r.get("replay"):
+                    print(f"{'':28} replay: lendnet sim --replay {r['replay']}", flush=True)
             else:
                 print(f"{name:28} NOT caught in {r['seconds']} s ({r['tried']})", flush=True)
     missed = [r["mutant"] for r in results if r["mutant"] != "(unmutated control)"
