@@ -131,8 +131,10 @@ def read_tx_file(path: Path) -> txm.SignedTx:
 
 
 def sign_and_send(kp, kind: str, *, node_url, offline, nonce, chain_id, out, wait_s,
-                  as_json, sender: str | None = None, describe: str = "", **fields) -> dict:
-    """Build, sign and submit (or write) one transaction; print what happened."""
+                  as_json, sender: str | None = None, describe: str = "", quiet: bool = False,
+                  **fields) -> dict:
+    """Build, sign and submit (or write) one transaction; print what happened (unless
+    `quiet`: a command that sends several prints one result for all of them)."""
     if offline:
         if nonce is None or out is None:
             raise click.UsageError("--offline needs --nonce N and --out FILE")
@@ -146,7 +148,7 @@ def sign_and_send(kp, kind: str, *, node_url, offline, nonce, chain_id, out, wai
     if nonce is None:
         nonce = _call(api.account, sender or kp.address)["nonce"]
     body = txm.build(kp, status["chain_id"], kind, nonce, sender=sender, **fields)
-    return submit(api, sign_body(body, kp), wait_s, as_json, describe)
+    return submit(api, sign_body(body, kp), wait_s, as_json, describe, quiet)
 
 
 def sign_body(body: dict, kp) -> txm.SignedTx:
@@ -157,7 +159,7 @@ def sign_body(body: dict, kp) -> txm.SignedTx:
 
 
 def submit(api: NodeClient, tx: txm.SignedTx, wait_s: int, as_json: bool,
-           describe: str = "") -> dict:
+           describe: str = "", quiet: bool = False) -> dict:
     kind = tx.body["kind"]
     try:
         h = api.submit(tx.raw)
@@ -166,9 +168,10 @@ def submit(api: NodeClient, tx: txm.SignedTx, wait_s: int, as_json: bool,
     except OSError as e:
         raise click.ClickException(f"cannot reach the node at {api.url}: {e}")
     if not wait_s:
-        emit({"status": "pending", "hash": h, "kind": kind}, as_json,
-             f"{kind} submitted: {h} (pending)")
-        return {"hash": h, "status": "pending"}
+        if not quiet:
+            emit({"status": "pending", "hash": h, "kind": kind}, as_json,
+                 f"{kind} submitted: {h} (pending)")
+        return {"hash": h, "status": "pending", "kind": kind}
     try:
         st = api.wait_committed(h, wait_s)
     except TimeoutError:
@@ -180,10 +183,11 @@ def submit(api: NodeClient, tx: txm.SignedTx, wait_s: int, as_json: bool,
     if st["status"] != "committed":
         raise click.ClickException(f"{kind} {h} failed at height {st['height']}: "
                                    f"{st.get('error')}")
-    emit({**st, "kind": kind}, as_json,
-         f"{kind} committed at height {st['height']}: {h}" + (f" — {describe}" if describe
-                                                               else ""))
-    return st
+    if not quiet:
+        emit({**st, "kind": kind}, as_json,
+             f"{kind} committed at height {st['height']}: {h}" + (f" — {describe}" if describe
+                                                                   else ""))
+    return {**st, "kind": kind}
 
 
 def _call(fn, *args):

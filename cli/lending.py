@@ -140,7 +140,7 @@ def b_apply(wallet_name, amount, term, period, method, product, grace, purpose, 
                   **send)
 
 
-def _fits(offer: dict, app: dict, score: int) -> str:
+def _why_unfit(offer: dict, app: dict, score: int) -> str:
     """Why an offer would not fund this application ('' if it would)."""
     for f, allowed in (("product", "products"), ("method", "methods"), ("period", "periods")):
         if app[f] not in offer[allowed]:
@@ -165,7 +165,7 @@ def b_offers(app_id, node_url, as_json):
     app = get(node_url, f"/v1/applications/{app_id}") if app_id else None
     score = get(node_url, f"/v1/scores/{app['borrower']}")["score"] if app else None
     for o in offers:
-        o["fits"] = _fits(o, app, score) if app else None
+        o["fits"] = _why_unfit(o, app, score) if app else None
         tier = [t for t in o["tiers"] if score is not None and t[0] <= score]
         o["rate_bps"] = max(tier)[1] if tier else None
     if as_json:
@@ -295,8 +295,15 @@ def b_pledge(wallet_name, asset, target, register_value, description, **send):
         if send["offline"]:
             raise click.UsageError("offline, register and pledge as two transactions "
                                    "(two nonces)")
-        sign_and_send(kp, "register_collateral", asset=asset, value=register_value,
-                      description_hash=hashlib.sha256(description.encode()).digest(), **send)
+        # Two transactions, one answer: with --json, one JSON value naming both.
+        registered = sign_and_send(
+            kp, "register_collateral", asset=asset, value=register_value,
+            description_hash=hashlib.sha256(description.encode()).digest(),
+            quiet=send["as_json"], **send)
+        pledged = sign_and_send(kp, "pledge", asset=asset, to=target, quiet=send["as_json"],
+                                **send)
+        emit({"register_collateral": registered, "pledge": pledged}, send["as_json"])
+        return
     sign_and_send(kp, "pledge", asset=asset, to=target, **send)
 
 
@@ -392,7 +399,7 @@ def l_applications(offer, node_url, as_json):
     o = get(node_url, f"/v1/offers/{offer}") if offer else None
     for a in apps:
         a["score"] = get(node_url, f"/v1/scores/{a['borrower']}")["score"]
-        a["fits"] = _fits(o, a, a["score"]) if o else None
+        a["fits"] = _why_unfit(o, a, a["score"]) if o else None
     if as_json:
         emit({"applications": apps}, True)
         return

@@ -84,6 +84,11 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
     assert any(o["offer"] == offer and o["fits"] == "" for o in offers["offers"])
     apps = js(env, "lender", "applications", "--offer", offer)["applications"]
     assert any(a["application"] == app and a["fits"] == "" for a in apps)
+    # The same listings as tables (a second `_fits` once made these raise TypeError).
+    for args in (("borrower", "offers", "--application", app),
+                 ("lender", "applications", "--offer", offer)):
+        table = run(env, *args).output
+        assert "fits" in table and "yes" in table, table
     # Only the authorised lender reads the documents, and they match the ledger's hash.
     out = tmp_path / "read.txt"
     run(env, "lender", "documents", "--wallet", "lender", "--borrower", people["ana"],
@@ -193,8 +198,9 @@ def test_accept_pledge_withdraw_and_listings(env, people):
     r = run(env, "borrower", "accept", "--wallet", "ana", "--application", app, "--offer",
             offer, ok=False)
     assert r.exit_code == 1 and "collateral" in r.output
-    run(env, "borrower", "pledge", "--wallet", "ana", "--asset", "ana-bicycle", "--to", app,
-        "--register-value", "60.00")
+    both = js(env, "borrower", "pledge", "--wallet", "ana", "--asset", "ana-bicycle",
+              "--to", app, "--register-value", "60.00")        # one JSON value for both
+    assert both["register_collateral"]["status"] == both["pledge"]["status"] == "committed"
     assert js(env, "borrower", "accept", "--wallet", "ana", "--application", app,
               "--offer", offer)["status"] == "committed"
     loan = js(env, "borrower", "loans", "--wallet", "ana")["loans"]
