@@ -151,7 +151,8 @@ class Replica:
         self.me = index
         self.kp = keypair
         self.app = app
-        self.now = now
+        self.wall = self.now = now
+        self.stepped_back = 0                      # see _set_clock
         persisted = persisted or {}
         self.view = persisted.get(("view",), 0)
         self.normal = True                         # False while changing view
@@ -214,19 +215,20 @@ class Replica:
     def deliver(self, msg: dict, now: int, size: int = 0) -> list:
         """A message already decoded and signature-checked (messages.decode); `size` is
         its length on the wire."""
-        self.now = now
+        self._set_clock(now)
         b = msg["body"]
         if b["t"] in (M.PROPOSE, M.PREPARE, M.COMMIT) and b["v"] > self.view:
             self._hold_future(msg, b, size)
             return self._finish()
         if b["t"] == M.PROPOSE:
-            self._on_propose(msg, b, now)
+            self._on_propose(msg, b, self.wall)
         else:
             getattr(self, "_on_" + b["t"])(msg, b)
         return self._finish()
 
     def tick(self, now: int) -> list:
-        self.now = now
+        self._set_clock(now)
+        now = self.now
         self._execute_fetched()
         if self.normal:
             work = self._unfinished()
@@ -259,10 +261,21 @@ class Replica:
 
     # --- helpers ----------------------------------------------------------------------
 
+    def _set_clock(self, now: int) -> None:
+        """`now` is this node's wall clock, which an operator or NTP may step back. The
+        timers (view change, heartbeat, fetch, budgets) run on a clock that never goes
+        back — the wall clock plus every step back so far — or a clock set back a minute
+        would leave this replica silent for a minute (sim seed 1027: three replicas
+        waiting on each other's timers). Chain time is judged by the wall clock itself."""
+        if now < self.wall:
+            self.stepped_back += self.wall - now
+        self.wall = now
+        self.now = now + self.stepped_back
+
     def _finish(self) -> list:
         self._progress()
         out, self.out = self.out, []
-        out.append(Timer(self._next_deadline()))
+        out.append(Timer(self._next_deadline() - self.stepped_back))   # on the wall clock
         return out
 
     def _next_deadline(self) -> int:
@@ -336,7 +349,7 @@ class Replica:
         wire = msg if txs is None else M.with_txs(msg, txs)
         self.out.append(Broadcast(wire))
         if t == M.PROPOSE:                       # my own vote counts like anyone's
-            self._on_propose(wire, body, self.now)
+            self._on_propose(wire, body, self.wall)
         else:
             getattr(self, "_on_" + t)(msg, body)
         return msg
@@ -398,7 +411,7 @@ class Replica:
             size = len(M.encode(msg))
             if held + size > FUTURE_BYTES:
                 return
-        self.future[key] = (msg, size, self.now)
+        self.future[key] = (msg, size, self.wall)      # the wall clock: chain time
         self.future_bytes[r] = held + size
 
     # --- normal case ------------------------------------------------------------------
@@ -488,7 +501,7 @@ class Replica:
             if header["proposer"] != p.msg["body"]["r"]:
                 return "proposer", f"the block names validator {header['proposer']} as " \
                                    f"its proposer"
-            ahead = cfg.chain_time(self.now + cfg.clock_skew_ms)
+            ahead = cfg.chain_time(self.wall + cfg.clock_skew_ms)
             if t > ahead:
                 return "time-ahead", f"time {t} is ahead of this replica's clock " \
                                      f"(latest acceptable {ahead})"
@@ -697,7 +710,7 @@ class Replica:
         self.batch_since = None
         eh = self.app.height
         header = {"height": h, "prev": prev_hash,
-                  "time": max(cfg.chain_time(self.now), prev_header["time"]),
+                  "time": max(cfg.chain_time(self.wall), prev_header["time"]),
                   "proposer": self.me, "txs_root": M.txs_root(txs), "exec_height": eh,
                   "exec_root": self.app.root_at(eh)}
         d = M.block_hash(header)

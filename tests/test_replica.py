@@ -1329,3 +1329,22 @@ def test_a_replica_left_asking_for_an_old_view_learns_the_current_one():
     net.queue.clear()
     net.deliver(3, nv)
     assert net.replica(3).view == 2 and net.replica(3).normal
+
+
+def test_a_clock_set_back_does_not_silence_a_replica():
+    """Its timers run on a clock that never goes back: a replica in a view change whose
+    wall clock is set back a minute still asks again for the view after a timeout, and
+    the timer it asks its shell for is on the wall clock (sim seed 1027 stalled here)."""
+    net = Net()
+    net.submit(net.tx())
+    time_out(net, (1, 2, 3))
+    rep = net.replica(1)
+    assert not rep.normal and rep.view == 1
+    net.now -= 60_000                          # NTP or an operator steps the clock back
+    eff = net.tick(1)
+    [timer] = [e for e in eff if type(e) is Timer]
+    assert net.now < timer.at <= net.now + 4 * PARAMS["view_timeout_ms"]
+    asked = []
+    for _ in range(8):                         # 8 s of wall clock, a tick each second
+        asked += of(net.tick(1, 1000), M.VIEWCHANGE)
+    assert asked and all(m["body"]["v"] >= 1 for m in asked)
