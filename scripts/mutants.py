@@ -89,8 +89,8 @@ CATALOGUE = (
            "            if t > ahead:\n", "            if False:\n",
            "a proposer's clock far ahead moves chain time (and loan deadlines) forward"),
     Mutant("time-30-chain-seconds", "chain time", "consensus/replica.py",
-           "ahead = cfg.chain_time(self.now + cfg.clock_skew_ms)",
-           "ahead = cfg.chain_time(self.now) + 30",
+           "ahead = cfg.chain_time(self.wall + cfg.clock_skew_ms)",
+           "ahead = cfg.chain_time(self.wall) + 30",
            "the rule before issue 12: 30 chain seconds, 0.17 ms of real time at the demo's "
            "speed"),
     Mutant("commit-without-prev", "the commit rule", "consensus/replica.py",
@@ -121,6 +121,10 @@ CATALOGUE = (
     Mutant("time-before-parent", "chain time", "consensus/replica.py",
            '        if t < prev_header["time"]:', "        if False:",
            "chain time may go backwards"),
+    Mutant("timers-follow-a-clock-set-back", "liveness", "consensus/replica.py",
+           "            self.stepped_back += self.wall - now", "            pass",
+           "timers on the wall clock: a clock set back a minute silences a replica for a "
+           "minute (found by the control run, sim seed 1027)"),
     Mutant("no-heartbeat", "liveness", "consensus/replica.py",
            "return bool(self.cfg.empty_block_ms) and self.behind_hint <= self.app.height",
            "return False",
