@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.tx import MAX_TX_BYTES
+from lendnet.ledger.tx import MAX_TX_BYTES
 
 from . import messages as M
 from .effects import (Broadcast, Committed, Evidence, Persist, Refused, Send, Timer,
@@ -627,7 +627,7 @@ class Replica:
         if slot is None:
             return None
         prev = self.app.block_hash(h - 1) if h > 1 else M.GENESIS_HASH
-        for (v, d), votes in slot.commits.items():
+        for (_v, d), votes in slot.commits.items():
             if len(votes) >= self.vals.quorum and d in slot.txs:
                 header = self._header_for(slot, h, d)
                 if header is not None and header["prev"] == prev:

@@ -9,7 +9,7 @@ chain time and learns what happened from the events it emits.
 """
 from __future__ import annotations
 
-from contracts.agreements import LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS, PERIODS_PER_YEAR
+from lendnet.contracts.agreements import LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS, PERIODS_PER_YEAR
 
 from . import keys, score as scoring
 from .tx import TxError
@@ -261,7 +261,7 @@ def observe_loan_event(led, loan: str, name: str, values: list) -> None:
 
 def loan_terms(led, loan: str) -> dict:
     """The agreement's own storage, by the names the contract source gives them."""
-    from contracts.agreements import LOAN_STORAGE
+    from lendnet.contracts.agreements import LOAN_STORAGE
     store = led.state.storage
     return {name: store.get((loan, name.encode())) for name in LOAN_STORAGE}
 
@@ -272,7 +272,7 @@ def loan_status(led, loan: str) -> str:
 
 def loan_payoff(led, loan: str) -> int | None:
     """What would close the loan at the current chain time, quoted by the agreement."""
-    from contracts.agreements import ReadOnlyHost, call_readonly
+    from lendnet.contracts.agreements import ReadOnlyHost, call_readonly
     if loan_status(led, loan) != "active":
         return None
     code = led.state.code.get(led.state.contracts.get(loan)["code"])

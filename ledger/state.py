@@ -27,7 +27,7 @@ class Table:
     __slots__ = ("name", "rows", "_state", "_on_set", "_leaves", "_groups",
                  "_group_hash", "_dirty", "_root")
 
-    def __init__(self, name: str, state: "State", on_set=None):
+    def __init__(self, name: str, state: State, on_set=None):
         self.name = name
         self.rows: dict = {}
         self._state = state

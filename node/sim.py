@@ -20,11 +20,11 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from consensus import messages as M
-from consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
-                               ViewChange, ViewEntered)
-from consensus.replica import Diverged
-from ledger.keys import Keypair
+from lendnet.consensus import messages as M
+from lendnet.consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
+                                       ViewChange, ViewEntered)
+from lendnet.consensus.replica import Diverged
+from lendnet.ledger.keys import Keypair
 
 from .byzantine import MODES, Byzantine
 from .checker import EvidenceWatch, VoteLedger, check, check_times

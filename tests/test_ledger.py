@@ -4,10 +4,10 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from contracts.asm import assemble
-from ledger import codec, tx as txm
-from ledger.keys import Keypair, address_of
-from ledger.ledger import BlockError
+from lendnet.contracts.asm import assemble
+from lendnet.ledger import codec, tx as txm
+from lendnet.ledger.keys import Keypair, address_of
+from lendnet.ledger.ledger import BlockError
 
 from .chain import CHAIN, Chain, h32
 
