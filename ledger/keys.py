@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TypeGuard
 
 import nacl.bindings
 import nacl.exceptions
@@ -26,7 +27,7 @@ def address_of(pubkey: bytes) -> str:
     return derive_address(b"key", pubkey)
 
 
-def is_address(s) -> bool:
+def is_address(s: object) -> TypeGuard[str]:
     return type(s) is str and ADDRESS_RE.match(s) is not None
 
 

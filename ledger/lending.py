@@ -9,6 +9,8 @@ chain time and learns what happened from the events it emits.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from lendnet.contracts.agreements import LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS, PERIODS_PER_YEAR
 
 from . import keys, score as scoring
@@ -285,7 +287,9 @@ def loan_view(led, loan: str) -> dict | None:
     rec = led.state.loans.get(loan)
     if rec is None:
         return None
-    t = {k: (v.decode() if type(v) is bytes else v) for k, v in loan_terms(led, loan).items()}
+    # The agreement's storage by name: ints (or None when unset), bytes shown as text.
+    t: dict[str, Any] = {k: (v.decode() if type(v) is bytes else v)
+                         for k, v in loan_terms(led, loan).items()}
     return {"loan": loan, **rec, "status": LOAN_STATUS[t["st"] or 0], "terms": t,
             "instalment": t["k"], "due_time": t["due"],
             "amount_due": (t["dp"] or 0) + (t["di"] or 0) + (t["df"] or 0),
