@@ -13,12 +13,12 @@ from pathlib import Path
 
 import click
 
-from ledger import tx as txm
-from ledger.money import DECIMALS, UNIT, fmt
-from node.client import ApiError, NodeClient
+from lendnet.ledger import tx as txm
+from lendnet.ledger.money import DECIMALS, UNIT, fmt
+from lendnet.node.client import ApiError, NodeClient
 
 EXIT_TIMEOUT = 3
-AMOUNT_RE = re.compile(r"^(\d{1,18})(?:\.(\d{1,%d}))?$" % DECIMALS)
+AMOUNT_RE = re.compile(rf"^(\d{{1,18}})(?:\.(\d{{1,{DECIMALS}}}))?$")
 
 
 def parse_amount(text: str) -> int:

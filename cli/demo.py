@@ -23,11 +23,11 @@ from pathlib import Path
 
 import click
 
-from ledger import keys
-from ledger import tx as txm
-from node.client import ApiError, NodeClient
-from node.cluster import Cluster, ClusterError
-from node.home import FAST_CLOCK
+from lendnet.ledger import keys
+from lendnet.ledger import tx as txm
+from lendnet.node.client import ApiError, NodeClient
+from lendnet.node.cluster import Cluster, ClusterError
+from lendnet.node.home import FAST_CLOCK
 
 from .common import money, pct
 

@@ -22,8 +22,8 @@ import nacl.exceptions
 import nacl.public
 import nacl.secret
 
-from ledger import codec
-from ledger.keys import PUBKEY_LEN, Keypair
+from lendnet.ledger import codec
+from lendnet.ledger.keys import PUBKEY_LEN, Keypair
 
 VERSION = 1
 MAX_RECIPIENTS = 16

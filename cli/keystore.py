@@ -20,7 +20,7 @@ import nacl.exceptions
 import nacl.pwhash.argon2id as argon2id
 import nacl.secret
 
-from ledger.keys import Keypair, address_of
+from lendnet.ledger.keys import Keypair, address_of
 
 VERSION = 1
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
@@ -178,7 +178,8 @@ def _read(name: str) -> tuple[Path, dict]:
             or not _int_in(kdf.get("memlimit"), _MEM_RANGE)):
         raise corrupt("bad kdf parameters")
     # nonce + MAC + the 32-byte seed
-    if _hex(doc.get("box"), nacl.secret.SecretBox.NONCE_SIZE + nacl.secret.SecretBox.MACBYTES + 32) is None:
+    box = nacl.secret.SecretBox
+    if _hex(doc.get("box"), box.NONCE_SIZE + box.MACBYTES + 32) is None:
         raise corrupt("bad box")
     return path, doc
 

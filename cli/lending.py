@@ -13,8 +13,8 @@ from pathlib import Path
 
 import click
 
-from contracts.agreements import METHOD_CODES, PERIOD_SECONDS, schedule
-from ledger import tx as txm
+from lendnet.contracts.agreements import METHOD_CODES, PERIOD_SECONDS, schedule
+from lendnet.ledger import tx as txm
 
 from .common import (AMOUNT, client, emit, get, money, node_option, pct, send_options,
                      sign_and_send, unlock, wallet_option)
@@ -23,7 +23,7 @@ H0 = b"\x00" * 32                      # "no documents": the hash of nothing reg
 
 
 def _when(ts) -> str:
-    return "-" if not ts else dt.datetime.fromtimestamp(ts, dt.timezone.utc).strftime(
+    return "-" if not ts else dt.datetime.fromtimestamp(ts, dt.UTC).strftime(
         "%Y-%m-%d %H:%M")
 
 

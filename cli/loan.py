@@ -6,17 +6,17 @@ import json
 
 import click
 
-from contracts.agreements import METHOD_CODES, PERIODS_PER_YEAR, schedule
-from contracts.vm import ContractError
-from ledger.money import fmt
-from ledger.tx import MAX_AMOUNT, MAX_RATE_BPS, MAX_TERM
+from lendnet.contracts.agreements import METHOD_CODES, PERIODS_PER_YEAR, schedule
+from lendnet.contracts.vm import ContractError
+from lendnet.ledger.money import fmt
+from lendnet.ledger.tx import MAX_AMOUNT, MAX_RATE_BPS, MAX_TERM
 
 
 def _start_time(value: str | None) -> int:
     if value is None:
-        today = dt.datetime.now(dt.timezone.utc).date()
+        today = dt.datetime.now(dt.UTC).date()
         return int(dt.datetime(today.year, today.month, today.day,
-                               tzinfo=dt.timezone.utc).timestamp())
+                               tzinfo=dt.UTC).timestamp())
     if value.isdigit():
         return int(value)
     try:
@@ -24,11 +24,11 @@ def _start_time(value: str | None) -> int:
     except ValueError:
         raise click.BadParameter("give a date YYYY-MM-DD or unix seconds",
                                  param_hint="--start") from None
-    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.timezone.utc).timestamp())
+    return int(dt.datetime(d.year, d.month, d.day, tzinfo=dt.UTC).timestamp())
 
 
 def _date(ts: int) -> str:
-    return dt.datetime.fromtimestamp(ts, dt.timezone.utc).date().isoformat()
+    return dt.datetime.fromtimestamp(ts, dt.UTC).date().isoformat()
 
 
 @click.group()
@@ -79,8 +79,9 @@ def schedule_cmd(principal, rate_bps, term, period, method, grace, start, as_jso
         return
     from rich.console import Console
     from rich.table import Table
-    table = Table(title=f"{method} loan of {fmt(principal)} at {rate_bps // 100}.{rate_bps % 100:02d} % a "
-                        f"year, {term} {period} instalments", title_justify="left")
+    table = Table(title=f"{method} loan of {fmt(principal)} at {rate_bps // 100}."
+                        f"{rate_bps % 100:02d} % a year, {term} {period} instalments",
+                  title_justify="left")
     for col in ("#", "due", "principal", "interest", "total"):
         table.add_column(col, justify="left" if col == "due" else "right")
     for r in rows:

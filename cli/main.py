@@ -41,6 +41,3 @@ main.add_command(demo)
 main.add_command(watch)
 main.add_command(chaos)
 main.add_command(bench)
-
-if __name__ == "__main__":
-    main()

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from node import home as H
-from node.byzantine import MODES
+from lendnet.node import home as H
+from lendnet.node.byzantine import MODES
 
 
 def _home_option(f):
@@ -68,8 +68,8 @@ def init(home, host, port, peers, chain_id, genesis_file, as_json):
               help="TEST ONLY: accept this many votes as a quorum (a broken node).")
 def start(home, log_format, log_level, byzantine, quorum_override):
     """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
-    from node.daemon import run           # the daemon's imports only when one is run
-    from node.store import StoreError
+    from lendnet.node.daemon import run           # the daemon's imports only when one is run
+    from lendnet.node.store import StoreError
     try:
         run(home, log_format, log_level, byzantine, quorum_override)
     except (H.HomeError, StoreError) as e:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from ledger import keys
-from ledger import tx as txm
-from ledger.ledger import multisig_address
+from lendnet.ledger import keys
+from lendnet.ledger import tx as txm
+from lendnet.ledger.ledger import multisig_address
 
 from .common import (AMOUNT, client, emit, get, money, node_option, read_tx_file,
                      save_tx, send_options, sign_and_send, sign_body, submit, unlock,

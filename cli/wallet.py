@@ -9,7 +9,7 @@ import json
 
 import click
 
-from ledger.keys import Keypair
+from lendnet.ledger.keys import Keypair
 
 from . import keystore
 from .documents import DocumentError

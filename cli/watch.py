@@ -60,7 +60,7 @@ async def _follow(api, address: str, count, timeout_s, as_json) -> None:
                     return
                 try:
                     msg = await ws.receive(timeout=left)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     return
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     raise click.ClickException("the node closed the event stream")
@@ -72,7 +72,7 @@ async def _follow(api, address: str, count, timeout_s, as_json) -> None:
                 if as_json:
                     click.echo(json.dumps({**ev, "role": who}))
                 else:
-                    when = dt.datetime.fromtimestamp(ev["time"], dt.timezone.utc)
+                    when = dt.datetime.fromtimestamp(ev["time"], dt.UTC)
                     click.echo(f"[chain {when:%Y-%m-%d}] height {ev['height']}: "
                                f"{ALERTS[ev['event']]} on loan {ev['loan'][:14]}… "
                                f"(you are the {who}) {ev['values']}")

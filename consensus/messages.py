@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger import codec, keys
+from lendnet.ledger import codec, keys
 
 MAX_MSG_BYTES = 4 * 1024 * 1024
 MAX_BLOCK_TXS = 2_000

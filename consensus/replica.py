@@ -45,7 +45,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ledger.tx import MAX_TX_BYTES
+from lendnet.ledger.tx import MAX_TX_BYTES
 
 from . import messages as M
 from .effects import (Broadcast, Committed, Evidence, Persist, Refused, Send, Timer,
@@ -127,7 +127,7 @@ class Slot:
     __slots__ = ("proposals", "txs", "refused", "prepares", "commits", "prepared", "votes",
                  "asked", "asks")
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.proposals: dict[int, Proposal] = {}  # view -> its primary's proposal
         self.txs: dict[bytes, list] = {}          # block hash -> its transactions
         self.refused: dict[int, str] = {}         # view -> why its proposal was refused
@@ -177,7 +177,8 @@ class Replica:
         self.viewchanges: dict[int, dict] = {}     # replica -> its latest VIEWCHANGE
         self.newview_sent: set[int] = set()
         self.newview_msg: dict | None = None       # how this view began, for latecomers
-        self.selection: dict[int, tuple] = {}      # height -> (hash, header) the view keeps
+        # height -> (hash, header, signed PROPOSE) the view keeps
+        self.selection: dict[int, tuple[bytes, dict, dict]] = {}
         self.next_h = app.height + 1               # next height to propose (primary)
         self.progress_deadline: int | None = None
         self.work = ""                             # the unfinished work that deadline is for
@@ -529,14 +530,16 @@ class Replica:
         if self.app.root_at(eh) != header["exec_root"]:
             return "exec-root", f"state root at {eh} is not this replica's"
         # ... and no transaction may repeat one in a block still in flight below it
-        in_flight = []
+        in_flight: list[bytes] = []
         for hh in range(self.app.height + 1, h):
             d = self.my_votes.get((M.PREPARE, self.view, hh))
-            in_flight.extend(self.slots[hh].txs.get(d, ()))
+            slot_txs = self.slots[hh].txs
+            if d is not None:                     # no vote: no block hash, no transactions
+                in_flight.extend(slot_txs.get(d, ()))
         err = self.app.check_txs(txs, in_flight)
         return None if err is None else ("txs", err)
 
-    def _header_of(self, h: int, want: bytes):
+    def _header_of(self, h: int, want: bytes) -> dict | None:
         """Header of the block at h with hash `want`, if this replica may build on it."""
         if h == 0:       # genesis: the first block may not be older than the chain
             return {"time": self.cfg.genesis_time} if want == M.GENESIS_HASH else None
@@ -627,7 +630,7 @@ class Replica:
         if slot is None:
             return None
         prev = self.app.block_hash(h - 1) if h > 1 else M.GENESIS_HASH
-        for (v, d), votes in slot.commits.items():
+        for (_v, d), votes in slot.commits.items():
             if len(votes) >= self.vals.quorum and d in slot.txs:
                 header = self._header_for(slot, h, d)
                 if header is not None and header["prev"] == prev:
@@ -682,17 +685,19 @@ class Replica:
             self.my_votes.get((M.PREPARE, self.view, h - 1))
         if h == 1:
             prev_hash = M.GENESIS_HASH
-        prev_header = prev_hash and self._header_of(h - 1, prev_hash)
+        prev_header = self._header_of(h - 1, prev_hash) if prev_hash is not None else None
         if prev_header is None:
             return False
         cfg = self.cfg
         if self.batch_since is not None and self.now < self.batch_since + \
                 cfg.batch_delay_ms and self.app.pending_count() < cfg.max_block_txs:
             return False                          # still gathering this batch
-        exclude = set()
+        exclude: set[bytes] = set()
         for hh in range(self.app.height + 1, h):
             slot = self.slots.get(hh)
-            prop = slot and slot.proposals.get(self.view)
+            if slot is None:
+                continue
+            prop = slot.proposals.get(self.view)
             if prop:
                 exclude.update(slot.txs.get(prop.d, ()))
         txs = self.app.make_txs(h, cfg.max_block_txs, cfg.max_block_bytes, exclude)

@@ -8,11 +8,11 @@ scratch slots, and parameterless macros. Every program the assembler produces ha
 from __future__ import annotations
 
 import re
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from .vm import (
     IMM_BYTES, IMM_INT, IMM_MSG, IMM_NONE, IMM_PROTO, IMM_ROUND, IMM_TARGET, IMM_U8,
-    MAX_PROGRAM, OPS_BY_NAME, ROUNDING_NAMES, VERSION, BytecodeError, Program, decode,
+    MAX_PROGRAM, OPS_BY_NAME, ROUNDING_NAMES, VERSION, BytecodeError, OpSpec, Program, decode,
     encode_instruction,
 )
 
@@ -129,6 +129,7 @@ class _Source:
                 self.body.append(_Stmt(where, label, tokens))
             seen_statement = True
         if macro is not None:
+            assert macro_where is not None      # set with macro
             raise macro_where.error(f"macro {macro} has no .endm")
 
     def _define_macro(self, tokens: list[_Token], where: _Where) -> str:
@@ -254,7 +255,8 @@ def assemble(source: str) -> bytes:
     """Assemble source text into verified bytecode. Raises AsmError."""
     src = _Source(source)
     labels: dict[str, tuple[int, _Where]] = {}
-    pending: list[tuple[int, object, object, _Where]] = []   # (offset, op, imm, where)
+    # (offset, op, imm, where); imm as _operand parsed it (a label name for targets)
+    pending: list[tuple[int, OpSpec, Any, _Where]] = []
     offset = 1                                                # after the version byte
     for st in _expand(src):
         if st.label is not None:
@@ -278,7 +280,7 @@ def assemble(source: str) -> bytes:
         if offset > MAX_PROGRAM:
             raise st.where.error(f"program exceeds {MAX_PROGRAM} bytes")
 
-    code = bytearray((VERSION,))
+    buf = bytearray((VERSION,))
     line_at: dict[int, _Where] = {}
     for at, op, imm, where in pending:
         if op.imm == IMM_TARGET:
@@ -286,15 +288,15 @@ def assemble(source: str) -> bytes:
                 raise where.error(f"undefined label {imm}")
             imm = labels[imm][0]
         line_at[at] = where
-        code += encode_instruction(op, imm)
-    code = bytes(code)
+        buf += encode_instruction(op, imm)
+    code = bytes(buf)
     try:
         Program.load(code)
     except BytecodeError as e:
-        where = line_at.get(e.offset)
-        if where is None:
+        bad_at = line_at.get(e.offset) if e.offset is not None else None
+        if bad_at is None:
             raise AsmError(f"line 1: {e}") from None
-        raise where.error(e.reason) from None
+        raise bad_at.error(e.reason) from None
     return code
 
 

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from typing import NamedTuple, Protocol
+from collections.abc import Callable
+from typing import Any, NamedTuple, NoReturn, Protocol
 
 from nacl.bindings import crypto_sign_open
 from nacl.exceptions import CryptoError
@@ -210,7 +211,10 @@ assert 0x00 not in OPS_BY_CODE   # zeroed memory must never decode as a program
 class Instruction(NamedTuple):
     offset: int
     op: OpSpec
-    imm: object          # decoded immediate: int, bytes, str, (args, returns) or None
+    # Decoded immediate: int, bytes, str, (args, returns) or None. Which one is fixed by
+    # op.imm, which a field's type cannot express, so each use relies on the kind decode()
+    # checked.
+    imm: Any
 
 
 # ---------------------------------------------------------------------------------------
@@ -334,6 +338,7 @@ def decode(code: bytes) -> list[Instruction]:
             raise BytecodeError(f"unknown opcode 0x{code[pos]:02x}", offset)
         pos += 1
         kind = op.imm
+        imm: int | bytes | str | tuple[int, ...] | None
         try:
             if kind == IMM_NONE:
                 imm = None
@@ -392,7 +397,7 @@ def _check_stack(instrs: list[Instruction], index_of: dict[int, int]) -> dict[in
     frame_of: list[int | None] = [None] * n     # -1: main body, else index of the proto
     max_height: dict[int, int] = {}
 
-    def fail(i: int, reason: str):
+    def fail(i: int, reason: str) -> NoReturn:
         raise BytecodeError(reason, instrs[i].offset, instrs[i].op.name)
 
     def describe(frame: int) -> str:
@@ -414,7 +419,7 @@ def _check_stack(instrs: list[Instruction], index_of: dict[int, int]) -> dict[in
     for frame, entry, entry_height in frames:
         returns = instrs[frame].imm[1] if frame >= 0 else None
         peak = entry_height
-        work = [(entry, entry_height, None)]
+        work: list[tuple[int, int, int | None]] = [(entry, entry_height, None)]
         while work:
             i, h, came_from = work.pop()
             if i == n:                              # falling off the end: stop
@@ -423,9 +428,10 @@ def _check_stack(instrs: list[Instruction], index_of: dict[int, int]) -> dict[in
             if ins.op.name == "proto":
                 fail(i if came_from is None else came_from,
                      f"enters the proto at offset {ins.offset} without callsub")
-            if frame_of[i] is not None:
-                if frame_of[i] != frame:
-                    fail(i, f"reachable from both {describe(frame_of[i])} and {describe(frame)}")
+            other = frame_of[i]
+            if other is not None:
+                if other != frame:
+                    fail(i, f"reachable from both {describe(other)} and {describe(frame)}")
                 if height[i] != h:
                     fail(i, f"stack height {height[i]} on one path and {h} on another")
                 continue
@@ -447,7 +453,9 @@ def _check_stack(instrs: list[Instruction], index_of: dict[int, int]) -> dict[in
                     fail(i, f"retsub with stack height {h}, the proto declares {returns} results")
                 continue
             else:
-                need, after = ins.op.pops, h - ins.op.pops + ins.op.pushes
+                pops, pushes = ins.op.pops, ins.op.pushes
+                assert pops is not None and pushes is not None  # None only for the ops above
+                need, after = pops, h - pops + pushes
                 if name == "jmp":
                     nxt = [index_of[ins.imm]]
                 elif name in ("jz", "jnz"):
@@ -957,7 +965,13 @@ def _seize(m, _):
 (_PURE, _PUSH, _LOAD, _STORE, _JZ, _JNZ, _JMP, _HOST, _METERED, _CALLSUB, _RETSUB,
  _RET, _STOP) = range(13)
 
-_HANDLERS: dict[str, tuple[int, object]] = {
+# A handler: fn(stack or machine, immediate), as its kind says; kinds run inline have None.
+_Handler = Callable[[Any, Any], None]
+# A linked instruction: (kind, handler, immediate as linked, static gas). The immediate is
+# the decoded one, or for jumps an instruction index and for callsub (entry, max_len).
+_Linked = tuple[int, _Handler | None, Any, int]
+
+_HANDLERS: dict[str, tuple[int, _Handler | None]] = {
     "pop": (_PURE, _pop), "dup": (_PURE, _dup), "dup2": (_PURE, _dup2),
     "swap": (_PURE, _swap), "over": (_PURE, _over), "rot": (_PURE, _rot),
     "dig": (_PURE, _dig), "push": (_PUSH, None), "pushb": (_PUSH, None),
@@ -1010,7 +1024,7 @@ class Program:
         index_of = {ins.offset: i for i, ins in enumerate(instrs)}
         index_of[len(code)] = len(instrs)
         sub_heights = _check_stack(instrs, index_of)
-        linked = []
+        linked: list[_Linked] = []
         for ins in instrs:
             kind, fn = _HANDLERS[ins.op.name]
             imm = ins.imm
@@ -1075,13 +1089,15 @@ def execute(program: Program, host: Host, args: list, gas_limit: int) -> Outcome
     gas = 0
     ip = 0
     try:
+        # fn is None only for the kinds run inline: every _PURE, _HOST and _METERED entry
+        # of _HANDLERS has a handler, which mypy cannot tell from the kind (type: ignore).
         while True:
             kind, fn, imm, cost = code[ip]
             gas += cost
             if gas > gas_limit:
                 raise OutOfGas("out of gas")
             if kind == _PURE:
-                fn(stack, imm)
+                fn(stack, imm)  # type: ignore[misc]  # _PURE: fn is not None (see above)
                 ip += 1
             elif kind == _PUSH:
                 stack.append(imm)
@@ -1105,11 +1121,11 @@ def execute(program: Program, host: Host, args: list, gas_limit: int) -> Outcome
             elif kind == _JMP:
                 ip = imm
             elif kind == _HOST:
-                fn(m, imm)
+                fn(m, imm)  # type: ignore[misc]  # _HOST: fn is not None (see above)
                 ip += 1
             elif kind == _METERED:
                 m.gas = gas
-                fn(m, imm)
+                fn(m, imm)  # type: ignore[misc]  # _METERED: fn is not None (see above)
                 gas = m.gas
                 ip += 1
             elif kind == _CALLSUB:

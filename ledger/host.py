@@ -5,7 +5,7 @@ rolls the whole call back; nothing here buffers or undoes anything itself.
 """
 from __future__ import annotations
 
-from contracts.vm import ContractError
+from lendnet.contracts.vm import ContractError
 
 from . import keys
 

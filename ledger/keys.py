@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import TypeGuard
 
 import nacl.bindings
 import nacl.exceptions
@@ -26,7 +27,7 @@ def address_of(pubkey: bytes) -> str:
     return derive_address(b"key", pubkey)
 
 
-def is_address(s) -> bool:
+def is_address(s: object) -> TypeGuard[str]:
     return type(s) is str and ADDRESS_RE.match(s) is not None
 
 
@@ -42,7 +43,8 @@ stats = {"verified": 0, "memo_hits": 0}
 
 
 def verify(pubkey: bytes, message: bytes, signature: bytes) -> bool:
-    """True iff `signature` is pubkey's ed25519 signature of `message`; never raises on bad input."""
+    """True iff `signature` is pubkey's ed25519 signature of `message`; never raises on
+    bad input."""
     if len(pubkey) != PUBKEY_LEN or len(signature) != SIG_LEN:
         return False
     key = pubkey + signature
@@ -74,11 +76,11 @@ class Keypair:
         self.address = address_of(self.pubkey)
 
     @classmethod
-    def generate(cls) -> "Keypair":
+    def generate(cls) -> Keypair:
         return cls(bytes(nacl.signing.SigningKey.generate()))
 
     @classmethod
-    def from_name(cls, name: str) -> "Keypair":
+    def from_name(cls, name: str) -> Keypair:
         """A well-known key derived from a name: for demo accounts and tests only."""
         return cls(hashlib.sha256(b"lendnet-dev-key:" + name.encode()).digest())
 

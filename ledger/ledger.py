@@ -4,15 +4,15 @@
 contracts that asked to be woken by this block's chain time, then each transaction in
 order. A transaction either applies whole, or fails and changes nothing but its sender's nonce
 (its writes are journaled and rolled back), or — not includable at all: wrong chain,
-nonce or signature — changes nothing; its receipt says which and why. Money moves only through `move`, so the sum
-of balances and offer escrows always equals the supply minted at genesis.
+nonce or signature — changes nothing; its receipt says which and why. Money moves only
+through `move`, so the sum of balances and offer escrows always equals the supply minted at genesis.
 """
 from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
 
-from contracts.vm import BytecodeError, ContractError, Program, execute
+from lendnet.contracts.vm import BytecodeError, ContractError, Program, execute
 
 from . import codec, keys, lending
 from .host import ContractHost
@@ -69,8 +69,8 @@ class Ledger:
     # --- genesis ----------------------------------------------------------------------
 
     @classmethod
-    def genesis(cls, chain_id: str, balances: dict[str, int], time: int = 0) -> "Ledger":
-        from contracts.agreements import loan_code
+    def genesis(cls, chain_id: str, balances: dict[str, int], time: int = 0) -> Ledger:
+        from lendnet.contracts.agreements import loan_code
         led = cls(chain_id)
         st = led.state
         supply = 0

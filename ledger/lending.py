@@ -9,7 +9,9 @@ chain time and learns what happened from the events it emits.
 """
 from __future__ import annotations
 
-from contracts.agreements import LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS, PERIODS_PER_YEAR
+from typing import Any
+
+from lendnet.contracts.agreements import LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS, PERIODS_PER_YEAR
 
 from . import keys, score as scoring
 from .tx import TxError
@@ -261,7 +263,7 @@ def observe_loan_event(led, loan: str, name: str, values: list) -> None:
 
 def loan_terms(led, loan: str) -> dict:
     """The agreement's own storage, by the names the contract source gives them."""
-    from contracts.agreements import LOAN_STORAGE
+    from lendnet.contracts.agreements import LOAN_STORAGE
     store = led.state.storage
     return {name: store.get((loan, name.encode())) for name in LOAN_STORAGE}
 
@@ -272,7 +274,7 @@ def loan_status(led, loan: str) -> str:
 
 def loan_payoff(led, loan: str) -> int | None:
     """What would close the loan at the current chain time, quoted by the agreement."""
-    from contracts.agreements import ReadOnlyHost, call_readonly
+    from lendnet.contracts.agreements import ReadOnlyHost, call_readonly
     if loan_status(led, loan) != "active":
         return None
     code = led.state.code.get(led.state.contracts.get(loan)["code"])
@@ -285,7 +287,9 @@ def loan_view(led, loan: str) -> dict | None:
     rec = led.state.loans.get(loan)
     if rec is None:
         return None
-    t = {k: (v.decode() if type(v) is bytes else v) for k, v in loan_terms(led, loan).items()}
+    # The agreement's storage by name: ints (or None when unset), bytes shown as text.
+    t: dict[str, Any] = {k: (v.decode() if type(v) is bytes else v)
+                         for k, v in loan_terms(led, loan).items()}
     return {"loan": loan, **rec, "status": LOAN_STATUS[t["st"] or 0], "terms": t,
             "instalment": t["k"], "due_time": t["due"],
             "amount_due": (t["dp"] or 0) + (t["di"] or 0) + (t["df"] or 0),

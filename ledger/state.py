@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from collections.abc import Callable
+from typing import Any
 
 from . import codec
 
@@ -27,7 +29,8 @@ class Table:
     __slots__ = ("name", "rows", "_state", "_on_set", "_leaves", "_groups",
                  "_group_hash", "_dirty", "_root")
 
-    def __init__(self, name: str, state: "State", on_set=None):
+    def __init__(self, name: str, state: State,
+                 on_set: Callable[[Any, Any], None] | None = None) -> None:
         self.name = name
         self.rows: dict = {}
         self._state = state
@@ -89,7 +92,7 @@ class Table:
 
     def _rehash(self) -> None:
         encode, rows, leaves = codec.encode, self.rows, self._leaves
-        dirty_buckets = {}
+        dirty_buckets: dict[int, None] = {}
         for key in self._dirty:
             kb = encode(key)
             b = zlib.crc32(kb) & (_BUCKETS - 1)
@@ -102,7 +105,7 @@ class Table:
                 bucket.pop(kb, None)
             dirty_buckets[b] = None
         self._dirty = {}
-        dirty_groups = {}
+        dirty_groups: dict[int, None] = {}
         groups = self._groups
         for b in dirty_buckets:
             g = b >> _GROUP_SHIFT
@@ -133,7 +136,24 @@ class State:
               "loans", "assets", "code", "contracts", "storage", "multisigs",
               "history", "wakes")
 
-    def __init__(self, on_wake=None):
+    # The tables are set by name in __init__ (setattr over TABLES); declared here so that
+    # type checkers see them. Keep in step with TABLES.
+    meta: Table
+    accounts: Table
+    borrowers: Table
+    lenders: Table
+    offers: Table
+    applications: Table
+    loans: Table
+    assets: Table
+    code: Table
+    contracts: Table
+    storage: Table
+    multisigs: Table
+    history: Table
+    wakes: Table
+
+    def __init__(self, on_wake: Callable[[Any, Any], None] | None = None) -> None:
         self.journal: list = []
         self.tables = {name: Table(name, self, on_wake if name == "wakes" else None)
                        for name in self.TABLES}

@@ -214,7 +214,7 @@ class SignedTx:
         self.kind = body["kind"]
         self.sender = body["from"]
         self.nonce = body["nonce"]
-        self.verified = None
+        self.verified: bool | None = None
 
     @property
     def id(self) -> str:

@@ -13,9 +13,9 @@ import re
 
 from aiohttp import web
 
-from consensus import messages as M
-from ledger import codec, keys, lending
-from ledger import tx as txm
+from lendnet.consensus import messages as M
+from lendnet.ledger import codec, keys, lending
+from lendnet.ledger import tx as txm
 
 from .blobs import BLOB_MAX, BlobError
 
@@ -298,7 +298,7 @@ def build_app(daemon) -> web.Application:
             while not ws.closed:
                 try:
                     event = await asyncio.wait_for(q.get(), 1.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     if q not in daemon.subscribers:
                         break                          # cut off (too slow) or stopping
                     continue

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import aiohttp
 
-from ledger import keys
-from ledger import tx as txm
-from node.client import NodeClient
-from node.cluster import Cluster
-from node.workload import OFFER
+from lendnet.ledger import keys
+from lendnet.ledger import tx as txm
+from lendnet.node.client import NodeClient
+from lendnet.node.cluster import Cluster
+from lendnet.node.workload import OFFER
 
 CHAIN = "lendnet-dev"
 SENDERS = 256            # accounts the load comes from: each may have 64 nonces in flight

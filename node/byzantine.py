@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import hashlib
 
-from consensus import messages as M
+from lendnet.consensus import messages as M
 
 MODES = ("equivocate", "silent", "garbage", "conflict", "replay", "viewchange-lie",
          "withhold", "forge-blocks", "far", "bad-header")

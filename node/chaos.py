@@ -21,9 +21,9 @@ import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger import keys
-from ledger import tx as txm
-from node.workload import OFFER
+from lendnet.ledger import keys
+from lendnet.ledger import tx as txm
+from lendnet.node.workload import OFFER
 
 from . import home as H
 from .client import ApiError, NodeClient, http_json

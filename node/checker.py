@@ -2,8 +2,8 @@
 node's chain (its store) and ledger, and the clients' record of what they submitted."""
 from __future__ import annotations
 
-from consensus import messages as M
-from ledger import tx as txm
+from lendnet.consensus import messages as M
+from lendnet.ledger import tx as txm
 
 
 def check(nodes: dict, created: dict, quorum: int) -> list[str]:

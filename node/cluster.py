@@ -30,7 +30,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ledger import keys
+from lendnet.ledger import keys
 
 from . import home as H
 from .client import http_json
@@ -54,7 +54,7 @@ class HeldSignals:
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __enter__(self) -> "HeldSignals":
+    def __enter__(self) -> HeldSignals:
         self.pending: list[int] = []
         self._saved: list[tuple[int, object]] = []
         if threading.current_thread() is threading.main_thread():
@@ -249,12 +249,11 @@ class Cluster:
         try:
             with HeldSignals():
                 m.proc = subprocess.Popen(
-                    [*self.prefix(m), sys.executable, "-m", "cli.main", "node", "start",
+                    [*self.prefix(m), sys.executable, "-m", "lendnet.cli", "node", "start",
                      "--home", str(m.home),
                      "--log-format", "json", *extra],
                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                    start_new_session=True, preexec_fn=preexec,
-                    cwd=str(Path(__file__).resolve().parent.parent))
+                    start_new_session=True, preexec_fn=preexec)
                 m.pid = m.proc.pid
                 self._procs[m.name] = m.proc
         finally:

@@ -14,11 +14,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from consensus import messages as M
-from consensus.effects import Committed, Persist
-from consensus.replica import Config, Replica
-from ledger import tx as txm
-from ledger.ledger import Ledger
+from lendnet.consensus import messages as M
+from lendnet.consensus.effects import Committed, Persist
+from lendnet.consensus.replica import Config, Replica
+from lendnet.ledger import tx as txm
+from lendnet.ledger.ledger import Ledger
 
 from .mempool import MAX_TXS, Mempool
 from .store import StoreError

@@ -21,12 +21,12 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from consensus import messages as M
-from consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
-                               ViewChange, ViewEntered)
-from consensus.replica import Diverged
-from ledger import codec
-from ledger import tx as txm
+from lendnet.consensus import messages as M
+from lendnet.consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
+                                       ViewChange, ViewEntered)
+from lendnet.consensus.replica import Diverged
+from lendnet.ledger import codec
+from lendnet.ledger import tx as txm
 
 from . import home as H
 from .api import build_app, jsonable
@@ -297,15 +297,15 @@ class Daemon:
                                 if not self._follow_one(block, cert):
                                     break
                                 got += 1
-                except (aiohttp.ClientError, OSError, asyncio.TimeoutError,
-                        codec.EncodingError, ValueError, TypeError, M.MessageError) as e:
+                except (TimeoutError, aiohttp.ClientError, OSError, codec.EncodingError,
+                        ValueError, TypeError, M.MessageError) as e:
                     log.info("sync from %s: %s", peer, e)
                 if got:
                     continue                               # more may be waiting
                 self._sync_wanted.clear()
                 try:
                     await asyncio.wait_for(self._sync_wanted.wait(), 2.0)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue                               # look again anyway, now and then
 
     # --- effects ------------------------------------------------------------------------

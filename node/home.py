@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ledger import keys
+from lendnet.ledger import keys
 
 from .core import Genesis
 

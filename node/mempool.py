@@ -7,7 +7,7 @@ of arrival, the run of consecutive nonces that follows the account's committed n
 """
 from __future__ import annotations
 
-from ledger.tx import SignedTx, TxError
+from lendnet.ledger.tx import SignedTx, TxError
 
 MAX_TXS = 20_000
 MAX_AHEAD = 64           # nonces an account may queue beyond its next one

@@ -20,11 +20,11 @@ import heapq
 import random
 from dataclasses import dataclass, field
 
-from consensus import messages as M
-from consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
-                               ViewChange, ViewEntered)
-from consensus.replica import Diverged
-from ledger.keys import Keypair
+from lendnet.consensus import messages as M
+from lendnet.consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
+                                       ViewChange, ViewEntered)
+from lendnet.consensus.replica import Diverged
+from lendnet.ledger.keys import Keypair
 
 from .byzantine import MODES, Byzantine
 from .checker import EvidenceWatch, VoteLedger, check, check_times
@@ -157,6 +157,7 @@ class Simulation:
         self.faults_injected = 0
         self.committed_at: dict[int, int] = {}     # height -> when a node first committed it
         self.time_violations: list[str] = []
+        self.oversleep: str | None = None          # see _check_sleep
         self.watch = EvidenceWatch()
         self.clients_started = False
         self.trace: list | None = [] if trace else None
@@ -229,6 +230,7 @@ class Simulation:
                 for dst, msg in self._outgoing(i, e):
                     self._send(i, dst, "msg", M.encode(msg), msg)
             elif t is Timer:
+                self._check_sleep(i, e.at)
                 self._tick_at(i, e.at)
             elif t is Evidence:
                 self.evidence.append((i, e.kind, e.replica))
@@ -251,6 +253,18 @@ class Simulation:
                         f"node {i} refused validator {e.proposer}'s proposal for height "
                         f"{e.height} in view {e.view} ({e.detail}); their clocks are "
                         f"within the tolerated skew")
+
+    def _check_sleep(self, i: int, at: int) -> None:
+        """A replica never asks to sleep longer than its longest timeout: one that does
+        can stall the chain unseen until its clock gets there (a clock set back once left
+        replicas silent for a minute). Caught on the spot, not after a stall."""
+        cfg = self.config
+        longest = (cfg.view_timeout_ms << 4) + cfg.fetch_timeout_ms + cfg.empty_block_ms
+        asked = at - self.clocks.local(i, self.now)
+        if asked > longest and self.oversleep is None and self.index[i] not in self.faulty:
+            self.oversleep = (f"node {i} asked to sleep {asked} ms at "
+                              f"{self.now - T0 * 1000} ms, longer than its longest "
+                              f"timeout ({longest} ms)")
 
     def _steady(self, *nodes: int) -> bool:
         """Are these honest nodes' clocks within the tolerated skew, and have they been
@@ -529,6 +543,7 @@ class Simulation:
                               f"{e}")                # the run's replay spec, and stop
         if not violations and not self._settled():
             liveness = self.liveness_message()
+        liveness = self.oversleep or liveness
         honest = self._honest()
         cfg = self.config
         quorum = cfg.validators.quorum

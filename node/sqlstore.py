@@ -18,7 +18,7 @@ import sqlite3
 from collections import OrderedDict
 from contextlib import contextmanager
 
-from ledger import codec
+from lendnet.ledger import codec
 
 from .store import StoreError, check_block, check_record, location
 

@@ -15,7 +15,7 @@ values positionally, which works on both).
 """
 from __future__ import annotations
 
-from ledger import codec
+from lendnet.ledger import codec
 
 
 class StoreError(Exception):

@@ -6,7 +6,8 @@ of two links to use, and a peer that restarts simply dials again.
 
 Handshake (the dialler is the client):
     client -> HELLO  {chain, pubkey, nonce}
-    server -> HELLO  {chain, pubkey, nonce, sig = sign(DOMAIN | chain | b"server" | client nonce | client pubkey)}
+    server -> HELLO  {chain, pubkey, nonce,
+                      sig = sign(DOMAIN | chain | b"server" | client nonce | client pubkey)}
     client -> PROOF  {sig = sign(DOMAIN | chain | b"client" | server nonce | server pubkey)}
 Each side proves it holds the key it names, bound to the other's fresh nonce, so no one
 can speak for a validator or replay an old handshake. After it, every frame is canonical
@@ -27,7 +28,7 @@ import random
 import aiohttp
 from aiohttp import web
 
-from ledger import codec, keys
+from lendnet.ledger import codec, keys
 
 DOMAIN = b"lendnet/p2p-handshake\x00"
 MAX_FRAME = 4 * 1024 * 1024 + 4096
@@ -248,7 +249,7 @@ class Transport:
             except HandshakeError as e:
                 self.stats["handshakes_failed"] += 1
                 log.warning("handshake with %s failed: %s", peer, e)
-            except (aiohttp.ClientError, OSError, asyncio.TimeoutError, ConnectionError) as e:
+            except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as e:
                 log.debug("link to %s: %s", peer, e)
             if self.links.get(peer):
                 log.info("link to %s down", peer)
@@ -317,7 +318,7 @@ class Transport:
     async def _serve_link(self, ws, request) -> web.WebSocketResponse:
         try:
             pubkey = await self._server_handshake(ws)
-        except (HandshakeError, asyncio.TimeoutError) as e:
+        except (TimeoutError, HandshakeError) as e:
             self.stats["handshakes_failed"] += 1
             log.warning("inbound handshake from %s failed: %s", request.remote, e)
             await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION,

@@ -30,8 +30,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from consensus import messages as M
-from consensus.effects import Committed, ViewChange, ViewEntered
+from lendnet.consensus import messages as M
+from lendnet.consensus.effects import Committed, ViewChange, ViewEntered
 
 from .byzantine import MODES, Byzantine
 from .sim import PARAMS, Simulation

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import hashlib
 
-from ledger import tx as txm
-from ledger.keys import Keypair
+from lendnet.ledger import tx as txm
+from lendnet.ledger.keys import Keypair
 
 OFFER = dict(products=["consumer", "business", "agriculture", "education"],
              methods=["annuity", "equal-principal", "balloon"], periods=["monthly", "weekly"],

@@ -12,16 +12,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from ledger import keys, tx as txm  # noqa: E402
-from ledger.keys import Keypair  # noqa: E402
-from ledger.ledger import Ledger  # noqa: E402
+from lendnet.ledger import keys, tx as txm
+from lendnet.ledger.keys import Keypair
+from lendnet.ledger.ledger import Ledger
 
 CHAIN, T0, H32 = "bench", 1_767_225_600, b"\x11" * 32
 OFFER = dict(products=["consumer"], methods=["annuity"], periods=["monthly"], min_term=1,

@@ -18,12 +18,9 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ledger import keys  # noqa: E402
-from node.sim import FAULT_CLASSES, Simulation  # noqa: E402
+from lendnet.ledger import keys
+from lendnet.node.sim import FAULT_CLASSES, Simulation
 
 
 def main() -> int:

@@ -8,14 +8,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from contracts.asm import assemble  # noqa: E402
-from contracts.vm import Program, execute  # noqa: E402
+from lendnet.contracts.asm import assemble
+from lendnet.contracts.vm import Program, execute
 
 LOOP = """
 .slot I 0

@@ -6,8 +6,8 @@ For each, the script copies the code to a temporary directory, applies the edit 
 alternates Twins scenarios (4 validators, one doubled, 4 views) with random-fault runs
 (4 validators, every fault class) until one fails or the budget runs out. It prints
 which mutants were caught, by which tool, after how many scenarios or seeds, how long it
-took, and the first violation — and the replay spec (`lendnet sim --replay SPEC`, in the
-mutated copy) that shows it again.
+took, and the first violation — and the replay spec (`lendnet sim --replay SPEC`, run with
+the mutated copy first on PYTHONPATH, see `mutated_copy`) that shows it again.
 
     python scripts/mutants.py [--budget 300] [--only NAME ...] [--list] [--json]
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -135,9 +136,8 @@ CATALOGUE = (
 # What runs inside the mutated copy: the hunt, one result line of JSON on stdout.
 HUNT = r"""
 import json, sys, time
-sys.path.insert(0, ".")
-from node.sim import run_seed
-from node.twins import Space, run_scenario
+from lendnet.node.sim import run_seed
+from lendnet.node.twins import Space, run_scenario
 budget, seed0 = float(sys.argv[1]), int(sys.argv[2])
 space = Space(4, 1, 4)
 t0 = time.monotonic()
@@ -172,15 +172,23 @@ def apply(mutant: Mutant, root: Path) -> None:
     path.write_text(text.replace(mutant.old, mutant.new))
 
 
+def mutated_copy(mutant: Mutant | None, tmp: Path) -> dict:
+    """Copy the code to tmp/lendnet/ and apply the mutant there; return the environment
+    in which `lendnet` is that copy (it comes first on PYTHONPATH, before the installed
+    package)."""
+    for d in CODE:
+        shutil.copytree(ROOT / d, tmp / "lendnet" / d,
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    if mutant is not None:
+        apply(mutant, tmp / "lendnet")
+    return dict(os.environ, PYTHONPATH=str(tmp))
+
+
 def hunt(mutant: Mutant | None, budget: float, seed: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="lendnet-mutant-") as tmp:
-        copy = Path(tmp)
-        for d in CODE:
-            shutil.copytree(ROOT / d, copy / d, ignore=shutil.ignore_patterns("__pycache__"))
-        if mutant is not None:
-            apply(mutant, copy)
-        out = subprocess.run([sys.executable, "-c", HUNT, str(budget), str(seed)], cwd=copy,
-                             capture_output=True, text=True, timeout=budget + 600)
+        env = mutated_copy(mutant, Path(tmp))
+        out = subprocess.run([sys.executable, "-c", HUNT, str(budget), str(seed)], cwd=tmp,
+                             env=env, capture_output=True, text=True, timeout=budget + 600)
         if out.returncode != 0:
             return {"caught": True, "by": "crash", "after": 0, "seconds": None,
                     "violation": out.stderr.strip().splitlines()[-1][:200]}

@@ -25,13 +25,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from ledger import keys  # noqa: E402
-from ledger import tx as txm  # noqa: E402
-from node.bench import bench  # noqa: E402
-from node.client import ApiError, NodeClient  # noqa: E402
-from node.cluster import Cluster  # noqa: E402
+from lendnet.ledger import keys
+from lendnet.ledger import tx as txm
+from lendnet.node.bench import bench
+from lendnet.node.client import ApiError, NodeClient
+from lendnet.node.cluster import Cluster
 
 CHAIN = "lendnet-dev"
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,7 +122,7 @@ def view_change_loaded(tmp: Path, nodes: int, block_txs: int, txs: int) -> dict:
     try:
         members = c.up(nodes, wait_s=120, params={"max_block_txs": block_txs})
         apis = [NodeClient(m.api, timeout=10) for m in members]
-        load = subprocess.Popen([sys.executable, "-m", "cli.main", "bench", "--nodes-from",
+        load = subprocess.Popen([sys.executable, "-m", "lendnet.cli", "bench", "--nodes-from",
                                  str(root), "--txs", str(txs), "--rate", "0", "--workload",
                                  "transfer", "--json"], cwd=ROOT, stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL)

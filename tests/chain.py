@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import hashlib
 
-from ledger import tx as txm
-from ledger.keys import Keypair
-from ledger.ledger import Ledger
+from lendnet.ledger import tx as txm
+from lendnet.ledger.keys import Keypair
+from lendnet.ledger.ledger import Ledger
 
 CHAIN = "lendnet-test"
 T0 = 1_767_225_600          # 2026-01-01T00:00:00Z

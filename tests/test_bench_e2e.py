@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def test_bench_reports_what_a_real_cluster_committed():
     run = subprocess.run(
-        [sys.executable, "-m", "cli.main", "bench", "--nodes", "4", "--txs", "400",
+        [sys.executable, "-m", "lendnet.cli", "bench", "--nodes", "4", "--txs", "400",
          "--rate", "200", "--workload", "mixed", "--json"],
         cwd=ROOT, capture_output=True, text=True, timeout=240)
     assert run.returncode == 0, run.stderr[-2000:]
@@ -33,6 +33,6 @@ def test_bench_reports_what_a_real_cluster_committed():
 
 
 def test_bench_refuses_bad_arguments():
-    run = subprocess.run([sys.executable, "-m", "cli.main", "bench", "--nodes", "0"],
+    run = subprocess.run([sys.executable, "-m", "lendnet.cli", "bench", "--nodes", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert run.returncode == 2 and "--nodes" in run.stderr

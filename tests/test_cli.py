@@ -5,7 +5,7 @@ import json
 
 from click.testing import CliRunner
 
-from cli.main import main
+from lendnet.cli.main import main
 
 
 def run(*args):

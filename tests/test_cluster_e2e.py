@@ -14,13 +14,13 @@ import time
 import aiohttp
 import pytest
 
-from consensus import messages as M
-from ledger import codec, keys
-from ledger import tx as txm
-from node.client import ApiError, NodeClient, http_json
-from node.cluster import Cluster
-from node.transport import DOMAIN, _proof
-from node.workload import OFFER
+from lendnet.consensus import messages as M
+from lendnet.ledger import codec, keys
+from lendnet.ledger import tx as txm
+from lendnet.node.client import ApiError, NodeClient, http_json
+from lendnet.node.cluster import Cluster
+from lendnet.node.transport import DOMAIN, _proof
+from lendnet.node.workload import OFFER
 
 CHAIN = "lendnet-dev"
 ALICE, BOB = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
@@ -169,7 +169,7 @@ async def _p2p(url: str, kp, frames: list[bytes]) -> tuple[str, list]:
                 for f in frames:
                     await ws.send_bytes(f)
                 msg = await ws.receive(timeout=2)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return "linked", ["open"]
             except ConnectionError:                  # the node cut us off mid-frame
                 return "linked", ["CLOSE"]
@@ -262,7 +262,7 @@ def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
 
 def test_oversized_peer_frame_closes_the_link(cluster):
     _, _, clients = cluster
-    from node.transport import MAX_FRAME
+    from lendnet.node.transport import MAX_FRAME
     state, got = asyncio.run(_p2p(clients[2].url, keys.Keypair.from_name("stranger"),
                                   [b"\x00" * (MAX_FRAME + 1)]))
     assert state == "linked" and got == ["CLOSE"]
@@ -295,13 +295,13 @@ def test_event_stream_and_openapi(cluster):
 def test_a_new_full_node_syncs_the_chain_and_follows_it(cluster, tmp_path):
     import subprocess
     import sys
-    from node import home as H
+    from lendnet.node import home as H
     c, members, clients = cluster
     home = tmp_path / "full"
     genesis = H.load_genesis(members[0].home)
     H.init_home(home, H.NodeConfig("127.0.0.1", 0, [f"127.0.0.1:{m.port}" for m in members]),
                 genesis=genesis)
-    proc = subprocess.Popen([sys.executable, "-m", "cli.main", "node", "start", "--home",
+    proc = subprocess.Popen([sys.executable, "-m", "lendnet.cli", "node", "start", "--home",
                              str(home)], stdout=subprocess.DEVNULL,
                             stderr=open(home / "node.log", "wb"))
     try:
@@ -337,7 +337,7 @@ def test_a_primary_whose_proposal_is_refused_is_replaced_and_it_is_counted(clust
     # The view's primary (its key read from its home) proposes a block stamped an hour
     # ahead: every replica refuses it as `time-ahead`, counts and logs the refusal, and,
     # the chain being otherwise idle, changes view after the timeout all the same.
-    from node.home import load_key
+    from lendnet.node.home import load_key
     c, members, clients = cluster
     st = clients[1].status()
     v, primary = st["view"], st["primary"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import logging
 
-from consensus.effects import Refused
-from node import daemon as D
-from node.metrics import Metrics
+from lendnet.consensus.effects import Refused
+from lendnet.node import daemon as D
+from lendnet.node.metrics import Metrics
 
 
 def test_refusals_are_all_counted_and_each_reason_logged_at_most_every_10_s(monkeypatch,

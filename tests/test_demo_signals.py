@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.cluster import Cluster, Member
+from lendnet.node.cluster import Cluster, Member
 
 ROOT = Path(__file__).resolve().parent.parent
 POPEN = subprocess.Popen          # the real one, for when a test stands in for it
@@ -57,7 +57,7 @@ class Run:
         self.tag = str(tmp_path)
         self.lines: list[str] = []
         self.p = subprocess.Popen(
-            [sys.executable, "-m", "cli.main", *args], cwd=ROOT,
+            [sys.executable, "-m", "lendnet.cli", *args], cwd=ROOT,
             env={**os.environ, "TMPDIR": self.tag, "PYTHONUNBUFFERED": "1"},
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True)
@@ -136,7 +136,7 @@ def test_cluster_up_nodes_outlive_the_command(tmp_path):
         time.sleep(0.5)       # a tied node would be getting its SIGTERM now (none may come)
         assert len(_nodes(run.tag)) == 4
         assert "stopped 4 node(s)" in subprocess.run(
-            [sys.executable, "-m", "cli.main", "cluster", "down", "--home", str(home)],
+            [sys.executable, "-m", "lendnet.cli", "cluster", "down", "--home", str(home)],
             cwd=ROOT, capture_output=True, text=True, timeout=30).stdout
         assert not _nodes(run.tag)
     finally:
@@ -173,7 +173,7 @@ def test_signal_between_fork_and_record_loses_no_child(tmp_path, monkeypatch, ct
         signal.raise_signal(signal.SIGINT)
         return started[-1]
 
-    monkeypatch.setattr("node.cluster.subprocess.Popen", popen)
+    monkeypatch.setattr("lendnet.node.cluster.subprocess.Popen", popen)
     c = Cluster(tmp_path / "c")
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import msgpack
 import pytest
 
-from contracts.asm import assemble
-from ledger import codec, tx as txm
-from ledger.keys import Keypair, address_of
-from ledger.ledger import BlockError
+from lendnet.contracts.asm import assemble
+from lendnet.ledger import codec, tx as txm
+from lendnet.ledger.keys import Keypair, address_of
+from lendnet.ledger.ledger import BlockError
+from lendnet.ledger.state import State
 
 from .chain import CHAIN, Chain, h32
 
@@ -216,3 +217,10 @@ def test_address_derivation_is_domain_separated():
     assert address_of(kp.pubkey) == kp.address
     assert Keypair.from_name("alice").address == kp.address       # deterministic dev keys
     assert Keypair.from_name("bob").address != kp.address
+
+
+def test_state_declares_every_table_it_sets():
+    # State sets its tables by name; the class annotations are what type checkers see.
+    assert set(State.__annotations__) == set(State.TABLES)
+    state = State()
+    assert all(getattr(state, name) is state.tables[name] for name in State.TABLES)

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from contracts.agreements import PERIOD_SECONDS, schedule
-from ledger.lending import credit_score, loan_view
+from lendnet.contracts.agreements import PERIOD_SECONDS, schedule
+from lendnet.ledger.lending import credit_score, loan_view
 
 from .chain import DAY, OFFER_TERMS, Chain, h32
 

@@ -11,16 +11,16 @@ from pathlib import Path
 
 import pytest
 
-from ledger import codec, keys
-from ledger import tx as txm
-from node.client import NodeClient
-from node.cluster import free_ports
+from lendnet.ledger import codec, keys
+from lendnet.ledger import tx as txm
+from lendnet.node.client import NodeClient
+from lendnet.node.cluster import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _lendnet(*args, optimize: bool = True):
-    return [sys.executable, *(["-O"] if optimize else []), "-m", "cli.main", *args]
+    return [sys.executable, *(["-O"] if optimize else []), "-m", "lendnet.cli", *args]
 
 
 def _start(home: Path) -> subprocess.Popen:
@@ -99,10 +99,8 @@ def test_a_replica_that_diverges_from_a_checkpoint_quorum_raises_even_under_O():
     """The check is a raise, not an assert: run the replica's checkpoint handling in a
     child interpreter started with -O."""
     code = """
-import sys
-sys.path.insert(0, sys.argv[1])
 from tests.test_replica import Net, commit_one, signed, M
-from consensus.replica import Diverged
+from lendnet.consensus.replica import Diverged
 net = Net()
 for _ in range(3):
     commit_one(net)
@@ -113,6 +111,6 @@ try:                  # 2f+1 sign another state root after height 3 than replica
 except Diverged as e:
     print("DIVERGED", e)
 """
-    r = subprocess.run([sys.executable, "-O", "-c", code, str(ROOT)], cwd=ROOT,
+    r = subprocess.run([sys.executable, "-O", "-c", code], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
     assert "DIVERGED replica 1 diverged from a quorum at height 3" in r.stdout, r.stdout + r.stderr

@@ -8,8 +8,8 @@ import numpy_financial as npf
 import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
-from contracts.agreements import schedule
-from contracts.vm import ContractError
+from lendnet.contracts.agreements import schedule
+from lendnet.contracts.vm import ContractError
 
 from .chain import DAY, OFFER_TERMS, Chain, h32
 
@@ -60,7 +60,10 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
         offers = sorted(led.state.offers.rows)
         apps = sorted(led.state.applications.rows)
         loans = sorted(led.state.loans.rows)
-        pick = lambda seq: seq[n % len(seq)] if seq else "0" * 64
+
+        def pick(seq, n=n):
+            return seq[n % len(seq)] if seq else "0" * 64
+
         if kind == "transfer":
             t = chain.tx(name, "transfer", to=chain.addr(ACTORS[(who + 1) % 3]),
                          amount=n % 20_000_000 + 1)

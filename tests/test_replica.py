@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import pytest
 
-from consensus import messages as M
-from consensus import replica as R
-from consensus.effects import (Broadcast, Committed, Evidence, Persist, Refused, Send, Timer,
-                               ViewChange)
-from ledger import codec, tx as txm
-from ledger.keys import Keypair
-from node.core import Genesis, Node
-from node.store import MemoryStore
+from lendnet.consensus import messages as M
+from lendnet.consensus import replica as R
+from lendnet.consensus.effects import (Broadcast, Committed, Evidence, Persist, Refused, Send,
+                                       Timer, ViewChange)
+from lendnet.ledger import codec, tx as txm
+from lendnet.ledger.keys import Keypair
+from lendnet.node.core import Genesis, Node
+from lendnet.node.store import MemoryStore
 
 CHAIN = "lendnet-replica-test"
 T0 = 1_767_225_600                     # genesis chain time (s)
@@ -295,7 +295,7 @@ def test_no_commit_vote_above_a_height_this_replica_has_not_commit_voted():
     assert all(s != 1 for s, d, m in held if m["body"]["t"] == M.COMMIT)
     # Once 1 is prepared, it commit-votes 1, 2 and 3 in order.
     eff = []
-    for s, d, m in held:
+    for _s, d, m in held:
         if d == 1 and m["body"]["t"] == M.PREPARE:
             eff += net.deliver(1, m)
     assert [m["body"]["h"] for m in of(eff, M.COMMIT)] == [1, 2, 3]
@@ -408,7 +408,8 @@ def test_prepared_block_survives_the_view_change_with_the_same_hash():
     vcs = time_out(net, (1, 2, 3))
     for m in vcs.values():                                  # each carries its certificate
         [(cert_prop, prepares)] = m["body"]["prepared"]
-        assert cert_prop == M.signed_part(prop) and "txs" not in cert_prop and len(M.cert_signers(prepares, M.PREPARE, 0, 1, d)) >= Q
+        assert cert_prop == M.signed_part(prop) and "txs" not in cert_prop
+        assert len(M.cert_signers(prepares, M.PREPARE, 0, 1, d)) >= Q
     net.deliver(1, vcs[2])
     eff = net.deliver(1, vcs[3])
     only(eff, M.NEWVIEW, v=1)
@@ -682,7 +683,8 @@ BAD_PROPOSALS = {     # case: (voted, the refusal's reason or None, the PROPOSE)
     "a transaction with a bad signature": (
         False, "txs", lambda net, n: propose(0, block_for(n, 2, [_bad_tx_sig(net)]))),
     "a transaction whose nonce is used": (
-        False, "txs", lambda net, n: propose(0, block_for(n, 2, [n.store.get_block(1)[0]["txs"][0]]))),
+        False, "txs",
+        lambda net, n: propose(0, block_for(n, 2, [n.store.get_block(1)[0]["txs"][0]]))),
     "the same transaction twice": (
         False, "txs", lambda net, n: propose(0, block_for(n, 2, [net.tx("carol")] * 2))),
     "a wrong state root": (
@@ -928,7 +930,7 @@ def _lagging(net: Net, blocks: int = 5):
         net.tick(0)
         held += net.run(keep=cut(3))
     assert [n.height for n in net.nodes] == [blocks] * 3 + [0]
-    for s, d, m in held:
+    for _s, d, m in held:
         if d == 3 and m["body"]["t"] == M.CHECKPOINT:
             net.deliver(3, m)
     rep = net.replica(3)
@@ -984,7 +986,7 @@ def test_a_viewchange_from_a_replica_left_behind_brings_it_the_blocks():
     net.submit(net.tx())
     net.tick(0)
     held = net.run(keep=cut(3))
-    for s, d, m in held:
+    for _s, d, m in held:
         if d == 3 and m["body"]["t"] == M.COMMIT:
             net.deliver(3, m)
     assert net.replica(3).behind_hint == 3 and net.nodes[3].height == 2

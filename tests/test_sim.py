@@ -8,10 +8,10 @@ import sys
 
 import pytest
 
-from consensus import messages as M
-from node.checker import check
-from node.byzantine import MODES
-from node.sim import FAULT_CLASSES, Simulation, run_seed
+from lendnet.consensus import messages as M
+from lendnet.node.checker import check
+from lendnet.node.byzantine import MODES
+from lendnet.node.sim import FAULT_CLASSES, Simulation, run_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -70,7 +70,7 @@ def test_without_the_heartbeat_a_lost_first_proposal_stalls_the_chain(monkeypatc
     reaches nobody, and with no client work yet no replica asks for a view change. The
     simulator, whose nodes start apart and lose what is sent before they are up, must
     catch that stall when replicas do not expect the empty blocks (the fix reverted)."""
-    from consensus import replica as R
+    from lendnet.consensus import replica as R
     assert _first_failure(range(1, 41), faults="none", txs=20) is None
     monkeypatch.setattr(R.Replica, "_heartbeat_expected", lambda self: False)
     r = _first_failure(range(1, 41), faults="none", txs=20)
@@ -81,7 +81,7 @@ def test_the_old_time_rule_is_caught(monkeypatch):
     """The rule before: a block may be 30 chain seconds ahead of the replica's chain
     clock. At the demo's two chain days a second, that is 0.17 ms: clocks within the
     tolerated skew refuse each other, and the simulator must say so."""
-    from consensus import replica as R
+    from lendnet.consensus import replica as R
     judge = R.Replica._judge
 
     def old_rule(self, h, p):
@@ -127,7 +127,7 @@ def test_same_seed_same_bytes_across_processes():
     for hash_seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
         outs.append(subprocess.run(
-            [sys.executable, "-m", "cli.main", "sim", "--seed", "5", "--txs", "30", "--json"],
+            [sys.executable, "-m", "lendnet.cli", "sim", "--seed", "5", "--txs", "30", "--json"],
             cwd=ROOT, env=env, capture_output=True, timeout=120, check=True).stdout)
     assert outs[0] == outs[1] and b'"seeds_failed": []' in outs[0]
 
@@ -135,7 +135,7 @@ def test_same_seed_same_bytes_across_processes():
 def test_messages_from_outside_the_validator_set_are_refused():
     s = Simulation(4, faults="none", txs=5)
     node = s.nodes[0]
-    from ledger.keys import Keypair
+    from lendnet.ledger.keys import Keypair
     stranger = Keypair.from_name("stranger")
     body = {"t": M.PREPARE, "v": 0, "h": 1, "d": b"\x00" * 32, "r": 1}
     forged = M.sign(s.genesis.chain_id, stranger, body)

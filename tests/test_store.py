@@ -16,9 +16,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ledger import codec
-from node.sqlstore import CACHE_BLOCKS, SQLiteStore
-from node.store import MemoryStore, StoreError
+from lendnet.ledger import codec
+from lendnet.node.sqlstore import CACHE_BLOCKS, SQLiteStore
+from lendnet.node.store import MemoryStore, StoreError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -370,7 +370,7 @@ def test_both_stores_agree(ops):
 # and the garbage collection of the votes below it, together. Prints each height done.
 _CHILD = r"""
 import hashlib, sys
-from node.sqlstore import SQLiteStore
+from lendnet.node.sqlstore import SQLiteStore
 s = SQLiteStore(sys.argv[1])
 for h in range(s.height + 1, 100_001):
     tx = h.to_bytes(8, "big") * 4

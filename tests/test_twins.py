@@ -5,15 +5,14 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from node.sim import history
-from node.twins import EVERYONE, NOBODY, Round, Space, kind_of, run_scenario
+from lendnet.node.sim import history
+from lendnet.node.twins import EVERYONE, NOBODY, Round, Space, kind_of, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = importlib.util.spec_from_file_location("mutants", ROOT / "scripts" / "mutants.py")
@@ -60,20 +59,14 @@ def test_a_scenario_replays_identically():
     assert a.trace == b.trace and ra.to_json() == rb.to_json()
 
 
-def _mutated_copy(tmp_path: Path, name: str) -> Path:
-    for d in mutants.CODE:
-        shutil.copytree(ROOT / d, tmp_path / d, ignore=shutil.ignore_patterns("__pycache__"))
-    mutants.apply(next(m for m in mutants.CATALOGUE if m.name == name), tmp_path)
-    return tmp_path
-
-
 @pytest.mark.parametrize("name,index", [("viewchange-lowest-view", LOWEST_VIEW),
                                         ("newview-short", NEWVIEW_SHORT)])
 def test_a_counterexample_convicts_its_mutant_and_reads_as_a_history(tmp_path, name, index):
-    copy = _mutated_copy(tmp_path, name)
-    out = subprocess.run([sys.executable, "-m", "cli.main", "sim", "--replay",
-                          f"twins:4:1:4:{index}"], cwd=copy, capture_output=True, text=True,
-                         timeout=120, env=dict(os.environ, PYTHONHASHSEED="0"))
+    env = mutants.mutated_copy(next(m for m in mutants.CATALOGUE if m.name == name),
+                               tmp_path)
+    out = subprocess.run([sys.executable, "-m", "lendnet.cli", "sim", "--replay",
+                          f"twins:4:1:4:{index}"], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120, env=dict(env, PYTHONHASHSEED="0"))
     assert out.returncode == 1, out.stdout + out.stderr
     lines = out.stdout.splitlines()
     found = re.search(r"commit certificates for 2 different blocks at height (\d+)", out.stdout)
@@ -119,7 +112,7 @@ def test_replay_prints_the_same_bytes_in_any_process():
     outs = []
     for hash_seed in ("1", "2"):
         env = dict(os.environ, PYTHONHASHSEED=hash_seed)
-        outs.append(subprocess.run([sys.executable, "-m", "cli.main", "sim", "--replay",
+        outs.append(subprocess.run([sys.executable, "-m", "lendnet.cli", "sim", "--replay",
                                     f"twins:4:1:4:{LOWEST_VIEW}", "--json"], cwd=ROOT,
                                    env=env, capture_output=True, timeout=120).stdout)
     assert outs[0] == outs[1] and b'"ok": true' in outs[0]

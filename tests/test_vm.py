@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from contracts import vm
-from contracts.asm import AsmError, assemble, disassemble
-from contracts.vm import (
+from lendnet.contracts import vm
+from lendnet.contracts.asm import AsmError, assemble, disassemble
+from lendnet.contracts.vm import (
     INT_BITS, OPS_BY_NAME, BytecodeError, ContractError, OutOfGas, Program,
     encode_instruction, execute,
 )

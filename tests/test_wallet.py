@@ -11,13 +11,13 @@ from click.testing import CliRunner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cli import documents, keystore
-from cli.documents import DocumentError, NotAuthorised
-from cli.keystore import KeystoreError, WrongPassphrase
-from cli.main import main
-from cli.wallet import unlock
-from ledger import codec
-from ledger.keys import Keypair
+from lendnet.cli import documents, keystore
+from lendnet.cli.documents import DocumentError, NotAuthorised
+from lendnet.cli.keystore import KeystoreError, WrongPassphrase
+from lendnet.cli.main import main
+from lendnet.cli.wallet import unlock
+from lendnet.ledger import codec
+from lendnet.ledger.keys import Keypair
 
 SEED = bytes(range(32))
 

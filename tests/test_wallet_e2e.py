@@ -13,9 +13,9 @@ import time
 import pytest
 from click.testing import CliRunner
 
-from cli.main import main
-from ledger import keys
-from node.cluster import Cluster
+from lendnet.cli.main import main
+from lendnet.ledger import keys
+from lendnet.node.cluster import Cluster
 
 ALICE = keys.Keypair.from_name("alice")
 
@@ -123,7 +123,7 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
 
 
 def _nonce(env, address: str) -> int:
-    from node.client import NodeClient
+    from lendnet.node.client import NodeClient
     return NodeClient(env["LENDNET_NODE"]).account(address)["nonce"]
 
 
@@ -138,7 +138,7 @@ def test_a_multisig_spend_needs_its_threshold(env, people, tmp_path):
     account = run(env, "multisig", "create", "--wallet", "lender", "--threshold", "2",
                   *pubs, ok=False).output
     assert "already exists" in account
-    from ledger.ledger import multisig_address
+    from lendnet.ledger.ledger import multisig_address
     ms = multisig_address(2, [bytes.fromhex(js(env, "wallet", "show", n)["pubkey"])
                               for n in ("lender", "ana", "eve")])
     js(env, "transfer", "--wallet", "faucet", "--to", ms, "--amount", "50")
@@ -157,7 +157,7 @@ def test_watch_prints_loan_alerts(env, people):
     offer = js(env, "lender", "offer", "--wallet", "lender", "--amount", "100",
                "--tier", "300:1200:100.00")["hash"]
     app = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "50", "--term", "2")
-    cmd = [sys.executable, "-m", "cli.main", "watch", "--wallet", "ana", "--count", "1",
+    cmd = [sys.executable, "-m", "lendnet.cli", "watch", "--wallet", "ana", "--count", "1",
            "--timeout", "30", "--json"]
     watcher = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                text=True, env={**os.environ, **{k: str(v) for k, v in
@@ -177,7 +177,7 @@ def test_watch_prints_loan_alerts(env, people):
 
 
 def test_demo_runs_the_lifecycle_and_nodes_agree():
-    r = subprocess.run([sys.executable, "-m", "cli.main", "demo", "--json"],
+    r = subprocess.run([sys.executable, "-m", "lendnet.cli", "demo", "--json"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(r.stdout)
