@@ -71,9 +71,9 @@ CATALOGUE = (
            "return self.low < h <= self.low + self.cfg.window", "return self.low < h",
            "votes for any height above the checkpoint are kept: a peer can fill memory"),
     Mutant("commit-on-prepared", "the commit rule", "consensus/replica.py",
-           "        for (v, d), votes in slot.commits.items():\n"
+           "        for (_v, d), votes in slot.commits.items():\n"
            "            if len(votes) >= self.vals.quorum and d in slot.txs:",
-           "        for (v, d), votes in slot.prepares.items():\n"
+           "        for (_v, d), votes in slot.prepares.items():\n"
            "            if len(votes) >= self.vals.quorum and d in slot.txs:",
            "a block is executed once prepared, before 2f+1 replicas committed to it"),
     Mutant("equivocation-unreported", "evidence", "consensus/replica.py",
