@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import tempfile
 import time
@@ -106,6 +107,7 @@ def _demo(nodes, keep, as_json):
     os.environ["LENDNET_WALLETS"] = str(work / "wallets")
     cluster = Cluster(work / "cluster", tied=not keep)
     members = None
+    finished = False
     try:                  # from the first spawn on: whatever happens, `finally` stops it
         try:
             members = cluster.up(nodes, wait_s=60, params=DEMO_PARAMS)
@@ -114,6 +116,7 @@ def _demo(nodes, keep, as_json):
         apis = [NodeClient(m.api, timeout=10) for m in members]
         say(f"{nodes} validators committing on " + ", ".join(m.api for m in members))
         result = _run(Demo(apis[0], apis[0].status()["chain_id"], say), apis, say)
+        finished = True
     except (ApiError, OSError, TimeoutError) as e:
         raise click.ClickException(f"the demo failed: {e}")
     except KeyboardInterrupt:
@@ -127,6 +130,7 @@ def _demo(nodes, keep, as_json):
             cluster.down()
             if members:
                 say("cluster stopped")
+            _clean_up(work, finished)
     result["seconds"] = round(time.monotonic() - t0, 1)
     if as_json:
         click.echo(json.dumps(result, indent=2))
@@ -134,6 +138,18 @@ def _demo(nodes, keep, as_json):
         _print(result)
     if not result["identical_on_all_nodes"]:
         raise SystemExit(1)
+
+
+def _clean_up(work: Path, finished: bool) -> None:
+    """The demo's directory holds dev keys and four nodes' stores: gone after a run that
+    finished; kept, and named, after one that did not (its node logs say why)."""
+    if not finished:
+        click.echo(f"the demo's nodes, stores and logs are in {work}", err=True)
+        return
+    try:
+        shutil.rmtree(work)
+    except OSError as e:
+        click.echo(f"warning: could not remove {work}: {e}", err=True)
 
 
 def _run(d: Demo, apis: list[NodeClient], say) -> dict:

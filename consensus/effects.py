@@ -19,7 +19,7 @@ class Broadcast:
 
 @dataclass(frozen=True)
 class Persist:
-    key: tuple          # ("vote", kind, view, height) | ("view",) | ("low",)
+    key: tuple          # ("vote", kind, view, height) | ("view",) | ("checkpoint",) | ("gc",)
     value: object
 
 
@@ -29,6 +29,10 @@ class Committed:
     block: dict
     cert: list
     state_root: bytes
+    # What the application made of the block (receipts, events): the replica leaves it
+    # None, and the node fills it in from its own execution of this very height, so a
+    # shell that is handed several blocks at once reads each one's own.
+    result: object = None
 
 
 @dataclass(frozen=True)

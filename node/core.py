@@ -12,13 +12,13 @@ of its loop, however many events that turn held (group commit).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from lendnet.consensus import messages as M
 from lendnet.consensus.effects import Committed, Persist
 from lendnet.consensus.replica import Config, Replica
 from lendnet.ledger import tx as txm
-from lendnet.ledger.ledger import Ledger
+from lendnet.ledger.ledger import BlockResult, Ledger
 
 from .mempool import MAX_TXS, Mempool
 from .store import StoreError
@@ -70,9 +70,10 @@ class Node:
         self.rejected_messages = 0
         self._unsaved_records: list[tuple] = []       # written by flush()
         self._unsaved_blocks: list[tuple] = []
+        self._results: dict[int, BlockResult] = {}    # executed, its Committed not yet out
         for h in range(1, store.height + 1):                # recover: replay the chain
             block, cert, root = store.get_block(h)
-            if self._apply(h, block) != root:
+            if self._apply(h, block).state_root != root:
                 raise StoreError(f"stored block {h} replays to another state root than "
                                  f"the one recorded with it: the store is damaged")
         self.replica = Replica(self.config, self.index, keypair, self, now,
@@ -108,9 +109,11 @@ class Node:
 
     def _persist(self, effects: list) -> list:
         """Keep this event's Persist effects for the next flush; return the rest, which
-        may be carried out once that flush is done."""
+        may be carried out once that flush is done, each Committed with its block's
+        result."""
         self._unsaved_records += [(e.key, e.value) for e in effects if type(e) is Persist]
-        return [e for e in effects if type(e) is not Persist]
+        return [replace(e, result=self._results.pop(e.height)) if type(e) is Committed
+                else e for e in effects if type(e) is not Persist]
 
     def flush(self) -> None:
         """Write the records and blocks of every event since the last flush in one store
@@ -143,7 +146,7 @@ class Node:
             raise ValueError(f"block {h}'s certificate has no quorum of COMMITs")
         root = self.execute(h, block, cert)
         self.flush()
-        return Committed(h, block, cert, root)
+        return Committed(h, block, cert, root, self._results.pop(h))
 
     # --- the replica's application interface -------------------------------------------
 
@@ -210,10 +213,11 @@ class Node:
         return None
 
     def execute(self, h: int, block: dict, cert: list) -> bytes:
-        root = self._apply(h, block)
-        self._unsaved_blocks.append((h, block, cert, root,
-                                     [r.to_json() for r in self.last_result.receipts]))
-        return root
+        result = self._apply(h, block)
+        self._results[h] = result                 # until its Committed passes _persist
+        self._unsaved_blocks.append((h, block, cert, result.state_root,
+                                     [r.to_json() for r in result.receipts]))
+        return result.state_root
 
     # --- internals --------------------------------------------------------------------
 
@@ -226,7 +230,7 @@ class Node:
             self._txs[raw] = tx
         return tx
 
-    def _apply(self, h: int, block: dict) -> bytes:
+    def _apply(self, h: int, block: dict) -> BlockResult:
         """Execute a committed block: one with 2f+1 COMMITs (or read back from our own
         store, where only such blocks go). Honest replicas prepare a block only after
         checking every signature in it (check_txs), and a commit quorum holds f+1 of
@@ -237,8 +241,7 @@ class Node:
             if tx.verified is None:
                 tx.verified = True
         result = self.ledger.apply_block(h, block["header"]["time"], txs, strict=False)
-        self.last_result = result
         self._recent[h] = (block["header"], M.block_hash(block["header"]), result.state_root)
         self._recent.pop(h - 4 * self.config.window, None)
         self.mempool.evict_committed({tx.sender for tx in txs})
-        return result.state_root
+        return result

@@ -400,12 +400,12 @@ class Daemon:
             start = self.submitted_at.pop(tx_id, None)
             if start is not None:
                 m.commit_latency.observe((t - start) / 1000)
-        result = node.last_result
+        result = e.result
         event = {"type": "block", "height": e.height, "hash": M.block_hash(e.block["header"]).hex(),
                  "txs": len(e.block["txs"]), "time": e.block["header"]["time"],
                  "state_root": e.state_root.hex()}
         self._publish(event)
-        for ev in (result.events if result and result.height == e.height else []):
+        for ev in result.events:
             if ev["contract"] in node.ledger.state.loans:   # instalment_due, _late, defaulted...
                 self._publish({"type": "loan", "event": ev["name"], "loan": ev["contract"],
                                "height": ev["height"], "time": ev["time"], "tx": ev["tx"],

@@ -260,6 +260,9 @@ def test_pipelined_heights_execute_strictly_in_order():
     done = committed(net.deliver(1, commits[(2, 1)]))
     assert [c.height for c in done] == [1, 2, 3]
     assert [M.block_hash(c.block["header"]) for c in done] == hashes
+    # ... each with its own block's result (the daemon publishes loan events from it; a
+    # "last result" read after the step gave all three height 3's)
+    assert [(c.result.height, len(c.result.receipts)) for c in done] == [(1, 1), (2, 1), (3, 1)]
     assert net.nodes[1].ledger.account(CLIENTS["alice"].address)[1] == 3
 
     # Replica 2 hears 2's before 1's and 3's last: it executes 1 and 2, then 3.

@@ -176,10 +176,12 @@ def test_watch_prints_loan_alerts(env, people):
     assert lines[0]["event"] in ("disbursed", "payment", "instalment_due")
 
 
-def test_demo_runs_the_lifecycle_and_nodes_agree():
+def test_demo_runs_the_lifecycle_and_nodes_agree(tmp_path):
     r = subprocess.run([sys.executable, "-m", "lendnet.cli", "demo", "--json"],
-                       capture_output=True, text=True, timeout=120)
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TMPDIR=str(tmp_path)))
     assert r.returncode == 0, r.stderr[-2000:]
+    assert not list(tmp_path.glob("lendnet-demo-*"))     # its keys and stores went with it
     res = json.loads(r.stdout)
     assert res["identical_on_all_nodes"] is True
     assert res["loans"] == {"ana": "repaid", "ben": "defaulted"}
