@@ -171,14 +171,17 @@ class Ledger:
         """Stateful checks before execution: chain, nonce, signatures and authority."""
         body = tx.body
         if body["chain"] != self.chain_id:
-            raise TxError(f"transaction is for chain {body['chain']!r}, this is {self.chain_id!r}")
+            raise TxError(f"transaction is for chain {body['chain']!r}, this is "
+                          f"{self.chain_id!r}", "wrong-chain")
         expected = self.account(tx.sender)[1]
         if tx.nonce != expected:
             if tx.nonce < expected:
-                raise TxError(f"nonce {tx.nonce} already used (next is {expected})")
-            raise TxError(f"nonce {tx.nonce} is ahead of the account's next nonce {expected}")
+                raise TxError(f"nonce {tx.nonce} already used (next is {expected})",
+                              "nonce-used")
+            raise TxError(f"nonce {tx.nonce} is ahead of the account's next nonce {expected}",
+                          "nonce-ahead")
         if not tx.verify_signatures():
-            raise TxError("bad signature")
+            raise TxError("bad signature", "bad-signature")
         self.check_authority(tx)
 
     def check_authority(self, tx: SignedTx) -> None:
@@ -186,13 +189,15 @@ class Ledger:
         policy = self.state.multisigs.get(tx.sender)
         if policy is None:
             if len(tx.sigs) != 1 or keys.address_of(tx.sigs[0][0]) != tx.sender:
-                raise TxError(f"not signed by the key of {tx.sender}")
+                raise TxError(f"not signed by the key of {tx.sender}", "unauthorised")
         else:
             threshold, members = policy
             if any(pk not in members for pk in tx.signers()):
-                raise TxError("signed by a key that is not a member of this multisig account")
+                raise TxError("signed by a key that is not a member of this multisig account",
+                              "unauthorised")
             if len(tx.sigs) < threshold:
-                raise TxError(f"multisig account needs {threshold} signatures, has {len(tx.sigs)}")
+                raise TxError(f"multisig account needs {threshold} signatures, has "
+                              f"{len(tx.sigs)}", "unauthorised")
 
     def apply_tx(self, tx: SignedTx, _in_block: bool = False) -> Receipt:
         """Apply one transaction. One that is not includable (wrong chain, nonce,

@@ -25,7 +25,29 @@ SIG_DOMAIN = b"lendnet/tx\x00"
 
 
 class TxError(ValueError):
-    """A transaction that cannot be applied; the message says which field and why."""
+    """A transaction that cannot be applied: the message says which field and why, for a
+    person; `code` (one of CODES) says what kind of refusal it is, for a program."""
+
+    def __init__(self, message: str, code: str = "refused"):
+        super().__init__(message)
+        self.code = code
+
+
+# What a refusal can be. A program switches on these, never on the message's words.
+CODES = {
+    "malformed": "not a well-formed transaction: encoding, fields or signatures' shape",
+    "too-large": "over the size limit for one transaction",
+    "wrong-chain": "signed for another chain",
+    "bad-signature": "a signature does not verify",
+    "unauthorised": "not signed by the keys the sending account needs",
+    "nonce-used": "its nonce is used: it, or another with that nonce, is in the chain",
+    "nonce-ahead": "its nonce is ahead of what the account may have waiting: send the "
+                   "ones before it first, or again later",
+    "nonce-taken": "another transaction with this nonce is already waiting",
+    "duplicate": "already waiting in this node's mempool",
+    "mempool-full": "the node's mempool is full: send again later",
+    "refused": "breaks a rule of the ledger or of lending (the message says which)",
+}
 
 
 # --- field checkers: each returns an error string or None ------------------------------
@@ -172,30 +194,30 @@ def _check_cross_fields(kind, b):
 def check_body(body) -> None:
     """Raise TxError unless `body` is a well-formed transaction body."""
     if type(body) is not dict:
-        raise TxError("body must be a map")
+        raise TxError("body must be a map", "malformed")
     kind = body.get("kind")
     schema = KINDS.get(kind) if type(kind) is str else None
     if schema is None:
-        raise TxError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}")
+        raise TxError(f"unknown kind {kind!r}; known: {', '.join(KINDS)}", "malformed")
     expected = len(schema) + len(_COMMON)
     for name, check in _COMMON.items():
         if name not in body:
-            raise TxError(f"{kind}: missing field '{name}'")
+            raise TxError(f"{kind}: missing field '{name}'", "malformed")
         err = check and check(body[name])
         if err:
-            raise TxError(f"{kind}: field '{name}' {err}")
+            raise TxError(f"{kind}: field '{name}' {err}", "malformed")
     for name, check in schema.items():
         if name not in body:
-            raise TxError(f"{kind}: missing field '{name}'")
+            raise TxError(f"{kind}: missing field '{name}'", "malformed")
         err = check(body[name])
         if err:
-            raise TxError(f"{kind}: field '{name}' {err}")
+            raise TxError(f"{kind}: field '{name}' {err}", "malformed")
     if len(body) != expected:
         extra = sorted(set(body) - set(schema) - set(_COMMON))
-        raise TxError(f"{kind}: unknown field(s) {', '.join(extra)}")
+        raise TxError(f"{kind}: unknown field(s) {', '.join(extra)}", "malformed")
     err = _check_cross_fields(kind, body)
     if err:
-        raise TxError(f"{kind}: {err}")
+        raise TxError(f"{kind}: {err}", "malformed")
 
 
 class SignedTx:
@@ -238,22 +260,25 @@ class SignedTx:
 def parse(raw: bytes) -> SignedTx:
     """Decode and shape-check a transaction from the wire; signatures are checked later."""
     if len(raw) > MAX_TX_BYTES:
-        raise TxError(f"transaction is {len(raw)} bytes, over the {MAX_TX_BYTES}-byte limit")
+        raise TxError(f"transaction is {len(raw)} bytes, over the {MAX_TX_BYTES}-byte limit",
+                      "too-large")
     try:
         obj = codec.decode(raw, MAX_TX_BYTES)
     except codec.EncodingError as e:
-        raise TxError(f"undecodable transaction: {e}") from None
+        raise TxError(f"undecodable transaction: {e}", "malformed") from None
     if type(obj) is not dict or set(obj) != {"body", "sigs"}:
-        raise TxError("a transaction is a map of exactly 'body' and 'sigs'")
+        raise TxError("a transaction is a map of exactly 'body' and 'sigs'", "malformed")
     check_body(obj["body"])
     sigs = obj["sigs"]
     if type(sigs) is not list or not 1 <= len(sigs) <= MAX_SIGS:
-        raise TxError(f"'sigs' must be a list of 1 to {MAX_SIGS} [pubkey, signature] pairs")
+        raise TxError(f"'sigs' must be a list of 1 to {MAX_SIGS} [pubkey, signature] pairs",
+                      "malformed")
     for pair in sigs:
         if (type(pair) is not list or len(pair) != 2 or type(pair[0]) is not bytes
                 or len(pair[0]) != keys.PUBKEY_LEN or type(pair[1]) is not bytes
                 or len(pair[1]) != keys.SIG_LEN):
-            raise TxError("each signature must be [32-byte pubkey, 64-byte signature]")
+            raise TxError("each signature must be [32-byte pubkey, 64-byte signature]",
+                          "malformed")
     return SignedTx(obj["body"], [tuple(p) for p in sigs], raw, canonical_body=True)
 
 
@@ -268,7 +293,7 @@ def sign(body: dict, signers) -> SignedTx:
 def add_signature(tx: SignedTx, kp) -> SignedTx:
     """Co-sign an existing transaction (multisig): same body, one more signature."""
     if kp.pubkey in tx.signers():
-        raise TxError("this key has already signed the transaction")
+        raise TxError("this key has already signed the transaction", "malformed")
     return SignedTx(tx.body, tx.sigs + [(kp.pubkey, kp.sign(SIG_DOMAIN + tx.hash))])
 
 

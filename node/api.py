@@ -1,7 +1,8 @@
 """The client API: JSON over HTTP (aiohttp), an event stream over WebSocket, OpenAPI.
 
 Every input is checked before it is used — path parameters by pattern, bodies by size
-and shape — and every refusal is a JSON `{"error": "..."}` with a 4xx status that says
+and shape — and every refusal is a JSON `{"error": "...", "code": "..."}` (a person reads
+the error, a program switches on the code) with a 4xx or 5xx status that says
 what was wrong. Reads come from the node's committed state; nothing here can change
 the ledger except submitting a signed transaction.
 """
@@ -26,8 +27,20 @@ HEX64 = re.compile(r"^[0-9a-f]{64}$")
 STREAM_QUEUE = 1_000
 
 
-def _error(status: int, why: str) -> web.Response:
-    return web.json_response({"error": why}, status=status)
+# The code of an error the API answers itself (a transaction's refusal carries its own,
+# txm.CODES), and the HTTP status of each transaction refusal code.
+HTTP_CODES = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
+              413: "too-large", 507: "no-space"}
+TX_STATUS = {"malformed": 400, "too-large": 413, "wrong-chain": 400, "bad-signature": 400,
+             "unauthorised": 400, "refused": 400, "nonce-used": 422, "nonce-ahead": 422,
+             "nonce-taken": 422, "duplicate": 422, "mempool-full": 503}
+assert set(TX_STATUS) == set(txm.CODES)
+
+
+def _error(status: int, why: str, code: str | None = None) -> web.Response:
+    """An error answer: `error` for a person, `code` for a program."""
+    return web.json_response({"error": why, "code": code or HTTP_CODES[status]},
+                             status=status)
 
 
 def jsonable(v):
@@ -63,9 +76,21 @@ def _status(v: str) -> str:
     return v
 
 
+@web.middleware
+async def _json_errors(request: web.Request, handler):
+    """aiohttp's own refusals (no such route, wrong method, body too large) in the API's
+    shape, so that a client reads every error the same way."""
+    try:
+        return await handler(request)
+    except web.HTTPException as e:
+        if e.status < 400 or e.content_type == "application/json":
+            raise
+        return _error(e.status, e.reason, HTTP_CODES.get(e.status, "http-error"))
+
+
 def build_app(daemon) -> web.Application:
     node = daemon.node
-    app = web.Application(client_max_size=MAX_BODY)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
     r = app.router
 
     async def read_field(request: web.Request, limit: int, field: str, kind: type,
@@ -88,17 +113,16 @@ def build_app(daemon) -> web.Application:
         """Submit one hex transaction: (HTTP status, answer) — 202 {hash, status} or a
         4xx {error}."""
         if type(tx_hex) is not str:
-            return 400, {"error": "a transaction is a hex string"}
+            return 400, {"error": "a transaction is a hex string", "code": "malformed"}
         try:
             raw = bytes.fromhex(tx_hex)
         except ValueError:
-            return 400, {"error": "tx must be hex"}
+            return 400, {"error": "tx must be hex", "code": "malformed"}
         try:
             tx_id = daemon.submit(raw)
         except txm.TxError as e:
             daemon.metrics.rejected_txs.inc()
-            return (422 if "nonce" in str(e) or "duplicate" in str(e) else 400,
-                    {"error": f"transaction refused: {e}"})
+            return TX_STATUS[e.code], {"error": f"transaction refused: {e}", "code": e.code}
         return 202, {"hash": tx_id, "status": "pending"}
 
     async def post_tx(request: web.Request):
@@ -121,8 +145,8 @@ def build_app(daemon) -> web.Application:
         results = []
         for tx_hex in txs:
             status, answer = submit_hex(tx_hex)
-            results.append({"code": status, **answer})
-        return web.json_response({"accepted": sum(r["code"] == 202 for r in results),
+            results.append({"http": status, **answer})    # as POST /v1/tx would answer
+        return web.json_response({"accepted": sum(r["http"] == 202 for r in results),
                                   "results": results})
 
     async def get_tx(request: web.Request):
@@ -137,8 +161,9 @@ def build_app(daemon) -> web.Application:
         if bytes.fromhex(h) in node.mempool:
             return web.json_response({"hash": h, "status": "pending"})
         if h in daemon.rejected:
-            return web.json_response({"hash": h, "status": "rejected",
-                                      "error": daemon.rejected[h]})
+            why, code = daemon.rejected[h]
+            return web.json_response({"hash": h, "status": "rejected", "error": why,
+                                      "code": code})
         return _error(404, f"transaction {h} is not known to this node")
 
     async def get_block(request: web.Request):
@@ -162,8 +187,8 @@ def build_app(daemon) -> web.Application:
         a = request.match_info["address"]
         if not keys.is_address(a):
             raise web.HTTPBadRequest(text=json.dumps(
-                {"error": "an address is 'ln' and 40 lowercase hex digits"}),
-                content_type="application/json")
+                {"error": "an address is 'ln' and 40 lowercase hex digits",
+                 "code": HTTP_CODES[400]}), content_type="application/json")
         return a
 
     async def get_account(request: web.Request):

@@ -180,18 +180,18 @@ async def drive(urls: list[str], txs: list[tuple[int, str, bytes]], rate: float,
             for item, res in zip(batch, answer["results"]):
                 i, tx_id, _ = item
                 why = res.get("error") or ""
-                if res["code"] == 202:
+                if res["http"] == 202:
                     continue
-                if res["code"] == 422 and "ahead" in why and \
+                if res["code"] == "nonce-ahead" and \
                         time.perf_counter() - submitted[tx_id] < RETRY_FOR_S:
                     # The mempool's back-pressure: its account has 64 nonces waiting.
                     # A wallet offers it again a little later; its latency keeps counting.
                     retry.append((time.perf_counter() + RETRY_S, item))
                     retried.add(tx_id)
-                elif tx_id in retried and ("duplicate" in why or "already used" in why):
+                elif tx_id in retried and res["code"] in ("duplicate", "nonce-used"):
                     pass                                # gossip got it there meanwhile
                 else:
-                    refused.append((tx_id, res["code"], why))
+                    refused.append((tx_id, res["http"], why))
                     in_flight[i] -= 1
 
         queues = [[] for _ in range(SENDERS)]

@@ -33,6 +33,9 @@ FAULTS = ("kill", "pause", "stop", "partition", "oneway", "latency", "loss", "du
           "byzantine")
 CHAIN = "lendnet-dev"
 CLIENTS = 4
+# Refusals after which a client sends the same transaction again (to this node or
+# another): it may be in flight already, or its turn may come.
+RESEND = {"nonce-used", "nonce-ahead", "nonce-taken", "duplicate", "mempool-full"}
 
 
 @dataclass
@@ -131,8 +134,7 @@ def _until_committed(apis, raw: bytes, tx_id: str, rng, give_up_at: float):
                 api.submit(raw)
                 submitted_to.add(api.url)
             except ApiError as e:
-                if "nonce" not in e.error and "duplicate" not in e.error \
-                        and "waiting" not in e.error:
+                if e.code not in RESEND:
                     return {"status": "refused", "height": None, "error": e.error}
             except OSError:
                 api = apis[rng.randrange(len(apis))]    # that node is down: another

@@ -8,10 +8,14 @@ import urllib.request
 
 
 class ApiError(RuntimeError):
-    def __init__(self, status: int, error: str):
+    """A node's error answer: its HTTP status, the error for a person and the code for a
+    program (ledger.tx.CODES for a refused transaction; None from an older node)."""
+
+    def __init__(self, status: int, error: str, code: str | None = None):
         super().__init__(f"{status}: {error}")
         self.status = status
         self.error = error
+        self.code = code
 
 
 def http_json(url: str, timeout: float = 2.0, body: dict | None = None):
@@ -37,13 +41,13 @@ class NodeClient:
     def get(self, path: str) -> dict:
         status, body = http_json(self.url + path, self.timeout)
         if status != 200:
-            raise ApiError(status, body.get("error", str(body)))
+            raise ApiError(status, body.get("error", str(body)), body.get("code"))
         return body
 
     def submit(self, raw: bytes) -> str:
         status, body = http_json(self.url + "/v1/tx", self.timeout, {"tx": raw.hex()})
         if status != 202:
-            raise ApiError(status, body.get("error", str(body)))
+            raise ApiError(status, body.get("error", str(body)), body.get("code"))
         return body["hash"]
 
     def status(self) -> dict:
@@ -64,7 +68,7 @@ class NodeClient:
             if st and st["status"] in ("committed", "failed"):
                 return st
             if st and st["status"] == "rejected":
-                raise ApiError(422, st["error"])
+                raise ApiError(422, st["error"], st.get("code"))
             time.sleep(0.05)
         raise TimeoutError(f"{tx_hash} not committed at {self.url} within {timeout} s")
 

@@ -75,7 +75,7 @@ class Daemon:
         self.exit_code = 0
         self.transport = Transport(self.genesis.chain_id, self.kp, self._on_frame,
                                    self.metrics.p2p)
-        self.rejected: dict[str, str] = {}            # tx hash hex -> why (recent, bounded)
+        self.rejected: dict[str, tuple] = {}          # tx hash hex -> (why, code), recent
         self.subscribers: set[asyncio.Queue] = set()  # event-stream clients
         self.submitted_at: dict[str, int] = {}        # tx hash hex -> ms, for latency
         self._timer: asyncio.TimerHandle | None = None
@@ -216,7 +216,7 @@ class Daemon:
         try:
             self.node.submit(raw)
         except txm.TxError as e:
-            self._remember_rejection(tx.id, str(e))
+            self._remember_rejection(tx.id, str(e), e.code)
             raise
         self.submitted_at[tx.id] = now_ms()
         if len(self.submitted_at) > 100_000:
@@ -225,8 +225,8 @@ class Daemon:
         self.metrics.mempool.set(len(self.node.mempool))
         return tx.id
 
-    def _remember_rejection(self, tx_id: str, why: str) -> None:
-        self.rejected[tx_id] = why
+    def _remember_rejection(self, tx_id: str, why: str, code: str) -> None:
+        self.rejected[tx_id] = (why, code)
         if len(self.rejected) > RECENT_REJECTIONS:
             del self.rejected[next(iter(self.rejected))]
 

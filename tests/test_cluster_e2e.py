@@ -102,27 +102,30 @@ def test_bad_transactions_get_clear_errors_and_change_nothing(cluster):
     good = alice.sign("transfer", to=BOB.address, amount=1)
     forged = bytearray(good)
     forged[-5] ^= 1                                     # inside the signature
-    cases = {
-        "not hex": {"tx": "zz"},
-        "not a transaction": {"tx": b"\x01\x02".hex()},
-        "forged signature": {"tx": bytes(forged).hex()},
-        "wrong shape": {"transaction": good.hex()},
+    cases = {                                           # body -> the code a program sees
+        "not hex": ({"tx": "zz"}, "malformed"),
+        "not a transaction": ({"tx": b"\x01\x02".hex()}, "malformed"),
+        "forged signature": ({"tx": bytes(forged).hex()}, "bad-signature"),
+        "wrong shape": ({"transaction": good.hex()}, "bad-request"),
     }
-    for name, body in cases.items():
+    for name, (body, code) in cases.items():
         status, answer = http_json(api.url + "/v1/tx", 5, body)
         assert 400 <= status < 500 and answer["error"], (name, status, answer)
+        assert answer["code"] == code, (name, answer)
     status, answer = http_json(api.url + "/v1/tx", 5, {"tx": "00" * 200_000})
-    assert status == 413, answer
+    assert status == 413 and answer["code"] == "too-large", answer
     h = api.submit(good)
     assert api.wait_committed(h)["status"] == "committed"
     with pytest.raises(ApiError) as e:                  # the same transaction again
         api.submit(good)
-    assert e.value.status in (400, 422) and "nonce" in e.value.error
+    assert e.value.status == 422 and e.value.code == "nonce-used", e.value
     after = api.account(ALICE.address)
     assert after["balance"] == before["balance"] - 1 and after["nonce"] == before["nonce"] + 1
-    for path in ("/v1/blocks/nope", "/v1/accounts/xyz", "/v1/tx/123", "/v1/loans/..."):
+    for path in ("/v1/blocks/nope", "/v1/accounts/xyz", "/v1/tx/123", "/v1/loans/...",
+                 "/v1/no-such-route"):
         status, answer = http_json(api.url + path, 5)
         assert status in (400, 404) and answer["error"], path
+        assert answer["code"] == {400: "bad-request", 404: "not-found"}[status], answer
 
 
 def test_a_batch_of_transactions_is_judged_one_by_one(cluster):
@@ -136,11 +139,12 @@ def test_a_batch_of_transactions_is_judged_one_by_one(cluster):
     status, answer = http_json(api.url + "/v1/txs", 5, {"txs": [
         first.hex(), "zz", bytes(forged).hex(), second.hex(), first.hex()]})
     assert status == 200 and answer["accepted"] == 2, answer
-    codes = [r["code"] for r in answer["results"]]
-    assert codes == [202, 400, 400, 202, 422], answer
+    # each answered as POST /v1/tx would: its HTTP status, and a refusal's code
+    assert [(r["http"], r.get("code")) for r in answer["results"]] == [
+        (202, None), (400, "malformed"), (400, "bad-signature"), (202, None),
+        (422, "duplicate")], answer
     assert "hex" in answer["results"][1]["error"]
     assert "signature" in answer["results"][2]["error"]
-    assert "duplicate" in answer["results"][4]["error"]
     # the accepted two commit, in nonce order, and reach every node by gossip frames
     assert api.wait_committed(answer["results"][3]["hash"])["status"] == "committed"
     _wait_same_chain(clients, api.status()["height"])

@@ -9,6 +9,7 @@ from lendnet.ledger import codec, tx as txm
 from lendnet.ledger.keys import Keypair, address_of
 from lendnet.ledger.ledger import BlockError
 from lendnet.ledger.state import State
+from lendnet.node.mempool import Mempool
 
 from .chain import CHAIN, Chain, h32
 
@@ -124,6 +125,44 @@ def test_other_chain_forged_signature_and_wrong_signer_are_rejected():
     # only the over-spend was includable: it failed, moved no money, and used its nonce
     assert [r.nonce_used for r in res.receipts] == [False, False, False, False, True]
     assert c.ledger.account(alice.address) == (10_000_000, 1)
+
+    # A program tells the refusals apart by code, never by words; the mempool and the
+    # ledger give the same code for the same fault.
+    c = Chain()                                             # alice's nonce 0 unused
+    pool = Mempool(c.ledger, max_txs=2)
+    cases = [(other_chain, "wrong-chain"), (forged, "bad-signature"),
+             (wrong_signer, "unauthorised")]
+    for tx, code in cases:
+        with pytest.raises(txm.TxError) as e:
+            c.ledger.check_tx(tx)
+        assert e.value.code == code, e.value
+        with pytest.raises(txm.TxError) as e:
+            pool.add(tx)
+        assert e.value.code == code, e.value
+    c.block(c.tx("alice", "transfer", to=bob.address, amount=1))
+    for check in (c.ledger.check_tx, pool.add):             # now alice's nonce 0 is used
+        with pytest.raises(txm.TxError) as e:
+            check(broke)
+        assert e.value.code == "nonce-used", e.value
+    pool.add(ahead)
+    for tx, code in ((ahead, "duplicate"),
+                     (txm.sign(txm.build(alice, CHAIN, "transfer", 5, to=bob.address,
+                                         amount=2), [alice]), "nonce-taken"),
+                     (txm.sign(txm.build(alice, CHAIN, "transfer", 10**6, to=bob.address,
+                                         amount=1), [alice]), "nonce-ahead")):
+        with pytest.raises(txm.TxError) as e:
+            pool.add(tx)
+        assert e.value.code == code, e.value
+    pool.add(txm.sign(txm.build(bob, CHAIN, "transfer", 0, to=alice.address, amount=1),
+                      [bob]))
+    with pytest.raises(txm.TxError) as e:
+        pool.add(txm.sign(txm.build(bob, CHAIN, "transfer", 1, to=alice.address, amount=1),
+                          [bob]))
+    assert e.value.code == "mempool-full"
+    with pytest.raises(txm.TxError) as e:
+        txm.parse(b"\x01\x02")
+    assert e.value.code == "malformed"
+    assert set(txm.CODES) >= {e.value.code, "too-large", "refused"}
 
 
 def test_block_height_and_time_must_follow():
