@@ -3,15 +3,9 @@
 It never touches a socket, a clock or a random source: the shell passes the time (ms)
 with every event and carries out the effects (consensus/effects.py). The application
 (the node: mempool and ledger) sits behind a small synchronous interface, as in ABCI:
-
-    app.height                      last executed height
-    app.block_hash(h), app.root_at(h), app.header_at(h)   for recent executed heights
-    app.get_block(h) -> (block, cert) | None              for catch-up
-    app.make_txs(height, max_txs, max_bytes, exclude) -> [raw tx]   the primary's batch
-    app.check_txs(raw_txs, in_flight) -> error | None     validity before voting
-    app.execute(height, block, cert) -> state_root        apply a committed block
-    app.has_pending() -> bool                             client work not yet committed
-    app.pending_count() -> int                            transactions waiting
+consensus/app.py's `Application` — the chain view (height, block_hash, root_at,
+header_at, get_block), prepare (make_txs), process (check_txs), finalize (execute), and
+the work waiting (has_pending, pending_count).
 
 Protocol (PBFT with chained, view-independent blocks):
 - The primary of view v proposes height h; a replica that accepts it sends PREPARE. It
@@ -48,6 +42,7 @@ from dataclasses import dataclass
 from lendnet.ledger.tx import MAX_TX_BYTES
 
 from . import messages as M
+from .app import Application
 from .effects import (Broadcast, Committed, Evidence, Persist, Refused, Send, Timer,
                       ViewChange, ViewEntered)
 
@@ -144,7 +139,7 @@ class Diverged(RuntimeError):
 
 
 class Replica:
-    def __init__(self, config: Config, index: int, keypair, app, now: int,
+    def __init__(self, config: Config, index: int, keypair, app: Application, now: int,
                  persisted: dict | None = None):
         self.cfg = config
         self.vals = config.validators
@@ -1096,7 +1091,7 @@ class Replica:
         else:
             self.fetch_deadline = self.now        # ask again (another peer) if behind
 
-    def _fetched_top(self) -> tuple[int, bytes]:
+    def _fetched_top(self) -> tuple[int, bytes | None]:
         """Height and hash of the last block executed or waiting in `fetched`."""
         if self.fetched:
             return self.fetched[-1][0], self.fetched[-1][1]

@@ -12,6 +12,7 @@ of its loop, however many events that turn held (group commit).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from lendnet.consensus import messages as M
@@ -154,7 +155,7 @@ class Node:
     def height(self) -> int:
         return self.ledger.height
 
-    def _recent_or_stored(self, h: int):
+    def _recent_or_stored(self, h: int) -> tuple | None:
         got = self._recent.get(h)
         if got is None:
             stored = self.store.get_block(h)
@@ -163,24 +164,24 @@ class Node:
             got = (stored[0]["header"], M.block_hash(stored[0]["header"]), stored[2])
         return got
 
-    def block_hash(self, h: int):
+    def block_hash(self, h: int) -> bytes | None:
         got = self._recent_or_stored(h)
-        return got and got[1]
+        return None if got is None else got[1]
 
-    def root_at(self, h: int):
+    def root_at(self, h: int) -> bytes | None:
         got = self._recent_or_stored(h)
-        return got and got[2]
+        return None if got is None else got[2]
 
-    def header_at(self, h: int):
+    def header_at(self, h: int) -> dict | None:
         got = self._recent_or_stored(h)
-        return got and got[0]
+        return None if got is None else got[0]
 
-    def get_block(self, h: int):
+    def get_block(self, h: int) -> tuple[dict, list] | None:
         for unsaved in self._unsaved_blocks:
             if unsaved[0] == h:
                 return unsaved[1], unsaved[2]
         stored = self.store.get_block(h)
-        return stored and (stored[0], stored[1])
+        return None if stored is None else (stored[0], stored[1])
 
     def pending_count(self) -> int:
         return len(self.mempool)
@@ -192,7 +193,7 @@ class Node:
         in_flight = {self.parse(raw).hash for raw in exclude}
         return [tx.raw for tx in self.mempool.batch(max_txs, in_flight, max_bytes)]
 
-    def check_txs(self, raws: list[bytes], in_flight: list[bytes] = ()) -> str | None:
+    def check_txs(self, raws: list[bytes], in_flight: Sequence[bytes] = ()) -> str | None:
         """Why these transactions may not be proposed on top of the executed state and
         the blocks `in_flight` between it and them; None if they may."""
         seen = {self.parse(raw).hash for raw in in_flight}

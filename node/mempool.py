@@ -59,7 +59,8 @@ class Mempool:
         `in_flight` holds the hashes of those already proposed in blocks not yet
         executed. An account's run stops at the first transaction that does not fit (a
         later nonce could not commit without it); other accounts' may still fit."""
-        out, room = [], max_bytes if max_bytes is not None else 1 << 62
+        out: list[SignedTx] = []
+        room = max_bytes if max_bytes is not None else 1 << 62
         for sender, queue in self.by_sender.items():
             nonce = self.ledger.account(sender)[1]
             while nonce in queue and len(out) < max_txs:

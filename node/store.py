@@ -116,7 +116,7 @@ class MemoryStore:
 
     def tx_location(self, tx_hash: str) -> dict | None:
         got = self.txs.get(tx_hash)
-        return got and location(*got)
+        return None if got is None else location(*got)
 
     @property
     def height(self) -> int:

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-TYPED = ("consensus", "ledger", "contracts")
+TYPED = ("consensus", "ledger", "contracts", "node")
 
 
 def test_ruff_is_clean():
