@@ -3,6 +3,7 @@ deterministic core (consensus/, ledger/, contracts/). Both are in the test extra
 README's test command installs them."""
 from __future__ import annotations
 
+import ast
 import os
 import subprocess
 import sys
@@ -29,3 +30,23 @@ def test_mypy_is_clean_over_the_core(tmp_path):
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "no issues found" in r.stdout
+
+
+CORE = [*(ROOT / d for d in ("consensus", "ledger", "contracts")),
+        *(ROOT / "node" / f for f in ("core.py", "mempool.py", "store.py"))]
+NO_IO = {"asyncio", "sqlite3", "socket", "time", "threading", "subprocess", "aiohttp"}
+
+
+def test_the_deterministic_core_imports_no_io_and_no_clock():
+    """The replica, ledger, VM and node core run inside the simulator as they run in the
+    daemon: none of them may reach a socket, a database, a thread or the clock."""
+    found = []
+    for place in CORE:
+        for path in ([place] if place.is_file() else sorted(place.rglob("*.py"))):
+            for node in ast.walk(ast.parse(path.read_text())):
+                names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                         else [node.module or ""] if isinstance(node, ast.ImportFrom)
+                         and node.level == 0 else [])
+                found += [f"{path.relative_to(ROOT)}: {n}" for n in names
+                          if n.split(".")[0] in NO_IO]
+    assert found == []
