@@ -214,3 +214,46 @@ def test_accept_pledge_withdraw_and_listings(env, people):
     assert "LND" in run(env, "borrower", "loans", "--wallet", "ana").output
     assert run(env, "transfer", "--wallet", "ana", "--to", people["eve"], "--amount",
                "1.234", ok=False).exit_code == 2
+
+
+def _one_json_value(out: str):
+    """The whole output is one JSON value, nothing before or after it."""
+    value, end = json.JSONDecoder().raw_decode(out)
+    assert not out[end:].strip(), f"more after the JSON value: {out[end:][:200]!r}"
+    return value
+
+
+def test_every_listing_reads_as_a_table_and_as_one_json_value(env, people):
+    """Each read command, as a person reads it (a table or lines) and as a program does
+    (--json: exactly one JSON value)."""
+    for role in ("lender", "borrower"):           # (already, when the lifecycle ran first)
+        run(env, role, "register", "--wallet", "lender" if role == "lender" else "ana",
+            ok=False)
+    offer = js(env, "lender", "offer", "--wallet", "lender", "--amount", "200",
+               "--tier", "300:1500:200.00")["hash"]
+    app = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "50", "--term",
+             "2")["hash"]
+    assert js(env, "lender", "fund", "--wallet", "lender", "--application", app,
+              "--offer", offer)["status"] == "committed"
+    loan = next(x["loan"] for x in js(env, "borrower", "loans", "--wallet", "ana")["loans"]
+                if x["status"] == "active")
+    commands = {                       # the command -> what its human output must show
+        ("borrower", "offers"): "offers",
+        ("borrower", "offers", "--application", app): "fits",
+        ("borrower", "loans", "--wallet", "ana"): "loans of",
+        ("borrower", "schedule", "--loan", loan): "schedule",
+        ("borrower", "score", "--wallet", "ana"): "score",
+        ("lender", "offers", "--wallet", "lender"): "offers",
+        ("lender", "applications"): "open applications",
+        ("lender", "applications", "--offer", offer): "fits",
+        ("lender", "portfolio", "--wallet", "lender"): "",
+        ("wallet", "list"): "wallets in",
+        ("wallet", "show", "ana"): "wallet ana",
+        ("cluster", "status", "--home", env["root"] / "cluster"): "cluster",
+        ("loan", "schedule", "--principal", "10000", "--rate-bps", "1200", "--term", "3"):
+            "loan of",
+    }
+    for args, shows in commands.items():
+        text = run(env, *args).output
+        assert text.strip() and shows in text and "Traceback" not in text, (args, text)
+        _one_json_value(run(env, *args, "--json").output)
