@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from lendnet.contracts.agreements import LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS, PERIODS_PER_YEAR
+from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS,
+                                          PERIODS_PER_YEAR, ReadOnlyHost, call_readonly,
+                                          loan_storage)
 
 from . import keys, score as scoring
 from .tx import TxError
@@ -263,18 +265,16 @@ def observe_loan_event(led, loan: str, name: str, values: list) -> None:
 
 def loan_terms(led, loan: str) -> dict:
     """The agreement's own storage, by the names the contract source gives them."""
-    from lendnet.contracts.agreements import LOAN_STORAGE
     store = led.state.storage
-    return {name: store.get((loan, name.encode())) for name in LOAN_STORAGE}
+    return loan_storage(lambda key: store.get((loan, key)))
 
 
 def loan_status(led, loan: str) -> str:
-    return LOAN_STATUS[led.state.storage.get((loan, b"st"), 0)]
+    return LOAN_STATUS[led.state.storage.get((loan, LOAN_KEY["st"]), 0)]
 
 
 def loan_payoff(led, loan: str) -> int | None:
     """What would close the loan at the current chain time, quoted by the agreement."""
-    from lendnet.contracts.agreements import ReadOnlyHost, call_readonly
     if loan_status(led, loan) != "active":
         return None
     code = led.state.code.get(led.state.contracts.get(loan)["code"])

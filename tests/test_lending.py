@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from lendnet.contracts.agreements import PERIOD_SECONDS, schedule
+from lendnet.contracts.agreements import LOAN_KEY, PERIOD_SECONDS, schedule
 from lendnet.ledger.lending import credit_score, loan_view
 
 from .chain import DAY, OFFER_TERMS, Chain, h32
@@ -188,3 +188,16 @@ def test_withdrawn_offer_returns_escrow():
     assert c.balance("lender") == before
     r = c.try_do("lender", "withdraw_offer", offer=offer)
     assert not r.ok and "already withdrawn" in r.error
+
+
+def test_a_loan_writes_only_the_storage_its_layout_describes():
+    """Python reads the agreement's storage through LOAN_STORAGE alone: a loan taken
+    through repayment, a late fee and default writes no key that list does not name."""
+    c = Chain()
+    _, _, loan, _ = open_loan(c, collateral="car-VIN-2")
+    due = loan_view(c.ledger, loan)["due_time"]
+    c.block(at=due + 3 * DAY + 1)                             # late: fee and notice
+    c.block(at=due + 30 * DAY)                                # defaulted
+    written = {key for (addr, key) in c.ledger.state.storage.rows if addr == loan}
+    assert written <= set(LOAN_KEY.values()), written - set(LOAN_KEY.values())
+    assert {b"st", b"late", b"k", b"due"} <= written

@@ -18,10 +18,17 @@ PERIODS_PER_YEAR = {"monthly": 12, "weekly": 52}
 PERIOD_SECONDS = {"monthly": 30 * 86_400, "weekly": 7 * 86_400}
 METHOD_CODES = {"annuity": 0, "equal-principal": 1, "balloon": 2}
 LOAN_STATUS = {0: "new", 1: "active", 2: "repaid", 3: "defaulted"}
-# The agreement's storage keys, as the source's header documents them.
+# The agreement's storage layout, as the source's header documents it: the one place
+# Python reads it from (a test holds every key a loan writes to this list).
 LOAN_STORAGE = ("st", "P", "a", "b", "n", "m", "g", "t0", "plen", "fee", "tol", "dflt",
                 "pmt", "borrower", "lender", "k", "out", "dp", "di", "df", "late",
                 "notice", "due", "paid")
+LOAN_KEY = {name: name.encode() for name in LOAN_STORAGE}     # name -> storage key
+
+
+def loan_storage(get) -> dict:
+    """A loan agreement's storage by name, `get` reading one key (None when unset)."""
+    return {name: get(key) for name, key in LOAN_KEY.items()}
 SCHEDULE_GAS = 1_000_000
 
 
