@@ -660,9 +660,11 @@ class Replica:
         """As the new view's primary, propose again each block the NEW-VIEW carried over,
         once its transactions are here (asked for if not)."""
         for h in sorted(self.selection):
+            if h <= self.app.height:
+                continue                          # (before _slot: no slot for it again)
             d, header, _ = self.selection[h]
             slot = self._slot(h)
-            if h <= self.app.height or self.view in slot.proposals or d not in slot.txs:
+            if self.view in slot.proposals or d not in slot.txs:
                 continue
             if self._vote(M.PROPOSE, self.view, h, d, {"header": header},
                           slot.txs[d]) is not None:
@@ -821,7 +823,34 @@ class Replica:
             del self.my_votes[k]
         for k in [k for k in self.future if k[2] <= h]:
             self._drop_future(k)
+        # What only guards against repeating ourselves in a view or at a height now
+        # behind us: kept, it would grow with every view a peer talks us into.
+        self.reported = {k for k in self.reported
+                         if (k[3] > h if k[0] == "equivocation" else k[2] >= self.view)}
+        self.newview_sent = {v for v in self.newview_sent if v >= self.view}
         self.out.append(Persist(("gc",), h))
+
+    def invariants(self) -> list[str]:
+        """What holds between any two steps, whatever peers sent: the simulator and the
+        replica tests check it after every event (a broken one names itself at once,
+        not at the end of a run)."""
+        out = []
+        if self.low > self.app.height:
+            out.append(f"stable checkpoint {self.low} above the executed height "
+                       f"{self.app.height}")
+        if self.slots and not self.low < min(self.slots) <= max(self.slots) <= \
+                self.low + self.cfg.window:
+            out.append(f"slots {min(self.slots)}..{max(self.slots)} outside the window "
+                       f"({self.low}, {self.low + self.cfg.window}]")
+        if any(k[2] <= self.low for k in self.my_votes):
+            out.append(f"own votes kept at or below the stable checkpoint {self.low}")
+        if any(not 0 <= held <= FUTURE_BYTES for held in self.future_bytes.values()):
+            out.append("a signer holds more than FUTURE_BYTES of messages for later views")
+        if any(k[1] <= self.view for k in self.future) and self.normal:
+            out.append(f"messages held for view {self.view} or earlier while in it")
+        if self.normal and self.vc_deadline is not None:
+            out.append("a view-change deadline armed outside a view change")
+        return out
 
     def _drop_future(self, key: tuple) -> tuple:
         msg, size, at = self.future.pop(key)

@@ -158,6 +158,7 @@ class Simulation:
         self.committed_at: dict[int, int] = {}     # height -> when a node first committed it
         self.time_violations: list[str] = []
         self.oversleep: str | None = None          # see _check_sleep
+        self.invariant: str | None = None          # the first replica invariant broken
         self.watch = EvidenceWatch()
         self.clients_started = False
         self.trace: list | None = [] if trace else None
@@ -455,6 +456,11 @@ class Simulation:
                     del self.next_tick[i]
                 self._dispatch(i, node.tick(local))
             self._stall(i)
+            if self.index[i] not in self.faulty and self.invariant is None:
+                broken = node.replica.invariants() if node.replica else []
+                if broken:
+                    self.invariant = (f"invariant: node {i} at {self.now - T0 * 1000} ms: "
+                                      f"{broken[0]}")
         elif kind == "boot":
             i = event[1]
             self.nodes[i] = self._boot(i)
@@ -552,6 +558,7 @@ class Simulation:
         violations += self.votes.double_votes(set(range(self.n)) - self.faulty)
         violations += self.watch.missing()
         violations += self._unbounded(honest)
+        violations += [self.invariant] if self.invariant else []
         # Chain time never runs ahead of true time by more than an in-tolerance clock's
         # offset plus the skew a replica allows (every prepare quorum holds such a clock).
         ahead = self.params["clock_skew_ms"] * 7 // 5 + DRIFT_PPM * (self.now - T0 * 1000) // 10**6

@@ -59,6 +59,8 @@ class Net:
     # the network
     def _emit(self, src: int, effects: list) -> list:
         self.nodes[src].flush()                 # a shell writes before effects leave
+        if self.nodes[src].replica is not None:
+            assert self.nodes[src].replica.invariants() == [], src
         for e in effects:
             if type(e) is Broadcast:
                 self.queue += [(src, d, e.msg) for d in ALL if d != src]
@@ -1353,3 +1355,25 @@ def test_a_clock_set_back_does_not_silence_a_replica():
     for _ in range(8):                         # 8 s of wall clock, a tick each second
         asked += of(net.tick(1, 1000), M.VIEWCHANGE)
     assert asked and all(m["body"]["v"] >= 1 for m in asked)
+
+
+def test_what_only_guards_against_repeats_is_pruned_at_a_stable_checkpoint():
+    """Evidence already reported and NEW-VIEWs already sent are remembered so as not to
+    repeat them; past views and heights below the checkpoint are forgotten, or a peer
+    that talks a replica through view after view would grow them without end."""
+    rep = Net().replica(1)
+    rep.view = 3
+    rep.newview_sent = {1, 2, 3}
+    rep.reported = {("equivocation", 0, 1, 2), ("equivocation", 0, 1, 9),
+                    ("conflicting-vote", 0, 2, M.PREPARE), ("conflicting-vote", 0, 3, M.COMMIT)}
+    rep._stabilise(4, [])
+    assert rep.newview_sent == {3}
+    assert rep.reported == {("equivocation", 0, 1, 9), ("conflicting-vote", 0, 3, M.COMMIT)}
+
+
+def test_invariants_name_a_broken_state():
+    rep = Net().replica(2)
+    assert rep.invariants() == []
+    rep._slot(rep.low + rep.cfg.window + 1)          # what a missing watermark would keep
+    rep.vc_deadline = rep.now                        # and a deadline outside a view change
+    assert [p.split(" ")[0] for p in rep.invariants()] == ["slots", "a"]
