@@ -243,6 +243,7 @@ class Node:
                 tx.verified = True
         result = self.ledger.apply_block(h, block["header"]["time"], txs, strict=False)
         self._recent[h] = (block["header"], M.block_hash(block["header"]), result.state_root)
-        self._recent.pop(h - 4 * self.config.window, None)
+        if h > 4 * self.config.window:            # (genesis stays: it is in no store)
+            self._recent.pop(h - 4 * self.config.window, None)
         self.mempool.evict_committed({tx.sender for tx in txs})
         return result

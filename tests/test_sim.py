@@ -141,3 +141,11 @@ def test_messages_from_outside_the_validator_set_are_refused():
     forged = M.sign(s.genesis.chain_id, stranger, body)
     assert node.deliver(M.encode(forged), s.now) == []
     assert node.rejected_messages == 1
+
+
+def test_a_run_longer_than_a_nodes_block_memory_is_judged_right():
+    """Over 128 heights a node forgets its oldest recent blocks (they are in its store),
+    but not genesis, which no store holds: the checker's state-root check on block 1
+    read None there and convicted every honest node of a long run."""
+    r = run_seed(1, validators=4, faults="none", txs=1000)
+    assert r.ok and r.height > 128, (r.safety_violations, r.height)
