@@ -528,9 +528,8 @@ class Replica:
         in_flight: list[bytes] = []
         for hh in range(self.app.height + 1, h):
             d = self.my_votes.get((M.PREPARE, self.view, hh))
-            slot_txs = self.slots[hh].txs
             if d is not None:                     # no vote: no block hash, no transactions
-                in_flight.extend(slot_txs.get(d, ()))
+                in_flight.extend(self.slots[hh].txs.get(d, ()))
         err = self.app.check_txs(txs, in_flight)
         return None if err is None else ("txs", err)
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import random
+import re
 from dataclasses import dataclass, field
 
 from lendnet.consensus import messages as M
@@ -147,6 +148,7 @@ class Simulation:
         if "byzantine" in self.faults:
             for i in self.rng.sample(range(validators), self.f):
                 self.byzantine[i] = self.rng.choice(MODES)
+        self.votes = VoteLedger()                  # every vote on the wire, liars' too
         self.liars = {i: Byzantine(mode, chain, self.keys[i], self.rng, self.votes.record, i)
                       for i, mode in self.byzantine.items()}       # by instance
         self.faulty = set(self.byzantine) | set(twins)          # validators not honest
@@ -162,12 +164,6 @@ class Simulation:
         self.watch = EvidenceWatch()
         self.clients_started = False
         self.trace: list | None = [] if trace else None
-
-    @property
-    def votes(self) -> VoteLedger:
-        if not hasattr(self, "_votes"):
-            self._votes = VoteLedger()
-        return self._votes
 
     def replay_spec(self) -> str:
         """What `lendnet sim --replay` takes to run this again, byte for byte."""
@@ -491,17 +487,6 @@ class Simulation:
                 self._note("deliver", i, src, b["t"], b.get("v"), b.get("h"), got or None)
         self._dispatch(i, effects)
 
-    def _unbounded(self, honest: dict[int, Node]) -> list[str]:
-        """State a replica keeps must stay inside its window, whatever peers send."""
-        out = []
-        for i, node in honest.items():
-            rep = node.replica
-            top = max(rep.slots, default=0)
-            if top > rep.low + rep.cfg.window:
-                out.append(f"bounds: node {i} keeps height {top}, beyond its window "
-                           f"({rep.low} + {rep.cfg.window})")
-        return out
-
     def _honest(self) -> dict[int, Node]:
         return {i: n for i, n in enumerate(self.nodes) if self.index[i] not in self.faulty}
 
@@ -557,7 +542,6 @@ class Simulation:
         violations += self.votes.conflicts(quorum)
         violations += self.votes.double_votes(set(range(self.n)) - self.faulty)
         violations += self.watch.missing()
-        violations += self._unbounded(honest)
         violations += [self.invariant] if self.invariant else []
         # Chain time never runs ahead of true time by more than an in-tolerance clock's
         # offset plus the skew a replica allows (every prepare quorum holds such a clock).
@@ -592,7 +576,6 @@ def history(run: Simulation, result: RunResult, limit: int = 160) -> list[str]:
     view change, crash and restart, and what each node received and committed at the
     height the violation names (the last events if it names none). Messages of one kind
     for one block to one node are one line, with their senders."""
-    import re
     problem = (result.safety_violations + [result.liveness_failure or ""]
                + result.time_violations)
     problem = next((p for p in problem if p), "")

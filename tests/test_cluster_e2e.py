@@ -17,6 +17,7 @@ import pytest
 from lendnet.consensus import messages as M
 from lendnet.ledger import codec, keys
 from lendnet.ledger import tx as txm
+from lendnet.node.api import TX_STATUS
 from lendnet.node.client import ApiError, NodeClient, http_json
 from lendnet.node.cluster import Cluster
 from lendnet.node.transport import DOMAIN, _proof
@@ -427,3 +428,7 @@ def test_down_stops_every_node_cleanly(cluster):
         assert not m.alive()
         assert "node stopped at height" in Cluster.log_tail(m, 5), Cluster.log_tail(m, 5)
 
+
+
+def test_every_refusal_code_has_an_http_status():
+    assert set(TX_STATUS) == set(txm.CODES)
