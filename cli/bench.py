@@ -22,9 +22,9 @@ def bench(nodes, txs, rate, workload, nodes_from, as_json):
     processes before the clock starts, offer them through every node, and report
     committed tx/s, p50/p90/p99/max commit latency as the client sees it, blocks/s,
     average batch, CPU seconds per committed transaction and peak RSS per node."""
-    from lendnet.node.bench import bench as run_bench
-    from lendnet.node.bench import describe
-    from lendnet.node.cluster import ClusterError
+    from lendnet.node.harness.bench import bench as run_bench
+    from lendnet.node.harness.bench import describe
+    from lendnet.node.harness.cluster import ClusterError
     try:
         out = run_bench(nodes, txs, rate, workload, nodes_from)
     except (ClusterError, RuntimeError, OSError) as e:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lendnet.node.chaos import FAULTS, ChaosConfig, run
+from lendnet.node.harness.chaos import FAULTS, ChaosConfig, run
 
 
 @click.group("chaos")
@@ -45,7 +45,7 @@ def run_cmd(nodes, duration, faults, seed, rate, work, hosts, broken_quorum, as_
         raise click.BadParameter(f"unknown {sorted(bad)}; choose from {', '.join(FAULTS)}",
                                  param_hint="--faults")
     if hosts:
-        from lendnet.node.netns import available
+        from lendnet.node.harness.netns import available
         why = available()
         if why:
             raise click.ClickException(f"--hosts mode is not available here: {why}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from lendnet.node.cluster import Cluster, ClusterError
+from lendnet.node.harness.cluster import Cluster, ClusterError
 
 DEFAULT_HOME = Path(os.environ.get("LENDNET_CLUSTER_HOME",
                                    Path.home() / ".lendnet" / "cluster"))

@@ -15,7 +15,7 @@ import click
 
 from lendnet.ledger import tx as txm
 from lendnet.ledger.money import DECIMALS, UNIT, fmt
-from lendnet.node.client import ApiError, NodeClient
+from lendnet.node.daemon.client import ApiError, NodeClient
 
 EXIT_TIMEOUT = 3
 AMOUNT_RE = re.compile(rf"^(\d{{1,18}})(?:\.(\d{{1,{DECIMALS}}}))?$")

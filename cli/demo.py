@@ -26,9 +26,9 @@ import click
 
 from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
-from lendnet.node.client import ApiError, NodeClient
-from lendnet.node.cluster import Cluster, ClusterError
-from lendnet.node.home import FAST_CLOCK
+from lendnet.node.daemon.client import ApiError, NodeClient
+from lendnet.node.harness.cluster import Cluster, ClusterError
+from lendnet.node.daemon.home import FAST_CLOCK
 
 from .common import money, pct
 

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from lendnet.node import home as H
-from lendnet.node.byzantine import MODES
+from lendnet.node.daemon import home as H
+from lendnet.node.harness.byzantine import MODES
 
 
 def _home_option(f):
@@ -68,10 +68,11 @@ def init(home, host, port, peers, chain_id, genesis_file, as_json):
               help="TEST ONLY: accept this many votes as a quorum (a broken node).")
 def start(home, log_format, log_level, byzantine, quorum_override):
     """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
-    from lendnet.node.daemon import run           # the daemon's imports only when one is run
-    from lendnet.node.store import StoreError
+    from lendnet.node.core.store import StoreError
+    from lendnet.node.daemon.daemon import run  # the daemon's imports only when one is run
+    from lendnet.node.harness.faults import hooks_for   # the test modes, as daemon hooks
     try:
-        run(home, log_format, log_level, byzantine, quorum_override)
+        run(home, log_format, log_level, hooks_for(home, byzantine, quorum_override))
     except (H.HomeError, StoreError) as e:
         raise click.ClickException(str(e))
     except OSError as e:

@@ -7,7 +7,7 @@ import time
 
 import click
 
-from lendnet.node.sim import FAULT_CLASSES, Simulation, history, run_seed
+from lendnet.node.sim.simulation import FAULT_CLASSES, Simulation, history, run_seed
 
 
 @click.command("sim")
@@ -98,7 +98,7 @@ def _problems(r) -> None:
 
 
 def _twins(n, seeds, seed, rounds, doubled, as_json):
-    from lendnet.node.twins import Space, run_scenario, shrink
+    from lendnet.node.sim.twins import Space, run_scenario, shrink
     f = (n - 1) // 3
     doubled = f if doubled is None else doubled
     if doubled > f:
@@ -143,7 +143,7 @@ def _replay(spec: str, as_json: bool):
     parts = spec.split(":")
     try:
         if parts[0] == "twins" and len(parts) == 5:
-            from lendnet.node.twins import Space, run_scenario
+            from lendnet.node.sim.twins import Space, run_scenario
             n, doubled, rounds, index = map(int, parts[1:])
             space = Space(n, doubled, rounds)
             run, r = run_scenario(space, index, trace=True)

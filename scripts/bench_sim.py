@@ -20,7 +20,7 @@ import sys
 import time
 
 from lendnet.ledger import keys
-from lendnet.node.sim import FAULT_CLASSES, Simulation
+from lendnet.node.sim.simulation import FAULT_CLASSES, Simulation
 
 
 def main() -> int:

@@ -145,8 +145,8 @@ GAPS = (
 # What runs inside the mutated copy: the hunt, one result line of JSON on stdout.
 HUNT = r"""
 import json, sys, time
-from lendnet.node.sim import run_seed
-from lendnet.node.twins import Space, run_scenario
+from lendnet.node.sim.simulation import run_seed
+from lendnet.node.sim.twins import Space, run_scenario
 budget, seed0 = float(sys.argv[1]), int(sys.argv[2])
 space = Space(4, 1, 4)
 t0 = time.monotonic()

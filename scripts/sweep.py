@@ -27,9 +27,9 @@ from pathlib import Path
 
 from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
-from lendnet.node.bench import bench
-from lendnet.node.client import ApiError, NodeClient
-from lendnet.node.cluster import Cluster
+from lendnet.node.harness.bench import bench
+from lendnet.node.daemon.client import ApiError, NodeClient
+from lendnet.node.harness.cluster import Cluster
 
 CHAIN = "lendnet-dev"
 ROOT = Path(__file__).resolve().parent.parent

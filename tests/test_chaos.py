@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from lendnet.node.chaos import ChaosConfig, run
-from lendnet.node.cluster import Cluster
+from lendnet.node.harness.chaos import ChaosConfig, run
+from lendnet.node.harness.cluster import Cluster
 
 
 def test_a_short_chaos_schedule_holds(tmp_path):
@@ -88,7 +88,7 @@ def test_the_other_faults_hold_too(tmp_path, faults):
 
 
 def test_several_hosts_mode_in_network_namespaces(tmp_path):
-    from lendnet.node.netns import available
+    from lendnet.node.harness.netns import available
     why = available()
     if why:
         pytest.skip(f"several-hosts mode unavailable here: {why}")

@@ -17,11 +17,11 @@ import pytest
 from lendnet.consensus import messages as M
 from lendnet.ledger import codec, keys
 from lendnet.ledger import tx as txm
-from lendnet.node.api import TX_STATUS
-from lendnet.node.client import ApiError, NodeClient, http_json
-from lendnet.node.cluster import Cluster
-from lendnet.node.transport import DOMAIN, _proof
-from lendnet.node.workload import OFFER
+from lendnet.node.daemon.api import TX_STATUS
+from lendnet.node.daemon.client import ApiError, NodeClient, http_json
+from lendnet.node.harness.cluster import Cluster
+from lendnet.node.daemon.transport import DOMAIN, _proof
+from lendnet.node.harness.workload import OFFER
 
 CHAIN = "lendnet-dev"
 ALICE, BOB = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
@@ -267,7 +267,7 @@ def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
 
 def test_oversized_peer_frame_closes_the_link(cluster):
     _, _, clients = cluster
-    from lendnet.node.transport import MAX_FRAME
+    from lendnet.node.daemon.transport import MAX_FRAME
     state, got = asyncio.run(_p2p(clients[2].url, keys.Keypair.from_name("stranger"),
                                   [b"\x00" * (MAX_FRAME + 1)]))
     assert state == "linked" and got == ["CLOSE"]
@@ -300,7 +300,7 @@ def test_event_stream_and_openapi(cluster):
 def test_a_new_full_node_syncs_the_chain_and_follows_it(cluster, tmp_path):
     import subprocess
     import sys
-    from lendnet.node import home as H
+    from lendnet.node.daemon import home as H
     c, members, clients = cluster
     home = tmp_path / "full"
     genesis = H.load_genesis(members[0].home)
@@ -342,7 +342,7 @@ def test_a_primary_whose_proposal_is_refused_is_replaced_and_it_is_counted(clust
     # The view's primary (its key read from its home) proposes a block stamped an hour
     # ahead: every replica refuses it as `time-ahead`, counts and logs the refusal, and,
     # the chain being otherwise idle, changes view after the timeout all the same.
-    from lendnet.node.home import load_key
+    from lendnet.node.daemon.home import load_key
     c, members, clients = cluster
     st = clients[1].status()
     v, primary = st["view"], st["primary"]

@@ -6,8 +6,8 @@ from __future__ import annotations
 import logging
 
 from lendnet.consensus.effects import Refused
-from lendnet.node import daemon as D
-from lendnet.node.metrics import Metrics
+from lendnet.node.daemon import daemon as D
+from lendnet.node.daemon.metrics import Metrics
 
 
 def test_refusals_are_all_counted_and_each_reason_logged_at_most_every_10_s(monkeypatch,
@@ -19,10 +19,10 @@ def test_refusals_are_all_counted_and_each_reason_logged_at_most_every_10_s(monk
     monkeypatch.setattr(D, "now_ms", lambda: clock[0])
     caplog.set_level(logging.WARNING, logger="lendnet.node")
     for _ in range(5):
-        d._refused(Refused(3, 12, 0, "time-ahead", "time 99 is ahead"))
-    d._refused(Refused(3, 12, 0, "exec-root", "state root at 11 is not this replica's"))
+        d.refused(Refused(3, 12, 0, "time-ahead", "time 99 is ahead"))
+    d.refused(Refused(3, 12, 0, "exec-root", "state root at 11 is not this replica's"))
     clock[0] += D.REFUSAL_LOG_MS
-    d._refused(Refused(4, 13, 1, "time-ahead", "time 100 is ahead"))
+    d.refused(Refused(4, 13, 1, "time-ahead", "time 100 is ahead"))
     lines = [r.getMessage() for r in caplog.records]
     assert lines == [
         "refused the proposal for height 12 in view 3 from validator 0: time-ahead "

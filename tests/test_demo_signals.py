@@ -1,6 +1,6 @@
 """An interrupted `lendnet demo` leaves no node process behind: Ctrl-C or SIGTERM at any
 moment (while its cluster starts, mid scenario), or even SIGKILL. And the pieces of
-node/cluster.py that make it so: no child lost between fork and record, a `down` that a
+node/harness/cluster.py that make it so: no child lost between fork and record, a `down` that a
 second signal hurries instead of aborting, `lendnet cluster up` nodes that outlive it."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from lendnet.node.cluster import Cluster, Member
+from lendnet.node.harness.cluster import Cluster, Member
 
 ROOT = Path(__file__).resolve().parent.parent
 POPEN = subprocess.Popen          # the real one, for when a test stands in for it
@@ -173,7 +173,7 @@ def test_signal_between_fork_and_record_loses_no_child(tmp_path, monkeypatch, ct
         signal.raise_signal(signal.SIGINT)
         return started[-1]
 
-    monkeypatch.setattr("lendnet.node.cluster.subprocess.Popen", popen)
+    monkeypatch.setattr("lendnet.node.harness.cluster.subprocess.Popen", popen)
     c = Cluster(tmp_path / "c")
     try:
         with pytest.raises(KeyboardInterrupt):

@@ -9,7 +9,7 @@ from lendnet.ledger import codec, tx as txm
 from lendnet.ledger.keys import Keypair, address_of
 from lendnet.ledger.ledger import BlockError
 from lendnet.ledger.state import State
-from lendnet.node.mempool import Mempool
+from lendnet.node.core.mempool import Mempool
 
 from .chain import CHAIN, Chain, h32
 

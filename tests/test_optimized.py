@@ -13,8 +13,8 @@ import pytest
 
 from lendnet.ledger import codec, keys
 from lendnet.ledger import tx as txm
-from lendnet.node.client import NodeClient
-from lendnet.node.cluster import free_ports
+from lendnet.node.daemon.client import NodeClient
+from lendnet.node.harness.cluster import free_ports
 
 ROOT = Path(__file__).resolve().parent.parent
 

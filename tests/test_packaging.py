@@ -33,7 +33,9 @@ def test_the_wheel_holds_only_the_lendnet_namespace(tmp_path):
     # the namespace has no __init__ of its own, so nothing else can shadow it piecemeal
     assert "lendnet/__init__.py" not in names
     for module in ("lendnet/ledger/ledger.py", "lendnet/consensus/replica.py",
-                   "lendnet/node/daemon.py", "lendnet/cli/__main__.py",
+                   "lendnet/node/core/node.py", "lendnet/node/sim/simulation.py",
+                   "lendnet/node/daemon/daemon.py", "lendnet/node/harness/chaos.py",
+                   "lendnet/cli/__main__.py",
                    "lendnet/contracts/agreements/loan.lasm"):
         assert module in names, module
     assert not [n for n in names if n.startswith(("lendnet/tests", "lendnet/scripts"))]

@@ -1,6 +1,6 @@
 """The sans-IO PBFT replica, fed really-signed message sequences by hand.
 
-Four validators, each a real `node.core.Node` (mempool, ledger, MemoryStore) around its
+Four validators, each a real `node.core.node.Node` (mempool, ledger, MemoryStore) around its
 replica. The test is the network: it takes the Broadcast/Send effects one node returns
 and hands the encoded bytes to the nodes it chooses, so each test decides exactly what
 each replica sees, and in which order.
@@ -15,8 +15,9 @@ from lendnet.consensus.effects import (Broadcast, Committed, Evidence, Persist, 
                                        Timer, ViewChange)
 from lendnet.ledger import codec, tx as txm
 from lendnet.ledger.keys import Keypair
-from lendnet.node.core import Genesis, Node
-from lendnet.node.store import MemoryStore
+from lendnet.node.core.node import Genesis, Node
+from lendnet.node.core.shell import Shell, carry_out
+from lendnet.node.core.store import MemoryStore
 
 CHAIN = "lendnet-replica-test"
 T0 = 1_767_225_600                     # genesis chain time (s)
@@ -58,18 +59,9 @@ class Net:
 
     # the network
     def _emit(self, src: int, effects: list) -> list:
-        self.nodes[src].flush()                 # a shell writes before effects leave
+        carry_out(self.nodes[src], effects, Wire(self, src))   # the shells' one loop
         if self.nodes[src].replica is not None:
             assert self.nodes[src].replica.invariants() == [], src
-        for e in effects:
-            if type(e) is Broadcast:
-                self.queue += [(src, d, e.msg) for d in ALL if d != src]
-            elif type(e) is Send:
-                self.queue.append((src, e.to, e.msg))
-            elif type(e) is Committed:
-                self.committed[src].append(e)
-            elif type(e) is Evidence:
-                self.evidence[src].append(e)
         return effects
 
     def tick(self, i: int, dt: int = 0) -> list:
@@ -107,6 +99,26 @@ class Net:
 
     def replica(self, i: int) -> R.Replica:
         return self.nodes[i].replica
+
+
+class Wire(Shell):
+    """What the hand-driven network does with node `src`'s effects: queue its messages,
+    keep what it committed and the evidence it found."""
+
+    def __init__(self, net: Net, src: int):
+        self.net, self.src = net, src
+
+    def send(self, to: int, msg: dict) -> None:
+        self.net.queue.append((self.src, to, msg))
+
+    def broadcast(self, msg: dict) -> None:
+        self.net.queue += [(self.src, d, msg) for d in ALL if d != self.src]
+
+    def committed(self, e: Committed) -> None:
+        self.net.committed[self.src].append(e)
+
+    def evidence(self, e: Evidence) -> None:
+        self.net.evidence[self.src].append(e)
 
 
 def of(effects: list, t: str, **match) -> list[dict]:

@@ -9,9 +9,9 @@ import sys
 import pytest
 
 from lendnet.consensus import messages as M
-from lendnet.node.checker import check
-from lendnet.node.byzantine import MODES
-from lendnet.node.sim import FAULT_CLASSES, Simulation, run_seed
+from lendnet.node.sim.checker import check
+from lendnet.node.harness.byzantine import MODES
+from lendnet.node.sim.simulation import FAULT_CLASSES, Simulation, run_seed
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -17,8 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lendnet.ledger import codec
-from lendnet.node.sqlstore import CACHE_BLOCKS, SQLiteStore
-from lendnet.node.store import MemoryStore, StoreError
+from lendnet.node.daemon.sqlstore import CACHE_BLOCKS, SQLiteStore
+from lendnet.node.core.store import MemoryStore, StoreError
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -225,7 +225,8 @@ def test_a_second_opener_is_refused(tmp_path):
         with pytest.raises(StoreError, match="already open in this process"):
             SQLiteStore(path)
         child = subprocess.run(
-            [sys.executable, "-c", "import sys; from node.sqlstore import SQLiteStore\n"
+            [sys.executable, "-c", "import sys\n"
+             "from lendnet.node.daemon.sqlstore import SQLiteStore\n"
              "try:\n    SQLiteStore(sys.argv[1])\nexcept Exception as e:\n    print(e)",
              path], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert child.stdout.strip() == (f"store {path} is in use by another process "
@@ -370,7 +371,7 @@ def test_both_stores_agree(ops):
 # and the garbage collection of the votes below it, together. Prints each height done.
 _CHILD = r"""
 import hashlib, sys
-from lendnet.node.sqlstore import SQLiteStore
+from lendnet.node.daemon.sqlstore import SQLiteStore
 s = SQLiteStore(sys.argv[1])
 for h in range(s.height + 1, 100_001):
     tx = h.to_bytes(8, "big") * 4

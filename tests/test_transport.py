@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from lendnet.node import transport as T
+from lendnet.node.daemon import transport as T
 
 
 def test_a_peer_that_stops_reading_costs_a_bounded_number_of_bytes(monkeypatch):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from lendnet.node.sim import history
-from lendnet.node.twins import EVERYONE, NOBODY, Round, Space, kind_of, run_scenario
+from lendnet.node.sim.simulation import history
+from lendnet.node.sim.twins import EVERYONE, NOBODY, Round, Space, kind_of, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SPEC = importlib.util.spec_from_file_location("mutants", ROOT / "scripts" / "mutants.py")

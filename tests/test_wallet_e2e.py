@@ -15,7 +15,7 @@ from click.testing import CliRunner
 
 from lendnet.cli.main import main
 from lendnet.ledger import keys
-from lendnet.node.cluster import Cluster
+from lendnet.node.harness.cluster import Cluster
 
 ALICE = keys.Keypair.from_name("alice")
 
@@ -123,7 +123,7 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
 
 
 def _nonce(env, address: str) -> int:
-    from lendnet.node.client import NodeClient
+    from lendnet.node.daemon.client import NodeClient
     return NodeClient(env["LENDNET_NODE"]).account(address)["nonce"]
 
 

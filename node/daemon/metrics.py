@@ -2,10 +2,9 @@
 run several nodes in one process)."""
 from __future__ import annotations
 
+from lendnet.ledger import keys
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-
-from lendnet.ledger import keys
 
 from .transport import STATS
 

@@ -13,27 +13,24 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
 import signal
 import time
 from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-
 from lendnet.consensus import messages as M
-from lendnet.consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
-                                       ViewChange, ViewEntered)
+from lendnet.consensus.effects import Committed, Evidence, Refused, ViewChange, ViewEntered
 from lendnet.consensus.replica import Diverged
 from lendnet.ledger import codec
 from lendnet.ledger import tx as txm
+from lendnet.node.core.node import Genesis, Node
+from lendnet.node.core.shell import Shell, carry_out
 
 from . import home as H
 from .api import build_app, jsonable
-from .admin import add_admin_routes, make_token
 from .blobs import BlobStore
-from .byzantine import Byzantine
-from .core import Node
+from .hooks import Hooks
 from .metrics import Metrics
 from .sqlstore import SQLiteStore
 from .transport import Transport
@@ -48,33 +45,32 @@ def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-class Daemon:
-    def __init__(self, home: Path, byzantine: str | None = None,
-                 quorum_override: int | None = None):
+class Daemon(Shell):
+    """The node's shell in a real process: it carries out the node's effects
+    (`carry_out`) on sockets, the clock and the disk."""
+
+    def __init__(self, home: Path, hooks: Hooks | None = None):
+        self.hooks = hooks = hooks or Hooks()
         self.home = Path(home)
         self.kp = H.load_key(self.home)
         self.cfg = H.load_config(self.home)
         self.genesis = H.load_genesis(self.home)
         self.store = SQLiteStore(str(self.home / "node.db"))
         self.blobs = BlobStore(self.home / "blobs")
-        # quorum_override: test-only, a deliberately broken node for the chaos checker
         self.node = Node(self.genesis, self.kp, self.store, now_ms(),
-                         self.genesis.config(quorum_override))
-        self.liar = None
-        if byzantine is not None:                  # test-only: a lying validator
-            self.liar = Byzantine(byzantine, self.genesis.chain_id, self.kp,
-                                  random.Random(int.from_bytes(self.kp.pubkey[:8], "big")),
-                                  index=self.node.index)
-            log.warning("BYZANTINE test mode %r: this node lies", byzantine)
+                         (hooks.config or Genesis.config)(self.genesis))
+        self.lie = hooks.lie
+        if hooks.warning:
+            log.warning("%s", hooks.warning)
         self.metrics = Metrics(lambda: len(self.transport.connected()),
                                lambda: self.node.replica)
         self.metrics.height.set(self.node.height)
-        self.evidence = sum(1 for k in self.store.load_records() if k[0] == "evidence")
-        self.metrics.evidence.inc(self.evidence)
+        self.evidence_count = sum(1 for k in self.store.load_records() if k[0] == "evidence")
+        self.metrics.evidence.inc(self.evidence_count)
         self._refusals_logged: dict[str, tuple] = {}  # reason -> (when logged, since then)
         self.exit_code = 0
         self.transport = Transport(self.genesis.chain_id, self.kp, self._on_frame,
-                                   self.metrics.p2p)
+                                   self.metrics.p2p, hooks.links)
         self.rejected: dict[str, tuple] = {}          # tx hash hex -> (why, code), recent
         self.subscribers: set[asyncio.Queue] = set()  # event-stream clients
         self.submitted_at: dict[str, int] = {}        # tx hash hex -> ms, for latency
@@ -96,9 +92,8 @@ class Daemon:
     async def start(self) -> None:
         app = build_app(self)
         app.router.add_get("/p2p", self.transport.handle)
-        if self.cfg.admin:
-            add_admin_routes(app, self, make_token(self.home))
-            log.warning("admin endpoint on (test only): loopback + HOME/admin.token")
+        if self.hooks.routes is not None:
+            self.hooks.routes(app)
         self.runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                     shutdown_timeout=3)
         await self.runner.setup()
@@ -260,7 +255,7 @@ class Daemon:
             if block["header"]["height"] > self.node.height + 1:
                 self._sync_wanted.set()
             return False
-        self._committed(got)
+        carry_out(self.node, [got], self)
         return True
 
     async def _regossip_forever(self, every_s: float = 1.0, limit: int = 1_000) -> None:
@@ -321,46 +316,21 @@ class Daemon:
         """Write every vote and block of this turn in one transaction, then carry out
         the effects that were waiting for it."""
         self._flush_pending = False
-        self.node.flush()
         held, self._held = self._held, []
-        self._run(held)
+        carry_out(self.node, held, self)
 
-    def _run(self, effects: list) -> None:
-        vals = self.node.vals
-        for e in effects:
-            t = type(e)
-            if self.liar is not None and t in (Broadcast, Send):
-                dsts = [e.to] if t is Send else [i for i in range(vals.n)
-                                                 if i != self.node.index]
-                for d, msg in self.liar.outgoing(e.msg, dsts):
-                    self.transport.send_to_key(vals.pubkeys[d], "msg", M.encode(msg))
-            elif t is Broadcast:
-                self.transport.broadcast("msg", M.encode(e.msg))
-            elif t is Send:
-                self.transport.send_to_key(vals.pubkeys[e.to], "msg", M.encode(e.msg))
-            elif t is Timer:
-                self._arm(e.at)
-            elif t is Committed:
-                self._committed(e)
-                self.transport.push_inbound("block", codec.encode([e.block, e.cert]),
-                                            skip=self._validator_keys)
-            elif t is Evidence:
-                self.evidence += 1
-                self.metrics.evidence.inc()
-                log.warning("evidence: %s by validator %d", e.kind, e.replica)
-                self.store.put_record(("evidence", e.kind, e.replica, now_ms()),
-                                      [M.encode(m) for m in e.messages if m is not None])
-            elif t is Refused:
-                self._refused(e)
-            elif t is ViewChange:
-                log.info("view change %d -> %d: %s", e.old, e.new, e.reason)
-                self.metrics.view.set(e.new)
-                self.metrics.view_changes.set(self.node.replica.view_changes)
-            elif t is ViewEntered:
-                log.info("entered view %d (primary validator %d, %d blocks carried over)",
-                         e.view, e.primary, e.carried)
+    # --- the shell: what the node's effects do here --------------------------------------
 
-    def _arm(self, at: int) -> None:
+    def send(self, to: int, msg: dict) -> None:
+        self.transport.send_to_key(self.node.vals.pubkeys[to], "msg", M.encode(msg))
+
+    def broadcast(self, msg: dict) -> None:
+        self.transport.broadcast("msg", M.encode(msg))
+
+    def audience(self) -> list[int]:
+        return [i for i in range(self.node.vals.n) if i != self.node.index]
+
+    def arm(self, at: int) -> None:
         if self._timer_at is not None and self._timer_at <= at:
             return
         if self._timer:
@@ -369,7 +339,23 @@ class Daemon:
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
         self._timer_at = at
 
-    def _refused(self, e: Refused) -> None:
+    def evidence(self, e: Evidence) -> None:
+        self.evidence_count += 1
+        self.metrics.evidence.inc()
+        log.warning("evidence: %s by validator %d", e.kind, e.replica)
+        self.store.put_record(("evidence", e.kind, e.replica, now_ms()),
+                              [M.encode(m) for m in e.messages if m is not None])
+
+    def view_change(self, e: ViewChange) -> None:
+        log.info("view change %d -> %d: %s", e.old, e.new, e.reason)
+        self.metrics.view.set(e.new)
+        self.metrics.view_changes.set(self.node.replica.view_changes)
+
+    def view_entered(self, e: ViewEntered) -> None:
+        log.info("entered view %d (primary validator %d, %d blocks carried over)",
+                 e.view, e.primary, e.carried)
+
+    def refused(self, e: Refused) -> None:
         """Count every refused proposal by reason; log each reason at most once per
         REFUSAL_LOG_MS, saying how many went unlogged since."""
         self.metrics.refused.labels(e.reason).inc()
@@ -384,7 +370,9 @@ class Daemon:
                     f"; {quiet} more refused for this reason since the last report"
                     if quiet else "")
 
-    def _committed(self, e: Committed) -> None:
+    def committed(self, e: Committed) -> None:
+        self.transport.push_inbound("block", codec.encode([e.block, e.cert]),
+                                    skip=self._validator_keys)   # full nodes follow
         node = self.node
         m = self.metrics
         m.height.set(e.height)
@@ -420,9 +408,6 @@ class Daemon:
             else:
                 q.put_nowait(event)
 
-    def log_fault(self, spec: dict) -> None:
-        log.warning("link faults set: %s", spec or "none")
-
     # --- what the API shows -------------------------------------------------------------
 
     def status(self) -> dict:
@@ -439,17 +424,17 @@ class Daemon:
             "mempool": len(node.mempool),
             "view_changes": rep.view_changes if rep else None,
             "refusals": dict(sorted(rep.refusals.items())) if rep else None,
-            "evidence": self.evidence,
+            "evidence": self.evidence_count,
             "last_block_hash": (node.block_hash(node.height) or M.GENESIS_HASH).hex(),
             "state_root": node.ledger.state_root().hex(),
         }
 
 
 def run(home: Path, log_format: str = "text", level: str = "INFO",
-        byzantine: str | None = None, quorum_override: int | None = None) -> None:
+        hooks: Hooks | None = None) -> None:
     """Run a node in the foreground until SIGTERM/SIGINT."""
     configure_logging(log_format, level)
-    daemon = Daemon(home, byzantine, quorum_override)
+    daemon = Daemon(home, hooks)
     profile_to = os.environ.get("LENDNET_PROFILE")   # a file ({pid} allowed): cProfile the run
     if not profile_to:
         code = asyncio.run(daemon.serve_forever())

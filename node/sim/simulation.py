@@ -1,7 +1,7 @@
 """The deterministic simulator: n full nodes in one process, a simulated network and a
 virtual clock, every random choice from one seed, so any failing run replays exactly.
 
-Nodes are the real `node.core.Node` (mempool, PBFT replica, ledger) with a `MemoryStore`
+Nodes are the real `node.core.node.Node` (mempool, PBFT replica, ledger) with a `MemoryStore`
 as their disk. As on real machines, each node reads its own clock (an offset and a drift
 from the seed, within the skew the protocol tolerates), is now and then late to handle
 what arrives (scheduling delays, as on a busy machine), and starts at its own moment,
@@ -22,17 +22,17 @@ import re
 from dataclasses import dataclass, field
 
 from lendnet.consensus import messages as M
-from lendnet.consensus.effects import (Broadcast, Committed, Evidence, Refused, Send, Timer,
-                                       ViewChange, ViewEntered)
+from lendnet.consensus.effects import Committed, Evidence, Refused, ViewChange, ViewEntered
 from lendnet.consensus.replica import Diverged
 from lendnet.ledger.keys import Keypair
+from lendnet.node.core.node import Genesis, Node
+from lendnet.node.core.shell import Shell, carry_out
+from lendnet.node.core.store import MemoryStore
+from lendnet.node.daemon.home import FAST_CLOCK
+from lendnet.node.harness.byzantine import MODES, Byzantine
+from lendnet.node.harness.workload import LendingWorkload
 
-from .byzantine import MODES, Byzantine
 from .checker import EvidenceWatch, VoteLedger, check, check_times
-from .core import Genesis, Node
-from .home import FAST_CLOCK
-from .store import MemoryStore
-from .workload import LendingWorkload
 
 T0 = 1_767_225_600                       # chain time at genesis (2026-01-01)
 FAULT_CLASSES = ("crash", "network", "byzantine", "clock")
@@ -105,7 +105,7 @@ class RunResult:
 
 class Simulation:
     """One run. Nodes are *instances*: in a plain run instance i is validator i; a Twins
-    run (node/twins.py) adds instances that share a validator's key. Messages to a
+    run (node/sim/twins.py) adds instances that share a validator's key. Messages to a
     validator reach every instance of it."""
 
     def __init__(self, seed: int, validators: int = 4, faults: str = "all", txs: int = 200,
@@ -152,6 +152,7 @@ class Simulation:
         self.liars = {i: Byzantine(mode, chain, self.keys[i], self.rng, self.votes.record, i)
                       for i, mode in self.byzantine.items()}       # by instance
         self.faulty = set(self.byzantine) | set(twins)          # validators not honest
+        self.shells = [Instance(self, i) for i in range(count)]
         self.queue: list = []
         self.seq = 0
         self.next_tick: dict[int, int] = {}
@@ -208,48 +209,16 @@ class Simulation:
         return True
 
     def _dispatch(self, i: int, effects: list) -> None:
-        self.nodes[i].flush()                   # durable before any effect leaves
         if i in self.crash_in_send:
             # The crash falls between persisting and sending: a random part of what this
             # event would send leaves, then the node is gone (with what it persisted).
             self.crash_in_send.discard(i)
             effects = effects[:self.rng.randint(0, len(effects))]
-            self._apply_effects(i, effects)
+            carry_out(self.nodes[i], effects, self.shells[i])
             self.crashed.add(i)
             self._note("crash", i, f"after sending {len(effects)} effects")
             return
-        self._apply_effects(i, effects)
-
-    def _apply_effects(self, i: int, effects: list) -> None:
-        for e in effects:
-            t = type(e)
-            if t is Broadcast or t is Send:
-                for dst, msg in self._outgoing(i, e):
-                    self._send(i, dst, "msg", M.encode(msg), msg)
-            elif t is Timer:
-                self._check_sleep(i, e.at)
-                self._tick_at(i, e.at)
-            elif t is Evidence:
-                self.evidence.append((i, e.kind, e.replica))
-                self.watch.emitted(i, e)
-                self._note("evidence", i, e.kind, e.replica)
-            elif t is Committed:                        # the checker reads the stores
-                self.committed_at.setdefault(e.height, self.now)
-                self._note("commit", i, e.height, e.cert[0]["body"]["v"] if e.cert else None,
-                           M.block_hash(e.block["header"]))
-            elif t is ViewChange:
-                self._note("view-change", i, e.old, e.new, e.reason)
-            elif t is ViewEntered:
-                self._note("view-entered", i, e.view, e.primary, e.carried)
-            elif t is Refused:
-                self._note("refused", i, e.view, e.height, e.proposer, e.reason)
-                if e.reason == "time-ahead" and self._steady(i, e.proposer):
-                    # Two honest nodes whose clocks are within the tolerated skew must
-                    # accept each other's times: a refusal here is a broken time rule.
-                    self.time_violations.append(
-                        f"node {i} refused validator {e.proposer}'s proposal for height "
-                        f"{e.height} in view {e.view} ({e.detail}); their clocks are "
-                        f"within the tolerated skew")
+        carry_out(self.nodes[i], effects, self.shells[i])
 
     def _check_sleep(self, i: int, at: int) -> None:
         """A replica never asks to sleep longer than its longest timeout: one that does
@@ -269,20 +238,6 @@ class Simulation:
         settle = self.params["clock_skew_ms"] + self.params["msg_delay_ms"]
         return all(self.index[i] not in self.faulty and not self.clocks.jump[i]
                    and self.now >= self.clocks.steady_since[i] + settle for i in nodes)
-
-    # --- byzantine behaviour: what a faulty node sends instead ---------------------------
-
-    def _outgoing(self, i: int, e) -> list[tuple[int, dict]]:
-        """(instance, message) pairs for a Send or Broadcast of instance i: every instance
-        of each destination validator but i itself, after a byzantine node's lies."""
-        me = self.index[i]
-        dsts = [e.to] if type(e) is Send else [v for v in range(self.n) if v != me]
-        if type(e) is Broadcast and len(self.index) > self.n:
-            dsts.append(me)                       # a twin hears its other half
-        self.votes.record(e.msg)
-        liar = self.liars.get(i)
-        pairs = [(d, e.msg) for d in dsts] if liar is None else liar.outgoing(e.msg, dsts)
-        return [(j, msg) for d, msg in pairs for j in self.instances_of(d) if j != i]
 
     def instances_of(self, validator: int) -> list[int]:
         return [j for j, v in enumerate(self.index) if v == validator]
@@ -616,3 +571,73 @@ def history(run: Simulation, result: RunResult, limit: int = 160) -> list[str]:
     if len(out) > limit:
         out = out[:limit // 2] + [f"    ... {len(out) - limit} more ..."] + out[-limit // 2:]
     return [f"violation: {problem}"] + out
+
+
+class Instance(Shell):
+    """What the simulated world does with one instance's effects."""
+
+    def __init__(self, sim: Simulation, i: int):
+        self.sim = sim
+        self.i = i
+
+    @property
+    def lie(self):                             # (a Twins run makes its liar after this)
+        return None if self.i not in self.sim.liars else self._lie
+
+    def _lie(self, msg: dict, dsts: list[int]) -> list[tuple[int, dict]]:
+        self.sim.votes.record(msg)             # the honest message, then what it sends
+        return self.sim.liars[self.i].outgoing(msg, dsts)   # (it records what it makes up)
+
+    def send(self, to: int, msg: dict) -> None:
+        if self.i not in self.sim.liars:       # (a liar's messages are recorded above)
+            self.sim.votes.record(msg)
+        self._to(to, msg)
+
+    def broadcast(self, msg: dict) -> None:
+        self.sim.votes.record(msg)
+        for d in self.audience():
+            self._to(d, msg)
+
+    def audience(self) -> list[int]:
+        me = self.sim.index[self.i]
+        others = [v for v in range(self.sim.n) if v != me]
+        twins = len(self.sim.index) > self.sim.n
+        return others + [me] if twins else others      # a twin hears its other half
+
+    def _to(self, validator: int, msg: dict) -> None:
+        """Every instance of the validator but this one."""
+        for j in self.sim.instances_of(validator):
+            if j != self.i:
+                self.sim._send(self.i, j, "msg", M.encode(msg), msg)
+
+    def arm(self, at: int) -> None:
+        self.sim._check_sleep(self.i, at)
+        self.sim._tick_at(self.i, at)
+
+    def evidence(self, e: Evidence) -> None:
+        sim = self.sim
+        sim.evidence.append((self.i, e.kind, e.replica))
+        sim.watch.emitted(self.i, e)
+        sim._note("evidence", self.i, e.kind, e.replica)
+
+    def committed(self, e: Committed) -> None:           # the checker reads the stores
+        self.sim.committed_at.setdefault(e.height, self.sim.now)
+        self.sim._note("commit", self.i, e.height, e.cert[0]["body"]["v"] if e.cert else None,
+                       M.block_hash(e.block["header"]))
+
+    def view_change(self, e: ViewChange) -> None:
+        self.sim._note("view-change", self.i, e.old, e.new, e.reason)
+
+    def view_entered(self, e: ViewEntered) -> None:
+        self.sim._note("view-entered", self.i, e.view, e.primary, e.carried)
+
+    def refused(self, e: Refused) -> None:
+        sim = self.sim
+        sim._note("refused", self.i, e.view, e.height, e.proposer, e.reason)
+        if e.reason == "time-ahead" and sim._steady(self.i, e.proposer):
+            # Two honest nodes whose clocks are within the tolerated skew must accept
+            # each other's times: a refusal here is a broken time rule.
+            sim.time_violations.append(
+                f"node {self.i} refused validator {e.proposer}'s proposal for height "
+                f"{e.height} in view {e.view} ({e.detail}); their clocks are within the "
+                f"tolerated skew")

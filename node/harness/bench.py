@@ -14,21 +14,20 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import statistics
 import os
 import signal
+import statistics
 import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import aiohttp
-
 from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
-from lendnet.node.client import NodeClient
-from lendnet.node.cluster import Cluster
-from lendnet.node.workload import OFFER
+from lendnet.node.daemon.client import NodeClient
+from lendnet.node.harness.cluster import Cluster
+from lendnet.node.harness.workload import OFFER
 
 CHAIN = "lendnet-dev"
 SENDERS = 256            # accounts the load comes from: each may have 64 nonces in flight

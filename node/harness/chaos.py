@@ -23,10 +23,10 @@ from pathlib import Path
 
 from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
-from lendnet.node.workload import OFFER
+from lendnet.node.daemon import home as H
+from lendnet.node.daemon.client import ApiError, NodeClient, http_json
+from lendnet.node.harness.workload import OFFER
 
-from . import home as H
-from .client import ApiError, NodeClient, http_json
 from .cluster import Cluster, Member
 
 FAULTS = ("kill", "pause", "stop", "partition", "oneway", "latency", "loss", "dup",

@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import hmac
 import ipaddress
+import logging
 import os
 import secrets
 from pathlib import Path
 
 from aiohttp import web
+
+from .linkfaults import LinkFaults
+
+log = logging.getLogger("lendnet.node")
 
 LIMITS = {"drop_pct": (0, 100), "dup_pct": (0, 100), "delay_ms": (0, 10_000),
           "jitter_ms": (0, 10_000), "seed": (0, 2**63 - 1)}
@@ -50,7 +55,8 @@ def check_spec(spec) -> str | None:
     return None
 
 
-def add_admin_routes(app: web.Application, daemon, token: str) -> None:
+def add_admin_routes(app: web.Application, links: LinkFaults, token: str) -> None:
+    """Let `lendnet chaos` read and set the faults of this node's links."""
     def allowed(request: web.Request) -> web.Response | None:
         try:
             loopback = ipaddress.ip_address(request.remote or "").is_loopback
@@ -64,7 +70,7 @@ def add_admin_routes(app: web.Application, daemon, token: str) -> None:
         return None
 
     async def get_faults(request):
-        return allowed(request) or web.json_response(daemon.transport.faults.to_json())
+        return allowed(request) or web.json_response(links.to_json())
 
     async def set_faults(request):
         refused = allowed(request)
@@ -77,9 +83,9 @@ def add_admin_routes(app: web.Application, daemon, token: str) -> None:
         why = check_spec(spec)
         if why:
             return web.json_response({"error": why}, status=400)
-        daemon.transport.faults.set(spec)
-        daemon.log_fault(spec)
-        return web.json_response(daemon.transport.faults.to_json())
+        links.set(spec)
+        log.warning("link faults set: %s", spec or "none")
+        return web.json_response(links.to_json())
 
     app.router.add_get("/admin/faults", get_faults)
     app.router.add_post("/admin/faults", set_faults)

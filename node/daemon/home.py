@@ -18,8 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lendnet.ledger import keys
-
-from .core import Genesis
+from lendnet.node.core.node import Genesis
 
 # Dev genesis: named demo accounts a wallet can use at once (keys from the name).
 DEMO_ACCOUNTS = ("alice", "bob", "carol", "dave", "lender", "borrower")

@@ -13,7 +13,6 @@ import json
 import re
 
 from aiohttp import web
-
 from lendnet.consensus import messages as M
 from lendnet.ledger import codec, keys, lending
 from lendnet.ledger import tx as txm

@@ -23,11 +23,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import random
+from typing import Protocol
 
 import aiohttp
 from aiohttp import web
-
 from lendnet.ledger import codec, keys
 
 DOMAIN = b"lendnet/p2p-handshake\x00"
@@ -72,31 +71,17 @@ def _parse_hello(data, chain: str, want_sig: bool) -> dict:
     return h
 
 
-class LinkFaults:
-    """Test-only faults injected in this node's own links, set through the admin endpoint
-    (`lendnet chaos`): peers it does not send to, keys whose frames it ignores (together
-    a partition, either way or one way), and loss, duplication and delay of what it
-    sends. The kernel here has no netem, so the transport does it."""
+class LinkHook(Protocol):
+    """Faults on this node's own links, for tests (node/harness/linkfaults.py): the
+    transport asks it about every frame."""
 
-    def __init__(self):
-        self.set({})
+    def copies(self, peer: str) -> list[int]:
+        """The delay (ms) of each copy of a frame to send to `peer`; [] drops it."""
+        ...
 
-    def set(self, spec: dict) -> None:
-        self.block_peers = set(spec.get("block_peers", ()))
-        self.block_keys = {bytes.fromhex(k) for k in spec.get("block_keys", ())}
-        self.drop_pct = int(spec.get("drop_pct", 0))
-        self.dup_pct = int(spec.get("dup_pct", 0))
-        self.delay_ms = int(spec.get("delay_ms", 0))
-        self.jitter_ms = int(spec.get("jitter_ms", 0))
-        self.rng = random.Random(int(spec.get("seed", 0)))    # the shell's, seeded by chaos
-        self.active = bool(self.block_peers or self.block_keys or self.drop_pct
-                           or self.dup_pct or self.delay_ms or self.jitter_ms)
-
-    def to_json(self) -> dict:
-        return {"block_peers": sorted(self.block_peers),
-                "block_keys": sorted(k.hex() for k in self.block_keys),
-                "drop_pct": self.drop_pct, "dup_pct": self.dup_pct,
-                "delay_ms": self.delay_ms, "jitter_ms": self.jitter_ms}
+    def ignores(self, pubkey: bytes) -> bool:
+        """Whether frames from this peer are dropped on arrival."""
+        ...
 
 
 class FrameQueue(asyncio.Queue):
@@ -123,7 +108,8 @@ class Transport:
     """Links to peers. `on_frame(kind, payload, peer_pubkey)` is called for every frame
     received from an authenticated peer."""
 
-    def __init__(self, chain: str, kp: keys.Keypair, on_frame, stats: dict):
+    def __init__(self, chain: str, kp: keys.Keypair, on_frame, stats: dict,
+                 faults: LinkHook | None = None):
         self.chain = chain
         self.kp = kp
         self.on_frame = on_frame
@@ -134,7 +120,7 @@ class Transport:
         self.inbound_out: dict[int, tuple] = {}           # link id -> (pubkey, frame queue)
         self._inbound_ws: set = set()
         self.links: dict[str, bool] = {}                  # "host:port" -> outbound link up
-        self.faults = LinkFaults()
+        self.faults = faults                              # test-only link faults, or None
         self._tasks: list[asyncio.Task] = []
         self._session: aiohttp.ClientSession | None = None
         for k in STATS:
@@ -164,21 +150,17 @@ class Transport:
             self._put(peer, codec.encode([kind, payload]))
 
     def _put(self, peer: str, frame: bytes) -> None:
-        f = self.faults
-        if f.active:
-            if peer in f.block_peers or f.rng.randrange(100) < f.drop_pct:
-                self.stats["frames_faulted"] += 1
-                return
-            copies = 2 if f.rng.randrange(100) < f.dup_pct else 1
-            delay = f.delay_ms + (f.rng.randrange(f.jitter_ms + 1) if f.jitter_ms else 0)
+        if self.faults is None:
+            self._enqueue(peer, frame)
+            return
+        delays = self.faults.copies(peer)
+        if not delays:
+            self.stats["frames_faulted"] += 1
+        for delay in delays:
             if delay:
-                loop = asyncio.get_running_loop()
-                for _ in range(copies):
-                    loop.call_later(delay / 1000, self._enqueue, peer, frame)
-                return
-            for _ in range(copies - 1):
+                asyncio.get_running_loop().call_later(delay / 1000, self._enqueue, peer, frame)
+            else:
                 self._enqueue(peer, frame)
-        self._enqueue(peer, frame)
 
     def _enqueue(self, peer: str, frame: bytes) -> None:
         if not self.links.get(peer):
@@ -297,7 +279,7 @@ class Transport:
                 await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA,
                                message=b"malformed frame")
                 return
-            if pubkey in self.faults.block_keys:
+            if self.faults is not None and self.faults.ignores(pubkey):
                 self.stats["frames_faulted"] += 1          # partitioned from this peer
                 continue
             self.stats["frames_in"] += 1

@@ -19,8 +19,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 
 from lendnet.ledger import codec
-
-from .store import StoreError, check_block, check_record, location
+from lendnet.node.core.store import StoreError, check_block, check_record, location
 
 SCHEMA_VERSION = 1
 CACHE_BLOCKS = 64                 # recent blocks kept decoded: peers catching up ask for them

@@ -31,10 +31,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lendnet.ledger import keys
-
-from . import home as H
-from .client import http_json
-from .core import Genesis
+from lendnet.node.core.node import Genesis
+from lendnet.node.daemon import home as H
+from lendnet.node.daemon.client import http_json
 
 HOST = "127.0.0.1"
 

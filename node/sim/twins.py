@@ -19,7 +19,7 @@ validators, n+k is the twin of validator k), over `rounds` views: in each view v
 Those are the schedules PBFT bugs need and random faults rarely build: a block
 prepared by one replica only, which a later view must not lose; a block committed where
 almost nobody saw it; a replica that sat out a view. And, for the whole scenario, how
-the first twin lies, if it does (node/byzantine.py: forged NEW-VIEWs, conflicting votes,
+the first twin lies, if it does (node/harness/byzantine.py: forged NEW-VIEWs, conflicting votes,
 made-up blocks for a replica catching up ...): two honest instances equivocate only as
 far as what they see differs; a liar does it on purpose. Scenario k is the mixed-radix
 number of the choices; a seed draws one, every choice "everyone"/"none" half the time
@@ -32,9 +32,9 @@ from dataclasses import dataclass
 
 from lendnet.consensus import messages as M
 from lendnet.consensus.effects import Committed, ViewChange, ViewEntered
+from lendnet.node.harness.byzantine import MODES, Byzantine
 
-from .byzantine import MODES, Byzantine
-from .sim import PARAMS, Simulation
+from .simulation import PARAMS, Simulation
 
 TWINS_PARAMS = dict(PARAMS, view_timeout_ms=300, empty_block_ms=100, batch_delay_ms=2,
                     fetch_timeout_ms=100)
@@ -194,7 +194,7 @@ class TwinsRun(Simulation):
         for i in range(len(self.nodes)):
             self._at(self.now + 1, ("boot", i))
 
-    def _apply_effects(self, i: int, effects: list) -> None:
+    def _dispatch(self, i: int, effects: list) -> None:
         honest = self.index[i] not in self.faulty
         for e in effects:
             t = type(e)
@@ -203,7 +203,7 @@ class TwinsRun(Simulation):
             elif honest and (t is ViewChange and e.new >= len(self.rounds)
                              or t is ViewEntered and e.view >= len(self.rounds)):
                 self.over = True
-        super()._apply_effects(i, effects)
+        super()._dispatch(i, effects)
 
     def _settled(self) -> bool:
         return all(i in self.late_commit for i in self._honest())
