@@ -1,7 +1,7 @@
 """The seam between consensus and the application, in the spirit of ABCI.
 
 The replica orders opaque transactions (bytes) into blocks; everything it needs to know
-about what they mean goes through this interface, which the node (node/core.py: mempool
+about what they mean goes through this interface, which the node (node/core/node.py: mempool
 and ledger) implements, and a test implements with a page of code
 (tests/test_seam.py). All calls are synchronous and deterministic: the replica runs
 inside the simulator as well as the daemon.

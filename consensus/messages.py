@@ -291,6 +291,13 @@ def newview_bytes_bound(n: int, window: int) -> int:
     return len(codec.encode(msg({"t": NEWVIEW, "v": big, "vcs": [vc] * q})))
 
 
+def commit_certified(cert: list, h: int, d: bytes, quorum: int) -> bool:
+    """Whether `cert` holds `quorum` COMMITs of one view for block `d` at height `h`: the
+    commit certificate that makes a block committed (the caller checked each signature)."""
+    views = {m["body"]["v"] for m in cert if m["body"]["t"] == COMMIT}
+    return any(len(cert_signers(cert, COMMIT, v, h, d)) >= quorum for v in views)
+
+
 def cert_signers(cert: list, t: str, v: int | None, h: int, d: bytes) -> set[int]:
     """Distinct replicas whose messages in `cert` vote (t, v, h, d); v None = any view."""
     out = set()

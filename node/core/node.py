@@ -140,10 +140,7 @@ class Node:
             raise ValueError("a commit certificate is a list of signed COMMITs")
         for m in cert:
             M.check_message(m, self.vals)
-        d = M.block_hash(block["header"])
-        views = {m["body"]["v"] for m in cert}
-        if not any(len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= self.vals.quorum
-                   for v in views):
+        if not M.commit_certified(cert, h, M.block_hash(block["header"]), self.vals.quorum):
             raise ValueError(f"block {h}'s certificate has no quorum of COMMITs")
         root = self.execute(h, block, cert)
         self.flush()

@@ -28,7 +28,6 @@ DEMO_BALANCE = 100_000_000             # 1,000,000.00 LND each
 # well under it), an empty block every 2 s so a quiet chain still shows it is alive.
 DAEMON_PARAMS = {"view_timeout_ms": 1_500, "batch_delay_ms": 5, "empty_block_ms": 2_000,
                  "fetch_timeout_ms": 500}
-MAX_FRAME = 4 * 1024 * 1024 + 1024
 # A fast chain clock for watching loans move (`lendnet demo`, the simulator): one real
 # second is two chain days.
 FAST_CLOCK = 2 * 86_400

@@ -19,10 +19,7 @@ def check(nodes: dict, created: dict, quorum: int) -> list[str]:
             if got is not None:
                 block, cert, root = got
                 seen.setdefault((M.block_hash(block["header"]), root), []).append(i)
-                d = M.block_hash(block["header"])
-                views = {m["body"]["v"] for m in cert}
-                if not any(len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= quorum
-                           for v in views):
+                if not M.commit_certified(cert, h, M.block_hash(block["header"]), quorum):
                     problems.append(f"height {h} on node {i}: commit certificate short "
                                     f"of a quorum")
         if len(seen) > 1:
