@@ -203,6 +203,24 @@ def get(node_url, path: str) -> dict:
     return _call(client(node_url).get, path)
 
 
+LISTING_MOST = 10_000          # records a command reads from a paged listing, at most
+
+
+def get_all(node_url, path: str, records: str) -> list:
+    """Every record of a paged listing (`GET /v1/loans?...`, following `next`), up to
+    LISTING_MOST; `records` names the list in each page ("loans")."""
+    out: list = []
+    sep = "&" if "?" in path else "?"
+    after = None
+    while len(out) < LISTING_MOST:
+        page = get(node_url, path + sep + "limit=1000" + (f"&after={after}" if after else ""))
+        out += page[records]
+        after = page.get("next")
+        if after is None:
+            break
+    return out[:LISTING_MOST]
+
+
 def emit(obj, as_json: bool, text: str | None = None) -> None:
     if as_json:
         click.echo(json.dumps(obj, indent=2, sort_keys=True))

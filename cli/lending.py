@@ -16,7 +16,7 @@ import click
 from lendnet.contracts.agreements import METHOD_CODES, PERIOD_SECONDS, schedule
 from lendnet.ledger import tx as txm
 
-from .common import (AMOUNT, client, emit, get, money, node_option, pct, send_options,
+from .common import (AMOUNT, client, emit, get, get_all, money, node_option, pct, send_options,
                      sign_and_send, unlock, wallet_option)
 
 H0 = b"\x00" * 32                      # "no documents": the hash of nothing registered
@@ -161,7 +161,7 @@ def _why_unfit(offer: dict, app: dict, score: int) -> str:
 @click.option("--json", "as_json", is_flag=True)
 def b_offers(app_id, node_url, as_json):
     """Active offers; with --application, whether each would fund it and at what rate."""
-    offers = get(node_url, "/v1/offers?active=true")["offers"]
+    offers = get_all(node_url, "/v1/offers?active=true", "offers")
     app = get(node_url, f"/v1/applications/{app_id}") if app_id else None
     score = get(node_url, f"/v1/scores/{app['borrower']}")["score"] if app else None
     for o in offers:
@@ -201,7 +201,7 @@ def b_loans(wallet_name, address, node_url, as_json):
     addr = address or (wallet_name and _address_of_wallet(wallet_name))
     if not addr:
         raise click.UsageError("give --wallet or --address")
-    loans = get(node_url, f"/v1/loans?borrower={addr}")["loans"]
+    loans = get_all(node_url, f"/v1/loans?borrower={addr}", "loans")
     if as_json:
         emit({"loans": loans}, True)
         return
@@ -395,7 +395,7 @@ def l_offers(wallet_name, node_url, as_json):
 @click.option("--json", "as_json", is_flag=True)
 def l_applications(offer, node_url, as_json):
     """Open applications with each applicant's credit score."""
-    apps = get(node_url, "/v1/applications?status=open")["applications"]
+    apps = get_all(node_url, "/v1/applications?status=open", "applications")
     o = get(node_url, f"/v1/offers/{offer}") if offer else None
     for a in apps:
         a["score"] = get(node_url, f"/v1/scores/{a['borrower']}")["score"]
@@ -471,7 +471,7 @@ def l_portfolio(wallet_name, address, node_url, as_json):
     addr = address or (wallet_name and _address_of_wallet(wallet_name))
     if not addr:
         raise click.UsageError("give --wallet or --address")
-    loans = get(node_url, f"/v1/loans?lender={addr}")["loans"]
+    loans = get_all(node_url, f"/v1/loans?lender={addr}", "loans")
     lent = sum(x["terms"]["P"] for x in loans)
     received = sum(x["terms"]["paid"] or 0 for x in loans)
     summary = {

@@ -18,6 +18,8 @@ import zlib
 from collections.abc import Callable
 from typing import Any
 
+from sortedcontainers import SortedList
+
 from . import codec
 
 _MISSING = object()
@@ -26,13 +28,17 @@ _GROUP_SHIFT = 8
 
 
 class Table:
-    __slots__ = ("name", "rows", "_state", "_on_set", "_leaves", "_groups",
+    __slots__ = ("name", "rows", "order", "_state", "_on_set", "_leaves", "_groups",
                  "_group_hash", "_dirty", "_root")
 
     def __init__(self, name: str, state: State,
-                 on_set: Callable[[Any, Any], None] | None = None) -> None:
+                 on_set: Callable[[Any, Any], None] | None = None,
+                 ordered: bool = False) -> None:
         self.name = name
         self.rows: dict = {}
+        # The keys in order, for tables anyone may page through (State.LISTED): a listing
+        # walks it from a cursor instead of sorting the table for every request.
+        self.order: SortedList | None = SortedList() if ordered else None
         self._state = state
         self._on_set = on_set          # called with (key, value) on put and on undo
         self._leaves: dict[int, dict[bytes, bytes]] = {}      # bucket -> key -> leaf
@@ -57,6 +63,8 @@ class Table:
             return              # rewriting the same value: nothing to journal or rehash
         self._state.journal.append((self, key, old))
         rows[key] = value
+        if old is _MISSING and self.order is not None:
+            self.order.add(key)
         self._dirty[key] = None
         if self._on_set:
             self._on_set(key, value)
@@ -65,19 +73,47 @@ class Table:
         rows = self.rows
         if key in rows:
             self._state.journal.append((self, key, rows.pop(key)))
+            if self.order is not None:
+                self.order.remove(key)
             self._dirty[key] = None
             if self._on_set:
                 self._on_set(key, None)
 
     def _restore(self, key, old) -> None:
+        there = key in self.rows
         if old is _MISSING:
             self.rows.pop(key, None)
             old = None
+            if there and self.order is not None:
+                self.order.remove(key)
         else:
             self.rows[key] = old
+            if not there and self.order is not None:
+                self.order.add(key)
         self._dirty[key] = None
         if self._on_set:
             self._on_set(key, old)
+
+    def page(self, after=None, limit: int = 100, match: Callable[[Any], bool] | None = None,
+             scan: int = 10_000) -> tuple[list, Any]:
+        """Up to `limit` (key, value) rows in key order after `after` that `match`, looking
+        at no more than `scan` rows; and the key to continue after (None: no more). The
+        work is bounded whatever the table's size and however rare the matches."""
+        assert self.order is not None, f"table {self.name} is not ordered"
+        keys = (self.order.irange(after, inclusive=(False, False)) if after is not None
+                else iter(self.order))
+        out: list = []
+        looked = 0
+        last = None
+        for key in keys:
+            if len(out) >= limit or looked >= scan:
+                return out, last
+            looked += 1
+            last = key
+            value = self.rows[key]
+            if match is None or match(value):
+                out.append((key, value))
+        return out, None
 
     def root(self) -> bytes:
         if self._dirty:
@@ -153,9 +189,12 @@ class State:
     history: Table
     wakes: Table
 
+    LISTED = ("offers", "applications", "loans")       # the API pages through these
+
     def __init__(self, on_wake: Callable[[Any, Any], None] | None = None) -> None:
         self.journal: list = []
-        self.tables = {name: Table(name, self, on_wake if name == "wakes" else None)
+        self.tables = {name: Table(name, self, on_wake if name == "wakes" else None,
+                                   ordered=name in self.LISTED)
                        for name in self.TABLES}
         for name, table in self.tables.items():
             setattr(self, name, table)

@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import os
 import signal
 import time
+import urllib.error
+import urllib.request
 
 import aiohttp
 import pytest
@@ -127,6 +130,49 @@ def test_bad_transactions_get_clear_errors_and_change_nothing(cluster):
         status, answer = http_json(api.url + path, 5)
         assert status in (400, 404) and answer["error"], path
         assert answer["code"] == {400: "bad-request", 404: "not-found"}[status], answer
+
+
+def test_listings_are_pages_from_a_cursor_and_any_malformed_body_is_a_400(cluster):
+    _, _, clients = cluster
+    api = clients[2]
+    pager = Wallet(keys.Keypair.from_name("pager"), api)
+    h32 = hashlib.sha256(b"pager").digest()
+    sent = [api.submit(pager.sign("register_borrower", profile_hash=h32, docs_hash=h32))]
+    sent += [api.submit(pager.sign("apply", amount=10_000 + i, purpose=f"page {i}", term=3,
+                                   period="monthly", method="annuity", product="business",
+                                   grace=0, docs_hash=h32)) for i in range(3)]
+    for h in sent:
+        assert api.wait_committed(h)["status"] == "committed"
+    mine = f"/v1/applications?borrower={pager.kp.address}"
+    whole = api.get(mine)
+    assert whole["next"] is None and sorted(sent[1:]) == [a["application"]
+                                                          for a in whole["applications"]]
+    paged, after = [], None
+    for _ in range(10):
+        page = api.get(mine + "&limit=1" + (f"&after={after}" if after else ""))
+        assert len(page["applications"]) <= 1
+        paged += page["applications"]
+        after = page["next"]
+        if after is None:
+            break
+    assert paged == whole["applications"]
+    status, answer = http_json(api.url + "/v1/applications?after=nope", 5)
+    assert status == 400 and answer["code"] == "bad-request", answer
+    # JSON nests by recursion: however deep the body, the answer is a 400 with a reason
+    req = urllib.request.Request(api.url + "/v1/tx", data=b"[" * 200_000,
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 413 or e.value.code == 400, e.value
+    req = urllib.request.Request(api.url + "/v1/txs", data=b"[" * 100_000,
+                                 headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as e:
+        urllib.request.urlopen(req, timeout=10)
+    assert e.value.code == 400 and json.loads(e.value.read())["code"] == "bad-request"
+    # a full node's catch-up answer is bounded by the bytes it will decode
+    got = codec.decode(urllib.request.urlopen(api.url + "/v1/sync/1?count=256",
+                                              timeout=10).read(), M.MAX_MSG_BYTES)
+    assert got and [b["header"]["height"] for b, _ in got] == list(range(1, len(got) + 1))
 
 
 def test_a_batch_of_transactions_is_judged_one_by_one(cluster):

@@ -232,3 +232,40 @@ def test_known_schedule_figures(method):
     else:
         assert [r["principal"] for r in rows] == [0] * 11 + [100_000]
         assert {r["interest"] for r in rows} == {1000}
+
+
+# A listed table's key order (what the API pages through) under puts, deletes and the
+# rollback of failed transactions: always the table's keys, sorted; and paging from any
+# cursor, with any page size and scan bound, visits each matching row once, in order.
+table_ops = st.lists(st.tuples(st.sampled_from(["put", "delete", "mark", "rollback"]),
+                               st.integers(0, 40)), max_size=80)
+
+
+@given(table_ops, st.integers(1, 7), st.integers(1, 9))
+def test_a_listed_table_keeps_its_keys_in_order_and_pages_through_each_once(ops, limit, scan):
+    from lendnet.ledger.state import State
+    state = State()
+    t = state.offers
+    marks = []
+    for op, k in ops:
+        key = f"{k:064x}"
+        if op == "put":
+            t.put(key, {"n": k % 3})
+        elif op == "delete":
+            t.delete(key)
+        elif op == "mark":
+            marks.append(state.mark())
+        elif marks:
+            state.rollback(marks.pop())
+        assert list(t.order) == sorted(t.rows)
+    want = [(key, rec) for key, rec in sorted(t.rows.items()) if rec["n"] != 1]
+    got, after, pages = [], None, 0
+    while True:
+        page, after = t.page(after, limit, lambda rec: rec["n"] != 1, scan)
+        assert len(page) <= limit
+        got += page
+        pages += 1
+        assert pages <= len(t.rows) + 1
+        if after is None:
+            break
+    assert got == want

@@ -53,7 +53,8 @@ def jsonable(v):
     return v
 
 
-LIST_MAX = 1_000
+LIST_MAX = 1_000                              # records in one page of a listing
+LIST_SCAN = 10_000                            # records one listing request looks at
 
 
 def _addr(v: str) -> str:
@@ -99,7 +100,8 @@ def build_app(daemon) -> web.Application:
             return _error(413, f"body over {limit} bytes")
         try:
             body = await request.json()
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
+            # (json nests by recursion: a body of 100,000 '[' is malformed, not a crash)
             return _error(400, f"body must be JSON: {shape}")
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"body over {MAX_BODY} bytes")
@@ -223,29 +225,38 @@ def build_app(daemon) -> web.Application:
             return _error(400, "from height and count must be integers")
         if start < 1 or not 1 <= count <= 256:
             return _error(400, "from height must be >= 1 and count 1 to 256")
-        out, size = [], 0
+        # Bounded by the bytes a follower accepts in one answer (it decodes with
+        # M.MAX_MSG_BYTES), measured, not guessed: 5 bytes for the array's header.
+        out, size = [], 5
         for h in range(start, min(start + count, node.height + 1)):
             block, cert, _ = node.store.get_block(h)
-            size += len(block["txs"]) * 256 + 4096
+            size += len(codec.encode([block, cert]))
             if out and size > M.MAX_MSG_BYTES:
                 break                              # the rest on the next request
             out.append([block, cert])
         return web.Response(body=codec.encode(out), content_type="application/msgpack")
 
     def _listing(table: str, what: str, filters: dict):
-        """GET /v1/{table}?field=value...: matching records, by id, at most `limit`."""
+        """GET /v1/{table}?field=value&after=ID&limit=N: matching records in id order,
+        a page at a time. Each request looks at no more than LIST_SCAN records (an
+        index walk from the cursor, never a sort), so its cost does not grow with the
+        table; `next` is the cursor for the following page (null: no more), and a page
+        may hold fewer than `limit` records, even none, while `next` is not null."""
         async def handler(request: web.Request):
             q = request.query
-            unknown = set(q) - set(filters) - {"limit"}
+            unknown = set(q) - set(filters) - {"limit", "after"}
             if unknown:
                 return _error(400, f"unknown filters {sorted(unknown)}; use "
-                                   f"{sorted(filters)} and limit")
+                                   f"{sorted(filters)}, after and limit")
             try:
                 limit = int(q.get("limit", "100"))
             except ValueError:
                 return _error(400, "limit must be an integer")
             if not 1 <= limit <= LIST_MAX:
                 return _error(400, f"limit must be 1 to {LIST_MAX}")
+            after = q.get("after")
+            if after is not None and not (HEX64.match(after) or keys.is_address(after)):
+                return _error(400, f"after: a {what} id is 64 hex digits or an address")
             want = {}
             for name, parse in filters.items():
                 if name in q:
@@ -253,16 +264,13 @@ def build_app(daemon) -> web.Application:
                         want[name] = parse(q[name])
                     except ValueError as e:
                         return _error(400, f"{name}: {e}")
-            rows = getattr(node.ledger.state, table).rows
-            out = []
-            for key in sorted(rows):
-                rec = rows[key]
-                if all(rec.get(f) == v for f, v in want.items()):
-                    view = lending.loan_view(node.ledger, key) if what == "loan" else rec
-                    out.append({what: key, **jsonable(view)})
-                    if len(out) >= limit:
-                        break
-            return web.json_response({"height": node.height, what + "s": out})
+            rows, cursor = node.ledger.state.tables[table].page(
+                after, limit, lambda rec: all(rec.get(f) == v for f, v in want.items()),
+                LIST_SCAN)
+            out = [{what: key, **jsonable(lending.loan_view(node.ledger, key)
+                                          if what == "loan" else rec)} for key, rec in rows]
+            return web.json_response({"height": node.height, what + "s": out,
+                                      "next": cursor})
         return handler
 
     async def get_asset(request: web.Request):
@@ -418,10 +426,13 @@ OPENAPI = {
         "/v1/sync/{from_h}": {"get": _op("Up to `count` (<= 256) committed blocks with "
                                          "their commit certificates, msgpack.",
                                          [("from_h", "integer")])},
-        "/v1/loans": {"get": _op("Loans, filtered by ?borrower= or ?lender= (limit).")},
-        "/v1/offers": {"get": _op("Offers, filtered by ?lender= and ?active=true|false.")},
+        "/v1/loans": {"get": _op("Loans, filtered by ?borrower= or ?lender=; paged: "
+                                 "?after=<next>&limit=N (<= 1000).")},
+        "/v1/offers": {"get": _op("Offers, filtered by ?lender= and ?active=true|false; "
+                                  "paged: ?after=<next>&limit=N.")},
         "/v1/applications": {"get": _op("Applications, by ?borrower= and "
-                                        "?status=open|funded|withdrawn.")},
+                                        "?status=open|funded|withdrawn; paged: "
+                                        "?after=<next>&limit=N.")},
         "/v1/borrowers/{id}": {"get": _op("A registered borrower: profile and documents "
                                           "hashes, since when.", [_ADDR])},
         "/v1/lenders/{id}": {"get": _op("A registered lender.", [_ADDR])},

@@ -78,7 +78,7 @@ def add_admin_routes(app: web.Application, links: LinkFaults, token: str) -> Non
             return refused
         try:
             spec = await request.json()
-        except ValueError:
+        except (ValueError, UnicodeDecodeError, RecursionError):
             return web.json_response({"error": "body must be JSON"}, status=400)
         why = check_spec(spec)
         if why:
