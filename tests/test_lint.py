@@ -32,6 +32,34 @@ def test_mypy_is_clean_over_the_core(tmp_path):
     assert "no issues found" in r.stdout
 
 
+def _imports(path: Path, package: str) -> list[str]:
+    """Every module a file imports, anywhere in it (function-local imports too), by its
+    absolute name; `from a import b` counts as importing both a and a.b."""
+    out = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = (".".join(package.split(".")[:len(package.split(".")) - node.level + 1])
+                    if node.level else "")
+            mod = ".".join(p for p in (base, node.module or "") if p)
+            out += [mod] + [f"{mod}.{a.name}" for a in node.names]
+    return out
+
+
+def test_one_direction_between_ledger_and_lending():
+    """lending.py builds on the generic ledger; the generic ledger (every other module of
+    ledger/) imports neither lending nor the loan agreements. lending.py wires itself in
+    through `ledger.Rules` (lending.RULES, lending.genesis)."""
+    banned = ("lendnet.ledger.lending", "lendnet.contracts.agreements")
+    found = [f"{path.relative_to(ROOT)}: {name}"
+             for path in sorted((ROOT / "ledger").glob("*.py")) if path.name != "lending.py"
+             for name in _imports(path, "lendnet.ledger")
+             if any(name == b or name.startswith(b + ".") for b in banned)]
+    assert found == []
+    assert "lendnet.ledger.ledger" in _imports(ROOT / "ledger" / "lending.py", "lendnet.ledger")
+
+
 CORE = [*(ROOT / d for d in ("consensus", "ledger", "contracts")),
         *(ROOT / "node" / f for f in ("core.py", "mempool.py", "store.py"))]
 NO_IO = {"asyncio", "sqlite3", "socket", "time", "threading", "subprocess", "aiohttp"}
