@@ -1,20 +1,28 @@
 """The ledger: applies blocks of signed transactions to the state, deterministically.
 
-`apply_block(height, time, txs)` is a pure function of (state, block): it runs the loan
+`apply_block(height, time, txs)` is a pure function of (state, block): it runs the
 contracts that asked to be woken by this block's chain time, then each transaction in
 order. A transaction either applies whole, or fails and changes nothing but its sender's nonce
 (its writes are journaled and rolled back), or — not includable at all: wrong chain,
 nonce or signature — changes nothing; its receipt says which and why. Money moves only
-through `move`, so the sum of balances and offer escrows always equals the supply minted at genesis.
+through `move` (and into and out of escrow), so balances plus escrow always equal the supply
+minted at genesis.
+
+This is the generic ledger: accounts, money, multisig, contracts, transaction dispatch and
+blocks. It knows nothing of lending. An application built on it (lendnet's is
+`lending.RULES`; `lending.genesis` builds the lendnet ledger) hands it a `Rules` at
+construction: its transaction kinds and what the ledger must ask it. The application
+imports this module, never the other way round.
 """
 from __future__ import annotations
 
 import heapq
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from lendnet.contracts.vm import BytecodeError, ContractError, Program, execute
 
-from . import codec, keys, lending
+from . import codec, keys
 from .host import ContractHost
 from .state import State
 from .tx import MAX_CALL_GAS, SignedTx, TxError
@@ -55,9 +63,52 @@ class BlockResult:
     events: list = field(default_factory=list)
 
 
+Handler = Callable[["Ledger", SignedTx, dict], None]
+
+
+def _nothing(*_) -> None:
+    return None
+
+
+def _no_escrow(led: Ledger) -> int:
+    return 0
+
+
+@dataclass(frozen=True)
+class Rules:
+    """What an application adds to the generic ledger, given to it at construction.
+
+    Each hook takes the Ledger first. Those called while a block applies write through the
+    ledger's journaled tables, so they roll back with a failed transaction. The defaults
+    are a ledger with no application.
+    """
+    handlers: Mapping[str, Handler] = field(default_factory=dict)   # kind -> (led, tx, body)
+    # Write the application's genesis records (after accounts and meta, before settling).
+    genesis: Callable[[Ledger], None] = _nothing
+    # Every contract event, after it is recorded: (led, contract, name, values).
+    on_event: Callable[[Ledger, str, str, list], None] = _nothing
+    # Refuse (TxError) a `call` transaction to a contract the application drives itself.
+    check_call: Callable[[Ledger, str], None] = _nothing
+    # Money the application holds in escrow, outside every balance (see total_money).
+    escrowed: Callable[[Ledger], int] = _no_escrow
+    # A contract releases or seizes the liens on what is pledged to it (the VM's host ops):
+    # (led, holder) and (led, holder, to).
+    release_liens: Callable[[Ledger, str], None] = _nothing
+    seize_liens: Callable[[Ledger, str, str], None] = _nothing
+
+
+PLAIN = Rules()     # the ledger alone: native kinds, no escrow, no liens
+
+
 class Ledger:
-    def __init__(self, chain_id: str):
+    def __init__(self, chain_id: str, rules: Rules):
         self.chain_id = chain_id
+        self.rules = rules
+        both = set(NATIVE_HANDLERS) & set(rules.handlers)
+        if both:
+            raise ValueError(f"the application redefines native kinds {sorted(both)}")
+        self.handlers: dict[str, Handler] = {**NATIVE_HANDLERS, **rules.handlers}
+        self._on_event = rules.on_event
         self._wake_heap: list = []
         self.state = State(on_wake=self._on_wake)
         self.height = 0
@@ -69,9 +120,11 @@ class Ledger:
     # --- genesis ----------------------------------------------------------------------
 
     @classmethod
-    def genesis(cls, chain_id: str, balances: dict[str, int], time: int = 0) -> Ledger:
-        from lendnet.contracts.agreements import loan_code
-        led = cls(chain_id)
+    def genesis(cls, chain_id: str, balances: dict[str, int], time: int = 0, *,
+                rules: Rules) -> Ledger:
+        """A ledger at height 0. `rules` is required: a ledger built without the
+        application's rules would be another chain (see `lending.genesis`)."""
+        led = cls(chain_id, rules)
         st = led.state
         supply = 0
         for addr in sorted(balances):
@@ -80,14 +133,11 @@ class Ledger:
                 raise ValueError(f"bad genesis balance {addr!r}: {amount!r}")
             st.accounts.put(addr, (amount, 0))
             supply += amount
-        code = loan_code()
-        code_hash = Program.load(code).code_hash.hex()
-        st.code.put(code_hash, code)
-        for k, v in (("chain", chain_id), ("supply", supply), ("loan_code", code_hash),
-                     ("time", time), ("height", 0)):
+        for k, v in (("chain", chain_id), ("supply", supply), ("time", time), ("height", 0)):
             st.meta.put(k, v)
-        st.settle()
         led.time = time
+        rules.genesis(led)
+        st.settle()
         return led
 
     # --- accounts and money -----------------------------------------------------------
@@ -124,9 +174,10 @@ class Ledger:
             raise TxError(f"insufficient funds: balance {bal}, needs {amount}")
 
     def total_money(self) -> int:
-        """Balances plus what offers hold in escrow: must always equal the supply."""
+        """Balances plus what the application holds in escrow: must always equal the
+        supply."""
         return (sum(b for b, _ in self.state.accounts.rows.values())
-                + sum(o["available"] for o in self.state.offers.rows.values()))
+                + self.rules.escrowed(self))
 
     @property
     def supply(self) -> int:
@@ -218,7 +269,7 @@ class Ledger:
         self._tx_id = tx.id
         gas_before = self._block_gas
         try:
-            HANDLERS[tx.kind](self, tx, tx.body)
+            self.handlers[tx.kind](self, tx, tx.body)
         except (TxError, ContractError) as e:
             st.rollback(mark)
             del self.events[n_events:]
@@ -256,8 +307,7 @@ class Ledger:
         event = {"height": self.height, "time": self.time, "tx": self._tx_id,
                  "contract": contract, "name": name, "values": list(values)}
         self.events.append(event)
-        if contract in self.state.loans:
-            lending.observe_loan_event(self, contract, name, values)
+        self._on_event(self, contract, name, values)
 
     # --- chain-time wake-ups ----------------------------------------------------------
 
@@ -300,13 +350,13 @@ class Ledger:
         self.height = self.state.meta.get("height", 0)
         self.time = self.state.meta.get("time", 0)
 
-    # --- liens (called by contracts through the host) ---------------------------------
+    # --- liens (called by contracts through the host; the application keeps them) -------
 
     def release_liens(self, holder: str) -> None:
-        lending.release_liens(self, holder)
+        self.rules.release_liens(self, holder)
 
     def seize_liens(self, holder: str, to: str) -> None:
-        lending.seize_liens(self, holder, to)
+        self.rules.seize_liens(self, holder, to)
 
 
 # --- native transaction kinds -----------------------------------------------------------
@@ -352,8 +402,7 @@ def _call(led: Ledger, tx, b) -> None:
     address = b["contract"]
     if address not in led.state.contracts:
         raise TxError(f"no contract at {address}")
-    if address in led.state.loans:
-        raise TxError("loan contracts are driven by repay transactions and chain time")
+    led.rules.check_call(led, address)
     if b["amount"]:
         led.require_funds(tx.sender, b["amount"])
         led.move(tx.sender, address, b["amount"])
@@ -361,10 +410,9 @@ def _call(led: Ledger, tx, b) -> None:
                      min(b["gas"], MAX_CALL_GAS))
 
 
-HANDLERS = {
+NATIVE_HANDLERS: dict[str, Handler] = {
     "transfer": _transfer,
     "create_multisig": _create_multisig,
     "deploy": _deploy,
     "call": _call,
-    **lending.HANDLERS,
 }

@@ -6,6 +6,10 @@ liens on collateral, and the credit history. The loan itself — schedule, alloc
 repayments, late fees, default — is the standard agreement run by the contract VM
 (`contracts/agreements/loan.lasm`), instantiated per loan; the ledger feeds it money and
 chain time and learns what happened from the events it emits.
+
+Lending builds on the generic ledger (`ledger.py`), which does not know it: `RULES` hands
+the ledger lending's transaction kinds and hooks (genesis, loan events, calls to loans,
+escrow, liens), and `genesis` is the one place a lendnet ledger is made.
 """
 from __future__ import annotations
 
@@ -13,29 +17,31 @@ from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS,
                                           PERIODS_PER_YEAR, ReadOnlyHost, call_readonly,
-                                          loan_storage)
+                                          loan_code, loan_storage)
+from lendnet.contracts.vm import Program
 
 from . import keys, score as scoring
-from .tx import TxError
+from .ledger import Handler, Ledger, Rules
+from .tx import SignedTx, TxError
 
 DAY = 86_400
 LOAN_GAS = 400_000          # gas for the agreement's init (schedule maths) or a repayment
 
 
-def _register_borrower(led, tx, b):
+def _register_borrower(led: Ledger, tx: SignedTx, b: dict) -> None:
     if tx.sender in led.state.borrowers:
         raise TxError(f"{tx.sender} is already registered as a borrower")
     led.state.borrowers.put(tx.sender, {"profile_hash": b["profile_hash"],
                                         "docs_hash": b["docs_hash"], "since": led.time})
 
 
-def _register_lender(led, tx, b):
+def _register_lender(led: Ledger, tx: SignedTx, b: dict) -> None:
     if tx.sender in led.state.lenders:
         raise TxError(f"{tx.sender} is already registered as a lender")
     led.state.lenders.put(tx.sender, {"profile_hash": b["profile_hash"], "since": led.time})
 
 
-def _publish_offer(led, tx, b):
+def _publish_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
     if tx.sender not in led.state.lenders:
         raise TxError("only a registered lender can publish an offer")
     if b["default_days"] <= b["tolerance_days"]:
@@ -50,7 +56,7 @@ def _publish_offer(led, tx, b):
     led.state.offers.put(tx.id, offer)
 
 
-def _withdraw_offer(led, tx, b):
+def _withdraw_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
     offer = _offer(led, b["offer"])
     if offer["lender"] != tx.sender:
         raise TxError("only the offer's lender can withdraw it")
@@ -61,7 +67,7 @@ def _withdraw_offer(led, tx, b):
     led.state.offers.put(b["offer"], {**offer, "available": 0, "active": False})
 
 
-def _apply(led, tx, b):
+def _apply(led: Ledger, tx: SignedTx, b: dict) -> None:
     if tx.sender not in led.state.borrowers:
         raise TxError("only a registered borrower can apply for a loan")
     app = {k: b[k] for k in ("amount", "purpose", "term", "period", "method", "product",
@@ -71,7 +77,7 @@ def _apply(led, tx, b):
     led.state.applications.put(tx.id, app)
 
 
-def _withdraw_application(led, tx, b):
+def _withdraw_application(led: Ledger, tx: SignedTx, b: dict) -> None:
     app = _application(led, b["application"])
     if app["borrower"] != tx.sender:
         raise TxError("only the applicant can withdraw an application")
@@ -82,28 +88,28 @@ def _withdraw_application(led, tx, b):
                                                   "collateral": []})
 
 
-def _offer(led, offer_id):
+def _offer(led: Ledger, offer_id: str) -> dict:
     offer = led.state.offers.get(offer_id)
     if offer is None:
         raise TxError(f"no offer {offer_id}")
     return offer
 
 
-def _application(led, app_id):
+def _application(led: Ledger, app_id: str) -> dict:
     app = led.state.applications.get(app_id)
     if app is None:
         raise TxError(f"no application {app_id}")
     return app
 
 
-def credit_score(led, addr: str) -> dict:
+def credit_score(led: Ledger, addr: str) -> dict:
     """The borrower's score now, with its components and reason codes."""
     reg = led.state.borrowers.get(addr)
     history = led.state.history.get(addr, scoring.EMPTY_HISTORY)
     return scoring.score(history, reg and reg["since"], led.time)
 
 
-def match(led, app: dict, offer: dict) -> list:
+def match(led: Ledger, app: dict, offer: dict) -> list:
     """Check that an application fits an offer; return the score tier that prices it."""
     if not offer["active"]:
         raise TxError("offer is withdrawn")
@@ -132,7 +138,7 @@ def match(led, app: dict, offer: dict) -> list:
     return tier
 
 
-def _originate(led, tx, app_id, offer_id):
+def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str) -> None:
     """Instantiate the standard loan agreement for an accepted application and fund it."""
     app, offer = _application(led, app_id), _offer(led, offer_id)
     if app["status"] != "open":
@@ -159,19 +165,19 @@ def _originate(led, tx, app_id, offer_id):
     led.run_contract(loan, args, tx.sender, principal, LOAN_GAS)
 
 
-def _fund(led, tx, b):
+def _fund(led: Ledger, tx: SignedTx, b: dict) -> None:
     if _offer(led, b["offer"])["lender"] != tx.sender:
         raise TxError("only the offer's lender can fund against it")
     _originate(led, tx, b["application"], b["offer"])
 
 
-def _accept_offer(led, tx, b):
+def _accept_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
     if _application(led, b["application"])["borrower"] != tx.sender:
         raise TxError("only the applicant can accept an offer for an application")
     _originate(led, tx, b["application"], b["offer"])
 
 
-def _repay(led, tx, b):
+def _repay(led: Ledger, tx: SignedTx, b: dict) -> None:
     loan = b["loan"]
     if loan not in led.state.loans:
         raise TxError(f"no loan {loan}")
@@ -180,7 +186,7 @@ def _repay(led, tx, b):
     led.run_contract(loan, [b"repay"], tx.sender, b["amount"], LOAN_GAS)
 
 
-def _register_collateral(led, tx, b):
+def _register_collateral(led: Ledger, tx: SignedTx, b: dict) -> None:
     if b["asset"] in led.state.assets:
         raise TxError(f"asset {b['asset']!r} is already registered")
     led.state.assets.put(b["asset"], {"owner": tx.sender, "value": b["value"],
@@ -188,7 +194,7 @@ def _register_collateral(led, tx, b):
                                       "lien": None})
 
 
-def _pledge(led, tx, b):
+def _pledge(led: Ledger, tx: SignedTx, b: dict) -> None:
     st = led.state
     asset = st.assets.get(b["asset"])
     if asset is None:
@@ -215,20 +221,20 @@ def _pledge(led, tx, b):
 
 # --- liens: the loan contract releases them on payoff and seizes them on default ---------
 
-def _pledged_to(led, holder):
+def _pledged_to(led: Ledger, holder: str) -> list:
     st = led.state
     rec = st.loans.get(holder) or st.applications.get(holder)
     return [] if rec is None else rec["collateral"]
 
 
-def release_liens(led, holder: str) -> None:
+def release_liens(led: Ledger, holder: str) -> None:
     for asset_id in _pledged_to(led, holder):
         asset = led.state.assets.get(asset_id)
         if asset["lien"] == holder:
             led.state.assets.put(asset_id, {**asset, "lien": None})
 
 
-def seize_liens(led, holder: str, to: str) -> None:
+def seize_liens(led: Ledger, holder: str, to: str) -> None:
     for asset_id in _pledged_to(led, holder):
         asset = led.state.assets.get(asset_id)
         if asset["lien"] == holder:
@@ -246,7 +252,12 @@ _EVENT_EFFECTS = {
 }
 
 
-def observe_loan_event(led, loan: str, name: str, values: list) -> None:
+def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> None:
+    if contract in led.state.loans:
+        observe_loan_event(led, contract, name, values)
+
+
+def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
     changes = list(_EVENT_EFFECTS.get(name, ()))
     if name == "instalment_paid" and values[1]:
         changes.append(("on_time", 1))
@@ -263,17 +274,17 @@ def observe_loan_event(led, loan: str, name: str, values: list) -> None:
 
 # --- read-only views ----------------------------------------------------------------------
 
-def loan_terms(led, loan: str) -> dict:
+def loan_terms(led: Ledger, loan: str) -> dict:
     """The agreement's own storage, by the names the contract source gives them."""
     store = led.state.storage
     return loan_storage(lambda key: store.get((loan, key)))
 
 
-def loan_status(led, loan: str) -> str:
+def loan_status(led: Ledger, loan: str) -> str:
     return LOAN_STATUS[led.state.storage.get((loan, LOAN_KEY["st"]), 0)]
 
 
-def loan_payoff(led, loan: str) -> int | None:
+def loan_payoff(led: Ledger, loan: str) -> int | None:
     """What would close the loan at the current chain time, quoted by the agreement."""
     if loan_status(led, loan) != "active":
         return None
@@ -283,7 +294,7 @@ def loan_payoff(led, loan: str) -> int | None:
     return call_readonly(code, [b"payoff"], host)
 
 
-def loan_view(led, loan: str) -> dict | None:
+def loan_view(led: Ledger, loan: str) -> dict | None:
     rec = led.state.loans.get(loan)
     if rec is None:
         return None
@@ -296,7 +307,7 @@ def loan_view(led, loan: str) -> dict | None:
             "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan)}
 
 
-HANDLERS = {
+HANDLERS: dict[str, Handler] = {
     "register_borrower": _register_borrower,
     "register_lender": _register_lender,
     "publish_offer": _publish_offer,
@@ -309,3 +320,33 @@ HANDLERS = {
     "register_collateral": _register_collateral,
     "pledge": _pledge,
 }
+
+
+# --- lending on the ledger: its rules, and the one place a lendnet ledger is made ---------
+
+def _genesis(led: Ledger) -> None:
+    """Store the standard loan agreement's bytecode by hash, for every loan to run."""
+    code = loan_code()
+    code_hash = Program.load(code).code_hash.hex()
+    led.state.code.put(code_hash, code)
+    led.state.meta.put("loan_code", code_hash)
+
+
+def _check_call(led: Ledger, address: str) -> None:
+    if address in led.state.loans:
+        raise TxError("loan contracts are driven by repay transactions and chain time")
+
+
+def escrowed(led: Ledger) -> int:
+    """What offers hold in escrow: published, not yet lent or withdrawn."""
+    return sum(o["available"] for o in led.state.offers.rows.values())
+
+
+RULES = Rules(handlers=HANDLERS, genesis=_genesis, on_event=_on_contract_event,
+              check_call=_check_call, escrowed=escrowed, release_liens=release_liens,
+              seize_liens=seize_liens)
+
+
+def genesis(chain_id: str, balances: dict[str, int], time: int = 0) -> Ledger:
+    """The lendnet ledger at height 0: the generic ledger with lending's rules."""
+    return Ledger.genesis(chain_id, balances, time, rules=RULES)

@@ -15,9 +15,8 @@ import json
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from lendnet.ledger import keys, tx as txm
+from lendnet.ledger import keys, lending, tx as txm
 from lendnet.ledger.keys import Keypair
-from lendnet.ledger.ledger import Ledger
 
 CHAIN, T0, H32 = "bench", 1_767_225_600, b"\x11" * 32
 OFFER = dict(products=["consumer"], methods=["annuity"], periods=["monthly"], min_term=1,
@@ -30,7 +29,7 @@ class Bench:
         self.keys = [Keypair.from_name(f"bench-{i}") for i in range(accounts)]
         self.lender = Keypair.from_name("bench-lender")
         balances = {k.address: 10**12 for k in self.keys} | {self.lender.address: 10**15}
-        self.ledger = Ledger.genesis(CHAIN, balances, time=T0)
+        self.ledger = lending.genesis(CHAIN, balances, time=T0)
         self.nonces: dict[str, int] = {}
         self.time = T0
 

@@ -3,9 +3,8 @@ from __future__ import annotations
 
 import hashlib
 
-from lendnet.ledger import tx as txm
+from lendnet.ledger import lending, tx as txm
 from lendnet.ledger.keys import Keypair
-from lendnet.ledger.ledger import Ledger
 
 CHAIN = "lendnet-test"
 T0 = 1_767_225_600          # 2026-01-01T00:00:00Z
@@ -27,8 +26,8 @@ class Chain:
     def __init__(self, balances: dict[str, int] | None = None, names=("lender", "alice", "bob")):
         self.keys = {n: Keypair.from_name(n) for n in names}
         funds = balances or {n: 10_000_000 for n in names}
-        self.ledger = Ledger.genesis(CHAIN, {self.keys[n].address: v for n, v in funds.items()},
-                                     time=T0)
+        self.ledger = lending.genesis(CHAIN, {self.keys[n].address: v for n, v in funds.items()},
+                                      time=T0)
         self.nonces = {n: 0 for n in names}
         self.time = T0
 

@@ -7,11 +7,11 @@ import pytest
 from lendnet.contracts.asm import assemble
 from lendnet.ledger import codec, tx as txm
 from lendnet.ledger.keys import Keypair, address_of
-from lendnet.ledger.ledger import BlockError
+from lendnet.ledger.ledger import PLAIN, BlockError, Ledger, Rules
 from lendnet.ledger.state import State
 from lendnet.node.core.mempool import Mempool
 
-from .chain import CHAIN, Chain, h32
+from .chain import CHAIN, T0, Chain, h32
 
 
 # --- canonical encoding -------------------------------------------------------------------
@@ -249,6 +249,25 @@ def test_loan_contracts_cannot_be_called_directly():
     _, _, loan, _ = open_loan(c)
     r = c.try_do("bob", "call", contract=loan, args=[b"init"], amount=0, gas=10_000)
     assert not r.ok and "driven by repay transactions" in r.error
+
+
+def test_the_generic_ledger_stands_alone_without_lending():
+    """Ledger with no application's rules: native kinds work, nothing of lending is
+    there (no loan code at genesis, no escrow), and an application cannot redefine a
+    native kind."""
+    c = Chain()
+    c.ledger = Ledger.genesis(CHAIN, {c.addr("alice"): 1_000, c.addr("bob"): 0}, T0,
+                              rules=PLAIN)
+    assert "loan_code" not in c.ledger.state.meta and len(c.ledger.state.code) == 0
+    c.block(c.tx("alice", "transfer", to=c.addr("bob"), amount=400))
+    assert (c.balance("alice"), c.balance("bob")) == (600, 400)
+    c.block(c.tx("alice", "deploy", code=assemble(COUNTER), args=[], gas=10_000))
+    (addr, _), = c.ledger.state.contracts.rows.items()
+    res = c.block(c.tx("bob", "call", contract=addr, args=[b"hit"], amount=0, gas=10_000))
+    assert res.receipts[0].ok and res.events[0]["name"] == "counted"
+    assert c.ledger.total_money() == c.ledger.supply == 1_000
+    with pytest.raises(ValueError, match="redefines native kinds"):
+        Ledger(CHAIN, Rules(handlers={"transfer": lambda led, tx, b: None}))
 
 
 def test_address_derivation_is_domain_separated():

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field, replace
 from lendnet.consensus import messages as M
 from lendnet.consensus.effects import Committed, Persist
 from lendnet.consensus.replica import Config, Replica
-from lendnet.ledger import tx as txm
-from lendnet.ledger.ledger import BlockResult, Ledger
+from lendnet.ledger import lending, tx as txm
+from lendnet.ledger.ledger import BlockResult
 
 from .mempool import MAX_TXS, Mempool
 from .store import StoreError
@@ -63,7 +63,7 @@ class Node:
         self.vals = self.config.validators
         self.index = (self.vals.pubkeys.index(keypair.pubkey)
                       if keypair.pubkey in self.vals.pubkeys else None)
-        self.ledger = Ledger.genesis(genesis.chain_id, genesis.balances, genesis.time)
+        self.ledger = lending.genesis(genesis.chain_id, genesis.balances, genesis.time)
         self.mempool = Mempool(self.ledger)
         self._txs: dict[bytes, txm.SignedTx] = {}          # raw -> parsed, bounded
         self._recent: dict[int, tuple] = {0: ({"time": genesis.time}, M.GENESIS_HASH,
