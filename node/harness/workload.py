@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import hashlib
 
-from lendnet.contracts.agreements import LOAN_KEY
+from lendnet.contracts.agreements import LOAN_KEY, LOAN_STATUS
 from lendnet.ledger import tx as txm
 from lendnet.ledger.keys import Keypair
+
+ACTIVE = next(code for code, name in LOAN_STATUS.items() if name == "active")
 
 OFFER = dict(products=["consumer", "business", "agriculture", "education"],
              methods=["annuity", "equal-principal", "balloon"], periods=["monthly", "weekly"],
@@ -105,7 +107,7 @@ class LendingWorkload:
             loans = sorted(ln for ln, rec in st.loans.rows.items()
                            if rec["borrower"] == c.kp.address)
             active = [ln for ln in loans
-                      if st.storage.get((ln, LOAN_KEY["st"])) == 1]
+                      if st.storage.get((ln, LOAN_KEY["st"])) == ACTIVE]
             if active and self.rng.randrange(10) < 7:
                 return [self._new(c, "repay", loan=self.rng.choice(active),
                                   amount=self.rng.randint(1_000, 40_000))]
