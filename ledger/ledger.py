@@ -220,17 +220,25 @@ class Ledger:
 
     def check_tx(self, tx: SignedTx) -> None:
         """Stateful checks before execution: chain, nonce, signatures and authority."""
-        body = tx.body
-        if body["chain"] != self.chain_id:
-            raise TxError(f"transaction is for chain {body['chain']!r}, this is "
+        self.check_sequence(tx)
+        self.check_signers(tx)
+
+    def check_sequence(self, tx: SignedTx, ahead: int = 1) -> None:
+        """The chain and the nonce: the sender's next one, or (the mempool, which holds
+        an account's later transactions too) up to `ahead - 1` beyond it. Cheap, so it
+        comes before any signature is checked."""
+        if tx.body["chain"] != self.chain_id:
+            raise TxError(f"transaction is for chain {tx.body['chain']!r}, this is "
                           f"{self.chain_id!r}", "wrong-chain")
         expected = self.account(tx.sender)[1]
-        if tx.nonce != expected:
-            if tx.nonce < expected:
-                raise TxError(f"nonce {tx.nonce} already used (next is {expected})",
-                              "nonce-used")
-            raise TxError(f"nonce {tx.nonce} is ahead of the account's next nonce {expected}",
-                          "nonce-ahead")
+        if tx.nonce < expected:
+            raise TxError(f"nonce {tx.nonce} already used (next is {expected})", "nonce-used")
+        if tx.nonce >= expected + ahead:
+            raise TxError(f"nonce {tx.nonce} is ahead of the account's next nonce {expected}"
+                          + (f" by {ahead} or more" if ahead > 1 else ""), "nonce-ahead")
+
+    def check_signers(self, tx: SignedTx) -> None:
+        """Every signature valid, and they are the ones the sending account requires."""
         if not tx.verify_signatures():
             raise TxError("bad signature", "bad-signature")
         self.check_authority(tx)

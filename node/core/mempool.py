@@ -31,25 +31,16 @@ class Mempool:
         """Admit a parsed transaction, or raise TxError saying why not."""
         if tx.hash in self.ids:
             raise TxError("duplicate: already in the mempool", "duplicate")
-        if tx.body["chain"] != self.ledger.chain_id:
-            raise TxError(f"transaction is for chain {tx.body['chain']!r}, "
-                          f"this is {self.ledger.chain_id!r}", "wrong-chain")
-        next_nonce = self.ledger.account(tx.sender)[1]
-        if tx.nonce < next_nonce:
-            raise TxError(f"nonce {tx.nonce} already used (next is {next_nonce})",
-                          "nonce-used")
-        if tx.nonce >= next_nonce + self.max_ahead:
-            raise TxError(f"nonce {tx.nonce} is more than {self.max_ahead} ahead of "
-                          f"the account's next nonce {next_nonce}", "nonce-ahead")
+        # The ledger's own rules (Ledger.check_tx), in two halves around the mempool's:
+        # the cheap chain and nonce checks first, the signatures last.
+        self.ledger.check_sequence(tx, self.max_ahead)
         queue = self.by_sender.get(tx.sender, {})
         if tx.nonce in queue:
             raise TxError(f"another transaction with nonce {tx.nonce} is already waiting",
                           "nonce-taken")
         if len(self.ids) >= self.max_txs:
             raise TxError(f"mempool is full ({self.max_txs} transactions)", "mempool-full")
-        if not tx.verify_signatures():
-            raise TxError("bad signature", "bad-signature")
-        self.ledger.check_authority(tx)          # e.g. a multisig spend short of signatures
+        self.ledger.check_signers(tx)
         self.by_sender.setdefault(tx.sender, {})[tx.nonce] = tx
         self.ids[tx.hash] = tx
 

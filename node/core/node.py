@@ -28,6 +28,7 @@ from .store import StoreError
 # flight, so a transaction is parsed and its signature checked once. It is most of a
 # node's memory (about 1.4 KiB a transfer), so no bigger than that.
 TX_CACHE = 2 * MAX_TXS
+NONCES_IN_FLIGHT = 1 << 62         # a proposal's nonces may run any way ahead of execution
 
 
 @dataclass
@@ -202,12 +203,16 @@ class Node:
             if tx.hash in seen:
                 return f"transaction {tx.id} is already in this block or one in flight"
             seen.add(tx.hash)
-            if tx.body["chain"] != self.ledger.chain_id:
-                return f"transaction {tx.id} is for another chain"
+            # The ledger's rules, as far as they can be judged before the blocks in
+            # flight execute: the chain, no used nonce (any later one may be fine by
+            # then), valid signatures. Whether they are the signatures the account needs
+            # can change in flight (a multisig set up), so execution judges that.
+            try:
+                self.ledger.check_sequence(tx, ahead=NONCES_IN_FLIGHT)
+            except txm.TxError as e:
+                return f"transaction {tx.id}: {e}"
             if not tx.verify_signatures():
                 return f"transaction {tx.id} has a bad signature"
-            if tx.nonce < self.ledger.account(tx.sender)[1]:
-                return f"transaction {tx.id} replays a used nonce"
         return None
 
     def execute(self, h: int, block: dict, cert: list) -> bytes:
