@@ -585,6 +585,10 @@ def test_equivocating_primary_is_reported_and_only_its_first_block_gets_a_vote()
         ev.messages == (M.signed_part(first), M.signed_part(second))
     assert net.replica(1).slots[1].proposals[0].d == d1
     assert not [e for e in net.deliver(1, second) if type(e) is Evidence]   # reported once
+    # kept with the votes, in the same flush: both signed proposals, once
+    [(key, msgs)] = [(k, v) for k, v in net.stores[1].load_records().items()
+                     if k[0] == "evidence"]
+    assert key[1:3] == ("equivocation", 0) and len(msgs) == 2
 
     # The other way round on replica 2: it votes for whichever came first.
     only(net.deliver(2, second), M.PREPARE, d=d2)

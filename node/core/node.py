@@ -12,11 +12,13 @@ of its loop, however many events that turn held (group commit).
 """
 from __future__ import annotations
 
+import hashlib
+
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from lendnet.consensus import messages as M
-from lendnet.consensus.effects import Committed, Persist
+from lendnet.consensus.effects import Committed, Evidence, Persist
 from lendnet.consensus.replica import Config, Replica
 from lendnet.ledger import lending, tx as txm
 from lendnet.ledger.ledger import BlockResult
@@ -53,6 +55,14 @@ class Genesis:
         cfg.check()
         return cfg
 
+
+
+def evidence_record(e: Evidence) -> tuple[tuple, list]:
+    """The store record that keeps a validator's conflicting messages: keyed by what
+    they are (the same evidence found twice is one record), written with the votes."""
+    msgs = [M.encode(m) for m in e.messages if m is not None]
+    digest = hashlib.sha256(b"".join(msgs)).hexdigest()
+    return ("evidence", e.kind, e.replica, digest), msgs
 
 
 class Node:
@@ -110,10 +120,11 @@ class Node:
         return self._persist(self.replica.tick(now)) if self.replica else []
 
     def _persist(self, effects: list) -> list:
-        """Keep this event's Persist effects for the next flush; return the rest, which
-        may be carried out once that flush is done, each Committed with its block's
-        result."""
-        self._unsaved_records += [(e.key, e.value) for e in effects if type(e) is Persist]
+        """Keep this event's Persist effects, and the messages of any Evidence, for the
+        next flush; return the rest, which may be carried out once that flush is done,
+        each Committed with its block's result."""
+        self._unsaved_records += [(e.key, e.value) if type(e) is Persist else evidence_record(e)
+                                  for e in effects if type(e) is Persist or type(e) is Evidence]
         return [replace(e, result=self._results.pop(e.height)) if type(e) is Committed
                 else e for e in effects if type(e) is not Persist]
 

