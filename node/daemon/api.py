@@ -9,6 +9,7 @@ the ledger except submitting a signed transaction.
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import re
 
@@ -18,6 +19,7 @@ from lendnet.ledger import codec, keys, lending
 from lendnet.ledger import tx as txm
 
 from .blobs import BLOB_MAX, BlobError
+from .ratelimit import RateLimiter
 
 MAX_BODY = (1 << 20) + 1024                   # a blob of 1 MiB
 MAX_TX_BODY = 2 * txm.MAX_TX_BYTES + 1024     # hex doubles the transaction's bytes
@@ -29,7 +31,7 @@ STREAM_QUEUE = 1_000
 # The code of an error the API answers itself (a transaction's refusal carries its own,
 # txm.CODES), and the HTTP status of each transaction refusal code.
 HTTP_CODES = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
-              413: "too-large", 507: "no-space"}
+              413: "too-large", 429: "rate-limited", 507: "no-space"}
 TX_STATUS = {"malformed": 400, "too-large": 413, "wrong-chain": 400, "bad-signature": 400,
              "unauthorised": 400, "refused": 400, "nonce-used": 422, "nonce-ahead": 422,
              "nonce-taken": 422, "duplicate": 422, "mempool-full": 503}   # every CODES key
@@ -87,9 +89,37 @@ async def _json_errors(request: web.Request, handler):
         return _error(e.status, e.reason, HTTP_CODES.get(e.status, "http-error"))
 
 
+def _rate_limit(cfg, limiter: RateLimiter, refused):
+    """Each client address gets cfg.api_rate requests a second (bursts of cfg.api_burst);
+    past that, a 429 that says when to come back. The peer link (/p2p) has limits of its
+    own (the transport's)."""
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        who = request.remote or ""
+        if request.path != "/p2p" and (cfg.api_limit_loopback or not _loopback(who)):
+            wait = limiter.wait(who)
+            if wait:
+                refused.inc()
+                answer = _error(429, f"more than {cfg.api_rate} requests a second from "
+                                     f"{who}; retry in {wait} s")
+                answer.headers["Retry-After"] = str(wait)
+                return answer
+        return await handler(request)
+    return middleware
+
+
+def _loopback(address: str) -> bool:
+    try:
+        return ipaddress.ip_address(address).is_loopback
+    except ValueError:
+        return False
+
+
 def build_app(daemon) -> web.Application:
     node = daemon.node
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[_json_errors])
+    limit = _rate_limit(daemon.cfg, RateLimiter(daemon.cfg.api_rate, daemon.cfg.api_burst),
+                        daemon.metrics.rate_limited)
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[limit, _json_errors])
     r = app.router
 
     async def read_field(request: web.Request, limit: int, field: str, kind: type,

@@ -43,10 +43,17 @@ class NodeConfig:
     port: int = 0
     peers: list = field(default_factory=list)        # ["host:port", ...]
     admin: bool = False                              # test-only endpoints (off by default)
+    # API requests per second per client address, and the burst it may spend at once.
+    # Loopback clients (the wallets and tools of the node's own machine) are not limited
+    # unless api_limit_loopback: behind a reverse proxy on the same host, turn it on.
+    api_rate: int = 50
+    api_burst: int = 200
+    api_limit_loopback: bool = False
 
     def to_json(self) -> dict:
         return {"host": self.host, "port": self.port, "peers": list(self.peers),
-                "admin": self.admin}
+                "admin": self.admin, "api_rate": self.api_rate, "api_burst": self.api_burst,
+                "api_limit_loopback": self.api_limit_loopback}
 
 
 def _port(v, where):
@@ -106,11 +113,19 @@ def write_config(home: Path, cfg: NodeConfig) -> None:
 def load_config(home: Path) -> NodeConfig:
     path = home / "config.json"
     d = _read_json(path)
-    unknown = set(d) - {"host", "port", "peers", "admin"}
+    unknown = set(d) - set(NodeConfig.__dataclass_fields__)
     if unknown:
         raise HomeError(f"{path}: unknown fields {sorted(unknown)}")
+    default = NodeConfig()
+    for name in ("api_rate", "api_burst"):
+        v = d.get(name, getattr(default, name))
+        if type(v) is not int or not 1 <= v <= 1_000_000:
+            raise HomeError(f"{path}: {name} must be an integer from 1 to 1000000")
     cfg = NodeConfig(host=str(d.get("host", "127.0.0.1")), port=_port(d.get("port", 0), path),
-                     peers=list(d.get("peers", [])), admin=bool(d.get("admin", False)))
+                     peers=list(d.get("peers", [])), admin=bool(d.get("admin", False)),
+                     api_rate=d.get("api_rate", default.api_rate),
+                     api_burst=d.get("api_burst", default.api_burst),
+                     api_limit_loopback=bool(d.get("api_limit_loopback", False)))
     for p in cfg.peers:
         parse_peer(p)
     return cfg

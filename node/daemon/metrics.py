@@ -57,6 +57,8 @@ class Metrics:
                                          "validator", registry=r)
         self.rejected_txs = Counter("lendnet_txs_rejected", "client transactions refused",
                                     registry=r)
+        self.rate_limited = Counter("lendnet_api_rate_limited", "API requests refused "
+                                    "with 429: over a client's rate", registry=r)
         self.regossiped = Counter("lendnet_txs_regossiped", "waiting transactions passed "
                                   "on again", registry=r)
         self.evidence = Counter("lendnet_evidence", "byzantine evidence recorded (in the "
