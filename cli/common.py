@@ -203,6 +203,13 @@ def get(node_url, path: str) -> dict:
     return _call(client(node_url).get, path)
 
 
+def put_blob(node_url, data: bytes, kp) -> str:
+    """Store a blob on the node, the upload signed with `kp` (an account of its chain)."""
+    from lendnet.node.daemon.blobs import sign_upload
+    chain = get(node_url, "/v1/status")["chain_id"]
+    return _call(client(node_url).put_blob, data, sign_upload(kp, chain, data))
+
+
 LISTING_MOST = 10_000          # records a command reads from a paged listing, at most
 
 

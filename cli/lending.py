@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 from pathlib import Path
 
 import click
@@ -16,8 +15,8 @@ import click
 from lendnet.contracts.agreements import METHOD_CODES, PERIOD_SECONDS, schedule
 from lendnet.ledger import tx as txm
 
-from .common import (AMOUNT, client, emit, get, get_all, money, node_option, pct, send_options,
-                     sign_and_send, unlock, wallet_option)
+from .common import (AMOUNT, client, emit, get, get_all, money, node_option, pct, put_blob,
+                     send_options, sign_and_send, unlock, wallet_option)
 
 H0 = b"\x00" * 32                      # "no documents": the hash of nothing registered
 
@@ -58,9 +57,11 @@ def _recipient(text: str) -> bytes:
     return _member_key(text)
 
 
-def seal_docs(docs: Path | None, authorise: tuple, node_url, keep: Path | None) -> bytes:
+def seal_docs(docs: Path | None, authorise: tuple, node_url, keep: Path | None,
+              kp) -> bytes:
     """Seal a document to the authorised lenders, store the envelope off-chain (the
-    node's blob store, or a file) and return the hash that goes on the ledger."""
+    node's blob store, the upload signed with the wallet's key, or a file) and return
+    the hash that goes on the ledger."""
     if docs is None:
         return H0
     from .documents import DocumentError, seal
@@ -74,11 +75,7 @@ def seal_docs(docs: Path | None, authorise: tuple, node_url, keep: Path | None) 
     if keep is not None:
         keep.write_bytes(envelope)
     else:
-        import urllib.request
-        req = urllib.request.Request(client(node_url).url + "/v1/blobs", data=envelope,
-                                     headers={"Content-Type": "application/octet-stream"})
-        with urllib.request.urlopen(req, timeout=10) as r:
-            stored = json.loads(r.read())["hash"]
+        stored = put_blob(node_url, envelope, kp)
         if stored != digest.hex():
             raise click.ClickException("the node stored the documents under another hash")
     return digest
@@ -112,8 +109,9 @@ def borrower():
 @send_options
 def b_register(wallet_name, profile, docs, authorise, docs_out, **send):
     """Register as a borrower (the credit history starts now)."""
-    h = seal_docs(docs, authorise, send["node_url"], docs_out)
-    sign_and_send(unlock(wallet_name), "register_borrower",
+    kp = unlock(wallet_name)
+    h = seal_docs(docs, authorise, send["node_url"], docs_out, kp)
+    sign_and_send(kp, "register_borrower",
                   profile_hash=hashlib.sha256(profile.encode()).digest(), docs_hash=h, **send)
 
 
@@ -134,8 +132,9 @@ def b_register(wallet_name, profile, docs, authorise, docs_out, **send):
 def b_apply(wallet_name, amount, term, period, method, product, grace, purpose, docs,
             authorise, docs_out, **send):
     """Apply for a loan; its id is the transaction hash."""
-    h = seal_docs(docs, authorise, send["node_url"], docs_out)
-    sign_and_send(unlock(wallet_name), "apply", amount=amount, term=term, period=period,
+    kp = unlock(wallet_name)
+    h = seal_docs(docs, authorise, send["node_url"], docs_out, kp)
+    sign_and_send(kp, "apply", amount=amount, term=term, period=period,
                   method=method, product=product, grace=grace, purpose=purpose, docs_hash=h,
                   **send)
 

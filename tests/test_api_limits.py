@@ -1,10 +1,15 @@
 """The API's limits against abusive clients, on a real node daemon (in this process,
-a real socket on 127.0.0.1, a real store): request rates per client address."""
+a real socket on 127.0.0.1, a real store): request rates per client address, and blob
+storage only for accounts of the chain, within a quota."""
 from __future__ import annotations
+
+import hashlib
 
 import aiohttp
 
+from lendnet.ledger.keys import Keypair
 from lendnet.node.daemon import home as H
+from lendnet.node.daemon.blobs import QUOTA_BLOBS, sign_upload
 from lendnet.node.daemon.daemon import Daemon
 from lendnet.node.daemon.ratelimit import RateLimiter
 
@@ -48,3 +53,39 @@ def test_a_bucket_refills_at_its_rate_and_the_buckets_are_bounded():
         lim.wait(who)
     assert len(lim.buckets) == 3 and "a" not in lim.buckets
     assert lim.refused == 2
+
+
+async def test_blobs_are_stored_only_for_accounts_of_the_chain_within_their_quota(tmp_path):
+    H.init_home(tmp_path, H.NodeConfig())
+    d = Daemon(tmp_path)
+    await d.start()
+    url = f"http://127.0.0.1:{d.port}/v1/blobs"
+    funded = Keypair.from_name(H.DEMO_ACCOUNTS[0])        # the dev genesis funds it
+    stranger = Keypair.generate()                          # no money, not registered
+    chain = d.genesis.chain_id
+
+    async def post(s, data: bytes, headers: dict) -> tuple[int, dict]:
+        async with s.post(url, data=data, headers=headers) as r:
+            return r.status, await r.json()
+    try:
+        async with aiohttp.ClientSession() as s:
+            assert (await post(s, b"x", {}))[1]["code"] == "unsigned"
+            forged = dict(sign_upload(funded, chain, b"y"))    # signed other bytes
+            status, body = await post(s, b"x", forged)
+            assert (status, body["code"]) == (401, "unsigned"), body
+            status, body = await post(s, b"x", sign_upload(funded, "other-chain", b"x"))
+            assert status == 401, body
+            status, body = await post(s, b"x", sign_upload(stranger, chain, b"x"))
+            assert (status, body["code"]) == (403, "unknown-account"), body
+            stored = []
+            for i in range(QUOTA_BLOBS + 1):
+                data = b"doc %d" % i
+                status, body = await post(s, data, sign_upload(funded, chain, data))
+                stored.append(status)
+            assert stored == [201] * QUOTA_BLOBS + [403] and body["code"] == "quota", body
+            again = b"doc 0"                     # bytes already here cost no new space
+            status, body = await post(s, again, sign_upload(funded, chain, again))
+            assert status == 201 and body["hash"] == hashlib.sha256(again).hexdigest()
+        assert d.blobs.usage(funded.address)[0] == QUOTA_BLOBS
+    finally:
+        await d.stop()

@@ -32,6 +32,7 @@ STREAM_QUEUE = 1_000
 # txm.CODES), and the HTTP status of each transaction refusal code.
 HTTP_CODES = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
               413: "too-large", 429: "rate-limited", 507: "no-space"}
+BLOB_STATUS = {"unsigned": 401, "quota": 403, "too-large": 413, "no-space": 507}
 TX_STATUS = {"malformed": 400, "too-large": 413, "wrong-chain": 400, "bad-signature": 400,
              "unauthorised": 400, "refused": 400, "nonce-used": 422, "nonce-ahead": 422,
              "nonce-taken": 422, "duplicate": 422, "mempool-full": 503}   # every CODES key
@@ -311,16 +312,30 @@ def build_app(daemon) -> web.Application:
         return web.json_response({"asset": name, **jsonable(got)})
 
     async def post_blob(request: web.Request):
+        """Store a blob for an account the ledger knows, signed by its key
+        (blobs.sign_upload), within its quota."""
         try:
             data = await request.read()
         except web.HTTPRequestEntityTooLarge:
             return _error(413, f"a blob is at most {BLOB_MAX} bytes")
         if not 0 < len(data) <= BLOB_MAX:
             return _error(400 if not data else 413, f"a blob is 1 to {BLOB_MAX} bytes")
+        signer = request.headers.get("X-Lendnet-Signer", "")
+        sig = request.headers.get("X-Lendnet-Signature", "")
+        if not signer or not sig:
+            return _error(401, "an upload is signed: X-Lendnet-Signer (a public key, hex) "
+                               "and X-Lendnet-Signature (hex)", "unsigned")
         try:
-            return web.json_response({"hash": daemon.blobs.put(data)}, status=201)
+            owner = daemon.blobs.signer(node.ledger.chain_id, data, signer, sig)
+            state = node.ledger.state
+            if (node.ledger.account(owner)[0] <= 0 and owner not in state.borrowers
+                    and owner not in state.lenders):
+                return _error(403, f"{owner} holds no money and is not a registered "
+                                   f"borrower or lender: this node stores blobs for "
+                                   f"accounts of its chain only", "unknown-account")
+            return web.json_response({"hash": daemon.blobs.put(data, owner)}, status=201)
         except BlobError as e:
-            return _error(507, str(e))
+            return _error(BLOB_STATUS[e.code], str(e), e.code)
 
     async def get_blob(request: web.Request):
         h = request.match_info["hash"]
@@ -469,10 +484,19 @@ OPENAPI = {
         "/v1/assets/{name}": {"get": _op("A collateral asset: owner, value, lien.",
                                          [("name", "asset name")])},
         "/v1/blobs": {"post": _op("Store an off-chain blob (e.g. sealed documents), "
-                                  "up to 1 MiB; returns its sha256.",
+                                  "up to 1 MiB, for an account of the chain: headers "
+                                  "X-Lendnet-Signer (public key, hex) and "
+                                  "X-Lendnet-Signature (hex, over 'lendnet-blob-v1|"
+                                  "<chain>|' + sha256 of the bytes); each account may "
+                                  "store 32 blobs, 8 MiB together. Returns its sha256.",
                                   responses={"201": {"description": "{hash}"},
                                              "400": {"description": "empty"},
-                                             "413": {"description": "too large"}})},
+                                             "401": {"description": "unsigned or a bad "
+                                                                    "signature"},
+                                             "403": {"description": "unknown account, or "
+                                                                    "over its quota"},
+                                             "413": {"description": "too large"},
+                                             "507": {"description": "the node is full"}})},
         "/v1/blobs/{hash}": {"get": _op("A stored blob's bytes.", [("hash", "64 hex")])},
         "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
         "/v1/supply": {"get": _op("All balances and escrows summed, and the genesis "

@@ -50,6 +50,20 @@ class NodeClient:
             raise ApiError(status, body.get("error", str(body)), body.get("code"))
         return body["hash"]
 
+    def put_blob(self, data: bytes, headers: dict) -> str:
+        """Store a blob (headers: blobs.sign_upload's) and return its hash."""
+        req = urllib.request.Request(self.url + "/v1/blobs", data=data, headers={
+            "Content-Type": "application/octet-stream", **headers})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                return json.loads(resp.read())["hash"]
+        except urllib.error.HTTPError as e:
+            try:
+                body = json.loads(e.read() or b"{}")
+            except ValueError:
+                body = {}
+            raise ApiError(e.code, body.get("error", e.reason), body.get("code")) from None
+
     def status(self) -> dict:
         return self.get("/v1/status")
 
