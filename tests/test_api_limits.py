@@ -29,7 +29,7 @@ async def _statuses(home, n: int) -> list[tuple[int, str | None, dict]]:
 
 
 async def test_a_client_past_its_rate_gets_429_and_when_to_come_back(tmp_path):
-    H.init_home(tmp_path, H.NodeConfig(api_rate=1, api_burst=2, api_limit_loopback=True))
+    H.init_home(tmp_path, H.NodeConfig(api_rate=1, api_burst=2, api_exempt=[]))
     got = await _statuses(tmp_path, 12)
     assert [s for s, _, _ in got[:2]] == [200, 200]           # the burst
     refused = [(retry, body) for s, retry, body in got if s == 429]
@@ -38,7 +38,7 @@ async def test_a_client_past_its_rate_gets_429_and_when_to_come_back(tmp_path):
     assert int(retry) >= 1 and body["code"] == "rate-limited" and "retry in" in body["error"]
 
 
-async def test_loopback_clients_are_not_limited_unless_the_config_says(tmp_path):
+async def test_the_nodes_own_machine_is_not_limited_unless_the_config_says(tmp_path):
     H.init_home(tmp_path, H.NodeConfig(api_rate=1, api_burst=1))
     assert {s for s, _, _ in await _statuses(tmp_path, 8)} == {200}
 

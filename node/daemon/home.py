@@ -11,6 +11,7 @@ load and a bad one is a `HomeError` naming the file and the field.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import time
@@ -44,16 +45,28 @@ class NodeConfig:
     peers: list = field(default_factory=list)        # ["host:port", ...]
     admin: bool = False                              # test-only endpoints (off by default)
     # API requests per second per client address, and the burst it may spend at once.
-    # Loopback clients (the wallets and tools of the node's own machine) are not limited
-    # unless api_limit_loopback: behind a reverse proxy on the same host, turn it on.
+    # Clients at the api_exempt addresses (by default the node's own machine: its
+    # wallets and tools) are not limited; behind a reverse proxy on the same host, set
+    # it to [] (every client then arrives from 127.0.0.1).
     api_rate: int = 50
     api_burst: int = 200
-    api_limit_loopback: bool = False
+    api_exempt: list = field(default_factory=lambda: list(API_EXEMPT))
 
     def to_json(self) -> dict:
         return {"host": self.host, "port": self.port, "peers": list(self.peers),
                 "admin": self.admin, "api_rate": self.api_rate, "api_burst": self.api_burst,
-                "api_limit_loopback": self.api_limit_loopback}
+                "api_exempt": list(self.api_exempt)}
+
+
+API_EXEMPT = ("127.0.0.1", "::1")
+
+
+def _ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _port(v, where):
@@ -125,7 +138,10 @@ def load_config(home: Path) -> NodeConfig:
                      peers=list(d.get("peers", [])), admin=bool(d.get("admin", False)),
                      api_rate=d.get("api_rate", default.api_rate),
                      api_burst=d.get("api_burst", default.api_burst),
-                     api_limit_loopback=bool(d.get("api_limit_loopback", False)))
+                     api_exempt=d.get("api_exempt", default.api_exempt))
+    if (type(cfg.api_exempt) is not list or len(cfg.api_exempt) > 64
+            or not all(type(a) is str and _ip(a) for a in cfg.api_exempt)):
+        raise HomeError(f"{path}: api_exempt must be a list of at most 64 IP addresses")
     for p in cfg.peers:
         parse_peer(p)
     return cfg
