@@ -254,7 +254,10 @@ def build_app(daemon) -> web.Application:
         # M.MAX_MSG_BYTES), measured, not guessed: 5 bytes for the array's header.
         out, size = [], 5
         for h in range(start, min(start + count, node.height + 1)):
-            block, cert, _ = node.store.get_block(h)
+            got = node.store.get_block(h)
+            if got is None:
+                break               # executed, not yet written: served once it is durable
+            block, cert, _ = got
             size += len(codec.encode([block, cert]))
             if out and size > M.MAX_MSG_BYTES:
                 break                              # the rest on the next request

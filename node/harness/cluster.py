@@ -200,9 +200,11 @@ class Cluster:
     # --- up / down ---------------------------------------------------------------------
 
     def up(self, n: int, wait_s: float = 60.0, extra_args: dict | None = None,
-           params: dict | None = None, admin: bool = False) -> list[Member]:
+           params: dict | None = None, admin: bool = False,
+           config: dict | None = None) -> list[Member]:
         """Start (creating if need be, with these consensus `params` in its genesis) an
-        n-node cluster; return once all commit."""
+        n-node cluster; return once all commit. `config`: more NodeConfig fields for
+        every node (e.g. api_exempt)."""
         members = self.members()
         running = [m for m in members if m.alive()]
         if running:
@@ -219,7 +221,7 @@ class Cluster:
         for m, (host, port) in zip(members, addrs):
             m.host, m.port = host, port
             peers = [f"{h}:{p}" for h, p in addrs if (h, p) != (host, port)]
-            H.write_config(m.home, H.NodeConfig(host, port, peers, admin))
+            H.write_config(m.home, H.NodeConfig(host, port, peers, admin, **(config or {})))
         try:
             for m in members:
                 with HeldSignals():       # on disk before an interruption can end us
