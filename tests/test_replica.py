@@ -1393,3 +1393,18 @@ def test_invariants_name_a_broken_state():
     rep._slot(rep.low + rep.cfg.window + 1)          # what a missing watermark would keep
     rep.vc_deadline = rep.now                        # and a deadline outside a view change
     assert [p.split(" ")[0] for p in rep.invariants()] == ["slots", "a"]
+
+
+def test_evidence_kept_per_validator_is_bounded():
+    # However much a faulty validator signs, the store keeps EVIDENCE_KEPT records per
+    # kind of evidence and validator; the shell still hears of every case.
+    from lendnet.node.core.node import EVIDENCE_KEPT
+    net = Net()
+    node = net.nodes[1]
+    cases = [Evidence("conflicting-vote", 0, (signed(0, {"t": M.PREPARE, "v": 0, "h": h,
+                                                          "d": bytes(32)}),))
+             for h in range(1, EVIDENCE_KEPT + 10)]
+    assert node._persist(cases) == cases
+    node.flush()
+    kept = [k for k in net.stores[1].load_records() if k[0] == "evidence"]
+    assert len(kept) == EVIDENCE_KEPT

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
@@ -30,6 +31,7 @@ from .store import StoreError
 # flight, so a transaction is parsed and its signature checked once. It is most of a
 # node's memory (about 1.4 KiB a transfer), so no bigger than that.
 TX_CACHE = 2 * MAX_TXS
+EVIDENCE_KEPT = 16                 # evidence records kept per (kind, validator)
 NONCES_IN_FLIGHT = 1 << 62         # a proposal's nonces may run any way ahead of execution
 
 
@@ -88,8 +90,12 @@ class Node:
             if self._apply(h, block).state_root != root:
                 raise StoreError(f"stored block {h} replays to another state root than "
                                  f"the one recorded with it: the store is damaged")
+        records = store.load_records()
+        # Evidence kept per (kind, validator): enough to show any court, bounded however
+        # much a faulty validator signs (the shell still counts every case it reports).
+        self.evidence_kept = Counter(k[1:3] for k in records if k[0] == "evidence")
         self.replica = Replica(self.config, self.index, keypair, self, now,
-                               store.load_records()) if self.index is not None else None
+                               records) if self.index is not None else None
 
     # --- the shell's events -----------------------------------------------------------
 
@@ -123,8 +129,12 @@ class Node:
         """Keep this event's Persist effects, and the messages of any Evidence, for the
         next flush; return the rest, which may be carried out once that flush is done,
         each Committed with its block's result."""
-        self._unsaved_records += [(e.key, e.value) if type(e) is Persist else evidence_record(e)
-                                  for e in effects if type(e) is Persist or type(e) is Evidence]
+        for e in effects:
+            if type(e) is Persist:
+                self._unsaved_records.append((e.key, e.value))
+            elif type(e) is Evidence and self.evidence_kept[e.kind, e.replica] < EVIDENCE_KEPT:
+                self.evidence_kept[e.kind, e.replica] += 1
+                self._unsaved_records.append(evidence_record(e))
         return [replace(e, result=self._results.pop(e.height)) if type(e) is Committed
                 else e for e in effects if type(e) is not Persist]
 
