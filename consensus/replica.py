@@ -37,6 +37,7 @@ within `clock_skew_ms`, whatever `time_scale` is. See docs/CONSENSUS.md.
 """
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 
 from lendnet.ledger.tx import MAX_TX_BYTES
@@ -134,6 +135,12 @@ class Slot:
         self.asks = 0
 
 
+class Status(enum.Enum):
+    """Where a replica is in the protocol: working in its view, or asking for the next."""
+    NORMAL = "normal"              # in view `view`: proposing, voting, executing
+    VIEW_CHANGE = "view-change"    # asking for view `view`; votes nothing until it begins
+
+
 class Diverged(RuntimeError):
     """This replica's executed state differs from what a quorum certified: it must stop."""
 
@@ -150,7 +157,7 @@ class Replica:
         self.stepped_back = 0                      # see _set_clock
         persisted = persisted or {}
         self.view = persisted.get(("view",), 0)
-        self.normal = True                         # False while changing view
+        self.status = Status.NORMAL
         low, proof = persisted.get(("checkpoint",), (0, []))
         self.low, self.low_proof = min(low, app.height), proof[:self.vals.quorum]
         if self.low != low:
@@ -226,7 +233,7 @@ class Replica:
         self._set_clock(now)
         now = self.now
         self._execute_fetched()
-        if self.normal:
+        if self.status is Status.NORMAL:
             work = self._unfinished()
             if not work:
                 self.progress_deadline = None
@@ -276,11 +283,11 @@ class Replica:
 
     def _next_deadline(self) -> int:
         times = [t for t in (self.progress_deadline, self.vc_deadline) if t is not None]
-        if not self.normal:
+        if self.status is Status.VIEW_CHANGE:
             times.append(self.vc_resent + self.cfg.view_timeout_ms)
         elif self.progress_deadline is None and self._heartbeat_expected():
             times.append(self.last_block_at + self.cfg.empty_block_ms)
-        if self.is_primary() and self.normal:
+        if self.is_primary() and self.status is Status.NORMAL:
             if self.batch_since is not None:
                 times.append(self.batch_since + self.cfg.batch_delay_ms)
             if self.cfg.empty_block_ms and self.next_h == self.app.height + 1:
@@ -324,6 +331,11 @@ class Replica:
 
     def is_primary(self) -> bool:
         return self.vals.primary(self.view) == self.me
+
+    @property
+    def normal(self) -> bool:
+        """In the normal case of its view (read by the node's status and the tests)."""
+        return self.status is Status.NORMAL
 
     def _sign(self, body: dict) -> dict:
         body["r"] = self.me
@@ -564,12 +576,12 @@ class Replica:
         changed = True
         while changed:
             changed = False
-            if self.normal:
+            if self.status is Status.NORMAL:
                 for h in sorted(self.slots):
                     if h > self.app.height:
                         changed |= self._advance(h)
             changed |= self._execute_ready()
-            if self.normal and self.is_primary():
+            if self.status is Status.NORMAL and self.is_primary():
                 changed |= self._repropose() or self._maybe_propose()
 
     def _advance(self, h: int) -> bool:
@@ -845,9 +857,9 @@ class Replica:
             out.append(f"own votes kept at or below the stable checkpoint {self.low}")
         if any(not 0 <= held <= FUTURE_BYTES for held in self.future_bytes.values()):
             out.append("a signer holds more than FUTURE_BYTES of messages for later views")
-        if any(k[1] <= self.view for k in self.future) and self.normal:
+        if any(k[1] <= self.view for k in self.future) and self.status is Status.NORMAL:
             out.append(f"messages held for view {self.view} or earlier while in it")
-        if self.normal and self.vc_deadline is not None:
+        if self.status is Status.NORMAL and self.vc_deadline is not None:
             out.append("a view-change deadline armed outside a view change")
         return out
 
@@ -859,11 +871,11 @@ class Replica:
     # --- view change ------------------------------------------------------------------
 
     def _start_view_change(self, nv: int, reason: str) -> None:
-        if nv <= self.view and not self.normal:
+        if nv <= self.view and self.status is Status.VIEW_CHANGE:
             return
         self.out.append(ViewChange(self.view, nv, reason))
         self.view = nv
-        self.normal = False
+        self.status = Status.VIEW_CHANGE
         self.view_changes += 1
         self.selection = {}
         self.vc_attempts += 1
@@ -919,7 +931,7 @@ class Replica:
             # It asks to leave a view that may have moved on without it: once the others
             # go quiet, nothing else would tell it what they committed.
             self._help_behind(b["r"], b["e"] + 1)
-        if nv <= self.view and self.normal and self.newview_msg is not None:
+        if nv <= self.view and self.status is Status.NORMAL and self.newview_msg is not None:
             # It missed how this view began — or, asking for an earlier view, that the
             # others have moved on (it would wait for ever for f+1 of them to ask for a
             # view they already left): the NEW-VIEW, then the primary's proposals (out
@@ -951,15 +963,16 @@ class Replica:
         # f+1 replicas already ask for a later view: join the lowest of them.
         later = sorted(m["body"]["v"] for m in self.viewchanges.values()
                        if m["body"]["v"] > self.view)
-        if len(later) > self.vals.f and (self.normal or later[0] > self.view):
+        if len(later) > self.vals.f and (self.status is Status.NORMAL or later[0] > self.view):
             self._start_view_change(later[0], f"{len(later)} replicas (f+1 or more) ask "
                                               f"for view {later[0]} or later")
         vcs = [m for m in self.viewchanges.values() if m["body"]["v"] == self.view]
         # A replica asking for a later view has given up on this one too.
         leaving = sum(1 for m in self.viewchanges.values() if m["body"]["v"] >= self.view)
-        if not self.normal and self.vc_deadline is None and leaving >= self.vals.quorum:
+        if self.status is Status.VIEW_CHANGE and self.vc_deadline is None and \
+                leaving >= self.vals.quorum:
             self.vc_deadline = self.now + self._timeout()
-        if (not self.normal and self.vals.primary(self.view) == self.me
+        if (self.status is Status.VIEW_CHANGE and self.vals.primary(self.view) == self.me
                 and len(vcs) >= self.vals.quorum and self.view not in self.newview_sent):
             self.newview_sent.add(self.view)
             vcs = sorted(vcs, key=lambda m: m["body"]["r"])[:self.vals.quorum]
@@ -994,7 +1007,7 @@ class Replica:
 
     def _on_newview(self, msg, b):
         nv = b["v"]
-        if nv < self.view or (nv == self.view and self.normal) or \
+        if nv < self.view or (nv == self.view and self.status is Status.NORMAL) or \
                 b["r"] != self.vals.primary(nv) or nv > self.view + 4 * self.vals.n:
             return
         vcs = b["vcs"]
@@ -1011,7 +1024,7 @@ class Replica:
     def _enter_view(self, nv: int, vcs: list, newview: dict) -> None:
         base, proof, chosen = self._select(vcs)
         self.newview_msg = newview
-        self.normal = True
+        self.status = Status.NORMAL
         self.vc_deadline = None
         self.progress_deadline = None
         self.selection = {h: (M.block_hash(p["body"]["header"]), p["body"]["header"], p)
