@@ -38,7 +38,7 @@ within `clock_skew_ms`, whatever `time_scale` is. See docs/CONSENSUS.md.
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from lendnet.ledger.tx import MAX_TX_BYTES
 
@@ -141,6 +141,32 @@ class Status(enum.Enum):
     VIEW_CHANGE = "view-change"    # asking for view `view`; votes nothing until it begins
 
 
+@dataclass
+class ViewChangeState:
+    """What a replica keeps about view changes, in one place. `begin` starts a change and
+    `end` finishes it: the fields that belong to one change are reset there together."""
+    # Outliving any one change:
+    requests: dict[int, dict] = field(default_factory=dict)  # replica -> latest VIEW-CHANGE
+    newview_sent: set[int] = field(default_factory=set)    # views begun as their primary
+    attempts: int = 0            # changes since a block last executed: the timeout doubles
+    # This change's (or, once it is over, the view's it began):
+    deadline: int | None = None  # it gives up on the view it asks for (set once 2f+1 ask)
+    resent: int = 0              # when this replica last broadcast its VIEW-CHANGE
+    newview: dict | None = None  # the NEW-VIEW that began the current view, for latecomers
+
+    def begin(self, now: int) -> None:
+        self.attempts += 1
+        # As in PBFT, the timer that gives up on this view starts only once 2f+1
+        # replicas ask for it too: a replica alone must not run ahead through views.
+        self.deadline = None
+        self.resent = now
+        self.newview = None      # the view it began is being left
+
+    def end(self, newview: dict) -> None:
+        self.deadline = None
+        self.newview = newview
+
+
 class Diverged(RuntimeError):
     """This replica's executed state differs from what a quorum certified: it must stop."""
 
@@ -176,17 +202,12 @@ class Replica:
                 if "txs" in prop:
                     slot.txs[d] = prop["txs"]
         self.checkpoints: dict[tuple, dict] = {}   # (h, hash, root) -> {replica: msg}
-        self.viewchanges: dict[int, dict] = {}     # replica -> its latest VIEWCHANGE
-        self.newview_sent: set[int] = set()
-        self.newview_msg: dict | None = None       # how this view began, for latecomers
+        self.vc = ViewChangeState()
         # height -> (hash, header, signed PROPOSE) the view keeps
         self.selection: dict[int, tuple[bytes, dict, dict]] = {}
         self.next_h = app.height + 1               # next height to propose (primary)
         self.progress_deadline: int | None = None
         self.work = ""                             # the unfinished work that deadline is for
-        self.vc_deadline: int | None = None
-        self.vc_resent = 0
-        self.vc_attempts = 0
         self.batch_since: int | None = None
         self.last_block_at = now
         self.behind_hint = 0
@@ -243,14 +264,14 @@ class Replica:
             elif now >= self.progress_deadline:
                 self._start_view_change(self.view + 1, f"no block committed in view "
                                         f"{self.view} for {self._timeout()} ms: {self.work}")
-        elif self.vc_deadline is not None and now >= self.vc_deadline:
+        elif self.vc.deadline is not None and now >= self.vc.deadline:
             self._start_view_change(self.view + 1, f"the change to view {self.view} did "
                                     f"not complete in {self._timeout()} ms")
-        elif now >= self.vc_resent + self.cfg.view_timeout_ms:
+        elif now >= self.vc.resent + self.cfg.view_timeout_ms:
             # A lost NEW-VIEW would strand this replica: keep asking for the view it wants
             # (a replica already in it, or in a later one, answers with how its view
             # began and its proposals).
-            self.vc_resent = now
+            self.vc.resent = now
             self.out.append(Broadcast(self._viewchange_msg()))
         self._ask_for_txs()
         if self.behind_hint > self.app.height:
@@ -282,9 +303,9 @@ class Replica:
         return out
 
     def _next_deadline(self) -> int:
-        times = [t for t in (self.progress_deadline, self.vc_deadline) if t is not None]
+        times = [t for t in (self.progress_deadline, self.vc.deadline) if t is not None]
         if self.status is Status.VIEW_CHANGE:
-            times.append(self.vc_resent + self.cfg.view_timeout_ms)
+            times.append(self.vc.resent + self.cfg.view_timeout_ms)
         elif self.progress_deadline is None and self._heartbeat_expected():
             times.append(self.last_block_at + self.cfg.empty_block_ms)
         if self.is_primary() and self.status is Status.NORMAL:
@@ -307,7 +328,7 @@ class Replica:
         return min(times) if times else self.now + self.cfg.view_timeout_ms
 
     def _timeout(self) -> int:
-        return self.cfg.view_timeout_ms << min(self.vc_attempts, 4)
+        return self.cfg.view_timeout_ms << min(self.vc.attempts, 4)
 
     def _heartbeat_expected(self) -> bool:
         """On a chain with empty blocks an idle primary still proposes: a replica that is
@@ -658,7 +679,7 @@ class Replica:
         root = self.app.execute(h, block, cert)
         self.out.append(Committed(h, block, cert, root))
         self.progress_deadline = None
-        self.vc_attempts = 0
+        self.vc.attempts = 0
         self.last_block_at = self.now
         self.next_h = max(self.next_h, h + 1)
         if h % self.cfg.checkpoint_interval == 0:
@@ -838,7 +859,7 @@ class Replica:
         # behind us: kept, it would grow with every view a peer talks us into.
         self.reported = {k for k in self.reported
                          if (k[3] > h if k[0] == "equivocation" else k[2] >= self.view)}
-        self.newview_sent = {v for v in self.newview_sent if v >= self.view}
+        self.vc.newview_sent = {v for v in self.vc.newview_sent if v >= self.view}
         self.out.append(Persist(("gc",), h))
 
     def invariants(self) -> list[str]:
@@ -859,8 +880,10 @@ class Replica:
             out.append("a signer holds more than FUTURE_BYTES of messages for later views")
         if any(k[1] <= self.view for k in self.future) and self.status is Status.NORMAL:
             out.append(f"messages held for view {self.view} or earlier while in it")
-        if self.status is Status.NORMAL and self.vc_deadline is not None:
+        if self.status is Status.NORMAL and self.vc.deadline is not None:
             out.append("a view-change deadline armed outside a view change")
+        if self.status is Status.VIEW_CHANGE and self.vc.newview is not None:
+            out.append("a NEW-VIEW kept for a view not begun")
         return out
 
     def _drop_future(self, key: tuple) -> tuple:
@@ -878,11 +901,7 @@ class Replica:
         self.status = Status.VIEW_CHANGE
         self.view_changes += 1
         self.selection = {}
-        self.vc_attempts += 1
-        # As in PBFT, the timer that gives up on this view starts only once 2f+1
-        # replicas ask for it too: a replica alone must not run ahead through views.
-        self.vc_deadline = None
-        self.vc_resent = self.now
+        self.vc.begin(self.now)
         self.progress_deadline = None
         self.out.append(Persist(("view",), nv))
         msg = self._viewchange_msg()
@@ -931,14 +950,14 @@ class Replica:
             # It asks to leave a view that may have moved on without it: once the others
             # go quiet, nothing else would tell it what they committed.
             self._help_behind(b["r"], b["e"] + 1)
-        if nv <= self.view and self.status is Status.NORMAL and self.newview_msg is not None:
+        if nv <= self.view and self.status is Status.NORMAL and self.vc.newview is not None:
             # It missed how this view began — or, asking for an earlier view, that the
             # others have moved on (it would wait for ever for f+1 of them to ask for a
             # view they already left): the NEW-VIEW, then the primary's proposals (out
             # of its budget: a replayed VIEW-CHANGE must not buy megabytes each time).
             if not self._may_serve(b["r"]):
                 return
-            self.out.append(Send(b["r"], self.newview_msg))
+            self.out.append(Send(b["r"], self.vc.newview))
             sent = NEWVIEW_COST
             for h in sorted(self.slots):
                 slot = self.slots[h]
@@ -952,29 +971,29 @@ class Replica:
             return
         if nv < self.view or nv > self.view + 4 * self.vals.n:
             return
-        prior = self.viewchanges.get(b["r"])
+        prior = self.vc.requests.get(b["r"])
         if prior is not None and prior["body"]["v"] >= nv:
             return
         if not self._valid_viewchange(b):
             return
-        self.viewchanges[b["r"]] = msg
+        self.vc.requests[b["r"]] = msg
         if b["h"] > self.app.height:
             self.behind_hint = max(self.behind_hint, b["h"])
         # f+1 replicas already ask for a later view: join the lowest of them.
-        later = sorted(m["body"]["v"] for m in self.viewchanges.values()
+        later = sorted(m["body"]["v"] for m in self.vc.requests.values()
                        if m["body"]["v"] > self.view)
         if len(later) > self.vals.f and (self.status is Status.NORMAL or later[0] > self.view):
             self._start_view_change(later[0], f"{len(later)} replicas (f+1 or more) ask "
                                               f"for view {later[0]} or later")
-        vcs = [m for m in self.viewchanges.values() if m["body"]["v"] == self.view]
+        vcs = [m for m in self.vc.requests.values() if m["body"]["v"] == self.view]
         # A replica asking for a later view has given up on this one too.
-        leaving = sum(1 for m in self.viewchanges.values() if m["body"]["v"] >= self.view)
-        if self.status is Status.VIEW_CHANGE and self.vc_deadline is None and \
+        leaving = sum(1 for m in self.vc.requests.values() if m["body"]["v"] >= self.view)
+        if self.status is Status.VIEW_CHANGE and self.vc.deadline is None and \
                 leaving >= self.vals.quorum:
-            self.vc_deadline = self.now + self._timeout()
+            self.vc.deadline = self.now + self._timeout()
         if (self.status is Status.VIEW_CHANGE and self.vals.primary(self.view) == self.me
-                and len(vcs) >= self.vals.quorum and self.view not in self.newview_sent):
-            self.newview_sent.add(self.view)
+                and len(vcs) >= self.vals.quorum and self.view not in self.vc.newview_sent):
+            self.vc.newview_sent.add(self.view)
             vcs = sorted(vcs, key=lambda m: m["body"]["r"])[:self.vals.quorum]
             nvmsg = self._sign({"t": M.NEWVIEW, "v": self.view, "vcs": vcs})
             self.out.append(Broadcast(nvmsg))
@@ -1023,9 +1042,8 @@ class Replica:
 
     def _enter_view(self, nv: int, vcs: list, newview: dict) -> None:
         base, proof, chosen = self._select(vcs)
-        self.newview_msg = newview
         self.status = Status.NORMAL
-        self.vc_deadline = None
+        self.vc.end(newview)
         self.progress_deadline = None
         self.selection = {h: (M.block_hash(p["body"]["header"]), p["body"]["header"], p)
                           for h, p in chosen}

@@ -607,7 +607,7 @@ def test_conflicting_votes_from_one_replica_are_reported_and_not_counted(kind):
 def _snapshot(node: Node):
     r = node.replica
     return (node.height, r.view, r.normal, r.low, dict(r.my_votes), sorted(r.slots),
-            len(r.future), len(r.checkpoints), len(r.viewchanges), node.ledger.state_root(),
+            len(r.future), len(r.checkpoints), len(r.vc.requests), node.ledger.state_root(),
             dict(node.store.records))
 
 
@@ -773,7 +773,7 @@ def test_messages_far_outside_the_window_or_views_ahead_are_dropped():
     assert_quiet(net.deliver(1, signed(2, {"t": M.PREPARE, "v": 3, "h": 1, "d": d})))
     assert rep.future == {}
     assert_quiet(net.deliver(1, viewchange(2, 4 * N + 1)))
-    assert rep.viewchanges == {}
+    assert rep.vc.requests == {}
     assert rep.view == 0 and rep.normal
 
 
@@ -1363,11 +1363,11 @@ def test_what_only_guards_against_repeats_is_pruned_at_a_stable_checkpoint():
     that talks a replica through view after view would grow them without end."""
     rep = Net().replica(1)
     rep.view = 3
-    rep.newview_sent = {1, 2, 3}
+    rep.vc.newview_sent = {1, 2, 3}
     rep.reported = {("equivocation", 0, 1, 2), ("equivocation", 0, 1, 9),
                     ("conflicting-vote", 0, 2, M.PREPARE), ("conflicting-vote", 0, 3, M.COMMIT)}
     rep._stabilise(4, [])
-    assert rep.newview_sent == {3}
+    assert rep.vc.newview_sent == {3}
     assert rep.reported == {("equivocation", 0, 1, 9), ("conflicting-vote", 0, 3, M.COMMIT)}
 
 
@@ -1375,5 +1375,5 @@ def test_invariants_name_a_broken_state():
     rep = Net().replica(2)
     assert rep.invariants() == []
     rep._slot(rep.low + rep.cfg.window + 1)          # what a missing watermark would keep
-    rep.vc_deadline = rep.now                        # and a deadline outside a view change
+    rep.vc.deadline = rep.now                        # and a deadline outside a view change
     assert [p.split(" ")[0] for p in rep.invariants()] == ["slots", "a"]
