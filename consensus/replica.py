@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lendnet.ledger.tx import MAX_TX_BYTES
 
@@ -105,6 +106,66 @@ PREPARED = "prepared"     # persisted as ("vote", PREPARED, view, height): [prop
 WAIT = "wait"             # a proposal that cannot be judged yet (not a refusal)
 
 
+# Named records for what the replica keeps in tuples. NamedTuples: they compare, order
+# and hash as the plain tuples they replace did (checkpoint votes are ordered; the rest are
+# only read by name), and none is persisted or sent as such.
+
+class Prepared(NamedTuple):
+    """A prepared certificate this replica holds for a height: what its VIEW-CHANGE carries."""
+    view: int
+    d: bytes              # block hash
+    propose: dict         # the signed PROPOSE, without transactions
+    prepares: list        # 2f+1 signed PREPAREs of that view for d, by signer
+
+
+class Candidate(NamedTuple):
+    """A prepared block a new view's selection weighs for one height."""
+    view: int
+    d: bytes
+    propose: dict
+
+    @property
+    def rank(self) -> tuple[int, bytes]:
+        # The highest view's certificate wins; two of one view are for one block (2f+1
+        # PREPAREs each), so the hash only makes the choice total.
+        return self.view, self.d
+
+
+class Carried(NamedTuple):
+    """A block the NEW-VIEW carries over into the view, which must keep it."""
+    d: bytes
+    header: dict
+    propose: dict         # its signed PROPOSE (of an earlier view), without transactions
+
+
+class HeldKey(NamedTuple):
+    """Messages held for a view not entered yet: one per type, view, height and signer."""
+    t: str
+    v: int
+    h: int
+    r: int
+
+
+class Held(NamedTuple):
+    msg: dict
+    size: int             # its bytes, counted against its signer's FUTURE_BYTES
+    at: int               # when it arrived, on the wall clock: what timeliness is judged by
+
+
+class CheckpointKey(NamedTuple):
+    h: int
+    d: bytes              # block hash
+    root: bytes           # state root
+
+
+class Fetched(NamedTuple):
+    """A block fetched with its certificate, waiting to execute."""
+    h: int
+    d: bytes
+    block: dict
+    cert: list
+
+
 class Proposal:
     """A view's proposal for one height as this replica first saw it."""
 
@@ -129,7 +190,7 @@ class Slot:
         self.refused: dict[int, str] = {}         # view -> why its proposal was refused
         self.prepares: dict[tuple, dict] = {}     # (view, hash) -> {replica: msg}
         self.commits: dict[tuple, dict] = {}      # (view, hash) -> {replica: msg}
-        self.prepared: tuple | None = None        # (view, hash, propose msg, prepare msgs)
+        self.prepared: Prepared | None = None     # the highest view's certificate
         self.votes: dict[tuple, bytes] = {}       # (type, view, replica) -> hash seen
         self.asked: int | None = None             # when missing transactions were asked for
         self.asks = 0
@@ -198,13 +259,12 @@ class Replica:
             if h > self.low:                      # sorted: the highest view's is kept
                 d = M.block_hash(prop["body"]["header"])
                 slot = self._slot(h)
-                slot.prepared = (v, d, M.signed_part(prop), prepares)
+                slot.prepared = Prepared(v, d, M.signed_part(prop), prepares)
                 if "txs" in prop:
                     slot.txs[d] = prop["txs"]
-        self.checkpoints: dict[tuple, dict] = {}   # (h, hash, root) -> {replica: msg}
+        self.checkpoints: dict[CheckpointKey, dict] = {}   # -> {replica: msg}
         self.vc = ViewChangeState()
-        # height -> (hash, header, signed PROPOSE) the view keeps
-        self.selection: dict[int, tuple[bytes, dict, dict]] = {}
+        self.selection: dict[int, Carried] = {}   # height -> the block the view keeps
         self.next_h = app.height + 1               # next height to propose (primary)
         self.progress_deadline: int | None = None
         self.work = ""                             # the unfinished work that deadline is for
@@ -212,7 +272,7 @@ class Replica:
         self.last_block_at = now
         self.behind_hint = 0
         self.fetch_deadline = 0
-        self.fetched: list[tuple] = []            # (h, hash, block, cert) to execute next tick
+        self.fetched: list[Fetched] = []          # to execute on the next tick
         self.behind_since: int | None = None
         if persisted:                              # a restart: others may have moved on
             self.behind_hint = app.height + 1
@@ -224,9 +284,8 @@ class Replica:
         self.view_changes = 0
         self.refusals: dict[str, int] = {}        # reason -> proposals refused for it
         self.throttled = 0                        # requests for blocks left unanswered
-        # Messages for views not entered yet: (type, view, height, signer) -> (msg, size,
-        # arrival), and the bytes each signer has held.
-        self.future: dict[tuple, tuple] = {}
+        # Messages for views not entered yet, and the bytes each signer has held.
+        self.future: dict[HeldKey, Held] = {}
         self.future_bytes: dict[int, int] = {}
         if self.view > 0:
             # It may have stopped in the middle of a view change, and it does not keep how
@@ -394,7 +453,7 @@ class Replica:
 
     def _selected(self, h: int) -> bytes | None:
         sel = self.selection.get(h)
-        return sel and sel[0]
+        return None if sel is None else sel.d
 
     def _note_vote(self, slot: Slot, t: str, v: int, r: int, d: bytes, msg: dict,
                    others: dict) -> bool:
@@ -425,14 +484,14 @@ class Replica:
         if v > self.view + 2 or not self._in_window(b["h"]) or \
                 (t == M.PROPOSE and r != self.vals.primary(v)):
             return
-        key = (t, v, b["h"], r)
+        key = HeldKey(t, v, b["h"], r)
         have = self.future.get(key)
-        if have is not None and not (t == M.PROPOSE and "txs" in msg and "txs" not in have[0]
-                                     and have[0]["body"] == b):
+        if have is not None and not (t == M.PROPOSE and "txs" in msg and "txs" not in have.msg
+                                     and have.msg["body"] == b):
             return                                 # a copy (or a contradiction: evidence
                                                    # is for when the view is entered)
         size = size or len(M.encode(msg))
-        held = self.future_bytes.get(r, 0) - (have[1] if have else 0)
+        held = self.future_bytes.get(r, 0) - (have.size if have else 0)
         if held + size > FUTURE_BYTES:
             if have is not None or "txs" not in msg:
                 return
@@ -440,7 +499,7 @@ class Replica:
             size = len(M.encode(msg))
             if held + size > FUTURE_BYTES:
                 return
-        self.future[key] = (msg, size, self.wall)      # the wall clock: chain time
+        self.future[key] = Held(msg, size, self.wall)  # the wall clock: chain time
         self.future_bytes[r] = held + size
 
     # --- normal case ------------------------------------------------------------------
@@ -488,7 +547,7 @@ class Replica:
     def _needs(self, h: int, slot: Slot, d: bytes) -> bool:
         """Does this replica want the transactions of block d at h?"""
         return (self._selected(h) == d or any(p.d == d for p in slot.proposals.values())
-                or (slot.prepared is not None and slot.prepared[1] == d)
+                or (slot.prepared is not None and slot.prepared.d == d)
                 or any(dd == d and len(votes) >= self.vals.quorum
                        for (_, dd), votes in slot.commits.items()))
 
@@ -587,10 +646,10 @@ class Replica:
         for p in slot.proposals.values():
             if p.d == d:
                 return p.msg
-        if slot.prepared is not None and slot.prepared[1] == d:
-            return slot.prepared[2]
+        if slot.prepared is not None and slot.prepared.d == d:
+            return slot.prepared.propose
         sel = self.selection.get(h)
-        return sel[2] if sel is not None and sel[0] == d else None
+        return sel.propose if sel is not None and sel.d == d else None
 
     def _progress(self) -> None:
         """Advance every height in flight as far as the messages gathered allow."""
@@ -620,24 +679,25 @@ class Replica:
                 self._vote(M.PREPARE, v, h, prop.d)
                 acted = True
             elif verdict[0] != WAIT:
-                slot.refused[v] = verdict[0]
-                self._refuse(h, v, prop.msg["body"]["r"], *verdict)
+                reason, detail = verdict
+                slot.refused[v] = reason
+                self._refuse(h, v, prop.msg["body"]["r"], reason, detail)
         mine = self.my_votes.get((M.PREPARE, v, h))
         if mine is not None and prop is not None and (slot.prepared is None
-                                                      or slot.prepared[0] < v):
+                                                      or slot.prepared.view < v):
             votes = slot.prepares.get((v, mine), {})
             if len(votes) >= self.vals.quorum:
                 cert = [votes[r] for r in sorted(votes)[:self.vals.quorum]]
-                slot.prepared = (v, mine, prop.msg, cert)
+                slot.prepared = Prepared(v, mine, prop.msg, cert)
                 # Durable before the COMMIT it allows: after a restart a VIEWCHANGE must
                 # still carry it, or a block committed elsewhere could be replaced; with
                 # the transactions, so that this replica can still propose it again.
                 self.out.append(Persist(("vote", PREPARED, v, h),
                                         [M.with_txs(prop.msg, slot.txs[mine]), cert]))
                 acted = True
-        if (slot.prepared is not None and slot.prepared[0] == v
+        if (slot.prepared is not None and slot.prepared.view == v
                 and (M.COMMIT, v, h) not in self.my_votes and self._prev_prepared(h)):
-            self._vote(M.COMMIT, v, h, slot.prepared[1])
+            self._vote(M.COMMIT, v, h, slot.prepared.d)
             acted = True
         return acted
 
@@ -694,11 +754,11 @@ class Replica:
         for h in sorted(self.selection):
             if h <= self.app.height:
                 continue                          # (before _slot: no slot for it again)
-            d, header, _ = self.selection[h]
+            d = self.selection[h].d
             slot = self._slot(h)
             if self.view in slot.proposals or d not in slot.txs:
                 continue
-            if self._vote(M.PROPOSE, self.view, h, d, {"header": header},
+            if self._vote(M.PROPOSE, self.view, h, d, {"header": self.selection[h].header},
                           slot.txs[d]) is not None:
                 return True
         return False
@@ -819,7 +879,7 @@ class Replica:
         h, r = b["h"], b["r"]
         if h <= self.low:
             return
-        key = (h, b["d"], b["root"])
+        key = CheckpointKey(h, b["d"], b["root"])
         # Bounded memory: keep each replica's newest few unstable checkpoint votes (the
         # newest is what a lagging replica catches up to); one that floods evicts its own.
         theirs = sorted(k for k, votes in self.checkpoints.items() if r in votes and k != key)
@@ -849,16 +909,18 @@ class Replica:
         self.out.append(Persist(("checkpoint",), (h, proof)))
         for hh in [x for x in self.slots if x <= h]:
             del self.slots[hh]
-        for k in [k for k in self.checkpoints if k[0] <= h]:
-            del self.checkpoints[k]
-        for k in [k for k in self.my_votes if k[2] <= h]:
-            del self.my_votes[k]
-        for k in [k for k in self.future if k[2] <= h]:
+        for ck in [ck for ck in self.checkpoints if ck.h <= h]:
+            del self.checkpoints[ck]
+        for t, v, hh in [(t, v, hh) for t, v, hh in self.my_votes if hh <= h]:
+            del self.my_votes[(t, v, hh)]
+        for k in [k for k in self.future if k.h <= h]:
             self._drop_future(k)
         # What only guards against repeating ourselves in a view or at a height now
         # behind us: kept, it would grow with every view a peer talks us into.
-        self.reported = {k for k in self.reported
-                         if (k[3] > h if k[0] == "equivocation" else k[2] >= self.view)}
+        # (("equivocation", replica, view, height) or ("conflicting-vote", replica, view,
+        # type))
+        self.reported = {(kind, r, v, x) for kind, r, v, x in self.reported
+                         if (x > h if kind == "equivocation" else v >= self.view)}
         self.vc.newview_sent = {v for v in self.vc.newview_sent if v >= self.view}
         self.out.append(Persist(("gc",), h))
 
@@ -874,11 +936,11 @@ class Replica:
                 self.low + self.cfg.window:
             out.append(f"slots {min(self.slots)}..{max(self.slots)} outside the window "
                        f"({self.low}, {self.low + self.cfg.window}]")
-        if any(k[2] <= self.low for k in self.my_votes):
+        if any(h <= self.low for _, _, h in self.my_votes):
             out.append(f"own votes kept at or below the stable checkpoint {self.low}")
         if any(not 0 <= held <= FUTURE_BYTES for held in self.future_bytes.values()):
             out.append("a signer holds more than FUTURE_BYTES of messages for later views")
-        if any(k[1] <= self.view for k in self.future) and self.status is Status.NORMAL:
+        if any(k.v <= self.view for k in self.future) and self.status is Status.NORMAL:
             out.append(f"messages held for view {self.view} or earlier while in it")
         if self.status is Status.NORMAL and self.vc.deadline is not None:
             out.append("a view-change deadline armed outside a view change")
@@ -886,10 +948,10 @@ class Replica:
             out.append("a NEW-VIEW kept for a view not begun")
         return out
 
-    def _drop_future(self, key: tuple) -> tuple:
-        msg, size, at = self.future.pop(key)
-        self.future_bytes[key[3]] -= size
-        return msg, size, at
+    def _drop_future(self, key: HeldKey) -> Held:
+        held = self.future.pop(key)
+        self.future_bytes[key.r] -= held.size
+        return held
 
     # --- view change ------------------------------------------------------------------
 
@@ -913,7 +975,8 @@ class Replica:
         it asks again: its executed height may have grown meanwhile (its prepared
         certificates cannot, while it changes view), and a replica that sees it behind
         sends it the blocks from there."""
-        prepared = [[s.prepared[2], s.prepared[3]] for h, s in sorted(self.slots.items())
+        prepared = [[s.prepared.propose, s.prepared.prepares]
+                    for h, s in sorted(self.slots.items())
                     if s.prepared is not None and self._in_window(h)]
         return self._sign({"t": M.VIEWCHANGE, "v": self.view, "h": self.low,
                            "e": self.app.height, "checkpoint": self.low_proof,
@@ -1000,29 +1063,29 @@ class Replica:
             self._enter_view(self.view, vcs, nvmsg)
 
     def _select(self, vcs: list):
-        """The new view's starting point: (base height, its proof, [(h, propose msg)])."""
+        """The new view's starting point: (base height, its proof, {h: block carried})."""
         base = max(vcs, key=lambda m: m["body"]["h"])["body"]
-        best: dict[int, tuple] = {}
+        best: dict[int, Candidate] = {}
         for m in vcs:
             for prop, _ in m["body"]["prepared"]:
                 pb = prop["body"]
                 d = M.block_hash(pb["header"])
-                cand = (pb["v"], d, prop)
+                cand = Candidate(pb["v"], d, prop)
                 if pb["h"] > base["h"] and (pb["h"] not in best
-                                            or cand[:2] > best[pb["h"]][:2]):
+                                            or cand.rank > best[pb["h"]].rank):
                     best[pb["h"]] = cand
         # The proof's own CHECKPOINTs (a VIEWCHANGE may carry other signed messages too;
         # _valid_viewchange found 2f+1 of these, all for one block).
         proof = [m for m in base["checkpoint"] if m["body"]["t"] == M.CHECKPOINT
                  and m["body"]["h"] == base["h"]]
         prev = proof[0]["body"]["d"] if base["h"] else M.GENESIS_HASH
-        chosen = []
+        carried: dict[int, Carried] = {}
         h = base["h"] + 1
-        while h in best and best[h][2]["body"]["header"]["prev"] == prev:
-            chosen.append((h, best[h][2]))
-            prev = best[h][1]
+        while h in best and best[h].propose["body"]["header"]["prev"] == prev:
+            carried[h] = Carried(best[h].d, best[h].propose["body"]["header"], best[h].propose)
+            prev = best[h].d
             h += 1
-        return base["h"], proof, chosen
+        return base["h"], proof, carried
 
     def _on_newview(self, msg, b):
         nv = b["v"]
@@ -1041,13 +1104,12 @@ class Replica:
         self._enter_view(nv, vcs, msg)
 
     def _enter_view(self, nv: int, vcs: list, newview: dict) -> None:
-        base, proof, chosen = self._select(vcs)
+        base, proof, carried = self._select(vcs)
         self.status = Status.NORMAL
         self.vc.end(newview)
         self.progress_deadline = None
-        self.selection = {h: (M.block_hash(p["body"]["header"]), p["body"]["header"], p)
-                          for h, p in chosen}
-        self.out.append(ViewEntered(nv, self.vals.primary(nv), len(chosen)))
+        self.selection = carried
+        self.out.append(ViewEntered(nv, self.vals.primary(nv), len(carried)))
         if base > self.low and base <= self.app.height:
             self._stabilise(base, proof)
         elif base > self.app.height:
@@ -1056,26 +1118,26 @@ class Replica:
             # Earlier views' votes and proposals are spent; keep the transactions of the
             # blocks this view carries over or this replica prepared.
             slot = self.slots[h]
-            slot.prepares = {k: v for k, v in slot.prepares.items() if k[0] >= nv}
+            slot.prepares = {(v, d): votes for (v, d), votes in slot.prepares.items()
+                             if v >= nv}
             slot.proposals = {v: p for v, p in slot.proposals.items() if v >= nv}
             slot.refused = {v: why for v, why in slot.refused.items() if v >= nv}
-            keep = {self._selected(h), slot.prepared and slot.prepared[1]}
+            keep = {self._selected(h), slot.prepared.d if slot.prepared else None}
             keep |= {p.d for p in slot.proposals.values()}
             keep |= {d for (_, d), votes in slot.commits.items()
                      if len(votes) >= self.vals.quorum}
             slot.txs = {d: t for d, t in slot.txs.items() if d in keep}
             slot.asked, slot.asks = None, 0
-        end = max([base, self.app.height] + [h for h, _ in chosen])
+        end = max([base, self.app.height, *carried])
         self.next_h = end + 1
         self.last_block_at = self.now
-        held = [k for k in self.future if k[1] <= nv]
-        for k in held:
+        for k in [k for k in self.future if k.v <= nv]:
             m, _, at = self._drop_future(k)
-            if k[1] == nv:
-                if k[0] == M.PROPOSE:
+            if k.v == nv:
+                if k.t == M.PROPOSE:
                     self._on_propose(m, m["body"], at)
                 else:
-                    getattr(self, "_on_" + k[0])(m, m["body"])
+                    getattr(self, "_on_" + k.t)(m, m["body"])
 
     # --- catch-up ---------------------------------------------------------------------
 
@@ -1136,7 +1198,7 @@ class Replica:
                     len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= self.vals.quorum
                     for v in views):
                 break                             # a gap or a bad certificate: stop here
-            self.fetched.append((h, d, block, cert))
+            self.fetched.append(Fetched(h, d, block, cert))
             top, prev = h, d
             got += 1
         if got:
@@ -1153,7 +1215,7 @@ class Replica:
     def _fetched_top(self) -> tuple[int, bytes | None]:
         """Height and hash of the last block executed or waiting in `fetched`."""
         if self.fetched:
-            return self.fetched[-1][0], self.fetched[-1][1]
+            return self.fetched[-1].h, self.fetched[-1].d
         h = self.app.height
         return h, self.app.block_hash(h) if h else M.GENESIS_HASH
 
