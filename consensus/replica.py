@@ -38,6 +38,7 @@ within `clock_skew_ms`, whatever `time_scale` is. See docs/CONSENSUS.md.
 from __future__ import annotations
 
 import enum
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -240,6 +241,13 @@ class Replica:
         self.me = index
         self.kp = keypair
         self.app = app
+        # Who handles each message type (a PROPOSE, which also needs its arrival time, is
+        # handled apart: see _handle). Every type messages.decode accepts is here.
+        self.handlers: dict[str, Callable[[dict | None, dict], None]] = {
+            M.PREPARE: self._on_prepare, M.COMMIT: self._on_commit,
+            M.CHECKPOINT: self._on_checkpoint, M.VIEWCHANGE: self._on_viewchange,
+            M.NEWVIEW: self._on_newview, M.FETCH: self._on_fetch, M.BLOCKS: self._on_blocks,
+            M.GETBLOCK: self._on_getblock}
         self.wall = self.now = now
         self.stepped_back = 0                      # see _set_clock
         persisted = persisted or {}
@@ -303,11 +311,16 @@ class Replica:
         if b["t"] in (M.PROPOSE, M.PREPARE, M.COMMIT) and b["v"] > self.view:
             self._hold_future(msg, b, size)
             return self._finish()
-        if b["t"] == M.PROPOSE:
-            self._on_propose(msg, b, self.wall)
-        else:
-            getattr(self, "_on_" + b["t"])(msg, b)
+        self._handle(msg, b, self.wall)
         return self._finish()
+
+    def _handle(self, msg: dict, b: dict, at: int) -> None:
+        """Hand a message to its type's handler. `at` is when it arrived on the wall
+        clock: a PROPOSE's timeliness is judged against it."""
+        if b["t"] == M.PROPOSE:
+            self._on_propose(msg, b, at)
+        else:
+            self.handlers[b["t"]](msg, b)
 
     def tick(self, now: int) -> list:
         self._set_clock(now)
@@ -436,10 +449,7 @@ class Replica:
         msg = self._sign(body)
         wire = msg if txs is None else M.with_txs(msg, txs)
         self.out.append(Broadcast(wire))
-        if t == M.PROPOSE:                       # my own vote counts like anyone's
-            self._on_propose(wire, body, self.wall)
-        else:
-            getattr(self, "_on_" + t)(msg, body)
+        self._handle(wire, body, self.wall)      # my own vote counts like anyone's
         return msg
 
     def _slot(self, h: int) -> Slot:
@@ -1134,10 +1144,7 @@ class Replica:
         for k in [k for k in self.future if k.v <= nv]:
             m, _, at = self._drop_future(k)
             if k.v == nv:
-                if k.t == M.PROPOSE:
-                    self._on_propose(m, m["body"], at)
-                else:
-                    getattr(self, "_on_" + k.t)(m, m["body"])
+                self._handle(m, m["body"], at)
 
     # --- catch-up ---------------------------------------------------------------------
 
