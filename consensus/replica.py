@@ -968,6 +968,28 @@ class Replica:
     def _start_view_change(self, nv: int, reason: str) -> None:
         if nv <= self.view and self.status is Status.VIEW_CHANGE:
             return
+        if self._ask_for_views(nv, reason):
+            self._settle_view_change()
+
+    def _ask_for_views(self, nv: int, reason: str) -> bool:
+        """Ask for view nv; then, as long as f+1 replicas ask for a later view, for the
+        lowest of those. A loop: this replica's own VIEW-CHANGE is taken like a peer's
+        (_take_viewchange), not handed back to _on_viewchange, which may call here. False
+        if its first VIEW-CHANGE was not taken (only when its checkpoint proof was lost,
+        see __init__): then there is nothing new to settle."""
+        taken = False
+        join: tuple[int, str] | None = (nv, reason)
+        while join is not None:
+            msg = self._ask_for_view(*join)
+            if not self._take_viewchange(msg, msg["body"]):
+                break
+            taken = True
+            join = self._view_to_join()
+        return taken
+
+    def _ask_for_view(self, nv: int, reason: str) -> dict:
+        """Leave this view for nv: the change starts (its fields reset together) and this
+        replica's VIEW-CHANGE leaves; returned, to be taken as its own request."""
         self.out.append(ViewChange(self.view, nv, reason))
         self.view = nv
         self.status = Status.VIEW_CHANGE
@@ -978,7 +1000,7 @@ class Replica:
         self.out.append(Persist(("view",), nv))
         msg = self._viewchange_msg()
         self.out.append(Broadcast(msg))
-        self._on_viewchange(msg, msg["body"])
+        return msg
 
     def _viewchange_msg(self) -> dict:
         """This replica's VIEW-CHANGE for the view it is changing to. Signed afresh when
@@ -1042,22 +1064,42 @@ class Replica:
                     sent += M.txs_bytes(txs or ())
             self._served(b["r"], sent)
             return
-        if nv < self.view or nv > self.view + 4 * self.vals.n:
+        if not self._take_viewchange(msg, b):
             return
+        join = self._view_to_join()
+        if join is not None:
+            self._ask_for_views(*join)
+        self._settle_view_change()
+
+    def _take_viewchange(self, msg: dict, b: dict) -> bool:
+        """Keep a replica's request for view b["v"] (a peer's, or this replica's own) if
+        it is for a view this one may still go to, newer than its signer's last, and valid."""
+        nv = b["v"]
+        if nv < self.view or nv > self.view + 4 * self.vals.n:
+            return False
         prior = self.vc.requests.get(b["r"])
         if prior is not None and prior["body"]["v"] >= nv:
-            return
+            return False
         if not self._valid_viewchange(b):
-            return
+            return False
         self.vc.requests[b["r"]] = msg
         if b["h"] > self.app.height:
             self.behind_hint = max(self.behind_hint, b["h"])
-        # f+1 replicas already ask for a later view: join the lowest of them.
+        return True
+
+    def _view_to_join(self) -> tuple[int, str] | None:
+        """f+1 replicas already ask for a view later than this one (one of them at least
+        honest): the lowest of those, and why this replica joins it."""
         later = sorted(m["body"]["v"] for m in self.vc.requests.values()
                        if m["body"]["v"] > self.view)
-        if len(later) > self.vals.f and (self.status is Status.NORMAL or later[0] > self.view):
-            self._start_view_change(later[0], f"{len(later)} replicas (f+1 or more) ask "
-                                              f"for view {later[0]} or later")
+        if len(later) <= self.vals.f:
+            return None
+        return later[0], f"{len(later)} replicas (f+1 or more) ask for view {later[0]} or later"
+
+    def _settle_view_change(self) -> None:
+        """After taking VIEW-CHANGEs: once 2f+1 replicas ask to leave the view this one
+        is changing to, its give-up timer starts; once 2f+1 ask for it and this replica is
+        its primary, the view begins."""
         vcs = [m for m in self.vc.requests.values() if m["body"]["v"] == self.view]
         # A replica asking for a later view has given up on this one too.
         leaving = sum(1 for m in self.vc.requests.values() if m["body"]["v"] >= self.view)
