@@ -921,8 +921,8 @@ class Replica:
             del self.slots[hh]
         for ck in [ck for ck in self.checkpoints if ck.h <= h]:
             del self.checkpoints[ck]
-        for t, v, hh in [(t, v, hh) for t, v, hh in self.my_votes if hh <= h]:
-            del self.my_votes[(t, v, hh)]
+        for key in [(t, v, hh) for t, v, hh in self.my_votes if hh <= h]:
+            del self.my_votes[key]
         for k in [k for k in self.future if k.h <= h]:
             self._drop_future(k)
         # What only guards against repeating ourselves in a view or at a height now
@@ -932,6 +932,8 @@ class Replica:
         self.reported = {(kind, r, v, x) for kind, r, v, x in self.reported
                          if (x > h if kind == "equivocation" else v >= self.view)}
         self.vc.newview_sent = {v for v in self.vc.newview_sent if v >= self.view}
+        # Blocks the view carried over at or below the checkpoint are executed: dead.
+        self.selection = {hh: c for hh, c in self.selection.items() if hh > h}
         self.out.append(Persist(("gc",), h))
 
     def invariants(self) -> list[str]:
@@ -956,6 +958,35 @@ class Replica:
             out.append("a view-change deadline armed outside a view change")
         if self.status is Status.VIEW_CHANGE and self.vc.newview is not None:
             out.append("a NEW-VIEW kept for a view not begun")
+        # Every other container is bounded: by the window (pruned at stable checkpoints),
+        # by the validators, or by MAX_CHECKPOINTS per validator.
+        n, top = self.vals.n, self.low + self.cfg.window
+        if any(h > top for _, _, h in self.my_votes):
+            out.append(f"own votes kept above the window's top {top}")
+        if any(s.prepared is not None and s.prepared.view > self.view
+               for s in self.slots.values()):
+            out.append(f"a prepared certificate of a view after {self.view}")
+        if self.status is Status.VIEW_CHANGE and self.selection:
+            out.append("blocks selected for a view not begun")
+        if any(h <= self.low for h in self.selection) or len(self.selection) > self.cfg.window:
+            out.append("blocks selected at or below the stable checkpoint, or more than "
+                       "the window holds")
+        if any(k.h <= self.low or not votes for k, votes in self.checkpoints.items()):
+            out.append(f"checkpoint votes kept at or below the stable checkpoint {self.low}, "
+                       "or none kept under a key")
+        held = [sum(1 for votes in self.checkpoints.values() if r in votes) for r in range(n)]
+        if max(held) > MAX_CHECKPOINTS:
+            out.append(f"a replica holds {max(held)} unstable checkpoint votes")
+        if any(not 0 <= r < n or m["body"]["r"] != r or m["body"]["t"] != M.VIEWCHANGE
+               for r, m in self.vc.requests.items()):
+            out.append("a view-change request kept under another replica's name")
+        if any(v > self.view for v in self.vc.newview_sent):
+            out.append(f"a NEW-VIEW sent for a view after {self.view}")
+        if any(kind == "equivocation" and h <= self.low for kind, _, _, h in self.reported):
+            out.append("an equivocation reported at or below the stable checkpoint")
+        if any(not 0 <= r < n for d in (self.helped, self.served, self.future_bytes)
+               for r in d):
+            out.append("a budget kept for a replica that is not a validator")
         return out
 
     def _drop_future(self, key: HeldKey) -> Held:
@@ -1160,7 +1191,9 @@ class Replica:
         self.status = Status.NORMAL
         self.vc.end(newview)
         self.progress_deadline = None
-        self.selection = carried
+        # (A NEW-VIEW may start below this replica's stable checkpoint: what it carries
+        # up to there is executed here, and never read again.)
+        self.selection = {h: c for h, c in carried.items() if h > self.low}
         self.out.append(ViewEntered(nv, self.vals.primary(nv), len(carried)))
         if base > self.low and base <= self.app.height:
             self._stabilise(base, proof)

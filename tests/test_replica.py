@@ -456,6 +456,23 @@ def test_f_plus_one_viewchanges_for_a_higher_view_make_a_replica_join():
     assert rep.view == 2 and rep.normal
 
 
+def test_joining_a_later_view_is_a_loop_not_a_recursion():
+    """A replica that asks for a view and finds f+1 others already asking for a later one
+    joins that one in the same step (a loop in _ask_for_views: its own VIEW-CHANGE is
+    not handed back to _on_viewchange), then settles once."""
+    net = Net()
+    rep = net.replica(3)
+    rep.vc.requests = {0: viewchange(0, 2), 1: viewchange(1, 2)}   # f+1 ask for view 2
+    rep._start_view_change(1, "asked for the next view")
+    eff = rep._finish()
+    assert [(e.old, e.new) for e in eff if type(e) is ViewChange] == [(0, 1), (1, 2)]
+    assert [m["body"]["v"] for m in of(eff, M.VIEWCHANGE)] == [1, 2]
+    assert rep.view == 2 and rep.status is R.Status.VIEW_CHANGE and not rep.normal
+    assert sorted(rep.vc.requests) == [0, 1, 3] and rep.vc.attempts == 2
+    assert rep.vc.deadline is not None                  # 2f+1 ask to leave view 1 behind
+    assert rep.invariants() == []
+
+
 def test_replica_that_missed_newview_gets_it_when_it_asks_again():
     net = Net()
     raw = net.submit(net.tx())
@@ -1377,3 +1394,7 @@ def test_invariants_name_a_broken_state():
     rep._slot(rep.low + rep.cfg.window + 1)          # what a missing watermark would keep
     rep.vc.deadline = rep.now                        # and a deadline outside a view change
     assert [p.split(" ")[0] for p in rep.invariants()] == ["slots", "a"]
+    rep = Net().replica(2)
+    rep.vc.newview_sent.add(rep.view + 1)            # a NEW-VIEW for a view not reached
+    rep.vc.requests[0] = viewchange(1, 1)            # 1's request kept as 0's
+    assert [p.split(" ")[2] for p in rep.invariants()] == ["request", "sent"]
