@@ -211,7 +211,7 @@ class ViewChangeState:
     requests: dict[int, dict] = field(default_factory=dict)  # replica -> latest VIEW-CHANGE
     newview_sent: set[int] = field(default_factory=set)    # views begun as their primary
     attempts: int = 0            # changes since a block last executed: the timeout doubles
-    # This change's (or, once it is over, the view's it began):
+    # This change's; `newview` stays once the view has begun:
     deadline: int | None = None  # it gives up on the view it asks for (set once 2f+1 ask)
     resent: int = 0              # when this replica last broadcast its VIEW-CHANGE
     newview: dict | None = None  # the NEW-VIEW that began the current view, for latecomers
@@ -688,10 +688,11 @@ class Replica:
             if verdict is None:
                 self._vote(M.PREPARE, v, h, prop.d)
                 acted = True
-            elif verdict[0] != WAIT:
+            else:
                 reason, detail = verdict
-                slot.refused[v] = reason
-                self._refuse(h, v, prop.msg["body"]["r"], reason, detail)
+                if reason != WAIT:
+                    slot.refused[v] = reason
+                    self._refuse(h, v, prop.msg["body"]["r"], reason, detail)
         mine = self.my_votes.get((M.PREPARE, v, h))
         if mine is not None and prop is not None and (slot.prepared is None
                                                       or slot.prepared.view < v):
@@ -764,12 +765,12 @@ class Replica:
         for h in sorted(self.selection):
             if h <= self.app.height:
                 continue                          # (before _slot: no slot for it again)
-            d = self.selection[h].d
+            carried = self.selection[h]
             slot = self._slot(h)
-            if self.view in slot.proposals or d not in slot.txs:
+            if self.view in slot.proposals or carried.d not in slot.txs:
                 continue
-            if self._vote(M.PROPOSE, self.view, h, d, {"header": self.selection[h].header},
-                          slot.txs[d]) is not None:
+            if self._vote(M.PROPOSE, self.view, h, carried.d, {"header": carried.header},
+                          slot.txs[carried.d]) is not None:
                 return True
         return False
 
