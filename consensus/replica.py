@@ -37,7 +37,10 @@ within `clock_skew_ms`, whatever `time_scale` is. See docs/CONSENSUS.md.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+import enum
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from lendnet.ledger.tx import MAX_TX_BYTES
 
@@ -104,6 +107,66 @@ PREPARED = "prepared"     # persisted as ("vote", PREPARED, view, height): [prop
 WAIT = "wait"             # a proposal that cannot be judged yet (not a refusal)
 
 
+# Named records for what the replica keeps in tuples. NamedTuples: they compare, order
+# and hash as the plain tuples they replace did (checkpoint votes are ordered; the rest are
+# only read by name), and none is persisted or sent as such.
+
+class Prepared(NamedTuple):
+    """A prepared certificate this replica holds for a height: what its VIEW-CHANGE carries."""
+    view: int
+    d: bytes              # block hash
+    propose: dict         # the signed PROPOSE, without transactions
+    prepares: list        # 2f+1 signed PREPAREs of that view for d, by signer
+
+
+class Candidate(NamedTuple):
+    """A prepared block a new view's selection weighs for one height."""
+    view: int
+    d: bytes
+    propose: dict
+
+    @property
+    def rank(self) -> tuple[int, bytes]:
+        # The highest view's certificate wins; two of one view are for one block (2f+1
+        # PREPAREs each), so the hash only makes the choice total.
+        return self.view, self.d
+
+
+class Carried(NamedTuple):
+    """A block the NEW-VIEW carries over into the view, which must keep it."""
+    d: bytes
+    header: dict
+    propose: dict         # its signed PROPOSE (of an earlier view), without transactions
+
+
+class HeldKey(NamedTuple):
+    """Messages held for a view not entered yet: one per type, view, height and signer."""
+    t: str
+    v: int
+    h: int
+    r: int
+
+
+class Held(NamedTuple):
+    msg: dict
+    size: int             # its bytes, counted against its signer's FUTURE_BYTES
+    at: int               # when it arrived, on the wall clock: what timeliness is judged by
+
+
+class CheckpointKey(NamedTuple):
+    h: int
+    d: bytes              # block hash
+    root: bytes           # state root
+
+
+class Fetched(NamedTuple):
+    """A block fetched with its certificate, waiting to execute."""
+    h: int
+    d: bytes
+    block: dict
+    cert: list
+
+
 class Proposal:
     """A view's proposal for one height as this replica first saw it."""
 
@@ -128,10 +191,42 @@ class Slot:
         self.refused: dict[int, str] = {}         # view -> why its proposal was refused
         self.prepares: dict[tuple, dict] = {}     # (view, hash) -> {replica: msg}
         self.commits: dict[tuple, dict] = {}      # (view, hash) -> {replica: msg}
-        self.prepared: tuple | None = None        # (view, hash, propose msg, prepare msgs)
+        self.prepared: Prepared | None = None     # the highest view's certificate
         self.votes: dict[tuple, bytes] = {}       # (type, view, replica) -> hash seen
         self.asked: int | None = None             # when missing transactions were asked for
         self.asks = 0
+
+
+class Status(enum.Enum):
+    """Where a replica is in the protocol: working in its view, or asking for the next."""
+    NORMAL = "normal"              # in view `view`: proposing, voting, executing
+    VIEW_CHANGE = "view-change"    # asking for view `view`; votes nothing until it begins
+
+
+@dataclass
+class ViewChangeState:
+    """What a replica keeps about view changes, in one place. `begin` starts a change and
+    `end` finishes it: the fields that belong to one change are reset there together."""
+    # Outliving any one change:
+    requests: dict[int, dict] = field(default_factory=dict)  # replica -> latest VIEW-CHANGE
+    newview_sent: set[int] = field(default_factory=set)    # views begun as their primary
+    attempts: int = 0            # changes since a block last executed: the timeout doubles
+    # This change's; `newview` stays once the view has begun:
+    deadline: int | None = None  # it gives up on the view it asks for (set once 2f+1 ask)
+    resent: int = 0              # when this replica last broadcast its VIEW-CHANGE
+    newview: dict | None = None  # the NEW-VIEW that began the current view, for latecomers
+
+    def begin(self, now: int) -> None:
+        self.attempts += 1
+        # As in PBFT, the timer that gives up on this view starts only once 2f+1
+        # replicas ask for it too: a replica alone must not run ahead through views.
+        self.deadline = None
+        self.resent = now
+        self.newview = None      # the view it began is being left
+
+    def end(self, newview: dict) -> None:
+        self.deadline = None
+        self.newview = newview
 
 
 class Diverged(RuntimeError):
@@ -146,11 +241,18 @@ class Replica:
         self.me = index
         self.kp = keypair
         self.app = app
+        # Who handles each message type (a PROPOSE, which also needs its arrival time, is
+        # handled apart: see _handle). Every type messages.decode accepts is here.
+        self.handlers: dict[str, Callable[[dict | None, dict], None]] = {
+            M.PREPARE: self._on_prepare, M.COMMIT: self._on_commit,
+            M.CHECKPOINT: self._on_checkpoint, M.VIEWCHANGE: self._on_viewchange,
+            M.NEWVIEW: self._on_newview, M.FETCH: self._on_fetch, M.BLOCKS: self._on_blocks,
+            M.GETBLOCK: self._on_getblock}
         self.wall = self.now = now
         self.stepped_back = 0                      # see _set_clock
         persisted = persisted or {}
         self.view = persisted.get(("view",), 0)
-        self.normal = True                         # False while changing view
+        self.status = Status.NORMAL
         low, proof = persisted.get(("checkpoint",), (0, []))
         self.low, self.low_proof = min(low, app.height), proof[:self.vals.quorum]
         if self.low != low:
@@ -165,26 +267,20 @@ class Replica:
             if h > self.low:                      # sorted: the highest view's is kept
                 d = M.block_hash(prop["body"]["header"])
                 slot = self._slot(h)
-                slot.prepared = (v, d, M.signed_part(prop), prepares)
+                slot.prepared = Prepared(v, d, M.signed_part(prop), prepares)
                 if "txs" in prop:
                     slot.txs[d] = prop["txs"]
-        self.checkpoints: dict[tuple, dict] = {}   # (h, hash, root) -> {replica: msg}
-        self.viewchanges: dict[int, dict] = {}     # replica -> its latest VIEWCHANGE
-        self.newview_sent: set[int] = set()
-        self.newview_msg: dict | None = None       # how this view began, for latecomers
-        # height -> (hash, header, signed PROPOSE) the view keeps
-        self.selection: dict[int, tuple[bytes, dict, dict]] = {}
+        self.checkpoints: dict[CheckpointKey, dict] = {}   # -> {replica: msg}
+        self.vc = ViewChangeState()
+        self.selection: dict[int, Carried] = {}   # height -> the block the view keeps
         self.next_h = app.height + 1               # next height to propose (primary)
         self.progress_deadline: int | None = None
         self.work = ""                             # the unfinished work that deadline is for
-        self.vc_deadline: int | None = None
-        self.vc_resent = 0
-        self.vc_attempts = 0
         self.batch_since: int | None = None
         self.last_block_at = now
         self.behind_hint = 0
         self.fetch_deadline = 0
-        self.fetched: list[tuple] = []            # (h, hash, block, cert) to execute next tick
+        self.fetched: list[Fetched] = []          # to execute on the next tick
         self.behind_since: int | None = None
         if persisted:                              # a restart: others may have moved on
             self.behind_hint = app.height + 1
@@ -196,9 +292,8 @@ class Replica:
         self.view_changes = 0
         self.refusals: dict[str, int] = {}        # reason -> proposals refused for it
         self.throttled = 0                        # requests for blocks left unanswered
-        # Messages for views not entered yet: (type, view, height, signer) -> (msg, size,
-        # arrival), and the bytes each signer has held.
-        self.future: dict[tuple, tuple] = {}
+        # Messages for views not entered yet, and the bytes each signer has held.
+        self.future: dict[HeldKey, Held] = {}
         self.future_bytes: dict[int, int] = {}
         if self.view > 0:
             # It may have stopped in the middle of a view change, and it does not keep how
@@ -216,17 +311,22 @@ class Replica:
         if b["t"] in (M.PROPOSE, M.PREPARE, M.COMMIT) and b["v"] > self.view:
             self._hold_future(msg, b, size)
             return self._finish()
-        if b["t"] == M.PROPOSE:
-            self._on_propose(msg, b, self.wall)
-        else:
-            getattr(self, "_on_" + b["t"])(msg, b)
+        self._handle(msg, b, self.wall)
         return self._finish()
+
+    def _handle(self, msg: dict, b: dict, at: int) -> None:
+        """Hand a message to its type's handler. `at` is when it arrived on the wall
+        clock: a PROPOSE's timeliness is judged against it."""
+        if b["t"] == M.PROPOSE:
+            self._on_propose(msg, b, at)
+        else:
+            self.handlers[b["t"]](msg, b)
 
     def tick(self, now: int) -> list:
         self._set_clock(now)
         now = self.now
         self._execute_fetched()
-        if self.normal:
+        if self.status is Status.NORMAL:
             work = self._unfinished()
             if not work:
                 self.progress_deadline = None
@@ -236,14 +336,14 @@ class Replica:
             elif now >= self.progress_deadline:
                 self._start_view_change(self.view + 1, f"no block committed in view "
                                         f"{self.view} for {self._timeout()} ms: {self.work}")
-        elif self.vc_deadline is not None and now >= self.vc_deadline:
+        elif self.vc.deadline is not None and now >= self.vc.deadline:
             self._start_view_change(self.view + 1, f"the change to view {self.view} did "
                                     f"not complete in {self._timeout()} ms")
-        elif now >= self.vc_resent + self.cfg.view_timeout_ms:
+        elif now >= self.vc.resent + self.cfg.view_timeout_ms:
             # A lost NEW-VIEW would strand this replica: keep asking for the view it wants
             # (a replica already in it, or in a later one, answers with how its view
             # began and its proposals).
-            self.vc_resent = now
+            self.vc.resent = now
             self.out.append(Broadcast(self._viewchange_msg()))
         self._ask_for_txs()
         if self.behind_hint > self.app.height:
@@ -275,12 +375,12 @@ class Replica:
         return out
 
     def _next_deadline(self) -> int:
-        times = [t for t in (self.progress_deadline, self.vc_deadline) if t is not None]
-        if not self.normal:
-            times.append(self.vc_resent + self.cfg.view_timeout_ms)
+        times = [t for t in (self.progress_deadline, self.vc.deadline) if t is not None]
+        if self.status is Status.VIEW_CHANGE:
+            times.append(self.vc.resent + self.cfg.view_timeout_ms)
         elif self.progress_deadline is None and self._heartbeat_expected():
             times.append(self.last_block_at + self.cfg.empty_block_ms)
-        if self.is_primary() and self.normal:
+        if self.is_primary() and self.status is Status.NORMAL:
             if self.batch_since is not None:
                 times.append(self.batch_since + self.cfg.batch_delay_ms)
             if self.cfg.empty_block_ms and self.next_h == self.app.height + 1:
@@ -300,7 +400,7 @@ class Replica:
         return min(times) if times else self.now + self.cfg.view_timeout_ms
 
     def _timeout(self) -> int:
-        return self.cfg.view_timeout_ms << min(self.vc_attempts, 4)
+        return self.cfg.view_timeout_ms << min(self.vc.attempts, 4)
 
     def _heartbeat_expected(self) -> bool:
         """On a chain with empty blocks an idle primary still proposes: a replica that is
@@ -325,6 +425,11 @@ class Replica:
     def is_primary(self) -> bool:
         return self.vals.primary(self.view) == self.me
 
+    @property
+    def normal(self) -> bool:
+        """In the normal case of its view (read by the node's status and the tests)."""
+        return self.status is Status.NORMAL
+
     def _sign(self, body: dict) -> dict:
         body["r"] = self.me
         return M.sign(self.vals.chain_id, self.kp, body)
@@ -344,10 +449,7 @@ class Replica:
         msg = self._sign(body)
         wire = msg if txs is None else M.with_txs(msg, txs)
         self.out.append(Broadcast(wire))
-        if t == M.PROPOSE:                       # my own vote counts like anyone's
-            self._on_propose(wire, body, self.wall)
-        else:
-            getattr(self, "_on_" + t)(msg, body)
+        self._handle(wire, body, self.wall)      # my own vote counts like anyone's
         return msg
 
     def _slot(self, h: int) -> Slot:
@@ -361,7 +463,7 @@ class Replica:
 
     def _selected(self, h: int) -> bytes | None:
         sel = self.selection.get(h)
-        return sel and sel[0]
+        return None if sel is None else sel.d
 
     def _note_vote(self, slot: Slot, t: str, v: int, r: int, d: bytes, msg: dict,
                    others: dict) -> bool:
@@ -392,14 +494,14 @@ class Replica:
         if v > self.view + 2 or not self._in_window(b["h"]) or \
                 (t == M.PROPOSE and r != self.vals.primary(v)):
             return
-        key = (t, v, b["h"], r)
+        key = HeldKey(t, v, b["h"], r)
         have = self.future.get(key)
-        if have is not None and not (t == M.PROPOSE and "txs" in msg and "txs" not in have[0]
-                                     and have[0]["body"] == b):
+        if have is not None and not (t == M.PROPOSE and "txs" in msg and "txs" not in have.msg
+                                     and have.msg["body"] == b):
             return                                 # a copy (or a contradiction: evidence
                                                    # is for when the view is entered)
         size = size or len(M.encode(msg))
-        held = self.future_bytes.get(r, 0) - (have[1] if have else 0)
+        held = self.future_bytes.get(r, 0) - (have.size if have else 0)
         if held + size > FUTURE_BYTES:
             if have is not None or "txs" not in msg:
                 return
@@ -407,7 +509,7 @@ class Replica:
             size = len(M.encode(msg))
             if held + size > FUTURE_BYTES:
                 return
-        self.future[key] = (msg, size, self.wall)      # the wall clock: chain time
+        self.future[key] = Held(msg, size, self.wall)  # the wall clock: chain time
         self.future_bytes[r] = held + size
 
     # --- normal case ------------------------------------------------------------------
@@ -455,7 +557,7 @@ class Replica:
     def _needs(self, h: int, slot: Slot, d: bytes) -> bool:
         """Does this replica want the transactions of block d at h?"""
         return (self._selected(h) == d or any(p.d == d for p in slot.proposals.values())
-                or (slot.prepared is not None and slot.prepared[1] == d)
+                or (slot.prepared is not None and slot.prepared.d == d)
                 or any(dd == d and len(votes) >= self.vals.quorum
                        for (_, dd), votes in slot.commits.items()))
 
@@ -554,22 +656,22 @@ class Replica:
         for p in slot.proposals.values():
             if p.d == d:
                 return p.msg
-        if slot.prepared is not None and slot.prepared[1] == d:
-            return slot.prepared[2]
+        if slot.prepared is not None and slot.prepared.d == d:
+            return slot.prepared.propose
         sel = self.selection.get(h)
-        return sel[2] if sel is not None and sel[0] == d else None
+        return sel.propose if sel is not None and sel.d == d else None
 
     def _progress(self) -> None:
         """Advance every height in flight as far as the messages gathered allow."""
         changed = True
         while changed:
             changed = False
-            if self.normal:
+            if self.status is Status.NORMAL:
                 for h in sorted(self.slots):
                     if h > self.app.height:
                         changed |= self._advance(h)
             changed |= self._execute_ready()
-            if self.normal and self.is_primary():
+            if self.status is Status.NORMAL and self.is_primary():
                 changed |= self._repropose() or self._maybe_propose()
 
     def _advance(self, h: int) -> bool:
@@ -586,25 +688,27 @@ class Replica:
             if verdict is None:
                 self._vote(M.PREPARE, v, h, prop.d)
                 acted = True
-            elif verdict[0] != WAIT:
-                slot.refused[v] = verdict[0]
-                self._refuse(h, v, prop.msg["body"]["r"], *verdict)
+            else:
+                reason, detail = verdict
+                if reason != WAIT:
+                    slot.refused[v] = reason
+                    self._refuse(h, v, prop.msg["body"]["r"], reason, detail)
         mine = self.my_votes.get((M.PREPARE, v, h))
         if mine is not None and prop is not None and (slot.prepared is None
-                                                      or slot.prepared[0] < v):
+                                                      or slot.prepared.view < v):
             votes = slot.prepares.get((v, mine), {})
             if len(votes) >= self.vals.quorum:
                 cert = [votes[r] for r in sorted(votes)[:self.vals.quorum]]
-                slot.prepared = (v, mine, prop.msg, cert)
+                slot.prepared = Prepared(v, mine, prop.msg, cert)
                 # Durable before the COMMIT it allows: after a restart a VIEWCHANGE must
                 # still carry it, or a block committed elsewhere could be replaced; with
                 # the transactions, so that this replica can still propose it again.
                 self.out.append(Persist(("vote", PREPARED, v, h),
                                         [M.with_txs(prop.msg, slot.txs[mine]), cert]))
                 acted = True
-        if (slot.prepared is not None and slot.prepared[0] == v
+        if (slot.prepared is not None and slot.prepared.view == v
                 and (M.COMMIT, v, h) not in self.my_votes and self._prev_prepared(h)):
-            self._vote(M.COMMIT, v, h, slot.prepared[1])
+            self._vote(M.COMMIT, v, h, slot.prepared.d)
             acted = True
         return acted
 
@@ -646,7 +750,7 @@ class Replica:
         root = self.app.execute(h, block, cert)
         self.out.append(Committed(h, block, cert, root))
         self.progress_deadline = None
-        self.vc_attempts = 0
+        self.vc.attempts = 0
         self.last_block_at = self.now
         self.next_h = max(self.next_h, h + 1)
         if h % self.cfg.checkpoint_interval == 0:
@@ -661,12 +765,12 @@ class Replica:
         for h in sorted(self.selection):
             if h <= self.app.height:
                 continue                          # (before _slot: no slot for it again)
-            d, header, _ = self.selection[h]
+            carried = self.selection[h]
             slot = self._slot(h)
-            if self.view in slot.proposals or d not in slot.txs:
+            if self.view in slot.proposals or carried.d not in slot.txs:
                 continue
-            if self._vote(M.PROPOSE, self.view, h, d, {"header": header},
-                          slot.txs[d]) is not None:
+            if self._vote(M.PROPOSE, self.view, h, carried.d, {"header": carried.header},
+                          slot.txs[carried.d]) is not None:
                 return True
         return False
 
@@ -786,7 +890,7 @@ class Replica:
         h, r = b["h"], b["r"]
         if h <= self.low:
             return
-        key = (h, b["d"], b["root"])
+        key = CheckpointKey(h, b["d"], b["root"])
         # Bounded memory: keep each replica's newest few unstable checkpoint votes (the
         # newest is what a lagging replica catches up to); one that floods evicts its own.
         theirs = sorted(k for k, votes in self.checkpoints.items() if r in votes and k != key)
@@ -816,17 +920,21 @@ class Replica:
         self.out.append(Persist(("checkpoint",), (h, proof)))
         for hh in [x for x in self.slots if x <= h]:
             del self.slots[hh]
-        for k in [k for k in self.checkpoints if k[0] <= h]:
-            del self.checkpoints[k]
-        for k in [k for k in self.my_votes if k[2] <= h]:
-            del self.my_votes[k]
-        for k in [k for k in self.future if k[2] <= h]:
+        for ck in [ck for ck in self.checkpoints if ck.h <= h]:
+            del self.checkpoints[ck]
+        for key in [(t, v, hh) for t, v, hh in self.my_votes if hh <= h]:
+            del self.my_votes[key]
+        for k in [k for k in self.future if k.h <= h]:
             self._drop_future(k)
         # What only guards against repeating ourselves in a view or at a height now
         # behind us: kept, it would grow with every view a peer talks us into.
-        self.reported = {k for k in self.reported
-                         if (k[3] > h if k[0] == "equivocation" else k[2] >= self.view)}
-        self.newview_sent = {v for v in self.newview_sent if v >= self.view}
+        # (("equivocation", replica, view, height) or ("conflicting-vote", replica, view,
+        # type))
+        self.reported = {(kind, r, v, x) for kind, r, v, x in self.reported
+                         if (x > h if kind == "equivocation" else v >= self.view)}
+        self.vc.newview_sent = {v for v in self.vc.newview_sent if v >= self.view}
+        # Blocks the view carried over at or below the checkpoint are executed: dead.
+        self.selection = {hh: c for hh, c in self.selection.items() if hh > h}
         self.out.append(Persist(("gc",), h))
 
     def invariants(self) -> list[str]:
@@ -841,48 +949,98 @@ class Replica:
                 self.low + self.cfg.window:
             out.append(f"slots {min(self.slots)}..{max(self.slots)} outside the window "
                        f"({self.low}, {self.low + self.cfg.window}]")
-        if any(k[2] <= self.low for k in self.my_votes):
+        if any(h <= self.low for _, _, h in self.my_votes):
             out.append(f"own votes kept at or below the stable checkpoint {self.low}")
         if any(not 0 <= held <= FUTURE_BYTES for held in self.future_bytes.values()):
             out.append("a signer holds more than FUTURE_BYTES of messages for later views")
-        if any(k[1] <= self.view for k in self.future) and self.normal:
+        if any(k.v <= self.view for k in self.future) and self.status is Status.NORMAL:
             out.append(f"messages held for view {self.view} or earlier while in it")
-        if self.normal and self.vc_deadline is not None:
+        if self.status is Status.NORMAL and self.vc.deadline is not None:
             out.append("a view-change deadline armed outside a view change")
+        if self.status is Status.VIEW_CHANGE and self.vc.newview is not None:
+            out.append("a NEW-VIEW kept for a view not begun")
+        # Every other container is bounded: by the window (pruned at stable checkpoints),
+        # by the validators, or by MAX_CHECKPOINTS per validator.
+        n, top = self.vals.n, self.low + self.cfg.window
+        if any(h > top for _, _, h in self.my_votes):
+            out.append(f"own votes kept above the window's top {top}")
+        if any(s.prepared is not None and s.prepared.view > self.view
+               for s in self.slots.values()):
+            out.append(f"a prepared certificate of a view after {self.view}")
+        if self.status is Status.VIEW_CHANGE and self.selection:
+            out.append("blocks selected for a view not begun")
+        if any(h <= self.low for h in self.selection) or len(self.selection) > self.cfg.window:
+            out.append("blocks selected at or below the stable checkpoint, or more than "
+                       "the window holds")
+        if any(k.h <= self.low or not votes for k, votes in self.checkpoints.items()):
+            out.append(f"checkpoint votes kept at or below the stable checkpoint {self.low}, "
+                       "or none kept under a key")
+        held = [sum(1 for votes in self.checkpoints.values() if r in votes) for r in range(n)]
+        if max(held) > MAX_CHECKPOINTS:
+            out.append(f"a replica holds {max(held)} unstable checkpoint votes")
+        if any(not 0 <= r < n or m["body"]["r"] != r or m["body"]["t"] != M.VIEWCHANGE
+               for r, m in self.vc.requests.items()):
+            out.append("a view-change request kept under another replica's name")
+        if any(v > self.view for v in self.vc.newview_sent):
+            out.append(f"a NEW-VIEW sent for a view after {self.view}")
+        if any(kind == "equivocation" and h <= self.low for kind, _, _, h in self.reported):
+            out.append("an equivocation reported at or below the stable checkpoint")
+        if any(not 0 <= r < n for d in (self.helped, self.served, self.future_bytes)
+               for r in d):
+            out.append("a budget kept for a replica that is not a validator")
         return out
 
-    def _drop_future(self, key: tuple) -> tuple:
-        msg, size, at = self.future.pop(key)
-        self.future_bytes[key[3]] -= size
-        return msg, size, at
+    def _drop_future(self, key: HeldKey) -> Held:
+        held = self.future.pop(key)
+        self.future_bytes[key.r] -= held.size
+        return held
 
     # --- view change ------------------------------------------------------------------
 
     def _start_view_change(self, nv: int, reason: str) -> None:
-        if nv <= self.view and not self.normal:
+        if nv <= self.view and self.status is Status.VIEW_CHANGE:
             return
+        if self._ask_for_views(nv, reason):
+            self._settle_view_change()
+
+    def _ask_for_views(self, nv: int, reason: str) -> bool:
+        """Ask for view nv; then, as long as f+1 replicas ask for a later view, for the
+        lowest of those. A loop: this replica's own VIEW-CHANGE is taken like a peer's
+        (_take_viewchange), not handed back to _on_viewchange, which may call here. False
+        if its first VIEW-CHANGE was not taken (only when its checkpoint proof was lost,
+        see __init__): then there is nothing new to settle."""
+        taken = False
+        join: tuple[int, str] | None = (nv, reason)
+        while join is not None:
+            msg = self._ask_for_view(*join)
+            if not self._take_viewchange(msg, msg["body"]):
+                break
+            taken = True
+            join = self._view_to_join()
+        return taken
+
+    def _ask_for_view(self, nv: int, reason: str) -> dict:
+        """Leave this view for nv: the change starts (its fields reset together) and this
+        replica's VIEW-CHANGE leaves; returned, to be taken as its own request."""
         self.out.append(ViewChange(self.view, nv, reason))
         self.view = nv
-        self.normal = False
+        self.status = Status.VIEW_CHANGE
         self.view_changes += 1
         self.selection = {}
-        self.vc_attempts += 1
-        # As in PBFT, the timer that gives up on this view starts only once 2f+1
-        # replicas ask for it too: a replica alone must not run ahead through views.
-        self.vc_deadline = None
-        self.vc_resent = self.now
+        self.vc.begin(self.now)
         self.progress_deadline = None
         self.out.append(Persist(("view",), nv))
         msg = self._viewchange_msg()
         self.out.append(Broadcast(msg))
-        self._on_viewchange(msg, msg["body"])
+        return msg
 
     def _viewchange_msg(self) -> dict:
         """This replica's VIEW-CHANGE for the view it is changing to. Signed afresh when
         it asks again: its executed height may have grown meanwhile (its prepared
         certificates cannot, while it changes view), and a replica that sees it behind
         sends it the blocks from there."""
-        prepared = [[s.prepared[2], s.prepared[3]] for h, s in sorted(self.slots.items())
+        prepared = [[s.prepared.propose, s.prepared.prepares]
+                    for h, s in sorted(self.slots.items())
                     if s.prepared is not None and self._in_window(h)]
         return self._sign({"t": M.VIEWCHANGE, "v": self.view, "h": self.low,
                            "e": self.app.height, "checkpoint": self.low_proof,
@@ -919,14 +1077,14 @@ class Replica:
             # It asks to leave a view that may have moved on without it: once the others
             # go quiet, nothing else would tell it what they committed.
             self._help_behind(b["r"], b["e"] + 1)
-        if nv <= self.view and self.normal and self.newview_msg is not None:
+        if nv <= self.view and self.status is Status.NORMAL and self.vc.newview is not None:
             # It missed how this view began — or, asking for an earlier view, that the
             # others have moved on (it would wait for ever for f+1 of them to ask for a
             # view they already left): the NEW-VIEW, then the primary's proposals (out
             # of its budget: a replayed VIEW-CHANGE must not buy megabytes each time).
             if not self._may_serve(b["r"]):
                 return
-            self.out.append(Send(b["r"], self.newview_msg))
+            self.out.append(Send(b["r"], self.vc.newview))
             sent = NEWVIEW_COST
             for h in sorted(self.slots):
                 slot = self.slots[h]
@@ -938,63 +1096,84 @@ class Replica:
                     sent += M.txs_bytes(txs or ())
             self._served(b["r"], sent)
             return
+        if not self._take_viewchange(msg, b):
+            return
+        join = self._view_to_join()
+        if join is not None:
+            self._ask_for_views(*join)
+        self._settle_view_change()
+
+    def _take_viewchange(self, msg: dict, b: dict) -> bool:
+        """Keep a replica's request for view b["v"] (a peer's, or this replica's own) if
+        it is for a view this one may still go to, newer than its signer's last, and valid."""
+        nv = b["v"]
         if nv < self.view or nv > self.view + 4 * self.vals.n:
-            return
-        prior = self.viewchanges.get(b["r"])
+            return False
+        prior = self.vc.requests.get(b["r"])
         if prior is not None and prior["body"]["v"] >= nv:
-            return
+            return False
         if not self._valid_viewchange(b):
-            return
-        self.viewchanges[b["r"]] = msg
+            return False
+        self.vc.requests[b["r"]] = msg
         if b["h"] > self.app.height:
             self.behind_hint = max(self.behind_hint, b["h"])
-        # f+1 replicas already ask for a later view: join the lowest of them.
-        later = sorted(m["body"]["v"] for m in self.viewchanges.values()
+        return True
+
+    def _view_to_join(self) -> tuple[int, str] | None:
+        """f+1 replicas already ask for a view later than this one (one of them at least
+        honest): the lowest of those, and why this replica joins it."""
+        later = sorted(m["body"]["v"] for m in self.vc.requests.values()
                        if m["body"]["v"] > self.view)
-        if len(later) > self.vals.f and (self.normal or later[0] > self.view):
-            self._start_view_change(later[0], f"{len(later)} replicas (f+1 or more) ask "
-                                              f"for view {later[0]} or later")
-        vcs = [m for m in self.viewchanges.values() if m["body"]["v"] == self.view]
+        if len(later) <= self.vals.f:
+            return None
+        return later[0], f"{len(later)} replicas (f+1 or more) ask for view {later[0]} or later"
+
+    def _settle_view_change(self) -> None:
+        """After taking VIEW-CHANGEs: once 2f+1 replicas ask to leave the view this one
+        is changing to, its give-up timer starts; once 2f+1 ask for it and this replica is
+        its primary, the view begins."""
+        vcs = [m for m in self.vc.requests.values() if m["body"]["v"] == self.view]
         # A replica asking for a later view has given up on this one too.
-        leaving = sum(1 for m in self.viewchanges.values() if m["body"]["v"] >= self.view)
-        if not self.normal and self.vc_deadline is None and leaving >= self.vals.quorum:
-            self.vc_deadline = self.now + self._timeout()
-        if (not self.normal and self.vals.primary(self.view) == self.me
-                and len(vcs) >= self.vals.quorum and self.view not in self.newview_sent):
-            self.newview_sent.add(self.view)
+        leaving = sum(1 for m in self.vc.requests.values() if m["body"]["v"] >= self.view)
+        if self.status is Status.VIEW_CHANGE and self.vc.deadline is None and \
+                leaving >= self.vals.quorum:
+            self.vc.deadline = self.now + self._timeout()
+        if (self.status is Status.VIEW_CHANGE and self.vals.primary(self.view) == self.me
+                and len(vcs) >= self.vals.quorum and self.view not in self.vc.newview_sent):
+            self.vc.newview_sent.add(self.view)
             vcs = sorted(vcs, key=lambda m: m["body"]["r"])[:self.vals.quorum]
             nvmsg = self._sign({"t": M.NEWVIEW, "v": self.view, "vcs": vcs})
             self.out.append(Broadcast(nvmsg))
             self._enter_view(self.view, vcs, nvmsg)
 
     def _select(self, vcs: list):
-        """The new view's starting point: (base height, its proof, [(h, propose msg)])."""
+        """The new view's starting point: (base height, its proof, {h: block carried})."""
         base = max(vcs, key=lambda m: m["body"]["h"])["body"]
-        best: dict[int, tuple] = {}
+        best: dict[int, Candidate] = {}
         for m in vcs:
             for prop, _ in m["body"]["prepared"]:
                 pb = prop["body"]
                 d = M.block_hash(pb["header"])
-                cand = (pb["v"], d, prop)
+                cand = Candidate(pb["v"], d, prop)
                 if pb["h"] > base["h"] and (pb["h"] not in best
-                                            or cand[:2] > best[pb["h"]][:2]):
+                                            or cand.rank > best[pb["h"]].rank):
                     best[pb["h"]] = cand
         # The proof's own CHECKPOINTs (a VIEWCHANGE may carry other signed messages too;
         # _valid_viewchange found 2f+1 of these, all for one block).
         proof = [m for m in base["checkpoint"] if m["body"]["t"] == M.CHECKPOINT
                  and m["body"]["h"] == base["h"]]
         prev = proof[0]["body"]["d"] if base["h"] else M.GENESIS_HASH
-        chosen = []
+        carried: dict[int, Carried] = {}
         h = base["h"] + 1
-        while h in best and best[h][2]["body"]["header"]["prev"] == prev:
-            chosen.append((h, best[h][2]))
-            prev = best[h][1]
+        while h in best and best[h].propose["body"]["header"]["prev"] == prev:
+            carried[h] = Carried(best[h].d, best[h].propose["body"]["header"], best[h].propose)
+            prev = best[h].d
             h += 1
-        return base["h"], proof, chosen
+        return base["h"], proof, carried
 
     def _on_newview(self, msg, b):
         nv = b["v"]
-        if nv < self.view or (nv == self.view and self.normal) or \
+        if nv < self.view or (nv == self.view and self.status is Status.NORMAL) or \
                 b["r"] != self.vals.primary(nv) or nv > self.view + 4 * self.vals.n:
             return
         vcs = b["vcs"]
@@ -1009,14 +1188,14 @@ class Replica:
         self._enter_view(nv, vcs, msg)
 
     def _enter_view(self, nv: int, vcs: list, newview: dict) -> None:
-        base, proof, chosen = self._select(vcs)
-        self.newview_msg = newview
-        self.normal = True
-        self.vc_deadline = None
+        base, proof, carried = self._select(vcs)
+        self.status = Status.NORMAL
+        self.vc.end(newview)
         self.progress_deadline = None
-        self.selection = {h: (M.block_hash(p["body"]["header"]), p["body"]["header"], p)
-                          for h, p in chosen}
-        self.out.append(ViewEntered(nv, self.vals.primary(nv), len(chosen)))
+        # (A NEW-VIEW may start below this replica's stable checkpoint: what it carries
+        # up to there is executed here, and never read again.)
+        self.selection = {h: c for h, c in carried.items() if h > self.low}
+        self.out.append(ViewEntered(nv, self.vals.primary(nv), len(carried)))
         if base > self.low and base <= self.app.height:
             self._stabilise(base, proof)
         elif base > self.app.height:
@@ -1025,26 +1204,23 @@ class Replica:
             # Earlier views' votes and proposals are spent; keep the transactions of the
             # blocks this view carries over or this replica prepared.
             slot = self.slots[h]
-            slot.prepares = {k: v for k, v in slot.prepares.items() if k[0] >= nv}
+            slot.prepares = {(v, d): votes for (v, d), votes in slot.prepares.items()
+                             if v >= nv}
             slot.proposals = {v: p for v, p in slot.proposals.items() if v >= nv}
             slot.refused = {v: why for v, why in slot.refused.items() if v >= nv}
-            keep = {self._selected(h), slot.prepared and slot.prepared[1]}
+            keep = {self._selected(h), slot.prepared.d if slot.prepared else None}
             keep |= {p.d for p in slot.proposals.values()}
             keep |= {d for (_, d), votes in slot.commits.items()
                      if len(votes) >= self.vals.quorum}
             slot.txs = {d: t for d, t in slot.txs.items() if d in keep}
             slot.asked, slot.asks = None, 0
-        end = max([base, self.app.height] + [h for h, _ in chosen])
+        end = max([base, self.app.height, *carried])
         self.next_h = end + 1
         self.last_block_at = self.now
-        held = [k for k in self.future if k[1] <= nv]
-        for k in held:
+        for k in [k for k in self.future if k.v <= nv]:
             m, _, at = self._drop_future(k)
-            if k[1] == nv:
-                if k[0] == M.PROPOSE:
-                    self._on_propose(m, m["body"], at)
-                else:
-                    getattr(self, "_on_" + k[0])(m, m["body"])
+            if k.v == nv:
+                self._handle(m, m["body"], at)
 
     # --- catch-up ---------------------------------------------------------------------
 
@@ -1100,12 +1276,10 @@ class Replica:
             if h <= top:
                 continue                          # already have it
             d = M.block_hash(block["header"])
-            views = {m["body"]["v"] for m in cert if m["body"]["t"] == M.COMMIT}
-            if h != top + 1 or block["header"]["prev"] != prev or not any(
-                    len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= self.vals.quorum
-                    for v in views):
+            if h != top + 1 or block["header"]["prev"] != prev or \
+                    not M.commit_certified(cert, h, d, self.vals.quorum):
                 break                             # a gap or a bad certificate: stop here
-            self.fetched.append((h, d, block, cert))
+            self.fetched.append(Fetched(h, d, block, cert))
             top, prev = h, d
             got += 1
         if got:
@@ -1122,7 +1296,7 @@ class Replica:
     def _fetched_top(self) -> tuple[int, bytes | None]:
         """Height and hash of the last block executed or waiting in `fetched`."""
         if self.fetched:
-            return self.fetched[-1][0], self.fetched[-1][1]
+            return self.fetched[-1].h, self.fetched[-1].d
         h = self.app.height
         return h, self.app.block_hash(h) if h else M.GENESIS_HASH
 

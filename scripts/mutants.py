@@ -47,10 +47,10 @@ CATALOGUE = (
            "return self.quorum_override or self.f + 1",
            "f+1 votes make a quorum: two quorums need not share an honest replica"),
     Mutant("viewchange-lowest-view", "view-change selection", "consensus/replica.py",
-           'or cand[:2] > best[pb["h"]][:2])', 'or cand[:2] < best[pb["h"]][:2])',
+           'or cand.rank > best[pb["h"]].rank)', 'or cand.rank < best[pb["h"]].rank)',
            "a new view keeps the prepared block of the lowest view, not the highest"),
     Mutant("viewchange-drops-prepared", "view-change selection", "consensus/replica.py",
-           "while h in best and best[h][2]", "while False and best[h][2]",
+           "while h in best and best[h].propose", "while False and best[h].propose",
            "a new view carries no prepared block over: a committed one can be replaced"),
     Mutant("newview-short", "NEW-VIEW validation", "consensus/replica.py",
            "if len(signers) < self.vals.quorum or len(vcs) != len(signers) or",
@@ -81,10 +81,8 @@ CATALOGUE = (
            "pass",
            "a primary's two blocks for one slot are seen and not reported"),
     Mutant("catch-up-any-certificate", "catch-up certificate checks", "consensus/replica.py",
-           "len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= self.vals.quorum\n"
-           "                    for v in views):\n                break",
-           "len(M.cert_signers(cert, M.COMMIT, v, h, d)) >= 1\n"
-           "                    for v in views):\n                break",
+           "not M.commit_certified(cert, h, d, self.vals.quorum):\n                break",
+           "not M.commit_certified(cert, h, d, 1):\n                break",
            "a fetched block is executed on one COMMIT: a faulty peer can feed a made-up chain"),
     Mutant("time-ahead-unchecked", "chain time", "consensus/replica.py",
            "            if t > ahead:\n", "            if False:\n",
@@ -134,7 +132,7 @@ CATALOGUE = (
 # `--gaps` hunts them too. Move one into CATALOGUE when the simulator learns to catch it.
 GAPS = (
     Mutant("selection-ignores-chain", "view-change selection", "consensus/replica.py",
-           'while h in best and best[h][2]["body"]["header"]["prev"] == prev:',
+           'while h in best and best[h].propose["body"]["header"]["prev"] == prev:',
            "while h in best:",
            "a new view carries prepared blocks that do not chain from the checkpoint. "
            "Harm needs prepared certificates of two consecutive heights from different "

@@ -468,6 +468,23 @@ def test_f_plus_one_viewchanges_for_a_higher_view_make_a_replica_join():
     assert rep.view == 2 and rep.normal
 
 
+def test_joining_a_later_view_is_a_loop_not_a_recursion():
+    """A replica that asks for a view and finds f+1 others already asking for a later one
+    joins that one in the same step (a loop in _ask_for_views: its own VIEW-CHANGE is
+    not handed back to _on_viewchange), then settles once."""
+    net = Net()
+    rep = net.replica(3)
+    rep.vc.requests = {0: viewchange(0, 2), 1: viewchange(1, 2)}   # f+1 ask for view 2
+    rep._start_view_change(1, "asked for the next view")
+    eff = rep._finish()
+    assert [(e.old, e.new) for e in eff if type(e) is ViewChange] == [(0, 1), (1, 2)]
+    assert [m["body"]["v"] for m in of(eff, M.VIEWCHANGE)] == [1, 2]
+    assert rep.view == 2 and rep.status is R.Status.VIEW_CHANGE and not rep.normal
+    assert sorted(rep.vc.requests) == [0, 1, 3] and rep.vc.attempts == 2
+    assert rep.vc.deadline is not None                  # 2f+1 ask to leave view 1 behind
+    assert rep.invariants() == []
+
+
 def test_replica_that_missed_newview_gets_it_when_it_asks_again():
     net = Net()
     raw = net.submit(net.tx())
@@ -623,7 +640,7 @@ def test_conflicting_votes_from_one_replica_are_reported_and_not_counted(kind):
 def _snapshot(node: Node):
     r = node.replica
     return (node.height, r.view, r.normal, r.low, dict(r.my_votes), sorted(r.slots),
-            len(r.future), len(r.checkpoints), len(r.viewchanges), node.ledger.state_root(),
+            len(r.future), len(r.checkpoints), len(r.vc.requests), node.ledger.state_root(),
             dict(node.store.records))
 
 
@@ -789,7 +806,7 @@ def test_messages_far_outside_the_window_or_views_ahead_are_dropped():
     assert_quiet(net.deliver(1, signed(2, {"t": M.PREPARE, "v": 3, "h": 1, "d": d})))
     assert rep.future == {}
     assert_quiet(net.deliver(1, viewchange(2, 4 * N + 1)))
-    assert rep.viewchanges == {}
+    assert rep.vc.requests == {}
     assert rep.view == 0 and rep.normal
 
 
@@ -1379,11 +1396,11 @@ def test_what_only_guards_against_repeats_is_pruned_at_a_stable_checkpoint():
     that talks a replica through view after view would grow them without end."""
     rep = Net().replica(1)
     rep.view = 3
-    rep.newview_sent = {1, 2, 3}
+    rep.vc.newview_sent = {1, 2, 3}
     rep.reported = {("equivocation", 0, 1, 2), ("equivocation", 0, 1, 9),
                     ("conflicting-vote", 0, 2, M.PREPARE), ("conflicting-vote", 0, 3, M.COMMIT)}
     rep._stabilise(4, [])
-    assert rep.newview_sent == {3}
+    assert rep.vc.newview_sent == {3}
     assert rep.reported == {("equivocation", 0, 1, 9), ("conflicting-vote", 0, 3, M.COMMIT)}
 
 
@@ -1391,8 +1408,12 @@ def test_invariants_name_a_broken_state():
     rep = Net().replica(2)
     assert rep.invariants() == []
     rep._slot(rep.low + rep.cfg.window + 1)          # what a missing watermark would keep
-    rep.vc_deadline = rep.now                        # and a deadline outside a view change
+    rep.vc.deadline = rep.now                        # and a deadline outside a view change
     assert [p.split(" ")[0] for p in rep.invariants()] == ["slots", "a"]
+    rep = Net().replica(2)
+    rep.vc.newview_sent.add(rep.view + 1)            # a NEW-VIEW for a view not reached
+    rep.vc.requests[0] = viewchange(1, 1)            # 1's request kept as 0's
+    assert [p.split(" ")[2] for p in rep.invariants()] == ["request", "sent"]
 
 
 def test_evidence_kept_per_validator_is_bounded():
