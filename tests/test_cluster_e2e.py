@@ -219,6 +219,32 @@ def test_bad_peer_frames_are_refused_and_the_node_keeps_going(cluster):
     _wait_same_chain(clients, st0["height"] + 2)
 
 
+def test_a_peer_gossiping_bad_signatures_is_banned_after_a_few(cluster):
+    # 2,000 badly signed transactions in one frame: the node checks a few, bans the
+    # sender, closes its link and refuses it on reconnecting, and does not check the rest.
+    _, _, clients = cluster
+    api = clients[1]
+    spammer = keys.Keypair.from_name("stranger-spammer")
+    alice = Wallet(ALICE, api)
+    bad = []
+    for i in range(2_000):
+        raw = bytearray(txm.sign(txm.build(ALICE, CHAIN, "transfer", alice.nonce + i,
+                                           to=BOB.address, amount=1), [ALICE]).raw)
+        raw[-5] ^= 1
+        bad.append(bytes(raw))
+    before = _metric(_metrics(api.url), "lendnet_signatures_verified_total")
+    state, got = asyncio.run(_p2p(api.url, spammer, [codec.encode(["txs", codec.encode(bad)])]))
+    assert state == "linked" and got == ["CLOSE"], got
+    state, got = asyncio.run(_p2p(api.url, spammer, []))
+    assert state == "refused at hello" and "banned" in got[0], got
+    text = _metrics(api.url)
+    assert _metric(text, "lendnet_signatures_verified_total") - before < 200
+    assert _metric(text, "lendnet_p2p_peers_banned_total") >= 1
+    assert _metric(text, "lendnet_p2p_peer_strikes_total") >= 3
+    status = api.status()
+    assert status["banned_peers"] >= 1 and status["mempool"] == 0, status
+
+
 def _metrics(url: str) -> str:
     import urllib.request
     with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
@@ -257,7 +283,7 @@ def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
     primary = st["primary"]
     survivors = [cl for i, cl in enumerate(clients) if i != primary]
     api = survivors[0]
-    dave = Wallet(keys.Keypair.from_name("dave"), api)
+    alice = Wallet(ALICE, api)
     c.kill_member(f"node{primary}", signal.SIGKILL)
     t0 = time.monotonic()
     h = api.submit(dave.sign("transfer", to=BOB.address, amount=5))

@@ -10,11 +10,14 @@ Handshake (the dialler is the client; every field a fixed-size byte string):
     server -> HELLO  S = {chain, pubkey, nonce, eph,
                           sig = sign(DOMAIN | chain | "server" | H(C, S without sig))}
     client -> PROOF  {sig = sign(DOMAIN | chain | "client" | H(C, S))}
+    server -> WELCOME  an empty frame sealed under the new keys (or a close saying why
+                       the link is refused: banned, inbound links full)
 `eph` is a fresh X25519 key of each side, `nonce` 32 fresh bytes. Each signature covers
 the whole transcript so far — both nonces, both identity keys, both ephemeral keys — so
 neither side can be impersonated, an old handshake cannot be replayed, and the ephemeral
-keys are bound to the identities. The dialler knows the key it expects (peers are
-`pubkey@host:port`) and refuses a server that presents another one.
+keys are bound to the identities; WELCOME confirms both derived the same keys. The
+dialler knows the key it expects (peers are `pubkey@host:port`) and refuses a server
+that presents another one.
 
 Both then derive one key per direction, BLAKE2b keyed with the X25519 shared secret over
 H(C, S), personalised "c2s"/"s2c". Every later frame is sealed with XSalsa20-Poly1305
@@ -175,7 +178,17 @@ async def client_handshake(ws, chain: str, kp: keys.Keypair,
         raise HandshakeError("server's handshake signature does not verify")
     th = _transcript(c, msg.data)
     await ws.send_bytes(codec.encode({"sig": kp.sign(_proof(chain, b"client", th))}))
-    return h["pubkey"], Session.derive(eph_secret, h["eph"], th, client=True)
+    session = Session.derive(eph_secret, h["eph"], th, client=True)
+    msg = await ws.receive(timeout=HANDSHAKE_TIMEOUT)      # WELCOME, or a refusal
+    if msg.type != aiohttp.WSMsgType.BINARY:
+        why = f": {msg.extra}" if msg.type == aiohttp.WSMsgType.CLOSE and msg.extra else ""
+        raise HandshakeError(f"peer refused the link ({msg.type.name}{why})")
+    try:
+        if session.open(msg.data) != b"":
+            raise Unauthentic("WELCOME must be empty")
+    except Unauthentic as e:
+        raise HandshakeError(f"peer's WELCOME: {e}") from None
+    return h["pubkey"], session
 
 
 class LinkHook(Protocol):
@@ -566,6 +579,10 @@ class Transport:
             return ws
         finally:
             self._handshaking -= 1
+        try:
+            await ws.send_bytes(session.seal(b""))              # WELCOME: admitted
+        except (ConnectionError, RuntimeError):
+            return ws
         old = self.inbound.get(pubkey)
         if old is not None:
             self.stats["links_replaced"] += 1
