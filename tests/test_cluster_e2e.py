@@ -283,7 +283,7 @@ def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
     primary = st["primary"]
     survivors = [cl for i, cl in enumerate(clients) if i != primary]
     api = survivors[0]
-    alice = Wallet(ALICE, api)
+    dave = Wallet(keys.Keypair.from_name("dave"), api)
     c.kill_member(f"node{primary}", signal.SIGKILL)
     t0 = time.monotonic()
     h = api.submit(dave.sign("transfer", to=BOB.address, amount=5))
