@@ -262,3 +262,22 @@ async def test_strikes_ban_a_key_for_a_while():
         async with _raw_link(server.port, kp):
             await _until(lambda: server.t.inbound, what="the link again")
         assert server.t.active_bans() == 0
+
+
+async def test_stalled_handshakes_are_bounded_per_address_and_in_time(monkeypatch):
+    monkeypatch.setattr(T, "MAX_HANDSHAKING_PER_IP", 2)
+    monkeypatch.setattr(T, "HANDSHAKE_TIMEOUT", 1.0)
+    async with Node() as server, aiohttp.ClientSession() as s:
+        url = f"http://127.0.0.1:{server.port}/p2p"
+        async with s.ws_connect(url) as w1, s.ws_connect(url) as w2:   # say nothing
+            await _until(lambda: server.t._handshaking == 2, what="two handshakes")
+            async with s.ws_connect(url) as w3:
+                msg = await w3.receive(timeout=5)
+                assert msg.type == aiohttp.WSMsgType.CLOSE and msg.extra == "busy"
+            for ws in (w1, w2):                      # then cut off at the deadline
+                msg = await ws.receive(timeout=5)
+                assert msg.type == aiohttp.WSMsgType.CLOSE
+        await _until(lambda: server.t._handshaking == 0 and not server.t._handshaking_from,
+                     what="the slots freed")
+        async with _raw_link(server.port, keys.Keypair.from_name("patient")):
+            await _until(lambda: server.t.inbound, what="a link once the slots are free")

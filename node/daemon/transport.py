@@ -31,7 +31,8 @@ plus a 16-byte MAC) is at most MAX_FRAME bytes.
 Bounds: at most MAX_INBOUND inbound links, MAX_INBOUND_NONVALIDATOR of them from keys
 that are not validators of the genesis, MAX_HANDSHAKING handshakes in progress, one
 inbound link per key (a new one replaces the old: a restarted peer must get back in at
-once). Outgoing frames wait in a bounded queue per link; a peer that lets it pass its
+once), MAX_HANDSHAKING_PER_IP handshakes from one address, each done within
+HANDSHAKE_TIMEOUT. Outgoing frames wait in a bounded queue per link; a peer that lets it pass its
 byte (or frame) cap is not reading, and its link is closed. A peer that sends a
 malformed or unauthentic frame, or BAN_STRIKES messages with invalid signatures, is
 disconnected and its key banned for BAN_SECONDS: its links are refused, and a banned
@@ -62,6 +63,7 @@ QUEUE_BYTES_NONVALIDATOR = 8 << 20       # ... for anyone else's (a full node, a
 MAX_INBOUND = 64                         # inbound links in all
 MAX_INBOUND_NONVALIDATOR = 16            # inbound links from keys not in the genesis
 MAX_HANDSHAKING = 32                     # inbound handshakes in progress
+MAX_HANDSHAKING_PER_IP = 8               # ... from one address (all of them cannot hog it)
 BAN_SECONDS = 600.0                      # how long a misbehaving peer's key is refused
 BAN_STRIKES = 3                          # invalid signatures from one key before a ban
 MAX_TRACKED = 10_000                     # banned keys and keys with strikes remembered
@@ -266,6 +268,7 @@ class Transport:
         self.banned: dict[bytes, float] = {}              # pubkey -> banned until (clock)
         self.strikes: dict[bytes, tuple[int, float]] = {}  # pubkey -> (count, since)
         self._handshaking = 0
+        self._handshaking_from: dict[str, int] = {}       # remote address -> handshakes
         self._inbound_ws: set = set()
         self.faults = faults                              # test-only link faults, or None
         self._tasks: list[asyncio.Task] = []
@@ -507,7 +510,12 @@ class Transport:
         the link and bans its peer: only a buggy or hostile node sends one."""
         async for msg in link.ws:
             if msg.type != aiohttp.WSMsgType.BINARY:
-                if msg.type == aiohttp.WSMsgType.ERROR or msg.type == aiohttp.WSMsgType.TEXT:
+                # A protocol violation (too big, a bad opcode) or a text frame is the
+                # peer's doing; any other error is the connection's (a peer killed
+                # mid-frame) and no reason to ban.
+                if msg.type == aiohttp.WSMsgType.TEXT or (
+                        msg.type == aiohttp.WSMsgType.ERROR
+                        and isinstance(msg.data, aiohttp.WebSocketError)):
                     self.stats["bad_frames"] += 1
                     self.ban(link.pubkey, f"sent a bad frame ({msg.type.name}: "
                                           f"{str(msg.data)[:80]})")
@@ -538,13 +546,15 @@ class Transport:
         hand its frames on."""
         ws = web.WebSocketResponse(max_msg_size=MAX_FRAME, heartbeat=10)
         await ws.prepare(request)
-        if self._handshaking >= MAX_HANDSHAKING:
+        ip = request.remote or ""
+        if self._handshaking >= MAX_HANDSHAKING or \
+                self._handshaking_from.get(ip, 0) >= MAX_HANDSHAKING_PER_IP:
             self.stats["links_refused_full"] += 1
             await ws.close(code=aiohttp.WSCloseCode.TRY_AGAIN_LATER, message=b"busy")
             return ws
         self._inbound_ws.add(ws)
         try:
-            return await self._serve_link(ws, request)
+            return await self._serve_link(ws, request, ip)
         finally:
             self._inbound_ws.discard(ws)
 
@@ -564,21 +574,27 @@ class Transport:
             return f"inbound links from non-validators full ({MAX_INBOUND_NONVALIDATOR})"
         return None
 
-    async def _serve_link(self, ws, request) -> web.WebSocketResponse:
+    async def _serve_link(self, ws, request, ip: str) -> web.WebSocketResponse:
         self._handshaking += 1
+        self._handshaking_from[ip] = self._handshaking_from.get(ip, 0) + 1
         try:
-            pubkey, session = await self._server_handshake(ws)
+            async with asyncio.timeout(HANDSHAKE_TIMEOUT):     # the whole of it
+                pubkey, session = await self._server_handshake(ws)
             why = self._refusal(pubkey, authenticated=True)
             if why:
                 raise HandshakeError(why)
         except (TimeoutError, HandshakeError) as e:
             self.stats["handshakes_failed"] += 1
-            log.warning("inbound handshake from %s failed: %s", request.remote, e)
+            log.warning("inbound handshake from %s failed: %s", request.remote,
+                        e if str(e) else f"not done within {HANDSHAKE_TIMEOUT} s")
             await ws.close(code=aiohttp.WSCloseCode.POLICY_VIOLATION,
                            message=str(e)[:100].encode())
             return ws
         finally:
             self._handshaking -= 1
+            self._handshaking_from[ip] -= 1
+            if not self._handshaking_from[ip]:
+                del self._handshaking_from[ip]
         try:
             await ws.send_bytes(session.seal(b""))              # WELCOME: admitted
         except (ConnectionError, RuntimeError):
