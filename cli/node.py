@@ -26,8 +26,10 @@ def node():
               help="Address to listen on (peer links, API and metrics share one port).")
 @click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
               help="Port to listen on; 0 picks a free one at start.")
-@click.option("--peer", "peers", multiple=True, metavar="HOST:PORT",
-              help="A peer to dial (repeat for each).")
+@click.option("--peer", "peers", multiple=True, metavar="PUBKEY@HOST:PORT",
+              help="A peer to dial, with its public key in hex, which its handshake must "
+                   "show (repeat for each). A bare HOST:PORT is accepted with a warning: "
+                   "its key is then not checked.")
 @click.option("--chain-id", default="lendnet-dev", show_default=True)
 @click.option("--genesis", "genesis_file", type=click.Path(dir_okay=False, exists=True,
                                                            path_type=Path),
@@ -38,22 +40,44 @@ def init(home, host, port, peers, chain_id, genesis_file, as_json):
     """Write a home: a new node key (0600), config.json and genesis.json."""
     try:
         for p in peers:
-            H.parse_peer(p)
+            if H.parse_peer(p)[0] is None:
+                click.echo(f"warning: peer {p} has no key: the node will take whatever key "
+                           f"answers there (give it as PUBKEY@{p})", err=True)
         genesis = None
         if genesis_file is not None:
             genesis = H.load_genesis_file(genesis_file)
-        kp = H.init_home(home, H.NodeConfig(host, port, list(peers)), genesis=genesis,
-                         chain_id=chain_id)
+        H.init_home(home, H.NodeConfig(host, port, list(peers)), genesis=genesis,
+                    chain_id=chain_id)
     except H.HomeError as e:
         raise click.ClickException(str(e))
+    _show(home, as_json)
+
+
+def _show(home: Path, as_json: bool) -> None:
+    kp, cfg = H.load_key(home), H.load_config(home)
     out = {"home": str(home), "address": kp.address, "pubkey": kp.pubkey.hex(),
-           "validator": kp.pubkey in H.load_genesis(home).validators}
+           "validator": kp.pubkey in H.load_genesis(home).validators,
+           "peer_address": H.peer_string(kp.pubkey, cfg.host, cfg.port) if cfg.port
+           else f"{kp.pubkey.hex()}@{cfg.host}:<port>", "peers": list(cfg.peers)}
     if as_json:
         click.echo(json.dumps(out, indent=2))
-    else:
-        click.echo(f"node home {home}: address {kp.address}, public key {kp.pubkey.hex()}"
-                   + ("" if out["validator"] else " (not a validator of this genesis: a "
-                      "full node)"))
+        return
+    click.echo(f"node home {home}: address {kp.address}, public key {kp.pubkey.hex()}"
+               + ("" if out["validator"] else " (not a validator of this genesis: a "
+                  "full node)"))
+    click.echo(f"peers dial it as {out['peer_address']}"
+               + ("" if cfg.port else " (port 0: the one it picks at start, which it logs)"))
+
+
+@node.command("show")
+@_home_option
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def show(home, as_json):
+    """Print the node's address, key and the PUBKEY@HOST:PORT its peers dial it as."""
+    try:
+        _show(home, as_json)
+    except H.HomeError as e:
+        raise click.ClickException(str(e))
 
 
 @node.command("start")

@@ -23,7 +23,7 @@ from lendnet.ledger import tx as txm
 from lendnet.node.daemon.api import TX_STATUS
 from lendnet.node.daemon.client import ApiError, NodeClient, http_json
 from lendnet.node.harness.cluster import Cluster
-from lendnet.node.daemon.transport import DOMAIN, _proof
+from lendnet.node.daemon.transport import DOMAIN, HandshakeError, client_handshake
 from lendnet.node.harness.workload import OFFER
 
 CHAIN = "lendnet-dev"
@@ -203,22 +203,18 @@ def test_a_batch_of_transactions_is_judged_one_by_one(cluster):
     assert status == 413, answer
 
 
-async def _p2p(url: str, kp, frames: list[bytes]) -> tuple[str, list]:
-    """Handshake as `kp`, send raw frames; what the node did with the link."""
+async def _p2p(url: str, kp, frames: list[bytes], raw: bool = False) -> tuple[str, list]:
+    """Handshake as `kp`, send frames (sealed under the link's key, or `raw` as they
+    are); what the node did with the link."""
     async with aiohttp.ClientSession() as s:
         async with s.ws_connect(url + "/p2p") as ws:
-            nonce = os.urandom(32)
-            await ws.send_bytes(codec.encode({"chain": CHAIN, "pubkey": kp.pubkey,
-                                              "nonce": nonce}))
-            msg = await ws.receive(timeout=5)
-            if msg.type != aiohttp.WSMsgType.BINARY:
-                return "refused at hello", []
-            hello = codec.decode(msg.data)
-            sig = kp.sign(_proof(CHAIN, b"client", hello["nonce"], hello["pubkey"]))
-            await ws.send_bytes(codec.encode({"sig": sig}))
+            try:
+                _, session = await client_handshake(ws, CHAIN, kp)
+            except HandshakeError as e:
+                return "refused at hello", [str(e)]
             try:
                 for f in frames:
-                    await ws.send_bytes(f)
+                    await ws.send_bytes(f if raw else session.seal(f))
                 msg = await ws.receive(timeout=2)
             except TimeoutError:
                 return "linked", ["open"]
@@ -230,33 +226,69 @@ async def _p2p(url: str, kp, frames: list[bytes]) -> tuple[str, list]:
 def test_bad_peer_frames_are_refused_and_the_node_keeps_going(cluster):
     _, members, clients = cluster
     api = clients[2]
-    stranger = keys.Keypair.from_name("stranger")
     st0 = http_json(api.url + "/v1/status")[1]
-    # Garbage frame after a valid handshake: the link is closed.
-    state, got = asyncio.run(_p2p(api.url, stranger, [b"\xc1garbage"]))
+    # Garbage after a valid handshake (it does not even authenticate): the link is
+    # closed and the key banned, so it cannot come straight back.
+    garbage = keys.Keypair.from_name("stranger-garbage")
+    state, got = asyncio.run(_p2p(api.url, garbage, [b"\xc1garbage"], raw=True))
     assert state == "linked" and got == ["CLOSE"]
-    # A consensus message signed by a non-validator: counted and dropped.
+    state, got = asyncio.run(_p2p(api.url, garbage, []))
+    assert state == "refused at hello" and "banned" in got[0], got
+    # A consensus message signed by a non-validator: counted and dropped (one strike).
+    forger = keys.Keypair.from_name("stranger-forger")
     body = {"t": M.PREPARE, "v": 0, "h": st0["height"] + 1, "d": b"\x00" * 32, "r": 1}
-    forged = M.encode(M.sign(CHAIN, stranger, body))
-    asyncio.run(_p2p(api.url, stranger, [codec.encode(["msg", forged])]))
-    # A gossip frame that is not a list of transactions: counted and dropped.
-    asyncio.run(_p2p(api.url, stranger, [codec.encode(["txs", b"\x01"])]))
-    # A handshake whose proof is for another nonce: refused.
+    forged = M.encode(M.sign(CHAIN, forger, body))
+    asyncio.run(_p2p(api.url, forger, [codec.encode(["msg", forged])]))
+    # A well-sealed gossip frame that is not a list of transactions: banned.
+    asyncio.run(_p2p(api.url, keys.Keypair.from_name("stranger-txs"),
+                     [codec.encode(["txs", b"\x01"])]))
+    # A handshake whose proof is for another transcript: refused.
     async def bad_handshake():
         async with aiohttp.ClientSession() as s:
             async with s.ws_connect(api.url + "/p2p") as ws:
                 await ws.send_bytes(codec.encode({"chain": CHAIN, "pubkey": ALICE.pubkey,
-                                                  "nonce": os.urandom(32)}))
+                                                  "nonce": os.urandom(32),
+                                                  "eph": os.urandom(32)}))
                 await ws.receive(timeout=5)
                 await ws.send_bytes(codec.encode({"sig": ALICE.sign(DOMAIN + b"replayed")}))
                 return (await ws.receive(timeout=5)).type.name
     assert asyncio.run(bad_handshake()) == "CLOSE"
     text = _metrics(api.url)
-    assert _metric(text, "lendnet_p2p_bad_frames_total") >= 2
+    assert _metric(text, "lendnet_p2p_bad_frames_total") >= 1
+    assert _metric(text, "lendnet_p2p_frames_unauthentic_total") >= 1
+    assert _metric(text, "lendnet_p2p_peers_banned_total") >= 2
+    assert _metric(text, "lendnet_p2p_links_refused_banned_total") >= 1
     assert _metric(text, "lendnet_p2p_handshakes_failed_total") >= 1
     assert _metric(text, "lendnet_consensus_messages_rejected_total") >= 1
+    assert http_json(api.url + "/v1/status")[1]["banned_peers"] >= 2
     # Still committing with the others.
     _wait_same_chain(clients, st0["height"] + 2)
+
+
+def test_a_peer_gossiping_bad_signatures_is_banned_after_a_few(cluster):
+    # 2,000 badly signed transactions in one frame: the node checks a few, bans the
+    # sender, closes its link and refuses it on reconnecting, and does not check the rest.
+    _, _, clients = cluster
+    api = clients[1]
+    spammer = keys.Keypair.from_name("stranger-spammer")
+    alice = Wallet(ALICE, api)
+    bad = []
+    for i in range(2_000):
+        raw = bytearray(txm.sign(txm.build(ALICE, CHAIN, "transfer", alice.nonce + i,
+                                           to=BOB.address, amount=1), [ALICE]).raw)
+        raw[-5] ^= 1
+        bad.append(bytes(raw))
+    before = _metric(_metrics(api.url), "lendnet_signatures_verified_total")
+    state, got = asyncio.run(_p2p(api.url, spammer, [codec.encode(["txs", codec.encode(bad)])]))
+    assert state == "linked" and got == ["CLOSE"], got
+    state, got = asyncio.run(_p2p(api.url, spammer, []))
+    assert state == "refused at hello" and "banned" in got[0], got
+    text = _metrics(api.url)
+    assert _metric(text, "lendnet_signatures_verified_total") - before < 200
+    assert _metric(text, "lendnet_p2p_peers_banned_total") >= 1
+    assert _metric(text, "lendnet_p2p_peer_strikes_total") >= 3
+    status = api.status()
+    assert status["banned_peers"] >= 1 and status["mempool"] == 0, status
 
 
 def _metrics(url: str) -> str:
@@ -314,8 +346,8 @@ def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
 def test_oversized_peer_frame_closes_the_link(cluster):
     _, _, clients = cluster
     from lendnet.node.daemon.transport import MAX_FRAME
-    state, got = asyncio.run(_p2p(clients[2].url, keys.Keypair.from_name("stranger"),
-                                  [b"\x00" * (MAX_FRAME + 1)]))
+    state, got = asyncio.run(_p2p(clients[2].url, keys.Keypair.from_name("stranger-big"),
+                                  [b"\x00" * (MAX_FRAME + 1)], raw=True))
     assert state == "linked" and got == ["CLOSE"]
     clients[2].wait_height(clients[2].status()["height"] + 1)
 

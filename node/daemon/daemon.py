@@ -37,6 +37,10 @@ from .transport import Transport
 
 log = logging.getLogger("lendnet.node")
 RECENT_REJECTIONS = 10_000
+# What a peer's gossiped transaction is refused for that no honest node passes on (it
+# gossips only what its mempool admitted, on the same chain, under the same limits): a
+# strike against the peer. Duplicates and stale nonces are normal in gossip.
+HOSTILE_TX_CODES = frozenset({"malformed", "too-large", "wrong-chain", "bad-signature"})
 GOSSIP_FRAME_BYTES = 1 << 20       # transactions per gossip frame: up to about this much
 REFUSAL_LOG_MS = 10_000            # a refusal's reason is logged at most this often
 
@@ -70,7 +74,11 @@ class Daemon(Shell):
         self._refusals_logged: dict[str, tuple] = {}  # reason -> (when logged, since then)
         self.exit_code = 0
         self.transport = Transport(self.genesis.chain_id, self.kp, self._on_frame,
-                                   self.metrics.p2p, hooks.links)
+                                   self.metrics.p2p, hooks.links, self.genesis.validators)
+        self.peers = []                               # (host:port, its key or None)
+        for p in self.cfg.peers:
+            pubkey, host, port = H.parse_peer(p)
+            self.peers.append((f"{host}:{port}", pubkey))
         self.rejected: dict[str, tuple] = {}          # tx hash hex -> (why, code), recent
         self.subscribers: set[asyncio.Queue] = set()  # event-stream clients
         self.submitted_at: dict[str, int] = {}        # tx hash hex -> ms, for latency
@@ -100,7 +108,7 @@ class Daemon(Shell):
         site = web.TCPSite(self.runner, self.cfg.host, self.cfg.port, reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]
-        await self.transport.start(self.cfg.peers)
+        await self.transport.start(self.peers)
         if self.node.replica is None:
             self._tasks.append(asyncio.create_task(self._sync_forever()))
         self._tasks.append(asyncio.create_task(self._regossip_forever()))
@@ -108,6 +116,8 @@ class Daemon(Shell):
                  self.kp.address, self.genesis.chain_id,
                  f"validator {self.node.index}" if self.node.index is not None
                  else "full node", self.node.height, self.cfg.host, self.port)
+        log.info("peers reach this node as %s",
+                 H.peer_string(self.kp.pubkey, self.cfg.host, self.port))
         self._hold(self.node.tick(now_ms()))
 
     async def stop(self) -> None:
@@ -157,18 +167,28 @@ class Daemon(Shell):
                 self._halt(e)
                 return
             if self.node.rejected_messages != before:
-                self.metrics.rejected_messages.inc()
+                self.metrics.rejected_messages.inc()     # badly signed, or not a validator's
+                self.transport.penalise(peer, "sent a consensus message that does not "
+                                              "verify")
             self._hold(effects)
         elif kind == "txs":
             raws = self._gossiped_txs(payload)
             if raws is None:
                 self.metrics.p2p["bad_frames"] += 1      # a buggy or hostile peer
+                self.transport.ban(peer, "sent a txs frame that is not a list of "
+                                         "transactions")
                 return
             for raw in raws:
-                if self.node.receive_tx(raw):
-                    self._gossip(raw)                    # first sight: pass it on
+                try:
+                    self.node.submit(raw)
+                except txm.TxError as e:
+                    if e.code in HOSTILE_TX_CODES and self.transport.penalise(
+                            peer, f"gossiped a transaction refused as {e.code}"):
+                        return                           # banned: the rest is not read
+                    continue
+                self._gossip(raw)                        # first sight: pass it on
         elif kind == "block" and self.node.replica is None:
-            self._follow(payload)
+            self._follow(payload, peer)
 
     @staticmethod
     def _gossiped_txs(payload: bytes) -> list[bytes] | None:
@@ -240,12 +260,13 @@ class Daemon(Shell):
         if not self.exit_code:
             self._hold(self.node.tick(now_ms()))
 
-    def _follow(self, payload: bytes) -> None:
+    def _follow(self, payload: bytes, peer: bytes) -> None:
         try:
             block, cert = codec.decode(payload, M.MAX_MSG_BYTES)
             self._follow_one(block, cert)
         except (codec.EncodingError, ValueError, TypeError, KeyError, M.MessageError) as e:
             log.warning("ignored a committed block from a peer: %s", e)
+            self.transport.penalise(peer, f"pushed a block that does not verify: {e}")
 
     def _follow_one(self, block, cert) -> bool:
         """Take one committed block (ValueError/MessageError if it is bad); False if it
@@ -276,7 +297,7 @@ class Daemon(Shell):
     async def _sync_forever(self) -> None:
         """A full node pulls the blocks it misses from its peers' /v1/sync, checking
         every certificate; then pushed blocks keep it current. Peers in turn."""
-        peers = list(self.cfg.peers)
+        peers = [addr for addr, _ in self.peers]
         turn = 0
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             while peers:
@@ -418,7 +439,8 @@ class Daemon(Shell):
             "primary": rep.vals.primary(rep.view) if rep else None,
             "normal": rep.normal if rep else None,
             "validators": node.vals.n, "peers": self.transport.connected(),
-            "inbound_peers": sum(1 for n in self.transport.inbound.values() if n),
+            "inbound_peers": len(self.transport.inbound),
+            "banned_peers": self.transport.active_bans(),
             "mempool": len(node.mempool),
             "view_changes": rep.view_changes if rep else None,
             "refusals": dict(sorted(rep.refusals.items())) if rep else None,

@@ -1,12 +1,15 @@
 """A node's home directory: its key, its configuration and the chain's genesis.
 
     HOME/node.key       the node's ed25519 seed, hex (mode 0600)
-    HOME/config.json    where it listens and who its peers are (host:port)
+    HOME/config.json    where it listens and who its peers are (pubkey@host:port)
     HOME/genesis.json   the chain: id, time, validator keys, balances, consensus params
     HOME/node.db        the store (SQLite), created on first start
     HOME/node.log       the log, when a cluster started the node
 
-Peers are host:port, so the same files work across machines. Every file is checked on
+Peers are `PUBKEYHEX@host:port` (CometBFT style): the node dials host:port and refuses
+a server whose handshake shows another key. A bare `host:port` is accepted (a full node
+joining a network whose keys it was not given) with a warning that its key is unchecked.
+The same files work across machines. Every file is checked on
 load and a bad one is a `HomeError` naming the file and the field.
 """
 from __future__ import annotations
@@ -42,7 +45,7 @@ class HomeError(ValueError):
 class NodeConfig:
     host: str = "127.0.0.1"
     port: int = 0
-    peers: list = field(default_factory=list)        # ["host:port", ...]
+    peers: list = field(default_factory=list)        # ["pubkeyhex@host:port", ...]
     admin: bool = False                              # test-only endpoints (off by default)
     # API requests per second per client address, and the burst it may spend at once.
     # Clients at the api_exempt addresses (by default the node's own machine: its
@@ -75,11 +78,28 @@ def _port(v, where):
     return v
 
 
-def parse_peer(s: str) -> tuple[str, int]:
-    host, sep, port = str(s).rpartition(":")
+def parse_peer(s: str) -> tuple[bytes | None, str, int]:
+    """A peer `PUBKEYHEX@host:port` -> (its key, host, port); a bare `host:port` -> (None,
+    host, port): its key is then taken unchecked."""
+    key, at, addr = str(s).rpartition("@")
+    pubkey = None
+    if at:
+        try:
+            pubkey = bytes.fromhex(key)
+        except ValueError:
+            pubkey = b""
+        if len(pubkey) != keys.PUBKEY_LEN:
+            raise HomeError(f"peer {s!r}: before the @ must be the peer's public key, "
+                            f"{2 * keys.PUBKEY_LEN} hex digits")
+    host, sep, port = addr.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise HomeError(f"peer {s!r} must be host:port")
-    return host, _port(int(port), f"peer {s!r}")
+        raise HomeError(f"peer {s!r} must be PUBKEYHEX@host:port (or host:port)")
+    return pubkey, host, _port(int(port), f"peer {s!r}")
+
+
+def peer_string(pubkey: bytes, host: str, port: int) -> str:
+    """How peers name a node in their config: `PUBKEYHEX@host:port`."""
+    return f"{pubkey.hex()}@{host}:{port}"
 
 
 def _read_json(path: Path) -> dict:

@@ -218,9 +218,11 @@ class Cluster:
             members = self._create(n, params)
         self._procs = {}
         addrs = self.addresses(n)
-        for m, (host, port) in zip(members, addrs):
+        named = [H.peer_string(H.load_key(m.home).pubkey, h, p)
+                 for m, (h, p) in zip(members, addrs)]
+        for m, (host, port), me in zip(members, addrs, named):
             m.host, m.port = host, port
-            peers = [f"{h}:{p}" for h, p in addrs if (h, p) != (host, port)]
+            peers = [p for p in named if p != me]      # each checked against its key
             H.write_config(m.home, H.NodeConfig(host, port, peers, admin, **(config or {})))
         try:
             for m in members:

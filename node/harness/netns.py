@@ -1,7 +1,7 @@
 """A cluster whose nodes are separate hosts: one Linux network namespace per node, each
 with its own address on a bridge (veth pairs), set up and torn down here. It shows the
-same config — peers as host:port — running across machines. Partitions are blackhole
-routes inside the namespaces (no iptables needed); it needs root and `ip`.
+same config — peers as pubkey@host:port — running across machines. Partitions are
+blackhole routes inside the namespaces (no iptables needed); it needs root and `ip`.
 """
 from __future__ import annotations
 
