@@ -28,8 +28,15 @@ from .state import State
 from .tx import MAX_CALL_GAS, SignedTx, TxError
 
 BLOCK_GAS_LIMIT = 20_000_000
-TICK_GAS = 200_000
-MAX_TICKS_PER_BLOCK = 10_000
+TICK_GAS = 200_000             # one wake-up's gas, at most
+# The application's duties (a loan's deadlines) run first in every block, with gas of
+# their own, so no user can crowd them out; user contracts' wake-ups come next, within a
+# share of the block's gas, then the transactions with the rest. A wake-up that does not
+# fit this block waits for the next: none is dropped for want of room.
+DUTY_GAS = BLOCK_GAS_LIMIT
+USER_WAKE_GAS = BLOCK_GAS_LIMIT // 4
+MAX_TICKS_PER_BLOCK = 10_000   # wake-ups looked at per block and class (stale ones too)
+DUTY_RETRY_S = 3_600           # a duty that failed is tried again this much chain time later
 
 
 class BlockError(ValueError):
@@ -70,6 +77,10 @@ def _nothing(*_) -> None:
     return None
 
 
+def _never(*_) -> bool:
+    return False
+
+
 def _no_escrow(led: Ledger) -> int:
     return 0
 
@@ -89,6 +100,8 @@ class Rules:
     on_event: Callable[[Ledger, str, str, list], None] = _nothing
     # Refuse (TxError) a `call` transaction to a contract the application drives itself.
     check_call: Callable[[Ledger, str], None] = _nothing
+    # Whether a contract's wake-ups are the application's duties (run first, own gas).
+    duty: Callable[[Ledger, str], bool] = _never
     # Money the application holds in escrow, outside every balance (see total_money).
     escrowed: Callable[[Ledger], int] = _no_escrow
     # A contract releases or seizes the liens on what is pledged to it (the VM's host ops):
@@ -109,7 +122,9 @@ class Ledger:
             raise ValueError(f"the application redefines native kinds {sorted(both)}")
         self.handlers: dict[str, Handler] = {**NATIVE_HANDLERS, **rules.handlers}
         self._on_event = rules.on_event
-        self._wake_heap: list = []
+        # Indexes over the `wakes` table, (time, address): the duties and user wake-ups.
+        self._duties: list = []
+        self._user_wakes: list = []
         self.state = State(on_wake=self._on_wake)
         self.height = 0
         self.time = 0
@@ -326,16 +341,26 @@ class Ledger:
             self.state.wakes.delete(address)
 
     def _on_wake(self, address, t) -> None:
-        # The heap is an index over the `wakes` table; stale entries are skipped on pop.
+        # The heaps index the `wakes` table; stale entries are skipped on pop and
+        # compacted away (_compact_wakes) before they can outnumber the live ones.
         if t:
-            heapq.heappush(self._wake_heap, (t, address))
+            heap = self._duties if self.rules.duty(self, address) else self._user_wakes
+            heapq.heappush(heap, (t, address))
 
     def _run_wakes(self) -> None:
-        """Tick every contract whose wake-up time this block's chain time has reached."""
-        heap, wakes = self._wake_heap, self.state.wakes
+        """Tick every contract whose wake-up time this block's chain time has reached:
+        the duties first, with gas of their own, then user contracts' within their share
+        of the block (what they use counts toward it)."""
+        self._compact_wakes()
+        self._run_due(self._duties, DUTY_GAS, duty=True)
+        self._block_gas = 0                        # the duties' gas is not the block's
+        self._run_due(self._user_wakes, USER_WAKE_GAS, duty=False)
+
+    def _run_due(self, heap: list, budget: int, duty: bool) -> None:
+        wakes = self.state.wakes
         for _ in range(MAX_TICKS_PER_BLOCK):
-            if not heap or heap[0][0] > self.time:
-                return
+            if not heap or heap[0][0] > self.time or budget - self._block_gas < TICK_GAS:
+                return                        # (no room for a whole tick: the next block)
             t, addr = heapq.heappop(heap)
             if wakes.get(addr) != t:
                 continue                      # superseded or cleared since it was pushed
@@ -344,19 +369,23 @@ class Ledger:
             try:
                 self.run_contract(addr, [b"tick"], "", 0, TICK_GAS)
             except ContractError as e:
-                # A contract that cannot tick must not wake every block forever: the
-                # failure is an event and its wake-up is cleared.
+                # It had all its gas, so this is the contract's own failure. A user
+                # contract that cannot tick must not wake every block forever: its
+                # wake-up is cleared. A duty is never dropped: it is tried again later.
                 self.state.rollback(mark)
                 del self.events[n_events:]
-                wakes.delete(addr)
+                self.set_wake(addr, self.time + DUTY_RETRY_S if duty else 0)
                 self.record_event(addr, "tick_failed", [str(e).encode()[:200]])
 
-    def rebuild_indexes(self) -> None:
-        """Recreate derived in-memory indexes after loading the tables from storage."""
-        self._wake_heap = [(t, a) for a, t in self.state.wakes.rows.items()]
-        heapq.heapify(self._wake_heap)
-        self.height = self.state.meta.get("height", 0)
-        self.time = self.state.meta.get("time", 0)
+    def _compact_wakes(self) -> None:
+        """Rebuild the heaps from the table when stale entries (wake-ups moved or
+        cleared) pass the live ones: their memory stays in proportion to the table."""
+        wakes = self.state.wakes
+        if len(self._duties) + len(self._user_wakes) <= 2 * len(wakes) + 1_024:
+            return
+        self._duties, self._user_wakes = [], []
+        for addr in sorted(wakes.rows):
+            self._on_wake(addr, wakes.rows[addr])
 
     # --- liens (called by contracts through the host; the application keeps them) -------
 

@@ -342,9 +342,15 @@ def escrowed(led: Ledger) -> int:
     return sum(o["available"] for o in led.state.offers.rows.values())
 
 
+def _is_loan(led: Ledger, address: str) -> bool:
+    """A loan's deadlines (instalments due, late fees, default, lien release) are the
+    chain's duties: they run before anything users send (Rules.duty)."""
+    return address in led.state.loans
+
+
 RULES = Rules(handlers=HANDLERS, genesis=_genesis, on_event=_on_contract_event,
-              check_call=_check_call, escrowed=escrowed, release_liens=release_liens,
-              seize_liens=seize_liens)
+              check_call=_check_call, duty=_is_loan, escrowed=escrowed,
+              release_liens=release_liens, seize_liens=seize_liens)
 
 
 def genesis(chain_id: str, balances: dict[str, int], time: int = 0) -> Ledger:
