@@ -91,7 +91,8 @@ class Host(Protocol):
     value: int
 
     def storage_get(self, key: bytes) -> int | bytes | None: ...
-    def storage_put(self, key: bytes, value: int | bytes) -> None: ...
+    # May return gas to charge for the write (the ledger's storage fee); None is 0.
+    def storage_put(self, key: bytes, value: int | bytes) -> int | None: ...
     def storage_del(self, key: bytes) -> None: ...
     def balance(self, addr: bytes) -> int: ...
     def pay(self, to: bytes, amount: int) -> None: ...
@@ -890,7 +891,11 @@ def _sput(m, _):
     k = _key(s.pop())
     if type(v) is bytes:
         _charge(m, len(v) >> 5)
-    m.host.storage_put(k, v)
+    # The host's storage fee is charged after the write: if it runs the call out of
+    # gas, the trap rolls the write back with the rest of the call.
+    extra = m.host.storage_put(k, v)
+    if extra:
+        _charge(m, extra)
 
 
 def _sdel(m, _):

@@ -8,6 +8,7 @@ from __future__ import annotations
 from lendnet.contracts.vm import ContractError
 
 from . import keys
+from .fees import STORAGE_GAS_PER_BYTE
 
 MAX_STORED_INT = 2**63 - 1
 MIN_STORED_INT = -(2**63)
@@ -28,10 +29,18 @@ class ContractHost:
     def storage_get(self, key: bytes):
         return self.ledger.state.storage.get((self._addr, key))
 
-    def storage_put(self, key: bytes, value) -> None:
+    def storage_put(self, key: bytes, value) -> int:
+        """Store, and return the gas the VM charges for it: STORAGE_GAS_PER_BYTE for
+        each byte the contract's storage grows by (a new row: its key and value; a
+        rewritten one: what its value grew by). Freed bytes are not refunded."""
         if type(value) is int and not MIN_STORED_INT <= value <= MAX_STORED_INT:
             raise ContractError("stored integers must fit in 64 bits")
-        self.ledger.state.storage.put((self._addr, key), value)
+        storage = self.ledger.state.storage
+        row = (self._addr, key)
+        old = storage.get(row)
+        grown = _size(value) - (_size(old) if old is not None else -len(key))
+        storage.put(row, value)
+        return STORAGE_GAS_PER_BYTE * grown if grown > 0 else 0
 
     def storage_del(self, key: bytes) -> None:
         self.ledger.state.storage.delete((self._addr, key))
@@ -58,6 +67,11 @@ class ContractHost:
 
     def seize_liens(self, to: bytes) -> None:
         self.ledger.seize_liens(self._addr, _address(to))
+
+
+def _size(value) -> int:
+    """A stored value's bytes, for the storage fee: an integer counts 8."""
+    return len(value) if type(value) is bytes else 8
 
 
 def _address(raw: bytes) -> str:
