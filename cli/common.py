@@ -6,6 +6,7 @@ why); 2 bad usage (click); 3 submitted but not committed within --wait seconds.
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -13,7 +14,8 @@ from pathlib import Path
 
 import click
 
-from lendnet.ledger import tx as txm
+from lendnet.ledger import lending, tx as txm
+from lendnet.ledger.ledger import Ledger
 from lendnet.ledger.money import DECIMALS, UNIT, fmt
 from lendnet.node.daemon.client import ApiError, NodeClient
 
@@ -92,6 +94,10 @@ def send_options(f):
         click.option("--wait", "wait_s", type=click.IntRange(0, 600), default=30,
                      show_default=True, help="Seconds to wait for the commit (0: don't)."),
         click.option("--json", "as_json", is_flag=True, help="Print one JSON object."),
+        click.option("--gas-price", type=click.IntRange(0, txm.MAX_GAS_PRICE),
+                     default=txm.DEFAULT_GAS_PRICE, show_default=True,
+                     help="What to pay a unit of gas, in 1/1000 of a minor unit: at least "
+                          "the chain's minimum; a higher price is included first."),
         node_option,
     ]):
         f = opt(f)
@@ -107,12 +113,24 @@ def unlock(name: str):
         raise click.ClickException(str(e))
 
 
+@functools.lru_cache(maxsize=8)
+def _fee_ledger(chain: str, prices: tuple) -> Ledger:
+    return lending.genesis(chain, {}, 0, dict(prices))
+
+
+def max_fee(tx: txm.SignedTx, prices: dict | None = None) -> int:
+    """The most this transaction can pay in fees (minor units): what the node reserves
+    from the sender; the receipt says what it paid. `prices`: the chain's (/v1/status
+    "fees"); offline, the default chain's."""
+    return _fee_ledger(tx.body["chain"], tuple(sorted((prices or {}).items()))).max_fee(tx)
+
+
 def save_tx(path: Path, tx: txm.SignedTx, as_json: bool, text: str, **extra) -> dict:
     """Write a signed transaction file (atomically) and report it: the summary as JSON,
     or `text`. Returns the file's contents."""
     doc = {"kind": tx.body["kind"], "from": tx.sender, "nonce": tx.nonce,
            "chain": tx.body["chain"], "hash": tx.id, "signatures": len(tx.sigs),
-           "tx": tx.raw.hex()}
+           "gas_price": tx.body["gas_price"], "max_fee": max_fee(tx), "tx": tx.raw.hex()}
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(doc, indent=2) + "\n")
     os.replace(tmp, path)
@@ -141,14 +159,16 @@ def sign_and_send(kp, kind: str, *, node_url, offline, nonce, chain_id, out, wai
         body = txm.build(kp, chain_id or "lendnet-dev", kind, nonce, sender=sender, **fields)
         tx = sign_body(body, kp)
         return save_tx(out, tx, as_json,
-                       f"signed {kind} {tx.id} (nonce {tx.nonce}) -> {out}; submit it later "
-                       f"with `lendnet tx submit {out}`", status="signed", file=str(out))
+                       f"signed {kind} {tx.id} (nonce {tx.nonce}, fee at most "
+                       f"{fmt(max_fee(tx))}) -> {out}; submit it later with "
+                       f"`lendnet tx submit {out}`", status="signed", file=str(out))
     api = client(node_url)
     status = _call(api.status)
     if nonce is None:
         nonce = _call(api.account, sender or kp.address)["nonce"]
     body = txm.build(kp, status["chain_id"], kind, nonce, sender=sender, **fields)
-    return submit(api, sign_body(body, kp), wait_s, as_json, describe, quiet)
+    return submit(api, sign_body(body, kp), wait_s, as_json, describe, quiet,
+                  status.get("fees"))
 
 
 def sign_body(body: dict, kp) -> txm.SignedTx:
@@ -159,35 +179,38 @@ def sign_body(body: dict, kp) -> txm.SignedTx:
 
 
 def submit(api: NodeClient, tx: txm.SignedTx, wait_s: int, as_json: bool,
-           describe: str = "", quiet: bool = False) -> dict:
+           describe: str = "", quiet: bool = False, prices: dict | None = None) -> dict:
+    """Send a signed transaction and report it, with the most it can pay in fees and,
+    once committed, the fee it paid (`max_fee`, `fee`: minor units)."""
     kind = tx.body["kind"]
+    most = max_fee(tx, prices)
     try:
         h = api.submit(tx.raw)
     except ApiError as e:
         raise click.ClickException(f"{kind} refused by the node: {e.error}")
     except OSError as e:
         raise click.ClickException(f"cannot reach the node at {api.url}: {e}")
+    pending = {"status": "pending", "hash": h, "kind": kind, "max_fee": most}
     if not wait_s:
         if not quiet:
-            emit({"status": "pending", "hash": h, "kind": kind}, as_json,
-                 f"{kind} submitted: {h} (pending)")
-        return {"hash": h, "status": "pending", "kind": kind}
+            emit(pending, as_json, f"{kind} submitted: {h} (pending; fee at most {fmt(most)})")
+        return pending
     try:
         st = api.wait_committed(h, wait_s)
     except TimeoutError:
-        emit({"status": "pending", "hash": h, "kind": kind}, as_json,
+        emit(pending, as_json,
              f"{kind} {h} not committed within {wait_s} s; check with `lendnet tx status {h}`")
         raise SystemExit(EXIT_TIMEOUT)
     except ApiError as e:
         raise click.ClickException(f"{kind} {h} rejected: {e.error}")
     if st["status"] != "committed":
         raise click.ClickException(f"{kind} {h} failed at height {st['height']}: "
-                                   f"{st.get('error')}")
+                                   f"{st.get('error')} (fee paid {fmt(st.get('fee', 0))})")
     if not quiet:
-        emit({**st, "kind": kind}, as_json,
-             f"{kind} committed at height {st['height']}: {h}" + (f" — {describe}" if describe
-                                                                   else ""))
-    return {**st, "kind": kind}
+        emit({**st, "kind": kind, "max_fee": most}, as_json,
+             f"{kind} committed at height {st['height']}: {h}"
+             + (f" — {describe}" if describe else "") + f" (fee {fmt(st.get('fee', 0))})")
+    return {**st, "kind": kind, "max_fee": most}
 
 
 def _call(fn, *args):

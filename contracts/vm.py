@@ -91,12 +91,14 @@ class Host(Protocol):
     value: int
 
     def storage_get(self, key: bytes) -> int | bytes | None: ...
-    def storage_put(self, key: bytes, value: int | bytes) -> None: ...
+    # May return gas to charge for the write (the ledger's storage fee); None is 0.
+    def storage_put(self, key: bytes, value: int | bytes) -> int | None: ...
     def storage_del(self, key: bytes) -> None: ...
     def balance(self, addr: bytes) -> int: ...
     def pay(self, to: bytes, amount: int) -> None: ...
     def emit(self, name: str, values: list) -> None: ...
-    def wake(self, t: int) -> None: ...
+    # May return gas to charge for the wake-up (the ledger's price of a future tick).
+    def wake(self, t: int) -> int | None: ...
     def release_liens(self) -> None: ...
     def seize_liens(self, to: bytes) -> None: ...
 
@@ -890,7 +892,11 @@ def _sput(m, _):
     k = _key(s.pop())
     if type(v) is bytes:
         _charge(m, len(v) >> 5)
-    m.host.storage_put(k, v)
+    # The host's storage fee is charged after the write: if it runs the call out of
+    # gas, the trap rolls the write back with the rest of the call.
+    extra = m.host.storage_put(k, v)
+    if extra:
+        _charge(m, extra)
 
 
 def _sdel(m, _):
@@ -946,7 +952,9 @@ def _wake(m, _):
         raise _expected("int", t)
     if not 0 <= t <= MAX_TIME:
         raise ContractError(f"wake time {_show(t)} outside 0..2**63-1")
-    m.host.wake(t)
+    extra = m.host.wake(t)
+    if extra:
+        _charge(m, extra)
 
 
 def _release(m, _):
@@ -994,7 +1002,7 @@ _HANDLERS: dict[str, tuple[int, _Handler | None]] = {
     "value": (_HOST, _value), "nargs": (_HOST, _nargs), "arg": (_HOST, _arg),
     "sget": (_HOST, _sget), "sput": (_METERED, _sput), "sdel": (_HOST, _sdel),
     "shas": (_HOST, _shas), "balance": (_HOST, _balance), "pay": (_HOST, _pay),
-    "emit": (_HOST, _emit), "wake": (_HOST, _wake),
+    "emit": (_HOST, _emit), "wake": (_METERED, _wake),   # a user wake-up is paid
     "release": (_HOST, _release), "seize": (_HOST, _seize),
 }
 assert set(_HANDLERS) == set(OPS_BY_NAME), "every opcode needs exactly one handler"

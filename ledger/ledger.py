@@ -3,10 +3,11 @@
 `apply_block(height, time, txs)` is a pure function of (state, block): it runs the
 contracts that asked to be woken by this block's chain time, then each transaction in
 order. A transaction either applies whole, or fails and changes nothing but its sender's nonce
-(its writes are journaled and rolled back), or — not includable at all: wrong chain,
-nonce or signature — changes nothing; its receipt says which and why. Money moves only
-through `move` (and into and out of escrow), so balances plus escrow always equal the supply
-minted at genesis.
+and the fee it paid (its writes are journaled and rolled back), or — not includable at all:
+wrong chain, nonce or signature, a fee its sender cannot pay, more gas than the block has
+left — changes nothing; its receipt says which and why. Money moves only through `move`
+(and into and out of escrow, and fees into `fees.FEES_ADDRESS`), so balances plus escrow
+always equal the supply minted at genesis. The fee schedule is in `fees.py`.
 
 This is the generic ledger: accounts, money, multisig, contracts, transaction dispatch and
 blocks. It knows nothing of lending. An application built on it (lendnet's is
@@ -22,13 +23,13 @@ from dataclasses import dataclass, field
 
 from lendnet.contracts.vm import BytecodeError, ContractError, Program, execute
 
-from . import codec, keys
+from . import codec, fees, keys
 from .host import ContractHost
 from .state import State
 from .tx import MAX_CALL_GAS, SignedTx, TxError
 
 BLOCK_GAS_LIMIT = 20_000_000
-TICK_GAS = 200_000             # one wake-up's gas, at most
+TICK_GAS = fees.WAKE_GAS       # one wake-up's gas, at most: what scheduling it paid
 # The application's duties (a loan's deadlines) run first in every block, with gas of
 # their own, so no user can crowd them out; user contracts' wake-ups come next, within a
 # share of the block's gas, then the transactions with the rest. A wake-up that does not
@@ -53,12 +54,13 @@ class Receipt:
     tx: str
     ok: bool
     error: str | None = None
-    gas: int = 0
+    gas: int = 0                 # gas charged: the kind's fixed gas plus what the VM burned
     nonce_used: bool = True      # False when the transaction could not be included at all
+    fee: int = 0                 # minor units paid by the sender (fees.py)
 
     def to_json(self):
         return {"tx": self.tx, "ok": self.ok, "error": self.error, "gas": self.gas,
-                "nonce_used": self.nonce_used}
+                "nonce_used": self.nonce_used, "fee": self.fee}
 
 
 @dataclass
@@ -108,6 +110,9 @@ class Rules:
     # (led, holder) and (led, holder, to).
     release_liens: Callable[[Ledger, str], None] = _nothing
     seize_liens: Callable[[Ledger, str, str], None] = _nothing
+    # The fee schedule of the application's kinds: kind -> (fixed gas, the most gas its
+    # contract runs may burn). Every kind in `handlers` needs an entry.
+    gas: Mapping[str, tuple[int, int]] = field(default_factory=dict)
 
 
 PLAIN = Rules()     # the ledger alone: native kinds, no escrow, no liens
@@ -121,6 +126,9 @@ class Ledger:
         if both:
             raise ValueError(f"the application redefines native kinds {sorted(both)}")
         self.handlers: dict[str, Handler] = {**NATIVE_HANDLERS, **rules.handlers}
+        unpriced = sorted(set(rules.handlers) - set(rules.gas))
+        if unpriced:
+            raise ValueError(f"the application's kinds {unpriced} have no gas in Rules.gas")
         self._on_event = rules.on_event
         # Indexes over the `wakes` table, (time, address): the duties and user wake-ups.
         self._duties: list = []
@@ -136,9 +144,11 @@ class Ledger:
 
     @classmethod
     def genesis(cls, chain_id: str, balances: dict[str, int], time: int = 0, *,
-                rules: Rules) -> Ledger:
+                rules: Rules, fee_params: dict | None = None) -> Ledger:
         """A ledger at height 0. `rules` is required: a ledger built without the
-        application's rules would be another chain (see `lending.genesis`)."""
+        application's rules would be another chain (see `lending.genesis`). `fee_params`:
+        min_gas_price and byte_price (fees.py; defaults for those not given)."""
+        prices = fees.check_prices(fee_params or {})
         led = cls(chain_id, rules)
         st = led.state
         supply = 0
@@ -148,7 +158,8 @@ class Ledger:
                 raise ValueError(f"bad genesis balance {addr!r}: {amount!r}")
             st.accounts.put(addr, (amount, 0))
             supply += amount
-        for k, v in (("chain", chain_id), ("supply", supply), ("time", time), ("height", 0)):
+        for k, v in (("chain", chain_id), ("supply", supply), ("time", time), ("height", 0),
+                     *sorted(prices.items())):
             st.meta.put(k, v)
         led.time = time
         rules.genesis(led)
@@ -197,6 +208,67 @@ class Ledger:
     @property
     def supply(self) -> int:
         return self.state.meta.get("supply")
+
+    def fees_collected(self) -> int:
+        """Every fee paid so far: burned, but counted in `total_money`."""
+        return self.balance(fees.FEES_ADDRESS)
+
+    # --- fees (the schedule is in fees.py) ----------------------------------------------
+
+    def prices(self) -> tuple[int, int]:
+        """The chain's (min_gas_price, byte_price), fixed at genesis."""
+        meta = self.state.meta
+        return meta.get("min_gas_price", 0), meta.get("byte_price", 0)
+
+    def fixed_gas(self, tx: SignedTx) -> int:
+        """The gas a transaction pays whatever it does: its kind's, and for deploy the
+        verification and storage of its code by size."""
+        kind = tx.kind
+        if kind in fees.NATIVE_GAS:
+            gas = fees.NATIVE_GAS[kind]
+            if kind == "deploy":
+                gas += len(tx.body["code"]) * fees.DEPLOY_GAS_PER_BYTE
+            return gas
+        return self.rules.gas[kind][0]
+
+    def gas_limit(self, tx: SignedTx) -> int:
+        """The most gas a transaction can be charged: its fixed gas and the VM budget."""
+        kind = tx.kind
+        if kind == "deploy" or kind == "call":
+            return self.fixed_gas(tx) + min(tx.body["gas"], MAX_CALL_GAS)
+        if kind in fees.NATIVE_GAS:
+            return fees.NATIVE_GAS[kind]
+        fixed, budget = self.rules.gas[kind]
+        return fixed + budget
+
+    def gas_estimate(self, tx: SignedTx) -> int:
+        """What a proposer packing a block counts a transaction for: the whole limit of
+        a call or deploy (its sender chose the budget, and may burn it all), the fixed
+        gas of the others (the standard loan agreement burns a few thousand of its
+        budget). A block that runs short excludes the rest: see `apply_tx`."""
+        if tx.kind == "deploy" or tx.kind == "call":
+            return self.gas_limit(tx)
+        return self.fixed_gas(tx)
+
+    def max_fee(self, tx: SignedTx) -> int:
+        """The most this transaction can pay: what is reserved from its sender."""
+        return fees.fee(len(tx.raw), self.gas_limit(tx), tx.body["gas_price"],
+                        self.prices()[1])
+
+    def check_fee(self, tx: SignedTx, reserved: int = 0) -> int:
+        """Refuse (TxError) a gas price under the minimum, or a sender that cannot pay
+        this transaction's maximum fee on top of `reserved`; return that maximum."""
+        min_price = self.prices()[0]
+        if tx.body["gas_price"] < min_price:
+            raise TxError(f"gas price {tx.body['gas_price']} is under the chain's minimum "
+                          f"{min_price}", "fee-too-low")
+        most = self.max_fee(tx)
+        bal = self.balance(tx.sender)
+        if bal < reserved + most:
+            raise TxError(f"cannot pay the fee: balance {bal}, needs {reserved + most}"
+                          + (f" ({reserved} for the transactions waiting before it)"
+                             if reserved else ""), "cannot-pay")
+        return most
 
     # --- blocks -----------------------------------------------------------------------
 
@@ -275,38 +347,60 @@ class Ledger:
 
     def apply_tx(self, tx: SignedTx, _in_block: bool = False) -> Receipt:
         """Apply one transaction. One that is not includable (wrong chain, nonce,
-        signature or signer) changes nothing. One that is includable but fails — too
-        little money, a refused loan, a contract that traps — changes nothing but its
-        sender's nonce: it was sequenced, so it cannot be replayed, and the sender's
-        later transactions are not stuck behind it."""
+        signature or signer; a gas price under the minimum, a sender that cannot pay its
+        maximum fee, a gas limit over what the block has left) changes nothing. One
+        that is includable pays its fee, and if it fails — too little money, a refused
+        loan, a contract that traps — changes nothing else but its sender's nonce: it
+        was sequenced, so it cannot be replayed, and the sender's later transactions
+        are not stuck behind it. Its gas counts toward the block's either way."""
         if not _in_block:
             raise RuntimeError("transactions are applied inside apply_block")
         st = self.state
         try:
             self.check_tx(tx)
+            limit = self.gas_limit(tx)
+            if limit > BLOCK_GAS_LIMIT - self._block_gas:
+                raise TxError(f"gas limit {limit} is over the {BLOCK_GAS_LIMIT - self._block_gas}"
+                              " the block has left", "block-full")
+            most = self.check_fee(tx)
         except TxError as e:
             return Receipt(tx.id, False, str(e), nonce_used=False)
-        bal, nonce = self.account(tx.sender)
-        st.accounts.put(tx.sender, (bal, nonce + 1))
+        # The most it can pay is taken before it runs (outside the journal mark, so a
+        # failure keeps it taken); what it did not use comes back after.
+        sender = tx.sender
+        bal, nonce = self.account(sender)
+        st.accounts.put(sender, (bal - most, nonce + 1))
         mark, n_events = st.mark(), len(self.events)
         self._tx_id = tx.id
+        fixed = self.fixed_gas(tx)
         gas_before = self._block_gas
+        self._block_gas += fixed             # so a contract run sees the block's gas left
+        error = None
         try:
             self.handlers[tx.kind](self, tx, tx.body)
         except (TxError, ContractError) as e:
             st.rollback(mark)
             del self.events[n_events:]
-            self._block_gas = gas_before
-            return Receipt(tx.id, False, str(e))
+            error = str(e)
         finally:
             self._tx_id = None
-        return Receipt(tx.id, True, None, self._block_gas - gas_before)
+        gas = self._block_gas - gas_before
+        if gas > limit:
+            raise InvariantError(f"transaction {tx.id} used {gas} gas, over its limit {limit}")
+        paid = fees.fee(len(tx.raw), gas, tx.body["gas_price"], self.prices()[1])
+        bal, nonce = self.account(sender)
+        st.accounts.put(sender, (bal + most - paid, nonce))
+        if paid:
+            pool = self.account(fees.FEES_ADDRESS)
+            st.accounts.put(fees.FEES_ADDRESS, (pool[0] + paid, pool[1]))
+        return Receipt(tx.id, error is None, error, gas, True, paid)
 
     # --- contracts --------------------------------------------------------------------
 
     def run_contract(self, address: str, args: list, caller: str, value: int,
                      gas: int) -> object:
-        """Run a contract instance; raises ContractError (the caller rolls back)."""
+        """Run a contract instance; raises ContractError (the caller rolls back). The gas
+        it burns, success or not, counts toward the block's (and the transaction's fee)."""
         inst = self.state.contracts.get(address)
         program = Program.load(self.state.code.get(inst["code"]))
         limit = min(gas, BLOCK_GAS_LIMIT - self._block_gas)

@@ -342,6 +342,20 @@ def escrowed(led: Ledger) -> int:
     return sum(o["available"] for o in led.state.offers.rows.values())
 
 
+# The fee schedule of lending's kinds (ledger/fees.py): (fixed gas, most the loan agreement
+# may burn). The fixed gas pays for checking and writing the records; funding and
+# repaying also pay what the agreement's run burned (about 1,500-45,000 gas to fund,
+# storage included, and 700-2,000 for a repayment), up to LOAN_GAS.
+GAS: dict[str, tuple[int, int]] = {
+    "register_borrower": (2_000, 0), "register_lender": (2_000, 0),
+    "publish_offer": (3_000, 0), "withdraw_offer": (2_000, 0),
+    "apply": (2_000, 0), "withdraw_application": (2_000, 0),
+    "fund": (5_000, LOAN_GAS), "accept_offer": (5_000, LOAN_GAS),
+    "repay": (2_000, LOAN_GAS),
+    "register_collateral": (2_000, 0), "pledge": (2_000, 0),
+}
+
+
 def _is_loan(led: Ledger, address: str) -> bool:
     """A loan's deadlines (instalments due, late fees, default, lien release) are the
     chain's duties: they run before anything users send (Rules.duty)."""
@@ -350,9 +364,11 @@ def _is_loan(led: Ledger, address: str) -> bool:
 
 RULES = Rules(handlers=HANDLERS, genesis=_genesis, on_event=_on_contract_event,
               check_call=_check_call, duty=_is_loan, escrowed=escrowed,
-              release_liens=release_liens, seize_liens=seize_liens)
+              release_liens=release_liens, seize_liens=seize_liens, gas=GAS)
 
 
-def genesis(chain_id: str, balances: dict[str, int], time: int = 0) -> Ledger:
-    """The lendnet ledger at height 0: the generic ledger with lending's rules."""
-    return Ledger.genesis(chain_id, balances, time, rules=RULES)
+def genesis(chain_id: str, balances: dict[str, int], time: int = 0,
+            fee_params: dict | None = None) -> Ledger:
+    """The lendnet ledger at height 0: the generic ledger with lending's rules.
+    `fee_params`: the genesis's min_gas_price and byte_price (ledger/fees.py)."""
+    return Ledger.genesis(chain_id, balances, time, rules=RULES, fee_params=fee_params)

@@ -17,6 +17,8 @@ MAX_TX_BYTES = 32 * 1024
 MAX_CODE_BYTES = 16 * 1024
 MAX_SIGS = 16
 MAX_CALL_GAS = 1_000_000
+MAX_GAS_PRICE = 10**9
+DEFAULT_GAS_PRICE = 1           # the default chain's minimum (ledger/fees.py)
 MAX_TERM = {"monthly": 360, "weekly": 520}
 PERIODS = ("monthly", "weekly")
 METHODS = ("annuity", "equal-principal", "balloon")
@@ -45,7 +47,15 @@ CODES = {
                    "ones before it first, or again later",
     "nonce-taken": "another transaction with this nonce is already waiting",
     "duplicate": "already waiting in this node's mempool",
-    "mempool-full": "the node's mempool is full: send again later",
+    "mempool-full": "the node's mempool is full of transactions paying as much or more: "
+                    "send again later or with a higher gas price",
+    "account-full": "this account has as many transactions waiting as the mempool holds "
+                    "for one account: wait for some to commit",
+    "fee-too-low": "its gas price is under the chain's minimum",
+    "cannot-pay": "the sender's balance cannot cover the most this transaction (and those "
+                  "it has waiting) may pay in fees",
+    "block-full": "the block had too little gas left for its gas limit: it waits for the "
+                  "next",
     "refused": "breaks a rule of the ledger or of lending (the message says which)",
 }
 
@@ -171,8 +181,10 @@ KINDS: dict[str, dict] = {
              "amount": _int_in(0, MAX_AMOUNT), "gas": _int_in(1, MAX_CALL_GAS)},
 }
 
+# gas_price: what the sender pays a unit of gas, in 1/1000 minor units (ledger/fees.py);
+# the ledger and the mempool refuse one under the chain's minimum.
 _COMMON = {"chain": _text(64), "kind": None, "from": _address,
-           "nonce": _int_in(0, MAX_AMOUNT)}
+           "nonce": _int_in(0, MAX_AMOUNT), "gas_price": _int_in(0, MAX_GAS_PRICE)}
 
 
 def _check_cross_fields(kind, b):
@@ -297,9 +309,12 @@ def add_signature(tx: SignedTx, kp) -> SignedTx:
     return SignedTx(tx.body, tx.sigs + [(kp.pubkey, kp.sign(SIG_DOMAIN + tx.hash))])
 
 
-def build(kp, chain: str, kind: str, nonce: int, sender: str | None = None, **fields) -> dict:
-    """A transaction body; `sender` defaults to the keypair's own address."""
-    return {"chain": chain, "kind": kind, "from": sender or kp.address, "nonce": nonce, **fields}
+def build(kp, chain: str, kind: str, nonce: int, sender: str | None = None,
+          gas_price: int = DEFAULT_GAS_PRICE, **fields) -> dict:
+    """A transaction body; `sender` defaults to the keypair's own address, `gas_price` to
+    the default chain's minimum."""
+    return {"chain": chain, "kind": kind, "from": sender or kp.address, "nonce": nonce,
+            "gas_price": gas_price, **fields}
 
 
 def verify_batch(txs: list[SignedTx], pool=None, workers: int = 2) -> None:

@@ -23,12 +23,15 @@ OFFER_TERMS = dict(products=["consumer", "business"], methods=["annuity", "equal
 
 
 class Chain:
-    def __init__(self, balances: dict[str, int] | None = None, names=("lender", "alice", "bob")):
+    def __init__(self, balances: dict[str, int] | None = None, names=("lender", "alice", "bob"),
+                 fee_params: dict | None = None):
         self.keys = {n: Keypair.from_name(n) for n in names}
         funds = balances or {n: 10_000_000 for n in names}
         self.ledger = lending.genesis(CHAIN, {self.keys[n].address: v for n, v in funds.items()},
-                                      time=T0)
+                                      time=T0, fee_params=fee_params)
         self.nonces = {n: 0 for n in names}
+        self.paid = {n: 0 for n in names}        # fees each name has paid, from receipts
+        self._names = {kp.address: n for n, kp in self.keys.items()}
         self.time = T0
 
     def addr(self, name: str) -> str:
@@ -43,8 +46,12 @@ class Chain:
 
     def block(self, *txs, at: int | None = None, strict: bool = True):
         self.time = self.time + 60 if at is None else at
-        return self.ledger.apply_block(self.ledger.height + 1, self.time, list(txs),
-                                       strict=strict)
+        result = self.ledger.apply_block(self.ledger.height + 1, self.time, list(txs),
+                                         strict=strict)
+        for tx, r in zip(txs, result.receipts):
+            if tx.sender in self._names:
+                self.paid[self._names[tx.sender]] += r.fee
+        return result
 
     def do(self, name: str, kind: str, **fields):
         """Apply one transaction in its own block; return it (its id names what it made)."""

@@ -119,12 +119,16 @@ def test_bad_transactions_get_clear_errors_and_change_nothing(cluster):
     status, answer = http_json(api.url + "/v1/tx", 5, {"tx": "00" * 200_000})
     assert status == 413 and answer["code"] == "too-large", answer
     h = api.submit(good)
-    assert api.wait_committed(h)["status"] == "committed"
+    st = api.wait_committed(h)
+    assert st["status"] == "committed" and st["fee"] > 0      # GET /v1/tx shows the fee
     with pytest.raises(ApiError) as e:                  # the same transaction again
         api.submit(good)
     assert e.value.status == 422 and e.value.code == "nonce-used", e.value
     after = api.account(ALICE.address)
-    assert after["balance"] == before["balance"] - 1 and after["nonce"] == before["nonce"] + 1
+    assert after["balance"] == before["balance"] - 1 - st["fee"]
+    assert after["nonce"] == before["nonce"] + 1
+    sup = api.get("/v1/supply")
+    assert sup["total"] == sup["supply"] and sup["fees"] >= st["fee"]
     for path in ("/v1/blocks/nope", "/v1/accounts/xyz", "/v1/tx/123", "/v1/loans/...",
                  "/v1/no-such-route"):
         status, answer = http_json(api.url + path, 5)
@@ -137,6 +141,8 @@ def test_listings_are_pages_from_a_cursor_and_any_malformed_body_is_a_400(cluste
     api = clients[2]
     pager = Wallet(keys.Keypair.from_name("pager"), api)
     h32 = hashlib.sha256(b"pager").digest()
+    paid = api.submit(Wallet(ALICE, api).sign("transfer", to=pager.kp.address, amount=10_000))
+    assert api.wait_committed(paid)["status"] == "committed"      # for its fees
     sent = [api.submit(pager.sign("register_borrower", profile_hash=h32, docs_hash=h32))]
     sent += [api.submit(pager.sign("apply", amount=10_000 + i, purpose=f"page {i}", term=3,
                                    period="monthly", method="annuity", product="business",
@@ -453,8 +459,9 @@ def test_a_primary_whose_proposal_is_refused_is_replaced_and_it_is_counted(clust
 
 
 def _big_calls(count: int, senders: int = 10) -> list[bytes]:
-    """`count` calls of about 29 KiB from keys that hold no money: each will fail, and
-    each is still admitted and proposed (anyone can send them)."""
+    """`count` calls of about 29 KiB from `senders` keys (fund them first: a key
+    without money cannot pay their fees, so none would be admitted): each will fail,
+    and pay for its bytes."""
     contract = keys.Keypair.from_name("no-such-contract").address
     args = [bytes([i]) * 4096 for i in range(7)]
     out = []
@@ -475,6 +482,11 @@ def test_a_mempool_of_big_transactions_cannot_stop_the_chain(cluster):
     others = [i for i in range(4) if i != primary]
     big = _big_calls(500)
     assert min(map(len, big)) > 28_000
+    alice = Wallet(ALICE, clients[0])
+    funded = [clients[0].submit(alice.sign("transfer", amount=100_000, to=keys.Keypair.from_name(
+        f"stuffer-{i}").address)) for i in range(10)]
+    for h in funded:
+        assert clients[0].wait_committed(h)["status"] == "committed"
     c.kill_member(f"node{primary}", signal.SIGSTOP)
     try:
         for k in range(0, len(big), 16):

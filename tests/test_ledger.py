@@ -5,7 +5,7 @@ import msgpack
 import pytest
 
 from lendnet.contracts.asm import assemble
-from lendnet.ledger import codec, tx as txm
+from lendnet.ledger import codec, fees, tx as txm
 from lendnet.ledger.keys import Keypair, address_of
 from lendnet.ledger.ledger import PLAIN, BlockError, Ledger, Rules
 from lendnet.ledger.state import State
@@ -124,7 +124,11 @@ def test_other_chain_forged_signature_and_wrong_signer_are_rejected():
     assert "insufficient funds" in errors[4]
     # only the over-spend was includable: it failed, moved no money, and used its nonce
     assert [r.nonce_used for r in res.receipts] == [False, False, False, False, True]
-    assert c.ledger.account(alice.address) == (10_000_000, 1)
+    # ... and paid its fee: its bytes and the transfer's fixed gas
+    fee = res.receipts[4].fee
+    assert fee == fees.fee(len(broke.raw), fees.NATIVE_GAS["transfer"], 1, 10) > 0
+    assert [r.fee for r in res.receipts[:4]] == [0, 0, 0, 0]
+    assert c.ledger.account(alice.address) == (10_000_000 - fee, 1)
 
     # A program tells the refusals apart by code, never by words; the mempool and the
     # ledger give the same code for the same fault.
@@ -189,8 +193,9 @@ def test_multisig_spends_only_with_threshold_member_signatures():
     r = c.block(outsider, strict=False).receipts[0]
     assert not r.ok and "not a member" in r.error
     two = txm.add_signature(one, c.keys["carol"])
-    assert c.block(two).receipts[0].ok
-    assert c.ledger.balance(pool) == 40_000
+    r = c.block(two).receipts[0]
+    assert r.ok and r.fee > 0
+    assert c.ledger.balance(pool) == 40_000 - r.fee       # the multisig account pays
     assert c.ledger.balance(c.addr("mallory")) == 10_010_000
 
 
@@ -260,7 +265,7 @@ def test_the_generic_ledger_stands_alone_without_lending():
                               rules=PLAIN)
     assert "loan_code" not in c.ledger.state.meta and len(c.ledger.state.code) == 0
     c.block(c.tx("alice", "transfer", to=c.addr("bob"), amount=400))
-    assert (c.balance("alice"), c.balance("bob")) == (600, 400)
+    assert (c.balance("alice"), c.balance("bob")) == (600 - c.paid["alice"], 400)
     c.block(c.tx("alice", "deploy", code=assemble(COUNTER), args=[], gas=10_000))
     (addr, _), = c.ledger.state.contracts.rows.items()
     res = c.block(c.tx("bob", "call", contract=addr, args=[b"hit"], amount=0, gas=10_000))

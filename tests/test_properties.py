@@ -9,11 +9,34 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings, strategies as st
 
 from lendnet.contracts.agreements import schedule
+from lendnet.contracts.asm import assemble
 from lendnet.contracts.vm import ContractError
+from lendnet.ledger import fees, keys
+from lendnet.ledger.ledger import BLOCK_GAS_LIMIT as BLOCK_GAS
 
 from .chain import DAY, OFFER_TERMS, Chain, h32
 
 ACTORS = ("lender", "alice", "bob")
+# mallory holds less than any transaction's most fee: what it sends is never includable
+FUNDS = {"lender": 10_000_000, "alice": 10_000_000, "bob": 10_000_000, "mallory": 3}
+# A contract whose every call writes a row and then loops until its gas is gone.
+LOOP = assemble("""
+    arg 0
+    pushb "init"
+    eq
+    jnz done
+    pushb "junk"
+    arg 0
+    sput
+loop:
+    jmp loop
+done:
+    stop
+""")
+
+
+def chain() -> Chain:
+    return Chain(dict(FUNDS), names=tuple(FUNDS))
 LENDER_KINDS = {"offer", "withdraw", "fund"}
 BORROWER_KINDS = {"apply", "accept", "repay", "collateral", "pledge"}
 
@@ -22,11 +45,13 @@ BORROWER_KINDS = {"apply", "accept", "repay", "collateral", "pledge"}
 # reach funded loans, repayments, late fees and defaults, and still try the wrong actor.
 actions = st.lists(st.tuples(
     st.sampled_from(["transfer", "offer", "apply", "fund", "accept", "repay", "repay",
-                     "advance", "withdraw", "collateral", "pledge"]),
+                     "advance", "withdraw", "collateral", "pledge", "loop", "broke"]),
     st.integers(0, 2), st.integers(0, 2**40)), min_size=8, max_size=30)
 
-# Every workload starts with both roles registered and one offer published.
-SETUP = [("register", 0, 1), ("register", 1, 0), ("register", 2, 0), ("offer", 0, 2_999_999)]
+# Every workload starts with both roles registered, one offer published and the loop
+# contract deployed.
+SETUP = [("register", 0, 1), ("register", 1, 0), ("register", 2, 0), ("offer", 0, 2_999_999),
+         ("deploy", 2, 0)]
 
 
 def _actor(kind, who, n):
@@ -99,6 +124,15 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
                          description_hash=h32("c"), value=n % 500_000 + 1)
         elif kind == "pledge":
             t = chain.tx(name, "pledge", asset=f"asset-{n % 5}", to=pick(apps + loans))
+        elif kind == "deploy":
+            t = chain.tx(name, "deploy", code=LOOP, args=[], gas=1_000)
+        elif kind == "loop":
+            t = chain.tx(name, "call", contract=pick(sorted(led.state.contracts.rows)),
+                         args=[n.to_bytes(8, "big")], amount=n % 3,
+                         gas=n % 50_000 + 1)
+        elif kind == "broke":
+            t = chain.tx("mallory", "transfer", to=chain.addr(name), amount=1)
+            name = "mallory"
         else:
             res = chain.advance((1 + n % 7) * 10 * DAY)     # 10 to 70 days: deadlines pass
             history.append((res.state_root, []))
@@ -114,51 +148,91 @@ fast = settings(max_examples=40, deadline=None,
 @fast
 @given(actions)
 def test_money_is_conserved_and_every_failure_says_why(script):
-    chain = Chain()
-    for _, receipts in run(chain, script):
-        assert chain.ledger.total_money() == chain.ledger.supply
-        for r in receipts:
+    """After every block the balances, escrows and collected fees add up to the supply
+    to the unit; every includable transaction paid the schedule's fee for its bytes and
+    gas, never over its limit, and one not includable paid nothing."""
+    c = chain()
+    led = c.ledger
+    paid = 0
+    apply_block = led.apply_block
+
+    def checked(*args, **kw):
+        nonlocal paid
+        res = apply_block(*args, **kw)
+        assert led.total_money() == led.supply          # every block, to the unit
+        for r in res.receipts:
             assert r.ok or (r.error and isinstance(r.error, str))
+            assert (r.fee > 0) == r.nonce_used
+            paid += r.fee
+        assert led.fees_collected() == paid
+        return res
+
+    led.apply_block = checked
+    run(c, script)
 
 
 @fast
 @given(actions)
 def test_same_transactions_same_order_give_the_same_state_root(script):
-    a, b = run(Chain(), script), run(Chain(), script)
+    a, b = run(chain(), script), run(chain(), script)
     assert [root for root, _ in a] == [root for root, _ in b]
 
 
 @fast
 @given(actions)
-def test_failing_transactions_change_nothing_but_their_nonce(script):
+def test_failing_transactions_change_nothing_but_their_nonce_and_fee(script):
     """Every transaction that failed, whatever the reason, left every table exactly as
-    it found it, except that an includable one used up its sender's nonce."""
-    chain = Chain()
-    led = chain.ledger
+    it found it, except that an includable one used up its sender's nonce and moved
+    its fee — its bytes and the gas it burned, at its price — from the sender to the
+    fees; one that is not includable changed nothing at all. A success paid the same
+    rule's fee."""
+    c = chain()
+    led = c.ledger
     apply_tx = led.apply_tx
     failures = []
+    min_price, byte_price = led.prices()
 
     def snapshot():
         return {name: dict(t.rows) for name, t in led.state.tables.items()}
 
     def spy(tx, _in_block=False):
         before = snapshot()
+        gas_left = BLOCK_GAS - led._block_gas
         r = apply_tx(tx, _in_block)
+        if r.nonce_used:
+            assert led.fixed_gas(tx) <= r.gas <= led.gas_limit(tx) <= gas_left
+            assert r.fee == fees.fee(len(tx.raw), r.gas, tx.body["gas_price"], byte_price)
         if not r.ok:
             after = snapshot()
             if r.nonce_used:
                 bal, nonce = before["accounts"].get(tx.sender, (0, 0))
-                assert after["accounts"][tx.sender] == (bal, nonce + 1)
-                after["accounts"][tx.sender] = before["accounts"].get(tx.sender)
-                if after["accounts"][tx.sender] is None:
-                    del after["accounts"][tx.sender]
+                assert after["accounts"][tx.sender] == (bal - r.fee, nonce + 1)
+                pool = before["accounts"].get(fees.FEES_ADDRESS, (0, 0))
+                assert after["accounts"][fees.FEES_ADDRESS] == (pool[0] + r.fee, pool[1])
+                for addr in (tx.sender, fees.FEES_ADDRESS):
+                    after["accounts"][addr] = before["accounts"].get(addr)
+                    if after["accounts"][addr] is None:
+                        del after["accounts"][addr]
+            else:
+                assert r.fee == r.gas == 0
             assert after == before, r.error
             failures.append(r)
         return r
 
     led.apply_tx = spy
-    run(chain, script)
+    run(c, script)
     assume(failures)
+
+
+def test_an_account_that_cannot_pay_gets_nothing_run():
+    """mallory's 3 units cover no transaction's most fee: not includable, no nonce, and
+    a loop call it sends never runs."""
+    c = chain()
+    history = run(c, [("broke", 1, 0)])
+    r = history[-1][1][0]
+    assert not r.nonce_used and "cannot pay the fee" in r.error
+    assert c.ledger.account(c.addr("mallory")) == (3, 0)
+    assert keys.is_address(fees.FEES_ADDRESS)
 
 
 terms = st.tuples(st.integers(1, 10**9), st.integers(0, 100_000), st.integers(1, 360),

@@ -33,6 +33,7 @@ from .store import StoreError
 TX_CACHE = 2 * MAX_TXS
 EVIDENCE_KEPT = 16                 # evidence records kept per (kind, validator)
 NONCES_IN_FLIGHT = 1 << 62         # a proposal's nonces may run any way ahead of execution
+EXPIRY_SWEEP_MS = 1_000            # how often the mempool drops what waited behind a gap
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Genesis:
     balances: dict
     validators: tuple                    # public keys, in replica-index order
     params: dict = field(default_factory=dict)   # consensus Config overrides
+    fees: dict = field(default_factory=dict)     # min_gas_price, byte_price (ledger/fees.py)
 
     def config(self, quorum_override: int | None = None, leaders: tuple = ()) -> Config:
         """The consensus configuration; ValueError if a parameter is unknown or out of
@@ -76,8 +78,13 @@ class Node:
         self.vals = self.config.validators
         self.index = (self.vals.pubkeys.index(keypair.pubkey)
                       if keypair.pubkey in self.vals.pubkeys else None)
-        self.ledger = lending.genesis(genesis.chain_id, genesis.balances, genesis.time)
+        self.ledger = lending.genesis(genesis.chain_id, genesis.balances, genesis.time,
+                                      genesis.fees)
         self.mempool = Mempool(self.ledger)
+        # The latest time a shell passed in (ms): when a transaction arrived, for the
+        # mempool's expiry of those behind a nonce gap (swept every EXPIRY_SWEEP_MS).
+        self.now = now
+        self._swept = now
         self._txs: dict[bytes, txm.SignedTx] = {}          # raw -> parsed, bounded
         self._recent: dict[int, tuple] = {0: ({"time": genesis.time}, M.GENESIS_HASH,
                                               self.ledger.state_root())}
@@ -102,7 +109,7 @@ class Node:
     def submit(self, raw: bytes) -> txm.SignedTx:
         """A client's transaction: admitted to the mempool (and gossiped) or TxError."""
         tx = self.parse(raw)
-        self.mempool.add(tx)
+        self.mempool.add(tx, self.now)
         return tx
 
     def receive_tx(self, raw: bytes) -> bool:
@@ -118,11 +125,16 @@ class Node:
         except M.MessageError:
             self.rejected_messages += 1
             return []
+        self.now = max(self.now, now)
         if self.replica is None:
             return []
         return self._persist(self.replica.deliver(msg, now, len(raw)))
 
     def tick(self, now: int) -> list:
+        self.now = max(self.now, now)
+        if now - self._swept >= EXPIRY_SWEEP_MS:
+            self._swept = now
+            self.mempool.expire(now)
         return self._persist(self.replica.tick(now)) if self.replica else []
 
     def _persist(self, effects: list) -> list:
@@ -130,9 +142,10 @@ class Node:
         next flush; return the rest, which may be carried out once that flush is done,
         each Committed with its block's result."""
         for e in effects:
-            if type(e) is Persist:
+            if isinstance(e, Persist):
                 self._unsaved_records.append((e.key, e.value))
-            elif type(e) is Evidence and self.evidence_kept[e.kind, e.replica] < EVIDENCE_KEPT:
+            elif isinstance(e, Evidence) and \
+                    self.evidence_kept[e.kind, e.replica] < EVIDENCE_KEPT:
                 self.evidence_kept[e.kind, e.replica] += 1
                 self._unsaved_records.append(evidence_record(e))
         return [replace(e, result=self._results.pop(e.height)) if type(e) is Committed

@@ -34,7 +34,9 @@ HTTP_CODES = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
 BLOB_STATUS = {"unsigned": 401, "quota": 403, "too-large": 413, "no-space": 507}
 TX_STATUS = {"malformed": 400, "too-large": 413, "wrong-chain": 400, "bad-signature": 400,
              "unauthorised": 400, "refused": 400, "nonce-used": 422, "nonce-ahead": 422,
-             "nonce-taken": 422, "duplicate": 422, "mempool-full": 503}   # every CODES key
+             "nonce-taken": 422, "duplicate": 422, "mempool-full": 503,
+             "account-full": 422, "fee-too-low": 422, "cannot-pay": 422,
+             "block-full": 503}                                          # every CODES key
 
 
 def _error(status: int, why: str, code: str | None = None) -> web.Response:
@@ -179,6 +181,8 @@ def build_app(daemon) -> web.Application:
         if not HEX64.match(h):
             return _error(400, "a transaction hash is 64 lowercase hex digits")
         where = node.store.tx_location(h)
+        if where is not None and not where["nonce_used"] and bytes.fromhex(h) in node.mempool:
+            where = None        # a block could not include it (no gas left): still pending
         if where is not None:
             status = ("committed" if where["ok"] else "failed" if where["nonce_used"]
                       else "rejected")           # rejected: in a block, but not includable
@@ -349,7 +353,7 @@ def build_app(daemon) -> web.Application:
     async def get_supply(request: web.Request):
         led = node.ledger
         return web.json_response({"height": node.height, "total": led.total_money(),
-                                  "supply": led.supply})
+                                  "supply": led.supply, "fees": led.fees_collected()})
 
     async def get_metrics(request: web.Request):
         return web.Response(body=daemon.metrics.exposition(),
@@ -497,7 +501,8 @@ OPENAPI = {
         "/v1/blobs/{hash}": {"get": _op("A stored blob's bytes.", [("hash", "64 hex")])},
         "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
         "/v1/supply": {"get": _op("All balances and escrows summed, and the genesis "
-                                  "supply: equal unless money was made or lost.")},
+                                  "supply: equal unless money was made or lost; fees: "
+                                  "the fees collected (burned, counted in the total).")},
         "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
                                   "(instalment_due, late, defaulted, ...), one JSON each; "
                                   "?types=block or ?types=loan for one kind.")},

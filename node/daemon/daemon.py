@@ -447,6 +447,7 @@ class Daemon(Shell):
             "evidence": self.evidence_count,
             "last_block_hash": (node.block_hash(node.height) or M.GENESIS_HASH).hex(),
             "state_root": node.ledger.state_root().hex(),
+            "fees": dict(zip(("min_gas_price", "byte_price"), node.ledger.prices())),
         }
 
 

@@ -2,7 +2,8 @@
 
     HOME/node.key       the node's ed25519 seed, hex (mode 0600)
     HOME/config.json    where it listens and who its peers are (pubkey@host:port)
-    HOME/genesis.json   the chain: id, time, validator keys, balances, consensus params
+    HOME/genesis.json   the chain: id, time, validator keys, balances, consensus params,
+                        fee prices (ledger/fees.py)
     HOME/node.db        the store (SQLite), created on first start
     HOME/node.log       the log, when a cluster started the node
 
@@ -21,7 +22,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lendnet.ledger import keys
+from lendnet.ledger import fees, keys
 from lendnet.node.core.node import Genesis
 
 # Dev genesis: named demo accounts a wallet can use at once (keys from the name).
@@ -169,7 +170,8 @@ def load_config(home: Path) -> NodeConfig:
 
 def genesis_to_json(g: Genesis) -> dict:
     return {"chain_id": g.chain_id, "time": g.time, "balances": dict(sorted(g.balances.items())),
-            "validators": [pk.hex() for pk in g.validators], "params": dict(g.params)}
+            "validators": [pk.hex() for pk in g.validators], "params": dict(g.params),
+            "fees": fees.check_prices(g.fees)}
 
 
 def write_genesis(home: Path, g: Genesis) -> None:
@@ -198,7 +200,11 @@ def load_genesis_file(path: Path) -> Genesis:
         params = d.get("params", {})
         if type(params) is not dict or not all(type(v) is int for v in params.values()):
             raise HomeError(f"{path}: params must map names to integers")
-        genesis = Genesis(chain, d["time"], balances, vals, params)
+        fee_params = d.get("fees", {})      # absent (an older genesis): the defaults
+        if type(fee_params) is not dict:
+            raise HomeError(f"{path}: fees must map names to integers")
+        fees.check_prices(fee_params)
+        genesis = Genesis(chain, d["time"], balances, vals, params, fee_params)
         genesis.config()                     # the consensus parameters, checked
     except KeyError as e:
         raise HomeError(f"{path}: missing field {e}") from None
