@@ -700,15 +700,16 @@ class _Watch:
                     async with aiohttp.ClientSession() as http:
                         async with http.ws_connect(m.api + "/v1/events?types=loan") as ws:
                             while not self._stop.is_set():
-                                msg = await ws.receive(timeout=0.5)
+                                try:
+                                    msg = await ws.receive(timeout=0.5)
+                                except TimeoutError:
+                                    continue       # (a quiet half second: look at _stop)
                                 if msg.type == aiohttp.WSMsgType.TEXT:
                                     self.events.append({**json.loads(msg.data),
                                                         "node": m.name})
                                 elif msg.type != aiohttp.WSMsgType.BINARY:
                                     break
-                except TimeoutError:
-                    continue                       # (a quiet half second: look at _stop)
-                except (aiohttp.ClientError, OSError, ValueError):
+                except (aiohttp.ClientError, OSError, ValueError, TimeoutError):
                     pass
                 await asyncio.sleep(0.3)
 
