@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import tempfile
 from pathlib import Path
 
@@ -9,6 +10,10 @@ import click
 
 from lendnet.node.harness.attacks import ATTACKS
 from lendnet.node.harness.chaos import FAULTS, RSS_BOUND_MIB, ChaosConfig, run
+
+
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
 
 
 @click.group("chaos")
@@ -76,10 +81,14 @@ def run_cmd(nodes, duration, faults, attack, no_reference, rss_bound, seed, rate
     with tempfile.TemporaryDirectory(prefix="lendnet-chaos-") as tmp:
         root = work or Path(tmp)
         root.mkdir(parents=True, exist_ok=True)
+        # SIGTERM as Ctrl-C: the run's `finally` stops its clients, attackers and nodes.
+        previous = signal.signal(signal.SIGTERM, _terminated)
         try:
             report = run(cfg, root)
         except ValueError as e:
             raise click.UsageError(str(e))
+        finally:
+            signal.signal(signal.SIGTERM, previous)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

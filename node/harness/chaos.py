@@ -626,6 +626,8 @@ def _run_once(cfg: ChaosConfig, root: Path) -> dict:
         report["rss"] = {"bound_mib": cfg.rss_bound_mib, "every_s": RSS_EVERY_S,
                          "peak_mib": {n: round(k / 1024, 1)
                                       for n, k in sorted(watch.peak_kib.items())}}
+        report["disk_mib"] = {m.name: round(sum(
+            f.stat().st_size for f in m.home.glob("node.db*")) / 2**20, 1) for m in members}
         over = {n: v for n, v in report["rss"]["peak_mib"].items() if v > cfg.rss_bound_mib}
         if over:
             report["reasons"].append(f"node RSS over {cfg.rss_bound_mib} MiB: {over}")
