@@ -36,6 +36,37 @@ def test_the_checker_catches_a_broken_quorum(tmp_path):
                for x in r["reasons"])
 
 
+def test_attackers_beside_the_honest_clients_are_measured(tmp_path):
+    """A short attacked run (no nemesis) after its reference run: the report has each
+    attack's figures and the checks' inputs, honest transactions still commit, and
+    the rate check says what it found."""
+    cfg = ChaosConfig(nodes=4, duration_s=10, seed=5, rate=20, log=None, faults=(),
+                      attacks=("spam", "api", "peers"), settle_s=20)
+    r = run(cfg, tmp_path)
+    assert r["lost"] == 0 and r["divergent_heights"] == 0 and r["conservation_ok"], r
+    assert r["acknowledged"] > 0 and r["honest_tx_per_s"] > 0
+    ref = r["reference"]
+    assert ref["ok"], ref["reasons"]
+    assert ref["honest_tx_per_s"] > 0
+    share = r["honest_rate_vs_reference"]
+    assert (share < 0.5) == any("reference run's" in x for x in r["reasons"]), r["reasons"]
+    for name in cfg.attacks:
+        f = r["attacks"][name]
+        assert {"sent", "accepted", "refused", "committed", "spent_lnd"} <= set(f), f
+        assert f["sent"] > 0, f
+    spam = r["attacks"]["spam"]
+    assert spam["accounts"] == 300 and spam["committed"] > 0 and spam["spent_lnd"] == 0
+    assert r["attacks"]["api"]["refused"].get("bad-request", 0) > 0
+    assert r["attacks"]["peers"]["refused"].get("quiet-link-refused-full", 0) > 0
+    assert r["attackers_paid"]["paid"] is None and "no fees" in r["attackers_paid"]["why"]
+    rss = r["rss"]
+    assert rss["bound_mib"] == 400 and len(rss["peak_mib"]) == 4
+    assert all(0 < v < rss["bound_mib"] for v in rss["peak_mib"].values()), rss
+    loans = r["loans"]
+    assert not loans["wrong_block"] and not loans["missed"], loans
+    assert loans["loans"] > 0
+
+
 def _post(url: str, body, token: str | None):
     headers = {"Content-Type": "application/json"}
     if token:

@@ -10,16 +10,21 @@ so a run is repeatable in what it does, not in exactly when.
 """
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 import urllib.request
-from dataclasses import dataclass, field
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+import aiohttp
 
 from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
@@ -27,12 +32,21 @@ from lendnet.node.daemon import home as H
 from lendnet.node.daemon.client import ApiError, NodeClient, http_json
 from lendnet.node.harness.workload import OFFER
 
+from . import attacks as A
+from .bench import _rss_kib
 from .cluster import Cluster, Member
 
 FAULTS = ("kill", "pause", "stop", "partition", "oneway", "latency", "loss", "dup",
           "byzantine")
 CHAIN = "lendnet-dev"
 CLIENTS = 4
+RSS_BOUND_MIB = 400       # docs/CHAOS.md: measured peak under every attack, with margin
+RSS_EVERY_S = 2.0
+# With the fast clock a fifth client borrows and never repays, against an offer with
+# short deadlines, so every run has loans that go late and default under the attacks.
+DEADBEAT = CLIENTS
+SHORT_OFFER = {**OFFER, "periods": ["weekly"], "max_term": 2, "tolerance_days": 1,
+               "default_days": 3, "tiers": [[300, 2400, 150_000]]}
 # Refusals after which a client sends the same transaction again (to this node or
 # another): it may be in flight already, or its turn may come.
 RESEND = {"nonce-used", "nonce-ahead", "nonce-taken", "duplicate", "mempool-full"}
@@ -51,6 +65,10 @@ class ChaosConfig:
     hosts: bool = False                 # one network namespace (own address) per node
     log: object = print                 # progress lines (None: quiet)
     faults_done: list = field(default_factory=list)
+    attacks: tuple = ()                 # attacks.ATTACKS to run beside the clients
+    reference: bool = True              # with attacks: first a run without them
+    rss_bound_mib: int = RSS_BOUND_MIB  # no node's RSS above this (sampled)
+    fast_clock: bool = False            # the demo's chain clock (1 s = 2 days): loans move
 
 
 # --- clients: separate processes, each with its own keys and history ---------------------
@@ -60,11 +78,14 @@ def _client_key(seed: int, i: int) -> keys.Keypair:
 
 
 def _client(i: int, seed: int, urls: list[str], rate: float, stop_at: float,
-            give_up_at: float, offer: str, out: str) -> None:
+            give_up_at: float, offers: dict, out: str) -> None:
     """One wallet: submits its next transaction, waits until some node says it is
-    committed (resubmitting the same bytes elsewhere if a node dies), records it."""
+    committed (resubmitting the same bytes elsewhere if a node dies), records it.
+    `offers`: the lender's offer ("main"), and with the fast clock the short one and
+    the borrower who never repays ("short", "deadbeat")."""
     rng = random.Random(seed * 1000 + i)
     lender = i == 0                       # client 0 is the lender: it funds applications
+    deadbeat = i == DEADBEAT
     kp = keys.Keypair.from_name("lender") if lender else _client_key(seed, i)
     apis = [NodeClient(u, timeout=3) for u in urls]
     history = open(out, "w")
@@ -75,10 +96,14 @@ def _client(i: int, seed: int, urls: list[str], rate: float, stop_at: float,
         try:
             if nonce is None:
                 nonce = api.account(kp.address)["nonce"]
-            kind, fields = (_lender_action(rng, api, offer) if lender else
+            kind, fields = (_lender_action(rng, api, offers) if lender else
+                            _deadbeat_action(api, kp, registered) if deadbeat else
                             _next_action(rng, api, kp, registered))
         except (OSError, ApiError, ValueError):
             time.sleep(0.2)
+            continue
+        if kind == "wait":
+            time.sleep(0.3)
             continue
         raw = txm.sign(txm.build(kp, CHAIN, kind, nonce, **fields), [kp]).raw
         tx_id = txm.parse(raw).id
@@ -96,10 +121,13 @@ def _client(i: int, seed: int, urls: list[str], rate: float, stop_at: float,
     history.close()
 
 
-def _lender_action(rng, api, offer: str):
+def _lender_action(rng, api, offers: dict):
     apps = api.get("/v1/applications?status=open&limit=20")["applications"]
     if apps and rng.randrange(10) < 7:
-        return "fund", {"application": rng.choice(apps)["application"], "offer": offer}
+        app = rng.choice(apps)
+        short = app["borrower"] == offers.get("deadbeat")
+        return "fund", {"application": app["application"],
+                        "offer": offers["short" if short else "main"]}
     to = keys.Keypair.from_name(rng.choice(["bob", "carol", "dave"])).address
     return "transfer", {"to": to, "amount": rng.randint(1, 1_000)}
 
@@ -120,6 +148,20 @@ def _next_action(rng, api, kp, registered):
                          "docs_hash": b"\x02" * 32}
     to = keys.Keypair.from_name(rng.choice(["bob", "carol", "dave"])).address
     return "transfer", {"to": to, "amount": rng.randint(1, 1_000)}
+
+
+def _deadbeat_action(api, kp, registered):
+    """Borrow one week's money at a time, never repay: late fee after a day, default
+    after three (SHORT_OFFER)."""
+    if not registered:
+        return "register_borrower", {"profile_hash": b"\x04" * 32, "docs_hash": b"\x05" * 32}
+    loans = api.get(f"/v1/loans?borrower={kp.address}&limit=100")["loans"]
+    apps = api.get(f"/v1/applications?borrower={kp.address}&status=open")["applications"]
+    if any(x["status"] == "active" for x in loans) or apps:
+        return "wait", None
+    return "apply", {"amount": 5_000, "purpose": "never repaid", "term": 1,
+                     "period": "weekly", "method": "annuity", "product": "consumer",
+                     "grace": 0, "docs_hash": b"\x05" * 32}
 
 
 def _until_committed(apis, raw: bytes, tx_id: str, rng, give_up_at: float):
@@ -273,6 +315,7 @@ def check(honest: list[Member], history: list[dict], cfg: ChaosConfig, byzantine
           recovery_s) -> dict:
     reasons = []
     chains, txsets = {}, {}
+    times: dict[int, int] = {}                  # height -> chain time (first honest node)
     duplicated = 0
     for m in honest:
         api = NodeClient(m.api, timeout=10)
@@ -285,6 +328,8 @@ def check(honest: list[Member], history: list[dict], cfg: ChaosConfig, byzantine
         for h in range(1, top + 1):
             b = api.get(f"/v1/blocks/{h}")
             chain[h] = (b["hash"], b["state_root"])
+            if not chains:
+                times[h] = b["header"]["time"]
             for t in b["txs"]:
                 if t in seen:
                     duplicated += 1
@@ -316,49 +361,229 @@ def check(honest: list[Member], history: list[dict], cfg: ChaosConfig, byzantine
     return {"acknowledged": len(acked), "lost": len(lost), "duplicated": duplicated,
             "divergent_heights": len(divergent), "conservation_ok": conservation,
             "evidence": evidence, "recovery_seconds": recovery_s,
-            "committed_height": common, "ok": not reasons, "reasons": reasons}
+            "committed_height": common, "ok": not reasons, "reasons": reasons,
+            "_times": times}
+
+
+def check_loans(honest: list[Member], events: list[dict], times: dict[int, int]) -> dict:
+    """Every loan's late fee and default happen in the first block whose chain time
+    reaches the deadline (the agreement's: a late fee once `due + tol` has passed,
+    default once `due + dflt` is reached), and none is missed: a loan still active whose
+    deadline the chain's time has passed is a duty not done."""
+    api = NodeClient(honest[0].api, timeout=10)
+
+    def time_at(h: int) -> int:
+        if h not in times:
+            times[h] = api.get(f"/v1/blocks/{h}")["header"]["time"]
+        return times[h]
+
+    def first(after: int, inclusive: bool, upto: int) -> int | None:
+        for h in range(1, upto + 1):
+            t = time_at(h)
+            if t > after or (inclusive and t == after):
+                return h
+        return None
+
+    loans, cursor, height = {}, None, 0
+    for _ in range(1_000):
+        page = api.get("/v1/loans?limit=1000" + (f"&after={cursor}" if cursor else ""))
+        height = page["height"]
+        loans.update({x["loan"]: x for x in page["loans"]})
+        cursor = page["next"]
+        if cursor is None:
+            break
+    seen = {(e["loan"], e["event"], e["height"], json.dumps(e["values"])): e for e in events}
+    reasons: list[str] = []
+    on_time = {"instalment_late": 0, "defaulted": 0}
+    wrong, missed = [], []
+    observed_defaults = set()
+    for (loan, name, h, _), e in sorted(seen.items()):
+        view = loans.get(loan)
+        if view is None or name not in on_time:
+            continue
+        terms = view["terms"]
+        if name == "instalment_late":
+            deadline, inclusive = e["values"][2] + terms["tol"], False
+        else:
+            deadline, inclusive = terms["due"] + terms["dflt"], True
+            observed_defaults.add(loan)
+        want = first(deadline, inclusive, max(h, 1))
+        if want == h:
+            on_time[name] += 1
+        else:
+            wrong.append({"loan": loan, "event": name, "height": h, "expected": want,
+                          "deadline": deadline})
+    now = time_at(height) if height else 0
+    for loan, view in loans.items():
+        t = view["terms"]
+        if view["status"] != "active" or t["due"] is None:
+            continue
+        if not t["late"] and now > t["due"] + t["tol"]:
+            missed.append({"loan": loan, "missed": "late fee", "deadline": t["due"] + t["tol"]})
+        if now >= t["due"] + t["dflt"]:
+            missed.append({"loan": loan, "missed": "default", "deadline": t["due"] + t["dflt"]})
+    status = Counter(v["status"] for v in loans.values())
+    unobserved = sorted(x for x, v in loans.items()
+                        if v["status"] == "defaulted" and x not in observed_defaults)
+    if wrong:
+        reasons.append(f"{len(wrong)} loan deadlines met in the wrong block, e.g. {wrong[0]}")
+    if missed:
+        reasons.append(f"{len(missed)} loan deadlines passed and not met, e.g. {missed[0]}")
+    return {"loans": len(loans), "by_status": dict(status), "late_fees_on_time":
+            on_time["instalment_late"], "defaults_on_time": on_time["defaulted"],
+            "wrong_block": wrong[:10], "missed": missed[:10],
+            "defaults_not_seen_in_stream": len(unobserved), "checked_at_height": height,
+            "reasons": reasons}
+
+
+# --- attackers: what they sent, what got in, what it cost them --------------------------
+
+def _snapshot(url: str, addresses: list[str]) -> dict[str, tuple[int, int]]:
+    api = NodeClient(url, timeout=10)
+    out = {}
+    for a in addresses:
+        try:
+            acct = api.account(a)
+            out[a] = (acct["balance"], acct["nonce"])
+        except (OSError, ApiError):
+            out[a] = (0, 0)
+    return out
+
+
+def _attack_figures(path: Path, before: dict, after: dict) -> dict:
+    """What one attacker sent and was answered (its own file), and from the ledger:
+    its transactions included in blocks (nonces used, whether they succeeded or
+    failed) and the money its accounts lost."""
+    try:
+        sent = json.loads(path.read_text())
+    except (OSError, ValueError):
+        sent = {"error": "the attacker left no figures"}
+    included = {a: after[a][1] - before[a][1] for a in before}
+    spent = {a: before[a][0] - after[a][0] for a in before}
+    return {**sent, "committed": sum(included.values()),
+            "spent_units": sum(spent.values()),
+            "spent_lnd": round(sum(spent.values()) / 100, 2),
+            "accounts": len(before),
+            "_per_account": [(included[a], spent[a]) for a in before]}
+
+
+def attackers_paid(home: Path, figures: dict) -> dict:
+    """Did every attacker transaction that got into a block cost its sender? Only a
+    chain that charges fees can say yes: without fee parameters in its genesis this
+    is null, with the reason, never a pass."""
+    genesis = json.loads((home / "genesis.json").read_text())
+    fee_params = {k: v for k, v in {**genesis.get("params", {}),
+                                    **genesis.get("fees", {})}.items()
+                  if "fee" in k or "price" in k}
+    per = {name: f.pop("_per_account", []) for name, f in figures.items()}
+    if not fee_params:
+        return {"paid": None, "why": "this chain charges no fees: its genesis has no fee "
+                                     "or price parameter, so attackers' transactions "
+                                     "cost them nothing"}
+    unpaid = {name: sum(1 for inc, sp in rows if inc and sp < inc)
+              for name, rows in per.items()}
+    return {"paid": not any(unpaid.values()), "fee_params": fee_params,
+            "rule": "every attacker account lost at least 1 unit per transaction it got "
+                    "into a block (a lower bound of its fees)",
+            "accounts_that_did_not_pay": unpaid}
 
 
 # --- a run ---------------------------------------------------------------------------
 
+FAST_PARAMS = {"time_scale": H.FAST_CLOCK, "empty_block_ms": 250}     # as `lendnet demo`
+
+
 def run(cfg: ChaosConfig, root: Path) -> dict:
-    log = cfg.log or (lambda *_: None)
+    """One run; with attacks, first a reference run without them on a fresh cluster
+    (unless cfg.reference is off), then the attacked run, and the honest commit rate of
+    the one against the other."""
     unknown = set(cfg.faults) - set(FAULTS)
     if unknown:
         raise ValueError(f"unknown faults {sorted(unknown)}; choose from {', '.join(FAULTS)}")
+    bad = set(cfg.attacks) - set(A.ATTACKS)
+    if bad:
+        raise ValueError(f"unknown attacks {sorted(bad)}; choose from {', '.join(A.ATTACKS)}")
     if cfg.hosts and set(cfg.faults) & {"latency", "loss", "dup"}:
         raise ValueError("with --hosts, network faults are partitions and one-way cuts "
                          "(routes); latency, loss and dup run in the loopback mode")
+    if not cfg.attacks:
+        return _run_once(cfg, root)
+    log = cfg.log or (lambda *_: None)
+    cfg = replace(cfg, fast_clock=True)
+    ref = None
+    if cfg.reference:
+        log("reference run: the same seed and duration, no attackers")
+        ref = _run_once(replace(cfg, attacks=()), root / "reference")
+    log("attacked run: " + ",".join(cfg.attacks))
+    report = _run_once(cfg, root / "attacked")
+    if ref is not None:
+        honest, base = report["honest_tx_per_s"], ref["honest_tx_per_s"]
+        report["reference"] = {k: ref[k] for k in (
+            "ok", "reasons", "honest_tx_per_s", "acknowledged", "submitted", "rss", "loans")}
+        report["honest_rate_vs_reference"] = round(honest / base, 3) if base else None
+        if honest < HONEST_SHARE * base:
+            report["reasons"].append(
+                f"honest transactions committed at {honest} tx/s under attack, under "
+                f"{HONEST_SHARE} x the reference run's {base} tx/s")
+        if not ref["ok"]:
+            report["reasons"].append("the reference run failed its own checks: "
+                                     + "; ".join(ref["reasons"]))
+        report["ok"] = not report["reasons"]
+    return report
+
+
+HONEST_SHARE = 0.5        # honest tx/s under attack, at least this share of the reference's
+
+
+def _run_once(cfg: ChaosConfig, root: Path) -> dict:
+    log = cfg.log or (lambda *_: None)
     rng = random.Random(cfg.seed)
     names = [f"node{i}" for i in range(cfg.nodes)]
     byz_mode = "equivocate" if "byzantine" in cfg.faults else None
     byzantine = {"node0"} if byz_mode else set()     # node0 is view 0's primary
-    extra = {n: [] for n in names}
+    extra: dict[str, list] = {n: [] for n in names}
     if byz_mode:
         extra["node0"] += ["--byzantine", byz_mode]
     if cfg.broken_quorum:
         for n in names:
             extra[n] += ["--quorum-override", str(cfg.broken_quorum)]
+    cluster: Cluster
     if cfg.hosts:
         from .netns import NetnsCluster
         cluster = NetnsCluster(root / "cluster")
     else:
         cluster = Cluster(root / "cluster")
-    procs = []
+    procs: list = []
+    watch = _Watch()
     try:
-        members = cluster.up(cfg.nodes, wait_s=60, extra_args=extra, admin=not cfg.hosts)
+        members = cluster.up(cfg.nodes, wait_s=60, extra_args=extra, admin=not cfg.hosts,
+                             params=FAST_PARAMS if cfg.fast_clock else None)
         urls = [m.api for m in members]
         log(f"cluster up: {cfg.nodes} nodes at " + ", ".join(m.api for m in members)
             + (f"; node0 {byz_mode}" if byz_mode else ""))
-        offer = _setup(NodeClient(urls[1], timeout=10), cfg.seed)
+        honest_members = [m for m in members if m.name not in byzantine]
+        watch.start(honest_members, events=cfg.fast_clock)
+        offers = _setup(NodeClient(urls[1], timeout=10), cfg.seed, cfg.fast_clock,
+                        A.funding(cfg.attacks, cfg.seed))
+        accounts = {a: A.accounts(a, cfg.seed) for a in cfg.attacks}
+        before = {a: _snapshot(urls[1], addrs) for a, addrs in accounts.items()}
         t_end = time.time() + cfg.duration_s
         ctx = multiprocessing.get_context("spawn")
-        for i in range(CLIENTS):
+        for i in range(CLIENTS + (1 if cfg.fast_clock else 0)):
             p = ctx.Process(target=_client, args=(i, cfg.seed, urls, cfg.rate / CLIENTS,
-                                                  t_end, t_end + cfg.settle_s, offer,
+                                                  t_end, t_end + cfg.settle_s, offers,
                                                   str(root / f"history-{i}.jsonl")))
             p.start()
             procs.append(p)
+        attackers = []
+        for a in cfg.attacks:
+            p = ctx.Process(target=A.run_attack, args=(a, urls, cfg.seed, t_end,
+                                                       str(root / f"attack-{a}.json")))
+            p.start()
+            procs.append(p)
+            attackers.append(p)
+        if cfg.attacks:
+            log(f"  attackers started: {', '.join(cfg.attacks)}")
         nemesis = Nemesis(cluster, members, cfg, byzantine, extra)
         injected = []
         active = [f for f in cfg.faults if f != "byzantine"]
@@ -374,6 +599,10 @@ def run(cfg: ChaosConfig, root: Path) -> dict:
             nemesis.heal()
         while time.time() < t_end:
             time.sleep(0.2)
+        for p in attackers:               # they stop at t_end by themselves
+            p.join(15)
+            if p.is_alive():
+                p.kill()
         nemesis.heal()
         healed = time.time()
         log("  healed everything; waiting for the cluster to settle")
@@ -381,17 +610,39 @@ def run(cfg: ChaosConfig, root: Path) -> dict:
         for p in procs:
             p.join(cfg.settle_s + 10)
         history = []
-        for i in range(CLIENTS):
+        for i in range(CLIENTS + 1):
             path = root / f"history-{i}.jsonl"
             if path.exists():
                 history += [json.loads(x) for x in path.read_text().splitlines() if x]
         _settle(nemesis.honest(), cfg.settle_s)
         report = check(nemesis.honest(), history, cfg, byz_mode, recovery)
+        times = report.pop("_times")
+        watch.stop()
+        acked_in_run = sum(1 for r in history if r["ack"] and r["acked"] <= t_end)
         report.update(faults_injected=len(injected), faults=injected, seed=cfg.seed,
                       nodes=cfg.nodes, duration=cfg.duration_s, submitted=len(history),
-                      byzantine={n: byz_mode for n in byzantine})
+                      byzantine={n: byz_mode for n in byzantine},
+                      honest_tx_per_s=round(acked_in_run / cfg.duration_s, 2))
+        report["rss"] = {"bound_mib": cfg.rss_bound_mib, "every_s": RSS_EVERY_S,
+                         "peak_mib": {n: round(k / 1024, 1)
+                                      for n, k in sorted(watch.peak_kib.items())}}
+        report["disk_mib"] = {m.name: round(sum(
+            f.stat().st_size for f in m.home.glob("node.db*")) / 2**20, 1) for m in members}
+        over = {n: v for n, v in report["rss"]["peak_mib"].items() if v > cfg.rss_bound_mib}
+        if over:
+            report["reasons"].append(f"node RSS over {cfg.rss_bound_mib} MiB: {over}")
+        if cfg.fast_clock:
+            report["loans"] = check_loans(nemesis.honest(), watch.events, times)
+            report["reasons"] += report["loans"].pop("reasons")
+        if cfg.attacks:
+            report["attacks"] = {a: _attack_figures(root / f"attack-{a}.json", before[a],
+                                                    _snapshot(urls[1], accounts[a]))
+                                 for a in cfg.attacks}
+            report["attackers_paid"] = attackers_paid(members[0].home, report["attacks"])
+        report["ok"] = not report["reasons"]
         return report
     finally:
+        watch.stop()
         for p in procs:
             if p.is_alive():
                 p.kill()
@@ -399,22 +650,90 @@ def run(cfg: ChaosConfig, root: Path) -> dict:
         cluster.down()
 
 
-def _setup(api: NodeClient, seed: int) -> str:
-    """Fund the clients and put an offer on the ledger (before any fault)."""
+def _setup(api: NodeClient, seed: int, fast: bool = False,
+           funding: list | None = None) -> dict:
+    """Fund the clients (and the funded attackers) and put the lender's offers on the
+    ledger (before any fault): {"main": offer, and with the fast clock "short": offer,
+    "deadbeat": address}."""
     alice, lender = keys.Keypair.from_name("alice"), keys.Keypair.from_name("lender")
     an, ln = api.account(alice.address)["nonce"], api.account(lender.address)["nonce"]
-    hs = [api.submit(txm.sign(txm.build(alice, CHAIN, "transfer", an + i - 1,
-                                        to=_client_key(seed, i).address, amount=5_000_000),
-                              [alice]).raw) for i in range(1, CLIENTS)]
+    pay = [(_client_key(seed, i).address, 5_000_000) for i in range(1, CLIENTS)]
+    if fast:
+        pay.append((_client_key(seed, DEADBEAT).address, 5_000_000))
+    pay += funding or []
+    hs = [api.submit(txm.sign(txm.build(alice, CHAIN, "transfer", an + k, to=to,
+                                        amount=amount), [alice]).raw)
+          for k, (to, amount) in enumerate(pay)]
     hs.append(api.submit(txm.sign(txm.build(lender, CHAIN, "register_lender", ln,
                                             profile_hash=b"\x03" * 32), [lender]).raw))
-    offer = api.submit(txm.sign(txm.build(lender, CHAIN, "publish_offer", ln + 1,
-                                          amount=50_000_000, **OFFER), [lender]).raw)
-    for h in hs + [offer]:
+    offers = {"main": api.submit(txm.sign(txm.build(lender, CHAIN, "publish_offer", ln + 1,
+                                                    amount=50_000_000, **OFFER),
+                                          [lender]).raw)}
+    if fast:
+        offers["short"] = api.submit(txm.sign(txm.build(
+            lender, CHAIN, "publish_offer", ln + 2, amount=5_000_000, **SHORT_OFFER),
+            [lender]).raw)
+        offers["deadbeat"] = _client_key(seed, DEADBEAT).address
+    for h in hs + [offers["main"], offers.get("short")]:
+        if h is None:
+            continue
         st = api.wait_committed(h, 60)
         if st["status"] != "committed":
             raise RuntimeError(f"chaos setup transaction failed: {st.get('error')}")
-    return offer
+    return offers
+
+
+# --- what the run watches: loan events, node memory ----------------------------------
+
+class _Watch:
+    """A thread that records every honest node's loan events (its /v1/events stream,
+    reconnecting after a restart) and samples each node's RSS every RSS_EVERY_S."""
+
+    def __init__(self):
+        self.events: list[dict] = []
+        self.peak_kib: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self, members: list[Member], events: bool) -> None:
+        async def stream(m: Member) -> None:
+            while not self._stop.is_set():
+                try:
+                    async with aiohttp.ClientSession() as http:
+                        async with http.ws_connect(m.api + "/v1/events?types=loan") as ws:
+                            while not self._stop.is_set():
+                                try:
+                                    msg = await ws.receive(timeout=0.5)
+                                except TimeoutError:
+                                    continue       # (a quiet half second: look at _stop)
+                                if msg.type == aiohttp.WSMsgType.TEXT:
+                                    self.events.append({**json.loads(msg.data),
+                                                        "node": m.name})
+                                elif msg.type != aiohttp.WSMsgType.BINARY:
+                                    break
+                except (aiohttp.ClientError, OSError, ValueError, TimeoutError):
+                    pass
+                await asyncio.sleep(0.3)
+
+        async def memory() -> None:
+            while not self._stop.is_set():
+                for m in members:
+                    if m.pid:
+                        kib = _rss_kib(m.pid)
+                        self.peak_kib[m.name] = max(self.peak_kib.get(m.name, 0), kib)
+                await asyncio.sleep(RSS_EVERY_S)
+
+        async def main() -> None:
+            await asyncio.gather(memory(), *(stream(m) for m in members if events))
+
+        self._thread = threading.Thread(target=asyncio.run, args=(main(),), daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+            self._thread = None
 
 
 def _recovery(members, byzantine, healed: float, bound: float):
