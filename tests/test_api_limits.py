@@ -9,6 +9,7 @@ import aiohttp
 
 from lendnet.ledger.keys import Keypair
 from lendnet.node.daemon import home as H
+from lendnet.node.daemon.api import MAX_READERS_PER_CLIENT
 from lendnet.node.daemon.blobs import QUOTA_BLOBS, sign_upload
 from lendnet.node.daemon.daemon import Daemon
 from lendnet.node.daemon.ratelimit import RateLimiter
@@ -87,5 +88,27 @@ async def test_blobs_are_stored_only_for_accounts_of_the_chain_within_their_quot
             status, body = await post(s, again, sign_upload(funded, chain, again))
             assert status == 201 and body["hash"] == hashlib.sha256(again).hexdigest()
         assert d.blobs.usage(funded.address)[0] == QUOTA_BLOBS
+    finally:
+        await d.stop()
+
+
+async def test_event_stream_readers_are_capped_per_client(tmp_path):
+    H.init_home(tmp_path, H.NodeConfig(api_exempt=[]))
+    d = Daemon(tmp_path)
+    await d.start()
+    url = f"http://127.0.0.1:{d.port}/v1/events"
+    try:
+        async with aiohttp.ClientSession() as s:
+            readers = [await s.ws_connect(url) for _ in range(MAX_READERS_PER_CLIENT)]
+            try:
+                async with s.get(url, headers={"Connection": "Upgrade",
+                                               "Upgrade": "websocket",
+                                               "Sec-WebSocket-Version": "13",
+                                               "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}
+                                 ) as r:
+                    assert r.status == 503 and (await r.json())["code"] == "busy"
+            finally:
+                for ws in readers:
+                    await ws.close()
     finally:
         await d.stop()

@@ -108,8 +108,9 @@ def test_a_loan_meets_its_deadlines_however_many_wake_ups_users_pay_for():
     assert "instalment_late" in quiet[0] and "defaulted" in quiet[1], quiet
     late, default, attack = _loan_deadlines(attack=True)
     assert (late, default) == quiet[:2], attack
-    # the attack ran beside it: thousands of its wake-ups, and the block's gas burnt
-    assert all(ticked > 1_000 and burnt > BLOCK_GAS_LIMIT // 2 for ticked, burnt in attack)
+    # the attack ran beside it: hundreds of its wake-ups (all its share of the block
+    # allows) and most of the block's gas burnt
+    assert all(ticked > 100 and burnt > BLOCK_GAS_LIMIT // 2 for ticked, burnt in attack)
 
 
 def test_a_user_wake_up_is_paid_when_scheduled_and_a_duty_is_not():

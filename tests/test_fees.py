@@ -26,9 +26,9 @@ def test_a_failing_loop_pays_its_gas_and_fills_the_block():
              for _ in range(25)]
     res = c.block(*calls, strict=False)
     ran = [r for r in res.receipts if r.nonce_used]
-    # each burned its whole budget and paid for it; the block's gas ran out after 19
+    # each burned its whole budget and paid for it; then the block's gas ran out
     fixed = fees.NATIVE_GAS["call"]
-    assert len(ran) == BLOCK_GAS_LIMIT // (fixed + MAX_CALL_GAS) == 19
+    assert len(ran) == BLOCK_GAS_LIMIT // (fixed + MAX_CALL_GAS) >= 3
     assert all(not r.ok and "out of gas" in r.error and r.gas == fixed + MAX_CALL_GAS
                for r in ran)
     assert all(r.fee == fees.fee(len(calls[0].raw), r.gas, 1, 10) for r in ran)

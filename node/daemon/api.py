@@ -25,18 +25,25 @@ MAX_TX_BODY = 2 * txm.MAX_TX_BYTES + 1024     # hex doubles the transaction's by
 TXS_MAX = 2_000                               # transactions in one POST /v1/txs
 HEX64 = re.compile(r"^[0-9a-f]{64}$")
 STREAM_QUEUE = 1_000
+MAX_READERS = 256                             # event streams open at once, in all
+MAX_READERS_PER_CLIENT = 8                    # and from one client address (not exempt)
 
 
 # The code of an error the API answers itself (a transaction's refusal carries its own,
 # txm.CODES), and the HTTP status of each transaction refusal code.
 HTTP_CODES = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
-              413: "too-large", 429: "rate-limited", 507: "no-space"}
+              413: "too-large", 429: "rate-limited", 503: "busy", 507: "no-space"}
 BLOB_STATUS = {"unsigned": 401, "quota": 403, "too-large": 413, "no-space": 507}
 TX_STATUS = {"malformed": 400, "too-large": 413, "wrong-chain": 400, "bad-signature": 400,
              "unauthorised": 400, "refused": 400, "nonce-used": 422, "nonce-ahead": 422,
              "nonce-taken": 422, "duplicate": 422, "mempool-full": 503,
              "account-full": 422, "fee-too-low": 422, "cannot-pay": 422,
              "block-full": 503}                                          # every CODES key
+
+
+async def _until_closed(ws: web.WebSocketResponse) -> None:
+    async for _ in ws:
+        break                                      # a message from a reader: stop it
 
 
 def _error(status: int, why: str, code: str | None = None) -> web.Response:
@@ -366,13 +373,24 @@ def build_app(daemon) -> web.Application:
         types = set(request.query.get("types", "block,loan").split(","))
         if not types or not types <= {"block", "loan"}:
             return _error(400, "types is a comma-separated list of block, loan")
+        who = request.remote or ""
+        mine = sum(1 for q in daemon.subscribers if q.who == who)
+        if len(daemon.subscribers) >= MAX_READERS or (
+                who not in daemon.cfg.api_exempt and mine >= MAX_READERS_PER_CLIENT):
+            return _error(503, f"this node already streams to {len(daemon.subscribers)} "
+                               f"readers ({mine} from {who}); at most {MAX_READERS}, "
+                               f"{MAX_READERS_PER_CLIENT} per client", "busy")
         ws = web.WebSocketResponse(heartbeat=20)
         await ws.prepare(request)
         q: asyncio.Queue = asyncio.Queue(STREAM_QUEUE)
         q.types = types
+        q.who = who
         daemon.subscribers.add(q)
+        # Read what the client sends, so its close (or a ping) is answered at once; a
+        # reader has nothing to say, so anything else ends the stream.
+        listening = asyncio.create_task(_until_closed(ws))
         try:
-            while not ws.closed:
+            while not ws.closed and not listening.done():
                 try:
                     event = await asyncio.wait_for(q.get(), 1.0)
                 except TimeoutError:
@@ -385,6 +403,7 @@ def build_app(daemon) -> web.Application:
                     break
         finally:
             daemon.subscribers.discard(q)
+            listening.cancel()
             await ws.close()
         return ws
 
