@@ -41,6 +41,10 @@ TICK_GAS = fees.WAKE_GAS       # one wake-up's gas, at most: what scheduling it 
 # fit this block waits for the next: none is dropped for want of room.
 DUTY_GAS = BLOCK_GAS_LIMIT
 USER_WAKE_GAS = BLOCK_GAS_LIMIT // 4
+# A block's transactions may ask for this much gas together (their limits summed): what
+# is left when user wake-ups took their whole share, so every transaction a block holds
+# finds its gas when it runs. Proposers pack to it; validators refuse more (check_txs).
+TX_GAS_ROOM = BLOCK_GAS_LIMIT - USER_WAKE_GAS
 MAX_TICKS_PER_BLOCK = 10_000   # wake-ups looked at per block and class (stale ones too)
 DUTY_RETRY_S = 3_600           # a duty that failed is tried again this much chain time later
 
@@ -245,15 +249,6 @@ class Ledger:
             return fees.NATIVE_GAS[kind]
         fixed, budget = self.rules.gas[kind]
         return fixed + budget
-
-    def gas_estimate(self, tx: SignedTx) -> int:
-        """What a proposer packing a block counts a transaction for: the whole limit of
-        a call or deploy (its sender chose the budget, and may burn it all), the fixed
-        gas of the others (the standard loan agreement burns a few thousand of its
-        budget). A block that runs short excludes the rest: see `apply_tx`."""
-        if tx.kind == "deploy" or tx.kind == "call":
-            return self.gas_limit(tx)
-        return self.fixed_gas(tx)
 
     def max_fee(self, tx: SignedTx) -> int:
         """The most this transaction can pay: what is reserved from its sender."""

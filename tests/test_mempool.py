@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from lendnet.contracts.asm import assemble
 from lendnet.ledger import tx as txm
-from lendnet.ledger.keys import Keypair
+from lendnet.ledger.keys import Keypair, derive_address
 from lendnet.ledger.tx import TxError
 from lendnet.node.core.mempool import GAP_EXPIRY_MS, MAX_PER_ACCOUNT, MAX_TXS, Mempool
 
@@ -190,3 +191,24 @@ def test_the_node_expires_gapped_transactions_on_its_ticks():
     assert gapped.hash in node.mempool
     node.tick(T0 * 1000 + 500 + GAP_EXPIRY_MS + 1_000)
     assert gapped.hash not in node.mempool and node.mempool.expired == 1
+
+
+def test_a_block_is_packed_by_whole_gas_limits_so_every_transaction_finds_its_gas():
+    # Max-gas calls may each burn their whole budget: a block takes only as many as its
+    # room for transactions holds, and every one of them runs; the rest wait (not put
+    # into a block that cannot run them, where they would be in two blocks).
+    from lendnet.ledger.ledger import TX_GAS_ROOM
+    from lendnet.ledger.tx import MAX_CALL_GAS
+    c = Chain()
+    loop = c.do("alice", "deploy", code=assemble(
+        'arg 0\n pushb "init"\n eq\n jnz done\nloop:\n jmp loop\ndone:\n stop'),
+        args=[], gas=100)
+    pool = Mempool(c.ledger)
+    calls = [c.tx("bob", "call", contract=derive_address(b"contract", loop.hash),
+                  args=[b"go"], amount=0, gas=MAX_CALL_GAS) for _ in range(10)]
+    for t in calls:
+        pool.add(t)
+    batch = pool.batch(500, set())
+    assert len(batch) == TX_GAS_ROOM // c.ledger.gas_limit(calls[0]) < len(calls)
+    res = c.block(*batch, strict=False)
+    assert all(r.nonce_used for r in res.receipts)             # each found its gas

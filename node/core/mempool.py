@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 
-from lendnet.ledger.ledger import BLOCK_GAS_LIMIT
+from lendnet.ledger.ledger import TX_GAS_ROOM
 from lendnet.ledger.tx import SignedTx, TxError
 
 MAX_TXS = 20_000
@@ -105,12 +105,12 @@ class Mempool:
         highest gas price first (then longest waiting), each account's in nonce order;
         `in_flight` holds the hashes of those already proposed in blocks not yet
         executed. An account's run stops at the first transaction that does not fit (a
-        later nonce could not commit without it); other accounts' may still fit. The
-        block's gas is packed by `Ledger.gas_estimate`: a transaction that finds too
-        little gas left when the block runs is not included and waits for the next."""
+        later nonce could not commit without it); other accounts' may still fit. Gas is
+        packed by each transaction's whole limit into TX_GAS_ROOM, so every one finds
+        its gas when the block runs (validators refuse a block that asks for more)."""
         out: list[SignedTx] = []
         room = max_bytes if max_bytes is not None else 1 << 62
-        gas_room = BLOCK_GAS_LIMIT
+        gas_room = TX_GAS_ROOM
         info, led = self._info, self.ledger
         heads: list[tuple] = []
 
@@ -131,7 +131,7 @@ class Mempool:
             _, _, sender, nonce = heapq.heappop(heads)
             queue = self.by_sender[sender]
             tx = queue[nonce]
-            gas = led.gas_estimate(tx)
+            gas = led.gas_limit(tx)
             if len(tx.raw) > room or gas > gas_room:
                 continue                       # this account's run stops here
             out.append(tx)
