@@ -45,6 +45,11 @@ USER_WAKE_GAS = BLOCK_GAS_LIMIT // 4
 # is left when user wake-ups took their whole share, so every transaction a block holds
 # finds its gas when it runs. Proposers pack to it; validators refuse more (check_txs).
 TX_GAS_ROOM = BLOCK_GAS_LIMIT - USER_WAKE_GAS
+# Of that, what user contracts' calls and deploys may ask for together: their VM work is
+# the costly kind (1,000,000 gas is 70-85 ms of CPU on every node), so it gets a share,
+# and transfers and lending always find the rest, however much contract work is queued.
+USER_VM_ROOM = 600_000
+USER_VM_KINDS = ("call", "deploy")
 MAX_TICKS_PER_BLOCK = 10_000   # wake-ups looked at per block and class (stale ones too)
 DUTY_RETRY_S = 3_600           # a duty that failed is tried again this much chain time later
 

@@ -1435,13 +1435,13 @@ def test_a_proposal_asking_for_more_gas_than_a_block_holds_is_refused():
     # Every transaction in a block must find its gas when the block runs (else it sits
     # in that block unrun and is proposed again): a validator refuses a block whose
     # transactions' gas limits together pass TX_GAS_ROOM, as an honest proposer packs.
-    from lendnet.ledger.ledger import TX_GAS_ROOM
+    from lendnet.ledger.ledger import USER_VM_ROOM
     from lendnet.ledger.tx import MAX_CALL_GAS
     net = Net()
     kp = CLIENTS["alice"]
     calls = [txm.sign(txm.build(kp, CHAIN, "call", n, contract=kp.address, args=[],
                                 amount=0, gas=MAX_CALL_GAS), [kp]).raw for n in range(5)]
     node = net.nodes[1]
-    fits = TX_GAS_ROOM // node.ledger.gas_limit(node.parse(calls[0]))
+    fits = USER_VM_ROOM // node.ledger.gas_limit(node.parse(calls[0]))
     assert node.check_txs(calls[:fits]) is None
     assert "gas limits" in node.check_txs(calls[:fits + 1])

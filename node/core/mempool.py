@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import heapq
 
-from lendnet.ledger.ledger import TX_GAS_ROOM
+from lendnet.ledger.ledger import TX_GAS_ROOM, USER_VM_KINDS, USER_VM_ROOM
 from lendnet.ledger.tx import SignedTx, TxError
 
 MAX_TXS = 20_000
@@ -110,7 +110,7 @@ class Mempool:
         its gas when the block runs (validators refuse a block that asks for more)."""
         out: list[SignedTx] = []
         room = max_bytes if max_bytes is not None else 1 << 62
-        gas_room = TX_GAS_ROOM
+        gas_room, vm_room = TX_GAS_ROOM, USER_VM_ROOM
         info, led = self._info, self.ledger
         heads: list[tuple] = []
 
@@ -132,11 +132,13 @@ class Mempool:
             queue = self.by_sender[sender]
             tx = queue[nonce]
             gas = led.gas_limit(tx)
-            if len(tx.raw) > room or gas > gas_room:
+            vm = gas if tx.kind in USER_VM_KINDS else 0
+            if len(tx.raw) > room or gas > gas_room or vm > vm_room:
                 continue                       # this account's run stops here
             out.append(tx)
             room -= len(tx.raw)
             gas_room -= gas
+            vm_room -= vm
             following = head(sender, queue, nonce + 1)
             if following is not None:
                 heapq.heappush(heads, following)

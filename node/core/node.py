@@ -22,7 +22,7 @@ from lendnet.consensus import messages as M
 from lendnet.consensus.effects import Committed, Evidence, Persist
 from lendnet.consensus.replica import Config, Replica
 from lendnet.ledger import lending, tx as txm
-from lendnet.ledger.ledger import TX_GAS_ROOM, BlockResult
+from lendnet.ledger.ledger import TX_GAS_ROOM, USER_VM_KINDS, USER_VM_ROOM, BlockResult
 
 from .mempool import MAX_TXS, Mempool
 from .store import StoreError
@@ -229,7 +229,7 @@ class Node:
         """Why these transactions may not be proposed on top of the executed state and
         the blocks `in_flight` between it and them; None if they may."""
         seen = {self.parse(raw).hash for raw in in_flight}
-        gas = 0
+        gas = vm = 0
         for raw in raws:
             try:
                 tx = self.parse(raw)
@@ -248,10 +248,13 @@ class Node:
                 return f"transaction {tx.id}: {e}"
             if not tx.verify_signatures():
                 return f"transaction {tx.id} has a bad signature"
-            gas += self.ledger.gas_limit(tx)
-            if gas > TX_GAS_ROOM:
-                return (f"the transactions' gas limits pass the {TX_GAS_ROOM} a block's "
-                        f"transactions may ask for together")
+            limit = self.ledger.gas_limit(tx)
+            gas += limit
+            vm += limit if tx.kind in USER_VM_KINDS else 0
+            if gas > TX_GAS_ROOM or vm > USER_VM_ROOM:
+                return (f"the transactions' gas limits pass what a block's transactions "
+                        f"may ask for together ({TX_GAS_ROOM}; {USER_VM_ROOM} for contract "
+                        f"calls and deploys)")
         return None
 
     def execute(self, h: int, block: dict, cert: list) -> bytes:
