@@ -50,6 +50,10 @@ TX_GAS_ROOM = BLOCK_GAS_LIMIT - USER_WAKE_GAS
 # and transfers and lending always find the rest, however much contract work is queued.
 USER_VM_ROOM = 600_000
 USER_VM_KINDS = ("call", "deploy")
+# The price of that share rises while blocks use more than half of it and falls back
+# to the chain's minimum when they use less, by at most an eighth a block (EIP-1559's
+# base fee): a flood of paid contract work costs more and more the longer it lasts.
+VM_TARGET = USER_VM_ROOM // 2
 MAX_TICKS_PER_BLOCK = 10_000   # wake-ups looked at per block and class (stale ones too)
 DUTY_RETRY_S = 3_600           # a duty that failed is tried again this much chain time later
 
@@ -234,6 +238,20 @@ class Ledger:
         meta = self.state.meta
         return meta.get("min_gas_price", 0), meta.get("byte_price", 0)
 
+    def vm_price(self) -> int:
+        """The least gas price a contract call or deploy may offer now (VM_TARGET)."""
+        return self.state.meta.get("vm_price", self.prices()[0])
+
+    def _next_vm_price(self, used: int) -> None:
+        """After a block whose calls and deploys used `used` gas: the next price."""
+        price, floor = self.vm_price(), self.prices()[0]
+        if used > VM_TARGET:
+            price += max(1, price * (used - VM_TARGET) // VM_TARGET // 8)
+        elif used < VM_TARGET:
+            price = max(floor, price - max(1, price * (VM_TARGET - used) // VM_TARGET // 8))
+        if price != self.vm_price():
+            self.state.meta.put("vm_price", price)
+
     def fixed_gas(self, tx: SignedTx) -> int:
         """The gas a transaction pays whatever it does: its kind's, and for deploy the
         verification and storage of its code by size."""
@@ -261,12 +279,17 @@ class Ledger:
                         self.prices()[1])
 
     def check_fee(self, tx: SignedTx, reserved: int = 0) -> int:
-        """Refuse (TxError) a gas price under the minimum, or a sender that cannot pay
-        this transaction's maximum fee on top of `reserved`; return that maximum."""
+        """Refuse (TxError) a gas price under the minimum (for a call or deploy, under
+        the contract price now: vm_price), or a sender that cannot pay this
+        transaction's maximum fee on top of `reserved`; return that maximum."""
         min_price = self.prices()[0]
         if tx.body["gas_price"] < min_price:
             raise TxError(f"gas price {tx.body['gas_price']} is under the chain's minimum "
                           f"{min_price}", "fee-too-low")
+        if tx.kind in USER_VM_KINDS and tx.body["gas_price"] < self.vm_price():
+            raise TxError(f"gas price {tx.body['gas_price']} is under the {self.vm_price()} "
+                          f"contract work costs now (it rises while blocks are full of "
+                          f"it)", "fee-too-low")
         most = self.max_fee(tx)
         bal = self.balance(tx.sender)
         if bal < reserved + most:
@@ -302,6 +325,8 @@ class Ledger:
                 self.height, self.time = saved
                 raise BlockError(f"transaction {r.tx} failed: {r.error}")
             receipts.append(r)
+        self._next_vm_price(sum(r.gas for t, r in zip(txs, receipts)
+                                if t.kind in USER_VM_KINDS))
         self.state.settle()
         return BlockResult(height, time, self.state.root(), receipts, self.events)
 

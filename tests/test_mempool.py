@@ -141,7 +141,7 @@ def test_after_a_block_what_the_sender_can_no_longer_pay_for_goes():
     pool.add(transfer(alice, 1))
     pool.add(transfer(alice, 2))
     c.ledger.apply_block(1, c.time + 1, [everything])
-    pool.evict_committed([alice.address])
+    pool.evict_committed([everything])
     assert len(pool) == 0 and alice.address not in pool.reserved
 
 
@@ -212,3 +212,34 @@ def test_a_block_is_packed_by_whole_gas_limits_so_every_transaction_finds_its_ga
     assert len(batch) == max(1, USER_VM_ROOM // c.ledger.gas_limit(calls[0])) < len(calls)
     res = c.block(*batch, strict=False)
     assert all(r.nonce_used for r in res.receipts)             # each found its gas
+
+
+def test_contract_work_gets_dearer_while_blocks_are_full_of_it_and_cheaper_after():
+    # EIP-1559's base fee for the blocks' contract share: a flood of paid loops drives
+    # the price up by up to an eighth a block, so an attacker's pre-signed calls are
+    # refused after a few blocks and keeping the flood up costs more and more; quiet
+    # blocks bring it back to the chain's minimum.
+    from lendnet.ledger.ledger import USER_VM_ROOM, VM_TARGET
+    from lendnet.ledger.tx import MAX_CALL_GAS
+    c = Chain({"alice": 10**12, "bob": 10**12, "lender": 0})
+    led = c.ledger
+    loop = c.do("alice", "deploy", code=assemble(
+        'arg 0\n pushb "init"\n eq\n jnz done\nloop:\n jmp loop\ndone:\n stop'),
+        args=[], gas=100)
+    target = derive_address(b"contract", loop.hash)
+    prices = [led.vm_price()]
+    for _ in range(30):                          # a block's whole share, each block
+        price = led.vm_price()
+        c.block(c.tx("bob", "call", contract=target, args=[b"go"], amount=0,
+                     gas=MAX_CALL_GAS, gas_price=price), strict=False)
+        prices.append(led.vm_price())
+    assert prices[0] == 1 and prices[-1] > 20 and prices == sorted(prices)
+    assert MAX_CALL_GAS + 2_000 > VM_TARGET and USER_VM_ROOM >= MAX_CALL_GAS + 2_000
+    cheap = c.tx("bob", "call", contract=target, args=[b"go"], amount=0, gas=1_000)
+    assert "contract work costs now" in refused(Mempool(led), cheap, "fee-too-low")
+    c.nonces["bob"] -= 1
+    # transfers are not touched by it
+    Mempool(led).add(transfer(c.keys["alice"], led.account(c.addr("alice"))[1]))
+    for _ in range(60):
+        c.block()
+    assert led.vm_price() == 1

@@ -110,7 +110,7 @@ class Mempool:
         its gas when the block runs (validators refuse a block that asks for more)."""
         out: list[SignedTx] = []
         room = max_bytes if max_bytes is not None else 1 << 62
-        gas_room, vm_room = TX_GAS_ROOM, USER_VM_ROOM
+        gas_room, vm_room, vm_price = TX_GAS_ROOM, USER_VM_ROOM, self.ledger.vm_price()
         info, led = self._info, self.ledger
         heads: list[tuple] = []
 
@@ -133,7 +133,8 @@ class Mempool:
             tx = queue[nonce]
             gas = led.gas_limit(tx)
             vm = gas if tx.kind in USER_VM_KINDS else 0
-            if len(tx.raw) > room or gas > gas_room or vm > vm_room:
+            if len(tx.raw) > room or gas > gas_room or vm > vm_room or (
+                    vm and tx.body["gas_price"] < vm_price):
                 continue                       # this account's run stops here
             out.append(tx)
             room -= len(tx.raw)
@@ -144,12 +145,17 @@ class Mempool:
                 heapq.heappush(heads, following)
         return out
 
-    def evict_committed(self, senders) -> None:
-        """Drop what the committed state has made stale: used nonces, and the
-        transactions their sender's balance no longer covers the fees of (from the
-        first that it does not: those after it could not commit without it)."""
+    def evict_committed(self, txs) -> None:
+        """Drop what a committed block made stale: its own transactions (one a block
+        held but could not include is not proposed again: its sender signs anew), used
+        nonces, and the transactions their sender's balance no longer covers the fees
+        of (from the first that it does not: those after it could not commit without
+        it)."""
         led = self.ledger
-        for sender in senders:
+        for tx in txs:
+            if tx.hash in self.ids:
+                self._remove(self.ids[tx.hash])
+        for sender in {tx.sender for tx in txs}:
             queue = self.by_sender.get(sender)
             if not queue:
                 continue

@@ -250,7 +250,11 @@ class Node:
                 return f"transaction {tx.id} has a bad signature"
             limit = self.ledger.gas_limit(tx)
             gas += limit
-            vm += limit if tx.kind in USER_VM_KINDS else 0
+            if tx.kind in USER_VM_KINDS:
+                vm += limit
+                if tx.body["gas_price"] < self.ledger.vm_price():
+                    return (f"transaction {tx.id} offers less than the contract price "
+                            f"{self.ledger.vm_price()}")
             if gas > TX_GAS_ROOM or vm > USER_VM_ROOM:
                 return (f"the transactions' gas limits pass what a block's transactions "
                         f"may ask for together ({TX_GAS_ROOM}; {USER_VM_ROOM} for contract "
@@ -289,5 +293,5 @@ class Node:
         self._recent[h] = (block["header"], M.block_hash(block["header"]), result.state_root)
         if h > 4 * self.config.window:            # (genesis stays: it is in no store)
             self._recent.pop(h - 4 * self.config.window, None)
-        self.mempool.evict_committed({tx.sender for tx in txs})
+        self.mempool.evict_committed(txs)
         return result
