@@ -453,6 +453,9 @@ async def api(ctx: Ctx) -> None:
                     held.append(await http.ws_connect(url + "/v1/events"))
                     ctx.tally.answer(101, "subscribed")
                 except aiohttp.WSServerHandshakeError as e:
+                    if e.status == 503:            # the node's cap on readers: next node
+                        ctx.tally.answer(503, "busy")
+                        break
                     ctx.tally.answer(e.status, "rate-limited" if e.status == 429 else None)
                     await asyncio.sleep(0.1)
                 except (TimeoutError, aiohttp.ClientError):
