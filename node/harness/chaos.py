@@ -316,7 +316,7 @@ def check(honest: list[Member], history: list[dict], cfg: ChaosConfig, byzantine
     reasons = []
     chains, txsets = {}, {}
     times: dict[int, int] = {}                  # height -> chain time (first honest node)
-    duplicated = 0
+    twice: set[str] = set()                    # hashes in more than one block of a chain
     for m in honest:
         api = NodeClient(m.api, timeout=10)
         try:
@@ -332,13 +332,19 @@ def check(honest: list[Member], history: list[dict], cfg: ChaosConfig, byzantine
                 times[h] = b["header"]["time"]
             for t in b["txs"]:
                 if t in seen:
-                    duplicated += 1
+                    twice.add(t)
                 seen.add(t)
         chains[m.name], txsets[m.name] = chain, seen
     common = min((len(c) for c in chains.values()), default=0)
     divergent = [h for h in range(1, common + 1)
                  if len({c[h] for c in chains.values()}) > 1]
     acked = [r["tx"] for r in history if r["ack"]]
+    # A transaction is in two blocks only if the first held it but could not include it
+    # (its price under the contract price by then, say): its nonce stayed unused, and
+    # the ledger lets a nonce be used once. What a client was told was committed must
+    # be in one block only; an attacker's such repeats are counted, not failed.
+    duplicated = len(twice & set(acked))
+    repeated = len(twice) - duplicated
     lost = sorted({t for t in acked for s in txsets.values() if t not in s})
     conservation = True
     for m in honest:
@@ -359,6 +365,7 @@ def check(honest: list[Member], history: list[dict], cfg: ChaosConfig, byzantine
     if recovery_s is None or recovery_s > cfg.recovery_bound_s:
         reasons.append(f"no recovery within {cfg.recovery_bound_s} s of healing")
     return {"acknowledged": len(acked), "lost": len(lost), "duplicated": duplicated,
+            "repeated_not_included": repeated,
             "divergent_heights": len(divergent), "conservation_ok": conservation,
             "evidence": evidence, "recovery_seconds": recovery_s,
             "committed_height": common, "ok": not reasons, "reasons": reasons,
