@@ -157,6 +157,7 @@ class Ledger:
         self.events: list = []        # this block's events, in order
         self._tx_id: str | None = None
         self._block_gas = 0
+        self._block_fees = 0          # this block's fees, paid into FEES_ADDRESS at its end
 
     # --- genesis ----------------------------------------------------------------------
 
@@ -312,7 +313,7 @@ class Ledger:
         self.state.settle()
         self.height, self.time = height, time
         self.events = []
-        self._block_gas = 0
+        self._block_gas = self._block_fees = 0
         meta = self.state.meta
         meta.put("height", height)
         meta.put("time", time)
@@ -327,6 +328,9 @@ class Ledger:
             receipts.append(r)
         self._next_vm_price(sum(r.gas for t, r in zip(txs, receipts)
                                 if t.kind in USER_VM_KINDS))
+        if self._block_fees:
+            pool = self.account(fees.FEES_ADDRESS)
+            self.state.accounts.put(fees.FEES_ADDRESS, (pool[0] + self._block_fees, pool[1]))
         self.state.settle()
         return BlockResult(height, time, self.state.root(), receipts, self.events)
 
@@ -420,9 +424,7 @@ class Ledger:
         paid = fees.fee(len(tx.raw), gas, tx.body["gas_price"], self.prices()[1])
         bal, nonce = self.account(sender)
         st.accounts.put(sender, (bal + most - paid, nonce))
-        if paid:
-            pool = self.account(fees.FEES_ADDRESS)
-            st.accounts.put(fees.FEES_ADDRESS, (pool[0] + paid, pool[1]))
+        self._block_fees += paid              # into FEES_ADDRESS once, at the block's end
         return Receipt(tx.id, error is None, error, gas, True, paid)
 
     # --- contracts --------------------------------------------------------------------
