@@ -12,47 +12,12 @@ from lendnet.ledger import keys
 from lendnet.ledger.fees import FEES_ADDRESS, WAKE_GAS, fee
 from lendnet.ledger.ledger import BLOCK_GAS_LIMIT
 from lendnet.ledger.tx import MAX_CALL_GAS
+from lendnet.node.harness.attacks import GAS_LOOP as BURNER   # loop: jmp loop
+from lendnet.node.harness.attacks import WAKER   # init (n, t); tick: burn n, re-arm
 
 from .chain import DAY, Chain
 from .test_lending import open_loan
 
-# init (n, t): keep n, arm a wake-up at t. tick: burn n loop turns, re-arm a second later.
-WAKER = """
-    arg 0
-    pushb "init"
-    eq
-    jnz init
-    pushb "n"
-    sget
-burn:
-    push 1
-    sub
-    dup
-    jnz burn
-    pop
-    time
-    push 1
-    add
-    wake
-    stop
-init:
-    pushb "n"
-    arg 1
-    sput
-    arg 2
-    wake
-    stop
-"""
-BURNER = """
-    arg 0
-    pushb "init"
-    eq
-    jnz done
-loop:
-    jmp loop
-done:
-    stop
-"""
 HEAVY, TINY = 100, 10_000
 DEPLOY_GAS = WAKE_GAS + 20_000           # the init's wake-up is paid by its deploy
 FUNDS = 100 * 100                        # 100 LND each, to pay for re-arming from a tick

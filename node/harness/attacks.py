@@ -39,6 +39,7 @@ from lendnet.consensus import messages as M
 from lendnet.contracts.asm import assemble
 from lendnet.ledger import codec, keys
 from lendnet.ledger import tx as txm
+from lendnet.ledger.fees import WAKE_GAS
 from lendnet.node.daemon.transport import MAX_FRAME, HandshakeError, client_handshake
 
 ATTACKS = ("spam", "gas", "wakes", "storage", "oversize", "flood", "api", "peers")
@@ -69,13 +70,14 @@ loop:
 done:
     stop
 """
-# init: keep n (the deploy argument) and arm a wake-up for the next second; tick: burn
-# n loop turns and re-arm (tests/test_duties.py's WAKER).
+# init (n, t): keep n, arm a wake-up at chain time t (1: at once). tick: burn n loop
+# turns and re-arm a second later. Each wake-up is paid when scheduled (WAKE_GAS by the
+# deploy, then from the contract's balance).
 WAKER = """
     arg 0
     pushb "init"
     eq
-    jnz arm
+    jnz init
     pushb "n"
     sget
 burn:
@@ -84,18 +86,16 @@ burn:
     dup
     jnz burn
     pop
-arm:
-    arg 0
-    pushb "init"
-    eq
-    jz rearm
-    pushb "n"
-    arg 1
-    sput
-rearm:
     time
     push 1
     add
+    wake
+    stop
+init:
+    pushb "n"
+    arg 1
+    sput
+    arg 2
     wake
     stop
 """
@@ -350,7 +350,8 @@ async def wakes(ctx: Ctx) -> None:
             def make(n, start=start, mine=mine):
                 k = n - start
                 return None if k >= len(mine) else (
-                    "deploy", {"code": code, "args": [mine[k]], "gas": 10_000})
+                    "deploy", {"code": code, "args": [mine[k], 1],
+                               "gas": WAKE_GAS + 20_000})
             senders.append(Sender(kp, start, make))
         await _keep_windows(ctx, http, senders)
         ctx.tally.notes["contracts_planned"] = len(plan)
