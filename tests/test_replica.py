@@ -112,7 +112,10 @@ class Wire(Shell):
         self.net.queue.append((self.src, to, msg))
 
     def broadcast(self, msg: dict) -> None:
-        self.net.queue += [(self.src, d, msg) for d in ALL if d != self.src]
+        self.net.queue += [(self.src, d, msg) for d in self.audience()]
+
+    def audience(self) -> list[int]:
+        return [d for d in ALL if d != self.src]
 
     def committed(self, e: Committed) -> None:
         self.net.committed[self.src].append(e)

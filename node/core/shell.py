@@ -15,6 +15,7 @@ instead, the same way in the simulator and in a real node.
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
 
 from lendnet.consensus.effects import (
@@ -34,40 +35,48 @@ from .node import Node
 Lie = Callable[[dict, list[int]], list[tuple[int, dict]]]
 
 
-class Shell:
-    """What surrounds a node. The defaults ignore what a shell does not care about."""
+class Shell(ABC):
+    """What surrounds a node: a shell must say how messages leave (a subclass missing
+    one of those fails when it is made); the other handlers default to ignoring what a
+    shell does not care about."""
 
     lie: Lie | None = None
 
+    @abstractmethod
     def send(self, to: int, msg: dict) -> None:
         """Send a consensus message to validator `to`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def broadcast(self, msg: dict) -> None:
         """Send a consensus message to every other validator."""
-        raise NotImplementedError
 
+    @abstractmethod
     def audience(self) -> list[int]:
         """The validators a broadcast reaches, when a lie must pick among them."""
-        raise NotImplementedError
 
     def arm(self, at: int) -> None:
         """Tick the node when its clock reads `at` (ms), unless a tick comes sooner."""
+        return None
 
     def committed(self, e: Committed) -> None:
         """A block was executed, durably, with its result (receipts, events)."""
+        return None
 
     def evidence(self, e: Evidence) -> None:
         """A validator was caught signing two conflicting messages."""
+        return None
 
     def refused(self, e: Refused) -> None:
         """This replica refused a proposal."""
+        return None
 
     def view_change(self, e: ViewChange) -> None:
         """This replica gave up on a view."""
+        return None
 
     def view_entered(self, e: ViewEntered) -> None:
         """This replica entered a new view."""
+        return None
 
 
 def carry_out(node: Node, effects: Iterable, shell: Shell) -> None:
