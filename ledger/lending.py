@@ -13,6 +13,7 @@ escrow, liens), and `genesis` is the one place a lendnet ledger is made.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS,
@@ -22,7 +23,7 @@ from lendnet.contracts.vm import Program
 
 from . import keys, score as scoring
 from .ledger import Handler, Ledger, Rules
-from .tx import SignedTx, TxError
+from .tx import MAX_RATE_BPS, SignedTx, TxError
 
 DAY = 86_400
 # Gas for the agreement's runs, about twice and four times the most measured: the
@@ -330,12 +331,51 @@ HANDLERS: dict[str, Handler] = {
 
 # --- lending on the ledger: its rules, and the one place a lendnet ledger is made ---------
 
-def _genesis(led: Ledger) -> None:
-    """Store the standard loan agreement's bytecode by hash, for every loan to run."""
+# What a genesis may set about lending (genesis.json "lending"; absent: these): a
+# network-wide cap on the yearly rate any loan may carry, and the keys whose
+# attestations the ledger trusts: appraisers value collateral, registrars vouch that an
+# address is a person (so a defaulter cannot shed a history by taking a new address).
+LENDING_DEFAULTS: dict[str, Any] = {"max_rate_bps": MAX_RATE_BPS, "appraisers": [],
+                                    "registrars": []}
+MAX_ATTESTERS = 64
+
+
+def check_params(given: dict | None) -> dict:
+    """A genesis's lending parameters, complete and checked; ValueError says what is wrong."""
+    given = given or {}
+    if type(given) is not dict:
+        raise ValueError("lending parameters must be a map")
+    unknown = sorted(set(given) - set(LENDING_DEFAULTS))
+    if unknown:
+        raise ValueError(f"unknown lending parameters {unknown}; known: "
+                         f"{', '.join(LENDING_DEFAULTS)}")
+    out = {**LENDING_DEFAULTS, **given}
+    cap = out["max_rate_bps"]
+    if type(cap) is not int or not 0 <= cap <= MAX_RATE_BPS:
+        raise ValueError(f"max_rate_bps must be an integer from 0 to {MAX_RATE_BPS}")
+    for name in ("appraisers", "registrars"):
+        who = out[name]
+        if (type(who) is not list or len(who) > MAX_ATTESTERS
+                or not all(keys.is_address(a) for a in who) or len(set(who)) != len(who)):
+            raise ValueError(f"{name} must be a list of at most {MAX_ATTESTERS} distinct "
+                             f"addresses")
+        out[name] = sorted(who)
+    return out
+
+
+def params(led: Ledger) -> dict:
+    """The chain's lending parameters (check_params), as its genesis set them."""
+    return led.state.meta.get("lending")
+
+
+def _genesis(led: Ledger, lending_params: dict) -> None:
+    """Store the standard loan agreement's bytecode by hash, for every loan to run, and
+    the genesis's lending parameters."""
     code = loan_code()
     code_hash = Program.load(code).code_hash.hex()
     led.state.code.put(code_hash, code)
     led.state.meta.put("loan_code", code_hash)
+    led.state.meta.put("lending", lending_params)
 
 
 def _check_call(led: Ledger, address: str) -> None:
@@ -368,13 +408,16 @@ def _is_loan(led: Ledger, address: str) -> bool:
     return address in led.state.loans
 
 
-RULES = Rules(handlers=HANDLERS, genesis=_genesis, on_event=_on_contract_event,
+RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)), on_event=_on_contract_event,
               check_call=_check_call, duty=_is_loan, escrowed=escrowed,
               release_liens=release_liens, seize_liens=seize_liens, gas=GAS)
 
 
 def genesis(chain_id: str, balances: dict[str, int], time: int = 0,
-            fee_params: dict | None = None) -> Ledger:
+            fee_params: dict | None = None, lending_params: dict | None = None) -> Ledger:
     """The lendnet ledger at height 0: the generic ledger with lending's rules.
-    `fee_params`: the genesis's min_gas_price and byte_price (ledger/fees.py)."""
-    return Ledger.genesis(chain_id, balances, time, rules=RULES, fee_params=fee_params)
+    `fee_params`: the genesis's min_gas_price and byte_price (ledger/fees.py);
+    `lending_params`: its rate cap and trusted keys (check_params)."""
+    checked = check_params(lending_params)
+    rules = dataclasses.replace(RULES, genesis=lambda led: _genesis(led, checked))
+    return Ledger.genesis(chain_id, balances, time, rules=rules, fee_params=fee_params)

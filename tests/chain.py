@@ -22,13 +22,20 @@ OFFER_TERMS = dict(products=["consumer", "business"], methods=["annuity", "equal
                    late_fee_bps=500, tolerance_days=3, default_days=30, collateral_bps=0)
 
 
+REGISTRAR = "registrar"       # the test chain's appraiser and identity registrar
+
+
 class Chain:
     def __init__(self, balances: dict[str, int] | None = None, names=("lender", "alice", "bob"),
-                 fee_params: dict | None = None):
+                 fee_params: dict | None = None, lending_params: dict | None = None):
+        names = (*names, REGISTRAR) if REGISTRAR not in names else names
         self.keys = {n: Keypair.from_name(n) for n in names}
         funds = balances or {n: 10_000_000 for n in names}
+        registrar = [self.keys[REGISTRAR].address]
         self.ledger = lending.genesis(CHAIN, {self.keys[n].address: v for n, v in funds.items()},
-                                      time=T0, fee_params=fee_params)
+                                      time=T0, fee_params=fee_params,
+                                      lending_params=lending_params or {
+                                          "appraisers": registrar, "registrars": registrar})
         self.nonces = {n: 0 for n in names}
         self.paid = {n: 0 for n in names}        # fees each name has paid, from receipts
         self._names = {kp.address: n for n, kp in self.keys.items()}

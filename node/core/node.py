@@ -44,6 +44,7 @@ class Genesis:
     validators: tuple                    # public keys, in replica-index order
     params: dict = field(default_factory=dict)   # consensus Config overrides
     fees: dict = field(default_factory=dict)     # min_gas_price, byte_price (ledger/fees.py)
+    lending: dict = field(default_factory=dict)  # rate cap, appraisers, registrars (lending.py)
 
     def config(self, quorum_override: int | None = None, leaders: tuple = ()) -> Config:
         """The consensus configuration; ValueError if a parameter is unknown or out of
@@ -79,7 +80,7 @@ class Node:
         self.index = (self.vals.pubkeys.index(keypair.pubkey)
                       if keypair.pubkey in self.vals.pubkeys else None)
         self.ledger = lending.genesis(genesis.chain_id, genesis.balances, genesis.time,
-                                      genesis.fees)
+                                      genesis.fees, genesis.lending)
         self.mempool = Mempool(self.ledger)
         # The latest time a shell passed in (ms): when a transaction arrived, for the
         # mempool's expiry of those behind a nonce gap (swept every EXPIRY_SWEEP_MS).

@@ -22,12 +22,23 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from lendnet.ledger import fees, keys
+from lendnet.ledger import fees, keys, lending
 from lendnet.node.core.node import Genesis
 
 # Dev genesis: named demo accounts a wallet can use at once (keys from the name).
 DEMO_ACCOUNTS = ("alice", "bob", "carol", "dave", "lender", "borrower")
 DEMO_BALANCE = 100_000_000             # 1,000,000.00 LND each
+# The dev chain's appraiser and registrar: a named key like the demo accounts, so a dev
+# cluster can attest collateral and borrowers' identities (`lendnet wallet import
+# registrar`). A real genesis names its own (lending.check_params) or none.
+DEV_REGISTRAR = "registrar"
+
+
+def dev_lending() -> dict:
+    """The dev genesis's lending parameters: the default rate cap; the registrar key
+    appraises collateral and attests identities."""
+    who = [keys.Keypair.from_name(DEV_REGISTRAR).address]
+    return lending.check_params({"appraisers": who, "registrars": who})
 # Consensus timing for a real network on one machine: view change after 1.5 s without
 # progress (a lost primary costs about that much; a block under full load commits in
 # well under it), an empty block every 2 s so a quiet chain still shows it is alive.
@@ -171,7 +182,7 @@ def load_config(home: Path) -> NodeConfig:
 def genesis_to_json(g: Genesis) -> dict:
     return {"chain_id": g.chain_id, "time": g.time, "balances": dict(sorted(g.balances.items())),
             "validators": [pk.hex() for pk in g.validators], "params": dict(g.params),
-            "fees": fees.check_prices(g.fees)}
+            "fees": fees.check_prices(g.fees), "lending": lending.check_params(g.lending)}
 
 
 def write_genesis(home: Path, g: Genesis) -> None:
@@ -204,7 +215,9 @@ def load_genesis_file(path: Path) -> Genesis:
         if type(fee_params) is not dict:
             raise HomeError(f"{path}: fees must map names to integers")
         fees.check_prices(fee_params)
-        genesis = Genesis(chain, d["time"], balances, vals, params, fee_params)
+        lending_params = lending.check_params(d.get("lending"))   # absent: the defaults
+        genesis = Genesis(chain, d["time"], balances, vals, params, fee_params,
+                          lending_params)
         genesis.config()                     # the consensus parameters, checked
     except KeyError as e:
         raise HomeError(f"{path}: missing field {e}") from None
@@ -214,7 +227,8 @@ def load_genesis_file(path: Path) -> Genesis:
 
 
 def dev_balances() -> dict[str, int]:
-    return {keys.Keypair.from_name(n).address: DEMO_BALANCE for n in DEMO_ACCOUNTS}
+    return {keys.Keypair.from_name(n).address: DEMO_BALANCE
+            for n in (*DEMO_ACCOUNTS, DEV_REGISTRAR)}
 
 
 def init_home(home: Path, cfg: NodeConfig, kp: keys.Keypair | None = None,
@@ -230,6 +244,7 @@ def init_home(home: Path, cfg: NodeConfig, kp: keys.Keypair | None = None,
     write_config(home, cfg)
     if genesis is None:
         genesis = Genesis(chain_id, int(time.time()) if at is None else at,
-                          dev_balances(), (kp.pubkey,), dict(DAEMON_PARAMS))
+                          dev_balances(), (kp.pubkey,), dict(DAEMON_PARAMS),
+                          lending=dev_lending())
     write_genesis(home, genesis)
     return kp

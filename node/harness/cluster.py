@@ -189,7 +189,8 @@ class Cluster:
     def _create(self, n: int, params: dict | None = None) -> list[Member]:
         kps = [keys.Keypair.generate() for _ in range(n)]
         genesis = Genesis("lendnet-dev", int(time.time()), H.dev_balances(),
-                          tuple(k.pubkey for k in kps), {**H.DAEMON_PARAMS, **(params or {})})
+                          tuple(k.pubkey for k in kps), {**H.DAEMON_PARAMS, **(params or {})},
+                          lending=H.dev_lending())
         members = []
         for i, kp in enumerate(kps):
             home = (self.root / f"node{i}").resolve()
