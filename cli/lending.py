@@ -470,29 +470,22 @@ def l_portfolio(wallet_name, address, node_url, as_json):
     addr = address or (wallet_name and _address_of_wallet(wallet_name))
     if not addr:
         raise click.UsageError("give --wallet or --address")
-    loans = get_all(node_url, f"/v1/loans?lender={addr}", "loans")
-    lent = sum(x["terms"]["P"] for x in loans)
-    received = sum(x["terms"]["paid"] or 0 for x in loans)
-    summary = {
-        "loans": len(loans), "lent": lent, "received": received,
-        "outstanding": sum(x["principal_outstanding"] or 0 for x in loans
-                           if x["status"] == "active"),
-        "active": sum(x["status"] == "active" for x in loans),
-        "repaid": sum(x["status"] == "repaid" for x in loans),
-        "late": sum(x["status"] == "active" and (x["terms"]["late"] or 0) > 0 for x in loans),
-        "defaulted": sum(x["status"] == "defaulted" for x in loans),
-    }
-    closed = [x for x in loans if x["status"] == "repaid"]
-    principal_closed = sum(x["terms"]["P"] for x in closed)
-    summary["yield_bps_on_repaid"] = (
-        (sum(x["terms"]["paid"] or 0 for x in closed) - principal_closed) * 10_000
-        // principal_closed if principal_closed else None)
+    book = get(node_url, f"/v1/portfolio?lender={addr}")
     if as_json:
-        emit({**summary, "address": addr, "items": loans}, True)
+        emit({**book, "address": addr,
+              "items": get_all(node_url, f"/v1/loans?lender={addr}", "loans")}, True)
         return
-    click.echo(f"portfolio of {addr}: {summary['loans']} loans, lent {money(lent)}, "
-               f"received {money(received)}, outstanding {money(summary['outstanding'])}")
-    click.echo(f"  active {summary['active']} (late {summary['late']}), repaid "
-               f"{summary['repaid']}, defaulted {summary['defaulted']}"
-               + (f"; yield on repaid loans {pct(summary['yield_bps_on_repaid'])}"
-                  if summary["yield_bps_on_repaid"] is not None else ""))
+    st = book["by_status"]
+    click.echo(f"portfolio of {addr}: {book['loans']} loans, lent {money(book['lent'])}, "
+               f"received {money(book['received'])}, outstanding {money(book['outstanding'])}")
+    click.echo("  " + ", ".join(f"{name} {n}" for name, n in st.items()))
+    click.echo("  by days past due: " + ", ".join(
+        f"{b} {v['loans']} ({money(v['outstanding'])})" for b, v in book["buckets"].items()))
+    click.echo(f"  PAR30 {_pct_or_dash(book['par30_bps'])}, PAR90 "
+               f"{_pct_or_dash(book['par90_bps'])}; net yield "
+               f"{_pct_or_dash(book['net_yield_bps'])} of what was lent, "
+               f"after {money(book['lost'])} of principal in default or written off")
+
+
+def _pct_or_dash(bps) -> str:
+    return "-" if bps is None else pct(bps)

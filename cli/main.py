@@ -10,6 +10,7 @@ from .demo import demo
 from .lending import borrower, lender
 from .loan import loan
 from .node import node
+from .sale import sale
 from .sim import sim
 from .tx import multisig, transfer, tx
 from .wallet import wallet
@@ -34,6 +35,7 @@ main.add_command(sim)
 main.add_command(wallet)
 main.add_command(borrower)
 main.add_command(lender)
+main.add_command(sale)
 main.add_command(multisig)
 main.add_command(tx)
 main.add_command(transfer)

@@ -21,7 +21,7 @@ from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, P
                                           loan_code, loan_storage)
 from lendnet.contracts.vm import Program
 
-from . import keys, score as scoring
+from . import keys, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_RATE_BPS, SignedTx, TxError
 
@@ -235,6 +235,8 @@ def _pledged_to(led: Ledger, holder: str) -> list:
 
 
 def release_liens(led: Ledger, holder: str) -> None:
+    if holder in led.state.loans:
+        settlement.cancel_sales(led, holder)
     for asset_id in _pledged_to(led, holder):
         asset = led.state.assets.get(asset_id)
         if asset["lien"] == holder:
@@ -242,10 +244,9 @@ def release_liens(led: Ledger, holder: str) -> None:
 
 
 def seize_liens(led: Ledger, holder: str, to: str) -> None:
-    for asset_id in _pledged_to(led, holder):
-        asset = led.state.assets.get(asset_id)
-        if asset["lien"] == holder:
-            led.state.assets.put(asset_id, {**asset, "owner": to, "lien": None})
+    """A defaulted loan's collateral is sold, not handed over (ledger/settlement.py)."""
+    if holder in led.state.loans:
+        settlement.open_sales(led, holder, to)
 
 
 # --- the credit bureau: loan events update the borrower's history -------------------------
@@ -262,6 +263,8 @@ _EVENT_EFFECTS = {
 def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> None:
     if contract in led.state.loans:
         observe_loan_event(led, contract, name, values)
+        if name == "settled":         # the whole claim recovered: what is unsold returns
+            release_liens(led, contract)
 
 
 def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
@@ -326,6 +329,7 @@ HANDLERS: dict[str, Handler] = {
     "repay": _repay,
     "register_collateral": _register_collateral,
     "pledge": _pledge,
+    **settlement.HANDLERS,
 }
 
 
@@ -384,8 +388,10 @@ def _check_call(led: Ledger, address: str) -> None:
 
 
 def escrowed(led: Ledger) -> int:
-    """What offers hold in escrow: published, not yet lent or withdrawn."""
-    return sum(o["available"] for o in led.state.offers.rows.values())
+    """What offers hold in escrow (published, not yet lent or withdrawn) and the best
+    bids of open collateral sales."""
+    return (sum(o["available"] for o in led.state.offers.rows.values())
+            + settlement.escrowed(led))
 
 
 # The fee schedule of lending's kinds (ledger/fees.py): (fixed gas, most the loan agreement
@@ -399,6 +405,7 @@ GAS: dict[str, tuple[int, int]] = {
     "fund": (5_000, FUND_GAS), "accept_offer": (5_000, FUND_GAS),
     "repay": (2_000, REPAY_GAS),
     "register_collateral": (2_000, 0), "pledge": (2_000, 0),
+    **settlement.GAS,
 }
 
 
@@ -408,7 +415,8 @@ def _is_loan(led: Ledger, address: str) -> bool:
     return address in led.state.loans
 
 
-RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)), on_event=_on_contract_event,
+RULES = Rules(handlers=HANDLERS,
+              genesis=lambda led: _genesis(led, check_params(None)), on_event=_on_contract_event,
               check_call=_check_call, duty=_is_loan, escrowed=escrowed,
               release_liens=release_liens, seize_liens=seize_liens, gas=GAS)
 

@@ -170,7 +170,7 @@ class State:
 
     TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
               "loans", "assets", "code", "contracts", "storage", "multisigs",
-              "history", "wakes")
+              "history", "wakes", "sales")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -188,8 +188,9 @@ class State:
     multisigs: Table
     history: Table
     wakes: Table
+    sales: Table
 
-    LISTED = ("offers", "applications", "loans")       # the API pages through these
+    LISTED = ("offers", "applications", "loans", "sales")       # the API pages through these
 
     def __init__(self, on_wake: Callable[[Any, Any], None] | None = None) -> None:
         self.journal: list = []

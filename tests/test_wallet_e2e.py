@@ -119,7 +119,8 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
     score = js(env, "borrower", "score", "--wallet", "ana")
     assert score["components"]["loans_repaid"] > 0
     folio = js(env, "lender", "portfolio", "--wallet", "lender")
-    assert folio["repaid"] == 1 and folio["received"] > 50_000
+    assert folio["by_status"]["repaid"] == 1 and folio["received"] > 50_000
+    assert folio["par30_bps"] in (0, None) and folio["net_yield_bps"] is not None
 
 
 def _nonce(env, address: str) -> int:

@@ -14,7 +14,8 @@ import re
 
 from aiohttp import web
 from lendnet.consensus import messages as M
-from lendnet.ledger import codec, keys, lending
+from lendnet.ledger import codec, keys, lending, portfolio
+from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 
 from .blobs import BLOB_MAX, BlobError
@@ -83,6 +84,12 @@ def _bool(v: str) -> bool:
 def _status(v: str) -> str:
     if v not in ("open", "funded", "withdrawn"):
         raise ValueError("must be open, funded or withdrawn")
+    return v
+
+
+def _sale_status(v: str) -> str:
+    if v not in SALE_STATUSES:
+        raise ValueError("must be " + ", ".join(SALE_STATUSES))
     return v
 
 
@@ -357,6 +364,28 @@ def build_app(daemon) -> web.Application:
     async def get_status(request: web.Request):
         return web.json_response(daemon.status())
 
+    books: dict = {}            # lender (or None: the network) -> (height, summary)
+
+    async def get_portfolio(request: web.Request):
+        """The loan book of one lender (?lender=ADDR) or of the whole network: PAR30,
+        PAR90, buckets, net yield (ledger/portfolio.py). A walk over every loan, so each
+        book is computed at most once a block."""
+        unknown = set(request.query) - {"lender"}
+        if unknown:
+            return _error(400, f"unknown parameters {sorted(unknown)}; use lender")
+        who = request.query.get("lender")
+        if who is not None and not keys.is_address(who):
+            return _error(400, "lender: an address is 'ln' and 40 lowercase hex digits")
+        led = node.ledger
+        cached = books.get(who)
+        if cached is None or cached[0] != node.height:
+            if len(books) >= 1024:
+                books.clear()
+            views = [lending.loan_view(led, loan) for loan, rec in led.state.loans.rows.items()
+                     if who is None or rec["lender"] == who]
+            cached = books[who] = (node.height, portfolio.summary(views))
+        return web.json_response({"height": cached[0], "lender": who, **cached[1]})
+
     async def get_supply(request: web.Request):
         led = node.ledger
         return web.json_response({"height": node.height, "total": led.total_money(),
@@ -431,6 +460,9 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/sync/{from_h}", get_sync)
     r.add_get("/v1/status", get_status)
     r.add_get("/v1/supply", get_supply)
+    r.add_get("/v1/portfolio", get_portfolio)
+    r.add_get("/v1/sales", _listing("sales", "sale", {"loan": _addr, "status": _sale_status}))
+    r.add_get("/v1/sales/{id}", _record("sales", "sale"))
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
@@ -522,6 +554,15 @@ OPENAPI = {
         "/v1/supply": {"get": _op("All balances and escrows summed, and the genesis "
                                   "supply: equal unless money was made or lost; fees: "
                                   "the fees collected (burned, counted in the total).")},
+        "/v1/portfolio": {"get": _op("The loan book of ?lender=ADDR, or of the whole "
+                                     "network: outstanding, loans by arrears bucket "
+                                     "(current, 1-30, 31-60, 61-90, 90+ days past due), "
+                                     "PAR30/PAR90 and net yield in basis points.")},
+        "/v1/sales": {"get": _op("Collateral sales of defaulted loans, by ?loan= and "
+                                 "?status=open|sold|unsold|taken|cancelled; paged: "
+                                 "?after=<next>&limit=N.")},
+        "/v1/sales/{id}": {"get": _op("A collateral sale: asset, reserve, best bid, when "
+                                      "it closes.", [_ID])},
         "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
                                   "(instalment_due, late, defaulted, ...), one JSON each; "
                                   "?types=block or ?types=loan for one kind.")},

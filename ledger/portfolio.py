@@ -1,0 +1,53 @@
+"""A loan book as loan officers read it: outstanding, arrears buckets, PAR, net yield.
+
+Portfolio at risk (PAR30, PAR90): the principal outstanding of loans more than 30 (90)
+days past due, as a share of all principal outstanding, in basis points. Loans counted as
+outstanding are those still owed: active (current or in arrears) and defaulted; written-off,
+repaid and settled loans are not. A defaulted loan's principal stays at risk until it is
+recovered or written off.
+
+Net yield: what the lenders got back (repayments and recoveries) plus the principal still
+outstanding on active loans, less what they lent, as basis points of what they lent; the
+principal of defaulted and written-off loans counts as lost until it is recovered. It is a
+return over the book's life, not a yearly rate.
+
+A read-only view over `lending.loan_view` rows: consensus never calls it.
+"""
+from __future__ import annotations
+
+BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
+OWED = ("active", "defaulted")          # statuses whose principal is still outstanding
+LOST = ("defaulted", "written_off")     # statuses whose outstanding counts as lost
+
+
+def _bps(part: int, whole: int) -> int | None:
+    return part * 10_000 // whole if whole else None
+
+
+def summary(views: list[dict]) -> dict:
+    """The book of these loans (loan_view rows)."""
+    outstanding = sum(v["principal_outstanding"] or 0 for v in views if v["status"] in OWED)
+    at_risk = {days: sum(v["principal_outstanding"] or 0 for v in views
+                         if v["status"] in OWED and (v["days_past_due"] or 0) > days)
+               for days in (30, 90)}
+    lent = sum(v["terms"]["P"] or 0 for v in views)
+    received = sum(v["terms"]["paid"] or 0 for v in views)
+    performing = sum(v["principal_outstanding"] or 0 for v in views if v["status"] == "active")
+    lost = sum(v["principal_outstanding"] or 0 for v in views if v["status"] in LOST)
+    by_bucket = {b: {"loans": 0, "outstanding": 0} for b in BUCKETS}
+    statuses: dict[str, int] = {}
+    for v in views:
+        statuses[v["status"]] = statuses.get(v["status"], 0) + 1
+        if v["status"] in OWED:
+            slot = by_bucket[v["bucket"]]
+            slot["loans"] += 1
+            slot["outstanding"] += v["principal_outstanding"] or 0
+    return {
+        "loans": len(views), "lent": lent, "received": received,
+        "outstanding": outstanding, "by_status": dict(sorted(statuses.items())),
+        "buckets": by_bucket,
+        "par30_bps": _bps(at_risk[30], outstanding), "par90_bps": _bps(at_risk[90], outstanding),
+        "at_risk_30": at_risk[30], "at_risk_90": at_risk[90],
+        "lost": lost,
+        "net_yield_bps": _bps(received + performing - lent, lent),
+    }
