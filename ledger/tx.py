@@ -173,6 +173,7 @@ KINDS: dict[str, dict] = {
     "repay": {"loan": _address, "amount": AMOUNT},
     "register_collateral": {"asset": _text(64), "description_hash": HASH, "value": AMOUNT},
     "pledge": {"asset": _text(64), "to": _loan_target},
+    "attest_identity": {"borrower": _address, "identity": HASH},
     "create_multisig": {"threshold": _int_in(1, MAX_SIGS),
                         "members": _list_of(_bytes_len(32), 1, MAX_SIGS)},
     "deploy": {"code": _code, "args": _list_of(_arg, 0, 15, unique=False),

@@ -74,6 +74,12 @@ class Chain:
             self.nonces[name] -= 1
         return r
 
+    def attest(self, name: str, identity: str | None = None):
+        """The registrar attests `name`'s address as the person `identity` (default: the
+        name itself), so its loans build an attested history rather than a thin file."""
+        return self.do(REGISTRAR, "attest_identity", borrower=self.addr(name),
+                       identity=h32("person:" + (identity or name)))
+
     def advance(self, seconds: int):
         """An empty block `seconds` later: chain time alone moves the loans."""
         return self.block(at=self.time + seconds)
