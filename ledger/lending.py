@@ -523,7 +523,8 @@ def _is_loan(led: Ledger, address: str) -> bool:
     return address in led.state.loans
 
 
-RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)), on_event=_on_contract_event,
+RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),
+              on_event=_on_contract_event,
               check_call=_check_call, duty=_is_loan, escrowed=escrowed,
               release_liens=release_liens, seize_liens=seize_liens, gas=GAS)
 

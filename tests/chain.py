@@ -31,6 +31,8 @@ class Chain:
         names = (*names, REGISTRAR) if REGISTRAR not in names else names
         self.keys = {n: Keypair.from_name(n) for n in names}
         funds = balances or {n: 10_000_000 for n in names}
+        # the registrar pays for its attestations (Chain.attest) whatever else is funded
+        funds = {REGISTRAR: 10_000_000, **funds}
         registrar = [self.keys[REGISTRAR].address]
         self.ledger = lending.genesis(CHAIN, {self.keys[n].address: v for n, v in funds.items()},
                                       time=T0, fee_params=fee_params,
