@@ -278,6 +278,11 @@ def seize_liens(led: Ledger, holder: str, to: str) -> None:
 # and restructurings.
 
 _LONGEST_PERIOD = {"monthly": 31 * DAY, "weekly": 7 * DAY}
+# A repaid loan counts (repaid_loans, repaid_volume) only when it lent at least
+# MIN_COUNTED_LOAN and ran at least its shortest period: taking a loan and paying it
+# straight back, or many tiny ones, builds no history.
+MIN_COUNTED_LOAN = 10_000                           # 100.00 LND
+_SHORTEST_PERIOD = {"monthly": 28 * DAY, "weekly": 7 * DAY}
 
 
 def _history(led: Ledger, key: str) -> dict:
@@ -298,7 +303,7 @@ def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
     (named and valued as contracts/agreements/loan.lasm emits them)."""
     st = led.state
     rec = st.loans.get(loan)
-    b = st.bureau.get(loan) or {"out": 0, "pmt": 0, "last_due": 0, "open": 0}
+    b = st.bureau.get(loan) or {"P": 0, "out": 0, "pmt": 0, "last_due": 0, "open": 0}
     key = subject(led, rec["borrower"])
     h = _history(led, key)
     nb = dict(b)
@@ -310,11 +315,13 @@ def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
         nb.update(open=0, out=0)
 
     if name == "disbursed":
+        if loan in st.bureau:
+            return              # a loan disburses once
         principal = values[0]
         h["opened"] += 1
         h["open_loans"] += 1
         h["open_principal"] += principal
-        nb.update(out=principal, pmt=values[1] if len(values) > 1 else 0, open=1)
+        nb.update(P=principal, out=principal, pmt=values[1] if len(values) > 1 else 0, open=1)
     elif name == "instalment_paid":
         if not values[1]:
             return              # paid late: counted when it fell late (instalment_late)
@@ -330,11 +337,15 @@ def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
         h["late_w"] += b["pmt"] or b["out"]
     elif name == "payment":
         part = min(values[3], b["out"]) if b["open"] else 0
-        h["repaid_volume"] += values[3]
         h["open_principal"] -= part
         nb["out"] = b["out"] - part
     elif name == "repaid":
-        h["repaid_loans"] += 1
+        app = st.applications.get(rec["application"])
+        ran = led.time - rec["created"] >= _SHORTEST_PERIOD.get(app and app["period"],
+                                                                28 * DAY)
+        if b["open"] and ran and b["P"] >= MIN_COUNTED_LOAN:
+            h["repaid_loans"] += 1
+            h["repaid_volume"] += b["P"]
         close()
     elif name == "defaulted":
         h["defaults"] += 1
@@ -348,7 +359,8 @@ def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
         h["restructured"] += 1
         if b["open"]:
             h["open_principal"] += principal - b["out"]
-            nb.update(out=principal, pmt=-(-principal // max(1, n)))
+            nb.update(P=max(b["P"], principal), out=principal,
+                      pmt=-(-principal // max(1, n)))
     else:
         return
     st.history.put(key, h)

@@ -20,7 +20,8 @@ from loan events by the credit bureau in ledger/lending.py):
   on_time_w, late_w           amount-weighted sums of instalments paid on time / late,
                               decaying: halved for every whole HALF_LIFE_DAYS since `t`
   t                           when the weights were last brought up to date (chain time)
-  repaid_volume               principal repaid, all loans, not decaying
+  repaid_volume               principal of the loans repaid in full (those that count:
+                              at least 100.00, running at least one period), not decaying
   open_principal, open_loans  principal outstanding and number of active loans, all lenders
   since                       when the identity was first attested (None for an address)
 """
