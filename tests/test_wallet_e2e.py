@@ -125,6 +125,23 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
     assert folio["repaid"] == 1 and folio["received"] > 50_000
 
 
+def test_a_registrar_attests_a_borrower_and_the_score_shows_it(env, people):
+    run(env, "wallet", "import", "registrar", "--seed-hex",
+        keys.Keypair.from_name("registrar").seed.hex(), "--dev")
+    r = run(env, "registrar", "attest", people["eve"], "--identity", "eve", "--wallet", "eve",
+            ok=False)
+    assert r.exit_code == 1 and "only a registrar" in r.output
+    assert "thin file" in run(env, "borrower", "score", "--wallet", "eve").output
+    assert js(env, "registrar", "attest", people["eve"], "--identity", "Eve, ID 42",
+              "--wallet", "registrar")["status"] == "committed"
+    score = js(env, "borrower", "score", "--wallet", "eve")
+    assert score["identity"]["status"] == "attested" and score["score"] >= score["floor"]
+    assert "identity attested" in run(env, "borrower", "score", "--wallet", "eve").output
+    r = run(env, "registrar", "attest", people["eve"], "--identity", "again", "--wallet",
+            "registrar", ok=False)
+    assert r.exit_code == 1 and "already attested" in r.output
+
+
 def _nonce(env, address: str) -> int:
     from lendnet.node.daemon.client import NodeClient
     return NodeClient(env["LENDNET_NODE"]).account(address)["nonce"]
