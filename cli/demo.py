@@ -169,9 +169,13 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
                    tiers=[[300, 1800, 200_000]], late_fee_bps=500, tolerance_days=0,
                    default_days=2, collateral_bps=5_000)["hash"]
     loans = {}
+    registrar = keys.Keypair.from_name("registrar")         # the dev genesis's registrar
     for name, kp, asset in (("ana", ana, "ana-sewing-machine"), ("ben", ben, "ben-goats")):
         d.send(kp, "register_borrower", f"{name} registers as a borrower",
                profile_hash=h32, docs_hash=h32)
+        d.send(registrar, "attest_identity", f"the registrar attests {name}'s identity: "
+               f"{name}'s loans now build a credit history (unattested: a thin file)",
+               borrower=kp.address, identity=hashlib.sha256(f"demo:{name}".encode()).digest())
         app = d.send(kp, "apply", f"{name} applies for {money(PRINCIPAL)} over 4 weeks",
                      amount=PRINCIPAL, purpose="stock for the shop", term=4, period="weekly",
                      method="annuity", product="business", grace=0, docs_hash=h32)["hash"]

@@ -272,9 +272,18 @@ def b_score(wallet_name, address, node_url, as_json):
     if as_json:
         emit(s, True)
         return
-    click.echo(f"score {s['score']} (range {s['range'][0]}-{s['range'][1]}, base {s['base']})")
+    ident = s.get("identity", {})
+    if ident.get("status") == "attested":
+        click.echo(f"identity attested: {ident['identity'][:16]}… by {ident['registrar'][:12]}… "
+                   f"at {_when(ident['attested_at'])} (history shared by every address "
+                   f"attested as this person)")
+    else:
+        click.echo("identity not attested: thin file (a registrar's attestation lets the "
+                   "history count)")
+    click.echo(f"score {s['score']} (range {s['range'][0]}-{s['range'][1]}, base {s['base']}"
+               + (f", attested floor {s['floor']})" if "floor" in s else ")"))
     for k, v in s["components"].items():
-        click.echo(f"  {k:<16} {v:+d}")
+        click.echo(f"  {k:<20} {v:+d}")
     if s["reasons"]:
         click.echo("  held back by: " + ", ".join(s["reasons"]))
 
@@ -489,3 +498,33 @@ def l_portfolio(wallet_name, address, node_url, as_json):
 
 def _pct_or_dash(bps) -> str:
     return "-" if bps is None else pct(bps)
+
+
+# --- registrar ------------------------------------------------------------------------
+
+def _identity(text: str) -> bytes:
+    """An identity given as 64 hex digits is that hash; any other text is hashed (the
+    registrar's own reference for the person, which never goes on the ledger)."""
+    t = text.strip()
+    if len(t) == 64 and not t.lower().strip("0123456789abcdef"):
+        return bytes.fromhex(t)
+    return hashlib.sha256(t.encode()).digest()
+
+
+@click.group()
+def registrar():
+    """Attest that a borrower's address belongs to a person (registrars named in the
+    genesis only): every address attested as one person shares one credit history."""
+
+
+@registrar.command("attest")
+@click.argument("address")
+@click.option("--identity", required=True,
+              help="The person: 64 hex digits, or any text (only its sha256 is sent).")
+@wallet_option
+@send_options
+def r_attest(address, identity, wallet_name, **send):
+    """Bind ADDRESS to an identity. Refused unless the wallet is a registrar, and for an
+    address already attested."""
+    sign_and_send(unlock(wallet_name), "attest_identity", borrower=address,
+                  identity=_identity(identity), describe=f"attested {address[:12]}…", **send)

@@ -7,7 +7,7 @@ from .bench import bench
 from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
-from .lending import borrower, lender
+from .lending import borrower, lender, registrar
 from .loan import loan
 from .node import node
 from .sale import sale
@@ -36,6 +36,7 @@ main.add_command(wallet)
 main.add_command(borrower)
 main.add_command(lender)
 main.add_command(sale)
+main.add_command(registrar)
 main.add_command(multisig)
 main.add_command(tx)
 main.add_command(transfer)

@@ -109,11 +109,29 @@ def _application(led: Ledger, app_id: str) -> dict:
     return app
 
 
+def subject(led: Ledger, addr: str) -> str:
+    """Whose history an address's loans write: its attested identity's ("id:" + hex), so
+    every address attested with one identity shares one history; or, unattested, its own."""
+    bound = led.state.identities.get(addr)
+    return "id:" + bound["identity"] if bound else addr
+
+
 def credit_score(led: Ledger, addr: str) -> dict:
-    """The borrower's score now, with its components and reason codes."""
-    reg = led.state.borrowers.get(addr)
-    history = led.state.history.get(addr, scoring.EMPTY_HISTORY)
-    return scoring.score(history, reg and reg["since"], led.time)
+    """The borrower's score now, with its components, reason codes and identity status
+    (ledger/score.py; docs/SCORE.md)."""
+    bound = led.state.identities.get(addr)
+    key = subject(led, addr)
+    h = led.state.history.get(key) or scoring.empty_history()
+    if bound:
+        age_from = h["since"]
+    else:
+        reg = led.state.borrowers.get(addr)
+        age_from = reg and reg["since"]
+    out = scoring.score(h, bound is not None, age_from, led.time)
+    out["identity"] = ({"status": "attested", "identity": bound["identity"],
+                        "registrar": bound["registrar"], "attested_at": bound["at"]}
+                       if bound else {"status": "thin_file"})
+    return out
 
 
 def match(led: Ledger, app: dict, offer: dict) -> list:
@@ -251,13 +269,29 @@ def seize_liens(led: Ledger, holder: str, to: str) -> None:
 
 # --- the credit bureau: loan events update the borrower's history -------------------------
 
-_I = {name: i for i, name in enumerate(scoring.HISTORY_FIELDS)}
-_EVENT_EFFECTS = {
-    "disbursed": (("opened", 1), ("active", 1)),
-    "instalment_late": (("late", 1),),
-    "repaid": (("repaid_loans", 1), ("active", -1)),
-    "defaulted": (("defaults", 1), ("active", -1)),
-}
+# The history is the subject's (see `subject`); the bureau also keeps, per loan, what it
+# needs to judge the next event: the principal it counts as outstanding, the instalment,
+# the latest due date it credited as paid on time, and whether the loan is open.
+# What counts (docs/SCORE.md): an on-time instalment only when paid within its own
+# period (no earlier than one period before its due date) and only once per due date, so
+# a burst of payments earns one period's credit; weights by amount, decaying by age;
+# open principal and open loans across all lenders; defaults, settlements, write-offs
+# and restructurings.
+
+_LONGEST_PERIOD = {"monthly": 31 * DAY, "weekly": 7 * DAY}
+# A repaid loan counts (repaid_loans, repaid_volume) only when it lent at least
+# MIN_COUNTED_LOAN and ran at least its shortest period: taking a loan and paying it
+# straight back, or many tiny ones, builds no history.
+MIN_COUNTED_LOAN = 10_000                           # 100.00 LND
+_SHORTEST_PERIOD = {"monthly": 28 * DAY, "weekly": 7 * DAY}
+
+
+def _history(led: Ledger, key: str) -> dict:
+    h = led.state.history.get(key)
+    # A copy: rows are values, replaced and never changed in place (the journal keeps
+    # the old one).
+    return dict(scoring.decayed(h, led.time)) if h else scoring.empty_history() | {
+        "t": led.time}
 
 
 def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> None:
@@ -268,18 +302,109 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
 
 
 def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
-    changes = list(_EVENT_EFFECTS.get(name, ()))
-    if name == "instalment_paid" and values[1]:
-        changes.append(("on_time", 1))
+    """Update the borrower's credit history from one of the loan agreement's events
+    (named and valued as contracts/agreements/loan.lasm emits them)."""
+    st = led.state
+    rec = st.loans.get(loan)
+    b = st.bureau.get(loan) or {"P": 0, "out": 0, "pmt": 0, "last_due": 0, "open": 0}
+    key = subject(led, rec["borrower"])
+    h = _history(led, key)
+    nb = dict(b)
+
+    def close() -> None:
+        if b["open"]:
+            h["open_loans"] -= 1
+            h["open_principal"] -= b["out"]
+        nb.update(open=0, out=0)
+
+    if name == "disbursed":
+        if loan in st.bureau:
+            return              # a loan disburses once
+        principal = values[0]
+        h["opened"] += 1
+        h["open_loans"] += 1
+        h["open_principal"] += principal
+        nb.update(P=principal, out=principal, pmt=values[1] if len(values) > 1 else 0, open=1)
+    elif name == "instalment_paid":
+        if not values[1]:
+            return              # paid late: counted when it fell late (instalment_late)
+        amount, due = (values[2], values[3]) if len(values) >= 4 else (b["pmt"],
+                                                                       _due(led, rec, values[0]))
+        if due <= b["last_due"] or led.time + _period(led, rec) < due:
+            return              # this due date was credited, or it is paid ahead in a burst
+        h["on_time"] += 1
+        h["on_time_w"] += amount
+        nb["last_due"] = due
+    elif name == "instalment_late":
+        h["late"] += 1
+        h["late_w"] += b["pmt"] or b["out"]
     elif name == "payment":
-        changes.append(("amount_repaid", values[0]))
-    if not changes:
+        part = min(values[3], b["out"]) if b["open"] else 0
+        h["open_principal"] -= part
+        nb["out"] = b["out"] - part
+    elif name == "repaid":
+        app = st.applications.get(rec["application"])
+        ran = led.time - rec["created"] >= _SHORTEST_PERIOD.get(app and app["period"],
+                                                                28 * DAY)
+        if b["open"] and ran and b["P"] >= MIN_COUNTED_LOAN:
+            h["repaid_loans"] += 1
+            h["repaid_volume"] += b["P"]
+        close()
+    elif name == "defaulted":
+        h["defaults"] += 1
+        close()
+    elif name == "settled":
+        h["settled"] += 1
+    elif name == "written_off":
+        h["written_off"] += 1
+    elif name == "restructured":
+        principal, n = values[0], values[1]
+        h["restructured"] += 1
+        if b["open"]:
+            h["open_principal"] += principal - b["out"]
+            nb.update(P=max(b["P"], principal), out=principal,
+                      pmt=-(-principal // max(1, n)))
+    else:
         return
-    borrower = led.state.loans.get(loan)["borrower"]
-    h = list(led.state.history.get(borrower, scoring.EMPTY_HISTORY))
-    for field, delta in changes:
-        h[_I[field]] += delta
-    led.state.history.put(borrower, tuple(h))
+    st.history.put(key, h)
+    if nb != b or loan not in st.bureau:
+        st.bureau.put(loan, nb)
+
+
+def _period(led: Ledger, rec: dict) -> int:
+    """The longest a period of this loan can be: how early an instalment may be paid and
+    still count as paid within its own period."""
+    app = led.state.applications.get(rec["application"])
+    return _LONGEST_PERIOD.get(app["period"] if app else "monthly", 31 * DAY)
+
+
+def _due(led: Ledger, rec: dict, k: int) -> int:
+    """Instalment k's due date when the event does not carry it (the first agreement's
+    instalment_paid(k, on_time)): its fixed-length periods from the loan's start."""
+    app = led.state.applications.get(rec["application"])
+    return rec["created"] + (app["grace"] + k) * PERIOD_SECONDS[app["period"]]
+
+
+def _attest_identity(led: Ledger, tx: SignedTx, b: dict) -> None:
+    """A registrar vouches that `borrower` is the person `identity` names (a hash of the
+    registrar's own record of them): the address's history joins the identity's."""
+    if tx.sender not in params(led)["registrars"]:
+        raise TxError("only a registrar named in the genesis can attest an identity")
+    st = led.state
+    addr = b["borrower"]
+    if addr in st.identities:
+        raise TxError(f"{addr} is already attested (identity "
+                      f"{st.identities.get(addr)['identity'][:16]}…)")
+    ident = b["identity"].hex()
+    key = "id:" + ident
+    h = st.history.get(key)
+    h = scoring.decayed(h, led.time) if h else scoring.empty_history(led.time) | {"t": led.time}
+    own = st.history.get(addr)
+    if own is not None:
+        h = scoring.merge(h, {**own, "since": None}, led.time)
+        st.history.delete(addr)
+    st.history.put(key, h)
+    st.identities.put(addr, {"identity": ident, "registrar": tx.sender, "at": led.time})
 
 
 # --- read-only views ----------------------------------------------------------------------
@@ -330,6 +455,7 @@ HANDLERS: dict[str, Handler] = {
     "register_collateral": _register_collateral,
     "pledge": _pledge,
     **settlement.HANDLERS,
+    "attest_identity": _attest_identity,
 }
 
 
@@ -406,6 +532,7 @@ GAS: dict[str, tuple[int, int]] = {
     "repay": (2_000, REPAY_GAS),
     "register_collateral": (2_000, 0), "pledge": (2_000, 0),
     **settlement.GAS,
+    "attest_identity": (3_000, 0),
 }
 
 
@@ -415,8 +542,8 @@ def _is_loan(led: Ledger, address: str) -> bool:
     return address in led.state.loans
 
 
-RULES = Rules(handlers=HANDLERS,
-              genesis=lambda led: _genesis(led, check_params(None)), on_event=_on_contract_event,
+RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),
+              on_event=_on_contract_event,
               check_call=_check_call, duty=_is_loan, escrowed=escrowed,
               release_liens=release_liens, seize_liens=seize_liens, gas=GAS)
 

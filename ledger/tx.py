@@ -176,6 +176,7 @@ KINDS: dict[str, dict] = {
     "bid": {"sale": _id, "amount": AMOUNT},
     "settle_sale": {"sale": _id},
     "take_collateral": {"sale": _id},
+    "attest_identity": {"borrower": _address, "identity": HASH},
     "create_multisig": {"threshold": _int_in(1, MAX_SIGS),
                         "members": _list_of(_bytes_len(32), 1, MAX_SIGS)},
     "deploy": {"code": _code, "args": _list_of(_arg, 0, 15, unique=False),

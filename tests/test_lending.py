@@ -13,8 +13,10 @@ MONTH = PERIOD_SECONDS["monthly"]
 
 def open_loan(c: Chain, amount=100_000, term=6, method="annuity", grace=0, collateral=None,
               **offer_overrides):
-    """Lender registers and offers; alice registers, applies, pledges; lender funds."""
+    """Lender registers and offers; alice registers (a registrar attests her identity),
+    applies, pledges; lender funds."""
     c.do("lender", "register_lender", profile_hash=h32("lender profile"))
+    c.attest("alice")
     offer = c.do("lender", "publish_offer", amount=1_000_000,
                  **{**OFFER_TERMS, **offer_overrides}).id
     c.do("alice", "register_borrower", profile_hash=h32("alice"), docs_hash=h32("docs"))

@@ -117,10 +117,30 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
               "--payoff")["status"] == "committed"
     assert js(env, "borrower", "loans", "--wallet", "ana")["loans"][0]["status"] == "repaid"
     score = js(env, "borrower", "score", "--wallet", "ana")
-    assert score["components"]["loans_repaid"] > 0
+    # paid off within seconds, 50.00 lent: no repaid loan counts (docs/SCORE.md), and
+    # ana is unattested: a thin file, her own history shown
+    assert score["identity"]["status"] == "thin_file" and score["reasons"] == ["thin_file"]
+    assert score["history"]["opened"] == 1 and score["history"]["open_loans"] == 0
     folio = js(env, "lender", "portfolio", "--wallet", "lender")
     assert folio["by_status"]["repaid"] == 1 and folio["received"] > 50_000
     assert folio["par30_bps"] in (0, None) and folio["net_yield_bps"] is not None
+
+
+def test_a_registrar_attests_a_borrower_and_the_score_shows_it(env, people):
+    run(env, "wallet", "import", "registrar", "--seed-hex",
+        keys.Keypair.from_name("registrar").seed.hex(), "--dev")
+    r = run(env, "registrar", "attest", people["eve"], "--identity", "eve", "--wallet", "eve",
+            ok=False)
+    assert r.exit_code == 1 and "only a registrar" in r.output
+    assert "thin file" in run(env, "borrower", "score", "--wallet", "eve").output
+    assert js(env, "registrar", "attest", people["eve"], "--identity", "Eve, ID 42",
+              "--wallet", "registrar")["status"] == "committed"
+    score = js(env, "borrower", "score", "--wallet", "eve")
+    assert score["identity"]["status"] == "attested" and score["score"] >= score["floor"]
+    assert "identity attested" in run(env, "borrower", "score", "--wallet", "eve").output
+    r = run(env, "registrar", "attest", people["eve"], "--identity", "again", "--wallet",
+            "registrar", ok=False)
+    assert r.exit_code == 1 and "already attested" in r.output
 
 
 def _nonce(env, address: str) -> int:

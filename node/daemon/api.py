@@ -515,7 +515,8 @@ OPENAPI = {
                                            "bytes, state root, certificate signers.",
                                            [("height", "integer")])},
         "/v1/accounts/{address}": {"get": _op("Balance and next nonce.", [_ADDR])},
-        "/v1/scores/{address}": {"get": _op("Credit score with components and reasons.",
+        "/v1/scores/{address}": {"get": _op("Credit score with identity status, components, "
+                                            "reasons and the history behind it.",
                                             [_ADDR])},
         "/v1/loans/{id}": {"get": _op("A loan: parties, terms, status, what is due.", [_ID])},
         "/v1/offers/{id}": {"get": _op("A lender's offer.", [_ID])},
