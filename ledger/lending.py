@@ -14,14 +14,15 @@ escrow, liens), and `genesis` is the one place a lendnet ledger is made.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS,
                                           PERIODS_PER_YEAR, ReadOnlyHost, call_readonly,
-                                          loan_code, loan_storage)
-from lendnet.contracts.vm import Program
+                                          loan_code, loan_storage, schedule)
+from lendnet.contracts.vm import ContractError, Program
 
-from . import keys, score as scoring
+from . import apr, keys, score as scoring
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_RATE_BPS, SignedTx, TxError
 
@@ -421,6 +422,80 @@ def loan_view(led: Ledger, loan: str) -> dict | None:
             "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan)}
 
 
+# The representative example an offer's view shows for each tier: a 12-month annuity of
+# the tier's largest principal or 100,000 (minor units, 1,000.00 LND), whichever is
+# smaller, starting now, with the offer's origination fee.
+REPRESENTATIVE_TERM = 12
+REPRESENTATIVE_PRINCIPAL = 100_000
+REPRESENTATIVE_BASIS = ("12 monthly annuity instalments of the tier's maximum principal or "
+                        "1,000.00 LND, whichever is smaller, origination fee included")
+
+
+@functools.lru_cache(maxsize=4096)
+def _representative(principal: int, rate_bps: int, fee_bps: int, start: int) -> int | None:
+    try:
+        rows = schedule(principal, rate_bps, REPRESENTATIVE_TERM, "monthly", "annuity", 0,
+                        start)
+        return apr.apr_bps(principal, principal * fee_bps // 10_000, rows, start)
+    except (ContractError, ValueError):     # terms the agreement refuses: no example
+        return None
+
+
+def representative(offer: dict, start: int) -> list[dict]:
+    """Per tier of an offer, the APR of the representative example (REPRESENTATIVE_BASIS)
+    starting at `start` (taken at the day's start, so views agree within a day)."""
+    day = start - start % 86_400
+    fee_bps = offer.get("origination_fee_bps", 0)
+    out = []
+    for min_score, rate, most in offer["tiers"]:
+        p = min(most, REPRESENTATIVE_PRINCIPAL)
+        out.append({"min_score": min_score, "rate_bps": rate, "principal": p,
+                    "apr_bps": _representative(p, rate, fee_bps, day)})
+    return out
+
+
+def offer_view(offer: dict, now: int) -> dict:
+    """An offer as the API shows it: its record plus the representative APR per tier
+    (display only: nothing in a block reads it)."""
+    return {**offer, "apr": representative(offer, now), "apr_basis": REPRESENTATIVE_BASIS}
+
+
+def quote(led: Ledger, app_id: str, offer_id: str) -> dict:
+    """What this application would get from this offer if it were funded now: the tier
+    and rate, the exact schedule, total cost and APR, whether the terms are within the
+    application's limits, and whether accept_offer would go through (appraised cover)."""
+    app, offer = led.state.applications.get(app_id), led.state.offers.get(offer_id)
+    if app is None or offer is None:
+        raise KeyError(f"no application {app_id}" if app is None else f"no offer {offer_id}")
+    s = credit_score(led, app["borrower"])["score"]
+    tier = scoring.tier_for(offer["tiers"], s)
+    out: dict = {"application": app_id, "offer": offer_id, "borrower": app["borrower"],
+                 "lender": offer["lender"], "score": s, "start": led.time,
+                 "limits": app["limits"], "status": app["status"]}
+    if tier is None:
+        return {**out, "rate_bps": None, "schedule": None, "within_limits": None,
+                "problems": [f"credit score {s} is below the offer's minimum "
+                             f"{offer['tiers'][0][0]}"], "fits": "score"}
+    rate = tier[1]
+    terms = offered_terms(offer, rate)
+    problems = consent_problems(led, app, offer, rate)
+    try:
+        match(led, app, offer)
+        fits = ""
+    except TxError as e:            # why accept_offer would be refused
+        fits = str(e)
+    fee = origination_fee(app["amount"], offer)
+    try:
+        rows = schedule(app["amount"], rate, app["term"], app["period"], app["method"],
+                        app["grace"], led.time)
+        figures = apr.cost(app["amount"], fee, rows, led.time)
+    except (ContractError, ValueError) as e:
+        rows, figures = None, {"error": str(e)}
+    return {**out, "rate_bps": rate, "terms": terms, **figures, "schedule": rows,
+            "within_limits": not problems, "problems": problems,
+            "cover": collateral_cover(led, app), "fits": fits}
+
+
 HANDLERS: dict[str, Handler] = {
     "register_borrower": _register_borrower,
     "register_lender": _register_lender,
@@ -516,8 +591,8 @@ def _is_loan(led: Ledger, address: str) -> bool:
     return address in led.state.loans
 
 
-RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)), on_event=_on_contract_event,
-              check_call=_check_call, duty=_is_loan, escrowed=escrowed,
+RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),
+              on_event=_on_contract_event, check_call=_check_call, duty=_is_loan, escrowed=escrowed,
               release_liens=release_liens, seize_liens=seize_liens, gas=GAS)
 
 

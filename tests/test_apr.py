@@ -8,7 +8,7 @@ from fractions import Fraction
 import pytest
 
 from lendnet.contracts.agreements import schedule
-from lendnet.ledger import apr
+from lendnet.ledger import apr, lending
 
 YEAR = 365 * 86_400
 
@@ -87,7 +87,7 @@ def test_figures_of_a_schedule():
 def test_offers_show_a_representative_apr_per_tier():
     offer = {"tiers": [[300, 2_400, 50_000], [650, 1_200, 1_000_000]],
              "origination_fee_bps": 100}
-    rep = apr.representative(offer, 1_767_225_600 + 3_600)
+    rep = lending.representative(offer, 1_767_225_600 + 3_600)
     assert [(r["min_score"], r["rate_bps"], r["principal"]) for r in rep] == \
         [(300, 2_400, 50_000), (650, 1_200, 100_000)]
     t0 = 1_767_225_600                                     # the day's start
@@ -96,5 +96,5 @@ def test_offers_show_a_representative_apr_per_tier():
         assert r["apr_bps"] == apr.apr_bps(r["principal"], r["principal"] // 100, rows, t0)
         assert math.isclose(r["apr_bps"], _independent(r["principal"], r["principal"] // 100,
                                                         rows, t0), abs_tol=0.51)
-    view = apr.offer_view(offer, t0)
+    view = lending.offer_view(offer, t0)
     assert view["apr"] == rep and "12 monthly" in view["apr_basis"]

@@ -217,7 +217,7 @@ def test_a_quote_shows_the_schedule_cost_apr_and_limits():
     from lendnet.ledger import apr
     c = Chain()
     offer, app = _setup(c, limits={"max_origination_fee_bps": 100}, origination_fee_bps=200)
-    q = apr.quote(c.ledger, app, offer)
+    q = lending.quote(c.ledger, app, offer)
     assert q["rate_bps"] == 2400 and len(q["schedule"]) == 6
     assert q["origination_fee"] == 2_000 and q["received"] == 98_000
     assert q["repaid"] == sum(r["total"] for r in q["schedule"])
@@ -227,4 +227,4 @@ def test_a_quote_shows_the_schedule_cost_apr_and_limits():
         "origination_fee_bps 200 is above the application's max_origination_fee_bps 100"]
     assert q["fits"] == ""                     # (the offer itself fits the application)
     with pytest.raises(KeyError):
-        apr.quote(c.ledger, app, "0" * 64)
+        lending.quote(c.ledger, app, "0" * 64)

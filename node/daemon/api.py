@@ -14,7 +14,7 @@ import re
 
 from aiohttp import web
 from lendnet.consensus import messages as M
-from lendnet.ledger import apr, codec, keys, lending
+from lendnet.ledger import codec, keys, lending
 from lendnet.ledger import tx as txm
 
 from .blobs import BLOB_MAX, BlobError
@@ -247,7 +247,7 @@ def build_app(daemon) -> web.Application:
             else:
                 got = getattr(node.ledger.state, table).get(key)
                 if what == "offer" and got is not None:
-                    got = apr.offer_view(got, node.ledger.time)
+                    got = lending.offer_view(got, node.ledger.time)
             if got is None:
                 return _error(404, f"no {what} {key}")
             return web.json_response({what: key, **jsonable(got)})
@@ -309,7 +309,7 @@ def build_app(daemon) -> web.Application:
                 after, limit, lambda rec: all(rec.get(f) == v for f, v in want.items()),
                 LIST_SCAN)
             view = {"loan": lambda key, rec: lending.loan_view(node.ledger, key),
-                    "offer": lambda key, rec: apr.offer_view(rec, node.ledger.time)}.get(
+                    "offer": lambda key, rec: lending.offer_view(rec, node.ledger.time)}.get(
                         what, lambda key, rec: rec)
             out = [{what: key, **jsonable(view(key, rec))} for key, rec in rows]
             return web.json_response({"height": node.height, what + "s": out,
@@ -324,12 +324,12 @@ def build_app(daemon) -> web.Application:
         return web.json_response({"asset": name, **jsonable(got)})
 
     async def get_quote(request: web.Request):
-        """What an application would get from an offer if funded now (ledger/apr.py)."""
+        """What an application would get from an offer if funded now (lending.quote)."""
         q = request.query
         if set(q) != {"application", "offer"} or not all(HEX64.match(q[k]) for k in q):
             return _error(400, "give ?application=ID&offer=ID (64 hex digits each)")
         try:
-            got = apr.quote(node.ledger, q["application"], q["offer"])
+            got = lending.quote(node.ledger, q["application"], q["offer"])
         except KeyError as e:
             return _error(404, str(e.args[0]))
         return web.json_response({"height": node.height, **jsonable(got)})
