@@ -7,7 +7,7 @@ from .bench import bench
 from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
-from .lending import borrower, lender
+from .lending import appraiser, borrower, lender
 from .loan import loan
 from .node import node
 from .sim import sim
@@ -34,6 +34,7 @@ main.add_command(sim)
 main.add_command(wallet)
 main.add_command(borrower)
 main.add_command(lender)
+main.add_command(appraiser)
 main.add_command(multisig)
 main.add_command(tx)
 main.add_command(transfer)
