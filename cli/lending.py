@@ -328,11 +328,15 @@ def b_schedule(loan_id, node_url, as_json):
     t = ln["terms"]
     rows = schedule(t["P"], t["a"], t["n"], _PERIOD_BY_SECONDS[t["plen"]],
                     _METHOD_BY_CODE[t["m"]], t["g"], t["t0"])
+    from lendnet.ledger.apr import apr_bps
+    fee = ln.get("origination_fee", 0)
+    apr = apr_bps(t["P"], fee, rows, t["t0"])
     if as_json:
-        emit({"loan": ln, "schedule": rows}, True)
+        emit({"loan": ln, "schedule": rows, "apr_bps": apr}, True)
         return
     click.echo(f"loan {loan_id}: {ln['status']}, {money(t['P'])} at {pct(t['a'])} a "
-               f"year; instalment {ln['instalment']} due {_when(ln['due_time'])}: "
+               f"year (APR {pct(apr)} with the {money(fee)} origination fee, actual/365); "
+               f"instalment {ln['instalment']} due {_when(ln['due_time'])}: "
                f"{money(ln['amount_due'])}; payoff {money(ln['payoff'])}")
     _table("schedule", ["#", "due", "principal", "interest", "total"],
            [[r["n"], _when(r["due"]), money(r["principal"]), money(r["interest"]),
