@@ -167,7 +167,7 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
                    amount=300_000, products=["business"], methods=["annuity"],
                    periods=["weekly"], min_term=1, max_term=12, max_grace=0,
                    tiers=[[300, 1800, 200_000]], late_fee_bps=500, tolerance_days=0,
-                   default_days=2, collateral_bps=5_000)["hash"]
+                   default_days=2, collateral_bps=5_000, origination_fee_bps=100)["hash"]
     loans = {}
     registrar = keys.Keypair.from_name("registrar")         # the dev genesis's registrar
     for name, kp, asset in (("ana", ana, "ana-sewing-machine"), ("ben", ben, "ben-goats")):
@@ -178,13 +178,24 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
                borrower=kp.address, identity=hashlib.sha256(f"demo:{name}".encode()).digest())
         app = d.send(kp, "apply", f"{name} applies for {money(PRINCIPAL)} over 4 weeks",
                      amount=PRINCIPAL, purpose="stock for the shop", term=4, period="weekly",
-                     method="annuity", product="business", grace=0, docs_hash=h32)["hash"]
-        d.send(kp, "register_collateral", f"{name} registers {asset} worth "
+                     method="annuity", product="business", grace=0, docs_hash=h32,
+                     # the terms the borrower consents to (this demo's clock runs 2 days
+                     # a second, so default 2 days after a missed due date is allowed)
+                     max_rate_bps=1800, max_late_fee_bps=500, min_default_days=2,
+                     max_penalty_bps=0, max_origination_fee_bps=100)["hash"]
+        d.send(kp, "register_collateral", f"{name} registers {asset}, declared worth "
                f"{money(60_000)}", asset=asset, description_hash=h32, value=60_000)
         d.send(kp, "pledge", f"{name} pledges {asset} to the application", asset=asset,
                to=app)
-        d.send(lender, "fund", f"lender funds {name}'s application: the loan contract "
-               f"disburses {money(PRINCIPAL)}", application=app, offer=offer)
+        q = d.api.get(f"/v1/quote?application={app}&offer={offer}")
+        say(f"{name}'s quote: repays {money(q['repaid'])} for {money(q['received'])} "
+            f"received, APR {pct(q['apr_bps'])} with the fee; within {name}'s limits: "
+            f"{'yes' if q['within_limits'] else 'no'}")
+        d.send(lender, "fund", f"lender funds {name}'s application, accepting {asset} at "
+               f"{money(60_000)}: the loan contract disburses {money(PRINCIPAL)}, "
+               f"{money(PRINCIPAL // 100)} of it the origination fee",
+               application=app, offer=offer,
+               accept=[[f"{kp.address}/{asset}", 60_000]])
         loans[name] = d.api.get(f"/v1/applications/{app}")["loan"]
     # Ana pays each instalment as it comes due; Ben pays nothing.
     ana_loan = loans["ana"]
@@ -217,8 +228,9 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
             "balances": {n: a.get(f"/v1/accounts/{k.address}")["balance"] for n, k in w.items()},
             "scores": {n: a.get(f"/v1/scores/{w[n].address}")["score"] for n in ("ana", "ben")},
             "loans": {n: a.get(f"/v1/loans/{loan}")["status"] for n, loan in loans.items()},
-            "collateral": {asset: a.get(f"/v1/assets/{asset}")["owner"] for asset in
-                           ("ana-sewing-machine", "ben-goats")},
+            "collateral": {asset: a.get(f"/v1/assets/{w[who].address}/{asset}")["owner"]
+                           for who, asset in (("ana", "ana-sewing-machine"),
+                                              ("ben", "ben-goats"))},
         })
     same = all(v == views[0] for v in views)
     say(f"checked height {top} on all {len(apis)} nodes: "

@@ -19,6 +19,9 @@ from .common import (AMOUNT, client, emit, get, get_all, money, node_option, pct
                      send_options, sign_and_send, unlock, wallet_option)
 
 H0 = b"\x00" * 32                      # "no documents": the hash of nothing registered
+# `borrower apply`'s limits when not given: what a careful borrower would sign.
+APPLY_DEFAULTS = {"max_rate_bps": 3_600, "max_late_fee_bps": 500, "min_default_days": 90,
+                  "max_penalty_bps": 1_200, "max_origination_fee_bps": 200}
 
 
 def _when(ts) -> str:
@@ -127,16 +130,42 @@ def b_register(wallet_name, profile, docs, authorise, docs_out, **send):
               show_default=True)
 @click.option("--grace", type=click.IntRange(0, 12), default=0, show_default=True)
 @click.option("--purpose", default="loan", show_default=True)
+@click.option("--max-rate-bps", type=click.IntRange(0, txm.MAX_RATE_BPS),
+              default=APPLY_DEFAULTS["max_rate_bps"], show_default=True,
+              help="Refuse any loan above this yearly rate (basis points; 3600 = 36 %, "
+                   "the common consumer-credit cap).")
+@click.option("--max-late-fee-bps", type=click.IntRange(0, 10_000),
+              default=APPLY_DEFAULTS["max_late_fee_bps"], show_default=True,
+              help="Refuse a late fee above this share of a late instalment (500 = 5 %).")
+@click.option("--min-default-days", type=click.IntRange(1, 365),
+              default=APPLY_DEFAULTS["min_default_days"], show_default=True,
+              help="Refuse terms that default (and take the collateral) sooner than this "
+                   "many days after a missed due date (90: the usual banking definition).")
+@click.option("--max-penalty-bps", type=click.IntRange(0, txm.MAX_RATE_BPS),
+              default=APPLY_DEFAULTS["max_penalty_bps"], show_default=True,
+              help="Refuse penalty interest on overdue principal above this yearly rate.")
+@click.option("--max-origination-fee-bps",
+              type=click.IntRange(0, txm.MAX_ORIGINATION_FEE_BPS),
+              default=APPLY_DEFAULTS["max_origination_fee_bps"], show_default=True,
+              help="Refuse an origination fee (taken out of the money you receive) above "
+                   "this share of the principal (200 = 2 %).")
 @docs_options
 @send_options
-def b_apply(wallet_name, amount, term, period, method, product, grace, purpose, docs,
-            authorise, docs_out, **send):
-    """Apply for a loan; its id is the transaction hash."""
+def b_apply(wallet_name, amount, term, period, method, product, grace, purpose,
+            max_rate_bps, max_late_fee_bps, min_default_days, max_penalty_bps,
+            max_origination_fee_bps, docs, authorise, docs_out, **send):
+    """Apply for a loan; its id is the transaction hash.
+
+    The limits are part of what you sign: no lender can fund this application on terms
+    outside them, and the ledger refuses a funding that tries. Check an offer against
+    them first with `lendnet borrower quote`."""
     kp = unlock(wallet_name)
     h = seal_docs(docs, authorise, send["node_url"], docs_out, kp)
     sign_and_send(kp, "apply", amount=amount, term=term, period=period,
                   method=method, product=product, grace=grace, purpose=purpose, docs_hash=h,
-                  **send)
+                  max_rate_bps=max_rate_bps, max_late_fee_bps=max_late_fee_bps,
+                  min_default_days=min_default_days, max_penalty_bps=max_penalty_bps,
+                  max_origination_fee_bps=max_origination_fee_bps, **send)
 
 
 def _why_unfit(offer: dict, app: dict, score: int) -> str:
@@ -151,7 +180,22 @@ def _why_unfit(offer: dict, app: dict, score: int) -> str:
         return f"score below {offer['tiers'][0][0]}"
     if app["amount"] > max(tiers)[2] or app["amount"] > offer["available"]:
         return "amount"
+    limits = app.get("limits") or {}
+    terms = {"max_rate_bps": max(tiers)[1], "max_late_fee_bps": offer["late_fee_bps"],
+             "max_penalty_bps": offer.get("penalty_bps", 0),
+             "max_origination_fee_bps": offer.get("origination_fee_bps", 0)}
+    for name, have in terms.items():
+        if name in limits and have > limits[name]:
+            return f"{name} {limits[name]} < {have}"
+    if "min_default_days" in limits and offer["default_days"] < limits["min_default_days"]:
+        return f"min_default_days {limits['min_default_days']} > {offer['default_days']}"
     return ""
+
+
+def _aprs(o: dict) -> str:
+    """The representative APR per tier that the node shows with an offer."""
+    return ", ".join(f"{a['min_score']}: {pct(a['apr_bps']) if a['apr_bps'] is not None else '-'}"
+                     for a in o.get("apr") or [])
 
 
 @borrower.command("offers")
@@ -171,12 +215,61 @@ def b_offers(app_id, node_url, as_json):
         emit({"offers": offers, "score": score}, True)
         return
     _table("offers" + (f" for application {app_id[:12]}… (score {score})" if app else ""),
-           ["offer", "lender", "available", "terms", "tiers (score: rate, max)", "fits"],
+           ["offer", "lender", "available", "terms", "tiers (score: rate, max)",
+            "APR* (score: APR)", "fee", "fits"],
            [[o["offer"][:12], o["lender"][:12], money(o["available"]),
              f"{o['min_term']}-{o['max_term']} {'/'.join(o['periods'])}",
              ", ".join(f"{t[0]}: {pct(t[1])}, {money(t[2])}" for t in o["tiers"]),
-             _fits(o["fits"])]
+             _aprs(o), pct(o.get("origination_fee_bps", 0)), _fits(o["fits"])]
             for o in offers])
+    _apr_note(offers)
+
+
+def _apr_note(offers: list) -> None:
+    if offers and offers[0].get("apr_basis"):
+        click.echo(f"* APR including fees, actual/365, for {offers[0]['apr_basis']}; "
+                   f"`lendnet borrower quote` gives the exact figure for an application.")
+
+
+@borrower.command("quote")
+@click.option("--application", required=True)
+@click.option("--offer", required=True)
+@node_option
+@click.option("--json", "as_json", is_flag=True)
+def b_quote(application, offer, node_url, as_json):
+    """What this application would get from this offer if funded now: the exact
+    schedule, total cost and APR (fees included, actual/365), and whether the terms are
+    within the application's limits."""
+    q = get(node_url, f"/v1/quote?application={application}&offer={offer}")
+    if as_json:
+        emit(q, True)
+        return
+    if q["rate_bps"] is None:
+        click.echo(f"offer {offer[:12]}… would not lend to this application: "
+                   + "; ".join(q["problems"]))
+        return
+    if q.get("schedule") is None:
+        click.echo(f"the agreement refuses these terms: {q.get('error')}")
+        return
+    click.echo(f"application {application[:12]}… on offer {offer[:12]}… (score "
+               f"{q['score']}, if funded now)")
+    click.echo(f"  rate {pct(q['rate_bps'])} a year; late fee {pct(q['terms']['late_fee_bps'])}"
+               f" of a late instalment; default {q['terms']['default_days']} days after a "
+               f"missed due date; penalty {pct(q['terms']['penalty_bps'])} a year")
+    click.echo(f"  principal {money(q['principal'])}, origination fee "
+               f"{money(q['origination_fee'])}, you receive {money(q['received'])}")
+    click.echo(f"  you repay {money(q['repaid'])}: interest {money(q['interest'])}, total "
+               f"cost of credit {money(q['total_cost'])}")
+    click.echo(f"  APR {pct(q['apr_bps'])} (fees included, actual/365)")
+    _table("schedule", ["#", "due", "principal", "interest", "total"],
+           [[r["n"], _when(r["due"]), money(r["principal"]), money(r["interest"]),
+             money(r["total"])] for r in q["schedule"]])
+    if q["within_limits"]:
+        click.echo("within the application's limits: yes")
+    else:
+        click.echo("within the application's limits: NO — " + "; ".join(q["problems"]))
+    if q["fits"]:
+        click.echo(f"accept_offer would be refused: {q['fits']}")
 
 
 @borrower.command("accept")
@@ -187,6 +280,16 @@ def b_offers(app_id, node_url, as_json):
 def b_accept(wallet_name, application, offer, **send):
     """Take an offer for your application: the loan starts at once."""
     sign_and_send(unlock(wallet_name), "accept_offer", application=application, offer=offer,
+                  **send)
+
+
+@borrower.command("withdraw")
+@wallet_option
+@click.option("--application", required=True)
+@send_options
+def b_withdraw(wallet_name, application, **send):
+    """Withdraw an open application: its pledged collateral is released."""
+    sign_and_send(unlock(wallet_name), "withdraw_application", application=application,
                   **send)
 
 
@@ -225,11 +328,15 @@ def b_schedule(loan_id, node_url, as_json):
     t = ln["terms"]
     rows = schedule(t["P"], t["a"], t["n"], _PERIOD_BY_SECONDS[t["plen"]],
                     _METHOD_BY_CODE[t["m"]], t["g"], t["t0"])
+    from lendnet.ledger.apr import apr_bps
+    fee = ln.get("origination_fee", 0)
+    apr = apr_bps(t["P"], fee, rows, t["t0"])
     if as_json:
-        emit({"loan": ln, "schedule": rows}, True)
+        emit({"loan": ln, "schedule": rows, "apr_bps": apr}, True)
         return
     click.echo(f"loan {loan_id}: {ln['status']}, {money(t['P'])} at {pct(t['a'])} a "
-               f"year; instalment {ln['instalment']} due {_when(ln['due_time'])}: "
+               f"year (APR {pct(apr)} with the {money(fee)} origination fee, actual/365); "
+               f"instalment {ln['instalment']} due {_when(ln['due_time'])}: "
                f"{money(ln['amount_due'])}; payoff {money(ln['payoff'])}")
     _table("schedule", ["#", "due", "principal", "interest", "total"],
            [[r["n"], _when(r["due"]), money(r["principal"]), money(r["interest"]),
@@ -288,9 +395,48 @@ def b_score(wallet_name, address, node_url, as_json):
         click.echo("  held back by: " + ", ".join(s["reasons"]))
 
 
+@borrower.group("collateral")
+def b_collateral():
+    """Register collateral and see it. An asset's id is "<your address>/<name>"."""
+
+
+@b_collateral.command("register")
+@wallet_option
+@click.option("--asset", "name", required=True,
+              help="A name for it, unique among your assets (no '/').")
+@click.option("--value", type=AMOUNT, required=True,
+              help="What you declare it is worth (in LND). It counts toward a loan's cover "
+                   "only once an appraiser attests a value or a lender accepts one.")
+@click.option("--description", default="", help="Hashed into the asset record.")
+@send_options
+def b_collateral_register(wallet_name, name, value, description, **send):
+    """Register an asset you own; prints its id, "<your address>/<name>"."""
+    kp = unlock(wallet_name)
+    aid = f"{kp.address}/{name}"
+    r = sign_and_send(kp, "register_collateral", asset=name, value=value,
+                      description_hash=hashlib.sha256(description.encode()).digest(),
+                      quiet=True, **send)
+    emit({**r, "asset": aid}, send["as_json"], f"registered asset {aid} "
+         f"(declared {money(value)}; {r['status']}, {r.get('hash', '')})")
+
+
+@b_collateral.command("show")
+@click.argument("asset_id")
+@node_option
+@click.option("--json", "as_json", is_flag=True)
+def b_collateral_show(asset_id, node_url, as_json):
+    """An asset: owner, declared and appraised value, lien."""
+    a = get(node_url, f"/v1/assets/{asset_id}")
+    emit(a, as_json, f"{a['asset']}: owner {a['owner']}, declared "
+         f"{money(a['declared_value'])}, appraised {money(a['appraised_value'])}"
+         + (f" by {a['appraiser']}" if a["appraiser"] else "")
+         + f", lien {a['lien'] or '-'}")
+
+
 @borrower.command("pledge")
 @wallet_option
-@click.option("--asset", required=True, help="The asset's name (unique on the ledger).")
+@click.option("--asset", required=True,
+              help="The asset's id (<owner address>/<name>) or the name of your own.")
 @click.option("--to", "target", required=True, help="Your open application or active loan.")
 @click.option("--register-value", type=AMOUNT, default=None,
               help="Register the asset first with this value (in LND).")
@@ -304,13 +450,17 @@ def b_pledge(wallet_name, asset, target, register_value, description, **send):
             raise click.UsageError("offline, register and pledge as two transactions "
                                    "(two nonces)")
         # Two transactions, one answer: with --json, one JSON value naming both.
+        if "/" in asset:
+            raise click.UsageError("--register-value takes the asset's name, not its id")
         registered = sign_and_send(
             kp, "register_collateral", asset=asset, value=register_value,
             description_hash=hashlib.sha256(description.encode()).digest(),
             quiet=send["as_json"], **send)
         pledged = sign_and_send(kp, "pledge", asset=asset, to=target, quiet=send["as_json"],
                                 **send)
-        emit({"register_collateral": registered, "pledge": pledged}, send["as_json"])
+        emit({"register_collateral": registered, "pledge": pledged,
+              "asset": f"{kp.address}/{asset}"}, send["as_json"],
+             f"registered {kp.address}/{asset} and pledged it to {target}")
         return
     sign_and_send(kp, "pledge", asset=asset, to=target, **send)
 
@@ -356,12 +506,19 @@ def _tier(text: str) -> list[int]:
 @click.option("--max-grace", type=int, default=0, show_default=True)
 @click.option("--late-fee-bps", type=int, default=500, show_default=True)
 @click.option("--tolerance-days", type=int, default=3, show_default=True)
-@click.option("--default-days", type=int, default=60, show_default=True)
+@click.option("--default-days", type=int, default=90, show_default=True,
+              help="Days after a missed due date before default (borrowers' `apply` asks "
+                   "for at least 90 unless told otherwise).")
 @click.option("--collateral-bps", type=int, default=0, show_default=True,
-              help="Collateral value required, in basis points of the amount.")
+              help="Collateral value required, in basis points of the amount (appraised "
+                   "values, or those you accept when funding).")
+@click.option("--origination-fee-bps", type=click.IntRange(0, txm.MAX_ORIGINATION_FEE_BPS),
+              default=0, show_default=True,
+              help="Charged at funding, paid to you out of the principal disbursed.")
 @send_options
 def l_offer(wallet_name, amount, tiers, products, methods, periods, min_term, max_term,
-            max_grace, late_fee_bps, tolerance_days, default_days, collateral_bps, **send):
+            max_grace, late_fee_bps, tolerance_days, default_days, collateral_bps,
+            origination_fee_bps, **send):
     """Publish an offer; its id is the transaction hash."""
     sign_and_send(unlock(wallet_name), "publish_offer", amount=amount,
                   tiers=sorted(_tier(t) for t in tiers),
@@ -369,7 +526,8 @@ def l_offer(wallet_name, amount, tiers, products, methods, periods, min_term, ma
                   methods=list(methods or METHOD_CODES), periods=list(periods or PERIOD_SECONDS),
                   min_term=min_term, max_term=max_term, max_grace=max_grace,
                   late_fee_bps=late_fee_bps, tolerance_days=tolerance_days,
-                  default_days=default_days, collateral_bps=collateral_bps, **send)
+                  default_days=default_days, collateral_bps=collateral_bps,
+                  origination_fee_bps=origination_fee_bps, **send)
 
 
 @lender.command("withdraw")
@@ -383,18 +541,46 @@ def l_withdraw(wallet_name, offer, **send):
 
 @lender.command("offers")
 @click.option("--wallet", "wallet_name", default=None)
+@click.option("--offer", "offer_id", default=None, help="Show this one offer in full.")
 @node_option
 @click.option("--json", "as_json", is_flag=True)
-def l_offers(wallet_name, node_url, as_json):
-    """Your offers (all offers without --wallet)."""
+def l_offers(wallet_name, offer_id, node_url, as_json):
+    """Your offers (all offers without --wallet), with the APR (fees included) of a
+    representative loan per tier."""
+    if offer_id:
+        o = get(node_url, f"/v1/offers/{offer_id}")
+        if as_json:
+            emit(o, True)
+            return
+        state = "active" if o["active"] else "withdrawn"
+        click.echo(f"offer {o['offer']} by {o['lender']}: {state}, "
+                   f"{money(o['available'])} of {money(o['amount'])} available")
+        click.echo(f"  {'/'.join(o['products'])}; {'/'.join(o['methods'])}; "
+                   f"{'/'.join(o['periods'])}; term {o['min_term']}-{o['max_term']}, grace "
+                   f"up to {o['max_grace']}")
+        click.echo(f"  late fee {pct(o['late_fee_bps'])} after {o['tolerance_days']} days; "
+                   f"default after {o['default_days']} days; penalty "
+                   f"{pct(o.get('penalty_bps', 0))} a year; origination fee "
+                   f"{pct(o.get('origination_fee_bps', 0))}; collateral "
+                   f"{pct(o['collateral_bps'])} of the amount")
+        _table("tiers", ["min score", "rate", "max principal", "APR*"],
+               [[a["min_score"], pct(a["rate_bps"]), money(t[2]),
+                 pct(a["apr_bps"]) if a["apr_bps"] is not None else "-"]
+                for a, t in zip(o["apr"], o["tiers"])])
+        _apr_note([o])
+        return
     q = f"?lender={_address_of_wallet(wallet_name)}" if wallet_name else ""
     offers = get(node_url, "/v1/offers" + q)["offers"]
     if as_json:
         emit({"offers": offers}, True)
         return
-    _table("offers", ["offer", "active", "available", "terms", "tiers"],
+    _table("offers", ["offer", "active", "available", "terms", "tiers (score: rate)",
+                      "APR* (score: APR)", "fee"],
            [[o["offer"][:14], "yes" if o["active"] else "no", money(o["available"]),
-             f"{o['min_term']}-{o['max_term']}", len(o["tiers"])] for o in offers])
+             f"{o['min_term']}-{o['max_term']}",
+             ", ".join(f"{t[0]}: {pct(t[1])}" for t in o["tiers"]), _aprs(o),
+             pct(o.get("origination_fee_bps", 0))] for o in offers])
+    _apr_note(offers)
 
 
 @lender.command("applications")
@@ -419,14 +605,60 @@ def l_applications(offer, node_url, as_json):
             for a in apps])
 
 
+def _accepted(text: str) -> list:
+    aid, sep, value = text.rpartition("=")
+    if not sep or "/" not in aid:
+        raise click.BadParameter(f"{text!r}: give ASSET_ID=VALUE, e.g. "
+                                 f"ln1234…/sewing-machine=600.00")
+    from .common import parse_amount
+    return [aid, parse_amount(value)]
+
+
 @lender.command("fund")
 @wallet_option
 @click.option("--application", required=True)
 @click.option("--offer", required=True)
+@click.option("--accept", "accept", multiple=True, metavar="ASSET_ID=VALUE",
+              help="Count this pledged asset at this value (LND) toward the offer's cover, "
+                   "for this loan; without it, an asset counts at its appraised value or "
+                   "not at all (repeat, up to 16).")
 @send_options
-def l_fund(wallet_name, application, offer, **send):
-    """Fund an application from one of your offers: the loan starts at once."""
-    sign_and_send(unlock(wallet_name), "fund", application=application, offer=offer, **send)
+def l_fund(wallet_name, application, offer, accept, **send):
+    """Fund an application from one of your offers: the loan starts at once, if the
+    terms are within the application's limits."""
+    pairs = [_accepted(a) for a in accept]
+    sign_and_send(unlock(wallet_name), "fund", application=application, offer=offer,
+                  accept=pairs, **send)
+
+
+# --- appraiser -------------------------------------------------------------------------
+
+@click.group()
+def appraiser():
+    """Attest collateral values (keys the genesis lists as appraisers only)."""
+
+
+@appraiser.command("appraise")
+@wallet_option
+@click.argument("asset_id")
+@click.argument("value", type=AMOUNT)
+@send_options
+def a_appraise(wallet_name, asset_id, value, **send):
+    """Attest that ASSET_ID (<owner address>/<name>) is worth VALUE (LND). The ledger
+    refuses it unless the wallet's key is one of the chain's appraisers
+    (GET /v1/lending)."""
+    if "/" not in asset_id:
+        raise click.BadParameter("an asset id is <owner address>/<name>",
+                                 param_hint="ASSET_ID")
+    kp = unlock(wallet_name)
+    if not send["offline"]:
+        appraisers = get(send["node_url"], "/v1/lending")["appraisers"]
+        if kp.address not in appraisers:
+            raise click.ClickException(f"{kp.address} is not an appraiser on this chain: "
+                                       f"only keys the genesis lists in lending.appraisers "
+                                       f"may attest a value ({len(appraisers)} listed)")
+    sign_and_send(kp, "appraise", asset=asset_id, value=value,
+                  describe=f"{asset_id} appraised at {money(value)}", **send)
 
 
 @lender.command("documents")

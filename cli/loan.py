@@ -9,7 +9,8 @@ import click
 from lendnet.contracts.agreements import METHOD_CODES, PERIODS_PER_YEAR, schedule
 from lendnet.contracts.vm import ContractError
 from lendnet.ledger.money import fmt
-from lendnet.ledger.tx import MAX_AMOUNT, MAX_RATE_BPS, MAX_TERM
+from lendnet.ledger.apr import apr_bps
+from lendnet.ledger.tx import MAX_AMOUNT, MAX_ORIGINATION_FEE_BPS, MAX_RATE_BPS, MAX_TERM
 
 
 def _start_time(value: str | None) -> int:
@@ -53,8 +54,12 @@ def loan():
               "due with it).")
 @click.option("--start", metavar="DATE", default=None,
               help="Disbursement date, YYYY-MM-DD or unix seconds [default: today, UTC].")
+@click.option("--origination-fee-bps", type=click.IntRange(0, MAX_ORIGINATION_FEE_BPS),
+              default=0, show_default=True,
+              help="An offer's fee at funding, for the APR (taken from the principal).")
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
-def schedule_cmd(principal, rate_bps, term, period, method, grace, start, as_json):
+def schedule_cmd(principal, rate_bps, term, period, method, grace, start,
+                 origination_fee_bps, as_json):
     """Print the schedule a loan contract would follow.
 
     The schedule is computed by running the standard loan agreement in the contract
@@ -70,11 +75,17 @@ def schedule_cmd(principal, rate_bps, term, period, method, grace, start, as_jso
         raise click.ClickException(f"these terms are refused: {e.message}") from None
     total_interest = sum(r["interest"] for r in rows)
     total_paid = sum(r["total"] for r in rows)
+    fee = principal * origination_fee_bps // 10_000
+    try:
+        apr = apr_bps(principal, fee, rows, t0)
+    except ValueError:
+        apr = None
     if as_json:
         out = {"principal": principal, "rate_bps": rate_bps, "term": term,
                "period": period, "method": method, "grace": grace, "start": t0,
                "installments": [{**r, "due_date": _date(r["due"])} for r in rows],
-               "total_interest": total_interest, "total_paid": total_paid}
+               "total_interest": total_interest, "total_paid": total_paid,
+               "origination_fee": fee, "apr_bps": apr}
         click.echo(json.dumps(out, indent=2))
         return
     from rich.console import Console
@@ -91,3 +102,6 @@ def schedule_cmd(principal, rate_bps, term, period, method, grace, start, as_jso
     table.add_row("", "total", fmt(sum(r["principal"] for r in rows), False),
                   fmt(total_interest, False), fmt(total_paid, False))
     Console().print(table)
+    if apr is not None:
+        click.echo(f"APR {apr // 100}.{apr % 100:02d} % (origination fee {fmt(fee)} included; "
+                   f"actual days / 365)")

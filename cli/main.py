@@ -7,7 +7,7 @@ from .bench import bench
 from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
-from .lending import borrower, lender, registrar
+from .lending import appraiser, borrower, lender, registrar
 from .loan import loan
 from .node import node
 from .sale import sale
@@ -37,6 +37,7 @@ main.add_command(borrower)
 main.add_command(lender)
 main.add_command(sale)
 main.add_command(registrar)
+main.add_command(appraiser)
 main.add_command(multisig)
 main.add_command(tx)
 main.add_command(transfer)

@@ -14,14 +14,15 @@ escrow, liens), and `genesis` is the one place a lendnet ledger is made.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS,
                                           PERIODS_PER_YEAR, ReadOnlyHost, call_readonly,
-                                          loan_code, loan_storage)
-from lendnet.contracts.vm import Program
+                                          loan_code, loan_storage, schedule)
+from lendnet.contracts.vm import ContractError, Program
 
-from . import keys, score as scoring, settlement
+from . import apr, keys, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_RATE_BPS, SignedTx, TxError
 
@@ -53,11 +54,16 @@ def _publish_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError("only a registered lender can publish an offer")
     if b["default_days"] <= b["tolerance_days"]:
         raise TxError("default_days must be more than tolerance_days")
+    cap = params(led)["max_rate_bps"]
+    for t in b["tiers"]:
+        if t[1] > cap:
+            raise TxError(f"tier from score {t[0]}: rate {t[1]} bps is above the network's "
+                          f"cap max_rate_bps {cap}")
     led.require_funds(tx.sender, b["amount"])
     led.debit_to_escrow(tx.sender, b["amount"])
     offer = {k: b[k] for k in ("products", "methods", "periods", "min_term", "max_term",
                                "max_grace", "tiers", "late_fee_bps", "tolerance_days",
-                               "default_days", "collateral_bps")}
+                               "default_days", "collateral_bps", "origination_fee_bps")}
     offer.update(lender=tx.sender, amount=b["amount"], available=b["amount"],
                  active=True, created=led.time)
     led.state.offers.put(tx.id, offer)
@@ -80,7 +86,7 @@ def _apply(led: Ledger, tx: SignedTx, b: dict) -> None:
     app = {k: b[k] for k in ("amount", "purpose", "term", "period", "method", "product",
                              "grace", "docs_hash")}
     app.update(borrower=tx.sender, status="open", created=led.time, collateral=[],
-               loan=None)
+               loan=None, limits={k: b[k] for k in LIMITS})
     led.state.applications.put(tx.id, app)
 
 
@@ -134,8 +140,66 @@ def credit_score(led: Ledger, addr: str) -> dict:
     return out
 
 
-def match(led: Ledger, app: dict, offer: dict) -> list:
-    """Check that an application fits an offer; return the score tier that prices it."""
+# --- consent: the borrower's limits, signed in the application -------------------------
+
+# apply's limits: (field, the offer's term it bounds, "max" or "min").
+LIMITS = {"max_rate_bps": "rate", "max_late_fee_bps": "late_fee_bps",
+          "min_default_days": "default_days", "max_penalty_bps": "penalty_bps",
+          "max_origination_fee_bps": "origination_fee_bps"}
+
+
+def offered_terms(offer: dict, rate_bps: int) -> dict:
+    """What a loan from this offer would carry, by the names LIMITS bounds."""
+    return {"rate": rate_bps, "late_fee_bps": offer["late_fee_bps"],
+            "default_days": offer["default_days"],
+            "penalty_bps": offer.get("penalty_bps", 0),
+            "origination_fee_bps": offer.get("origination_fee_bps", 0)}
+
+
+def consent_problems(led: Ledger, app: dict, offer: dict, rate_bps: int) -> list[str]:
+    """Every way a loan at `rate_bps` from `offer` would break the application's limits
+    or the network's rate cap ([] when it breaks none), each naming both values."""
+    terms = offered_terms(offer, rate_bps)
+    out = []
+    cap = params(led)["max_rate_bps"]
+    if rate_bps > cap:
+        out.append(f"rate {rate_bps} bps is above the network's cap max_rate_bps {cap}")
+    for limit, term in LIMITS.items():
+        have, bound = terms[term], app["limits"][limit]
+        if limit.startswith("max_") and have > bound:
+            out.append(f"{term} {have} is above the application's {limit} {bound}")
+        elif limit.startswith("min_") and have < bound:
+            out.append(f"{term} {have} is below the application's {limit} {bound}")
+    return out
+
+
+def origination_fee(principal: int, offer: dict) -> int:
+    """What the borrower pays the lender out of the disbursement (rounded down)."""
+    return principal * offer.get("origination_fee_bps", 0) // 10_000
+
+
+# --- collateral cover: only attested values count ----------------------------------------
+
+def collateral_cover(led: Ledger, app: dict, accepted: dict | None = None) -> list[dict]:
+    """Each pledged asset's counted value and its source: the value the lender accepts
+    in the funding transaction (`accepted`, asset id -> value), else the appraised
+    value, else nothing. A value the owner declared counts for nothing by itself."""
+    out = []
+    for asset_id in app["collateral"]:
+        asset = led.state.assets.get(asset_id)
+        if accepted is not None and asset_id in accepted:
+            out.append({"asset": asset_id, "value": accepted[asset_id], "source": "accepted"})
+        elif asset["appraised_value"] is not None:
+            out.append({"asset": asset_id, "value": asset["appraised_value"],
+                        "source": "appraised"})
+        else:
+            out.append({"asset": asset_id, "value": 0, "source": "none"})
+    return out
+
+
+def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None) -> list:
+    """Check that an application fits an offer; return the score tier that prices it.
+    `accepted`: the values the funding lender accepts pledged assets at (fund only)."""
     if not offer["active"]:
         raise TxError("offer is withdrawn")
     for field, allowed in (("product", "products"), ("method", "methods"),
@@ -157,25 +221,34 @@ def match(led: Ledger, app: dict, offer: dict) -> list:
     if app["amount"] > offer["available"]:
         raise TxError(f"offer has only {offer['available']} available")
     need = -(-app["amount"] * offer["collateral_bps"] // 10_000)
-    pledged = sum(led.state.assets.get(a)["value"] for a in app["collateral"])
+    pledged = sum(c["value"] for c in collateral_cover(led, app, accepted))
     if pledged < need:
-        raise TxError(f"collateral pledged is worth {pledged}, the offer needs {need}")
+        raise TxError(f"collateral pledged is worth {pledged} (appraised"
+                      f"{' or accepted' if accepted is not None else ''} values only), "
+                      f"the offer needs {need}")
     return tier
 
 
-def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str) -> None:
-    """Instantiate the standard loan agreement for an accepted application and fund it."""
+def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
+               accepted: dict | None = None) -> None:
+    """Instantiate the standard loan agreement for an accepted application and fund it,
+    on terms within the application's limits only."""
     app, offer = _application(led, app_id), _offer(led, offer_id)
     if app["status"] != "open":
         raise TxError(f"application is {app['status']}, not open")
-    tier = match(led, app, offer)
+    tier = match(led, app, offer, accepted)
+    problems = consent_problems(led, app, offer, tier[1])
+    if problems:
+        raise TxError("the borrower did not consent to these terms: " + "; ".join(problems))
     st = led.state
     loan = keys.derive_address(b"loan", tx.hash)
     principal = app["amount"]
     led.create_contract(loan, st.meta.get("loan_code"), tx.sender)
     st.loans.put(loan, {"borrower": app["borrower"], "lender": offer["lender"],
                         "offer": offer_id, "application": app_id, "created": led.time,
-                        "collateral": app["collateral"]})
+                        "collateral": app["collateral"],
+                        "cover": collateral_cover(led, app, accepted),
+                        "origination_fee": origination_fee(principal, offer)})
     st.offers.put(offer_id, {**offer, "available": offer["available"] - principal})
     st.applications.put(app_id, {**app, "status": "funded", "loan": loan})
     for asset_id in app["collateral"]:
@@ -188,12 +261,24 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str) -> None:
             offer["tolerance_days"] * DAY, offer["default_days"] * DAY,
             app["borrower"].encode(), offer["lender"].encode()]
     led.run_contract(loan, args, tx.sender, principal, FUND_GAS)
+    # The origination fee, out of what the agreement has just disbursed.
+    fee = origination_fee(principal, offer)
+    if fee:
+        led.move(app["borrower"], offer["lender"], fee)
 
 
 def _fund(led: Ledger, tx: SignedTx, b: dict) -> None:
     if _offer(led, b["offer"])["lender"] != tx.sender:
         raise TxError("only the offer's lender can fund against it")
-    _originate(led, tx, b["application"], b["offer"])
+    app = _application(led, b["application"])
+    accepted = {}
+    for asset_id, value in b["accept"]:
+        if asset_id not in app["collateral"]:
+            raise TxError(f"asset {asset_id!r} is not pledged to application "
+                          f"{b['application']}: a lender can accept only the collateral "
+                          f"the borrower offered")
+        accepted[asset_id] = value
+    _originate(led, tx, b["application"], b["offer"], accepted)
 
 
 def _accept_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -211,19 +296,39 @@ def _repay(led: Ledger, tx: SignedTx, b: dict) -> None:
     led.run_contract(loan, [b"repay"], tx.sender, b["amount"], REPAY_GAS)
 
 
+def asset_id(owner: str, name: str) -> str:
+    """Asset ids are scoped to whoever registers them: "<owner address>/<name>"."""
+    return f"{owner}/{name}"
+
+
 def _register_collateral(led: Ledger, tx: SignedTx, b: dict) -> None:
-    if b["asset"] in led.state.assets:
-        raise TxError(f"asset {b['asset']!r} is already registered")
-    led.state.assets.put(b["asset"], {"owner": tx.sender, "value": b["value"],
-                                      "description_hash": b["description_hash"],
-                                      "lien": None})
+    aid = asset_id(tx.sender, b["asset"])
+    if aid in led.state.assets:
+        raise TxError(f"you have already registered an asset {b['asset']!r} ({aid})")
+    led.state.assets.put(aid, {"owner": tx.sender, "name": b["asset"],
+                               "declared_value": b["value"], "appraised_value": None,
+                               "appraiser": None, "appraised_at": None,
+                               "description_hash": b["description_hash"], "lien": None})
+
+
+def _appraise(led: Ledger, tx: SignedTx, b: dict) -> None:
+    if tx.sender not in params(led)["appraisers"]:
+        raise TxError(f"{tx.sender} is not an appraiser: only keys the genesis lists in "
+                      f"lending.appraisers may attest an asset's value")
+    asset = led.state.assets.get(b["asset"])
+    if asset is None:
+        raise TxError(f"no asset {b['asset']!r}")
+    led.state.assets.put(b["asset"], {**asset, "appraised_value": b["value"],
+                                      "appraiser": tx.sender, "appraised_at": led.time})
 
 
 def _pledge(led: Ledger, tx: SignedTx, b: dict) -> None:
     st = led.state
-    asset = st.assets.get(b["asset"])
+    # A full id, or the name of one of the sender's own assets.
+    aid = b["asset"] if "/" in b["asset"] else asset_id(tx.sender, b["asset"])
+    asset = st.assets.get(aid)
     if asset is None:
-        raise TxError(f"no asset {b['asset']!r}")
+        raise TxError(f"no asset {aid!r}")
     if asset["owner"] != tx.sender:
         raise TxError("only the asset's owner can pledge it")
     if asset["lien"] is not None:
@@ -233,15 +338,18 @@ def _pledge(led: Ledger, tx: SignedTx, b: dict) -> None:
         app = st.applications.get(target)
         if app["borrower"] != tx.sender or app["status"] != "open":
             raise TxError("collateral can be pledged only to your own open application")
-        st.applications.put(target, {**app, "collateral": app["collateral"] + [b["asset"]]})
+        st.applications.put(target, {**app, "collateral": app["collateral"] + [aid]})
     elif target in st.loans:
         ln = st.loans.get(target)
         if ln["borrower"] != tx.sender or loan_status(led, target) != "active":
             raise TxError("collateral can be pledged only to your own active loan")
-        st.loans.put(target, {**ln, "collateral": ln["collateral"] + [b["asset"]]})
+        # Pledged to a running loan, an asset counts at its appraised value, if any.
+        added = collateral_cover(led, {"collateral": [aid]})
+        st.loans.put(target, {**ln, "collateral": ln["collateral"] + [aid],
+                              "cover": ln["cover"] + added})
     else:
         raise TxError(f"no open application or loan {target}")
-    st.assets.put(b["asset"], {**asset, "lien": target})
+    st.assets.put(aid, {**asset, "lien": target})
 
 
 # --- liens: the loan contract releases them on payoff and seizes them on default ---------
@@ -442,6 +550,80 @@ def loan_view(led: Ledger, loan: str) -> dict | None:
             "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan)}
 
 
+# The representative example an offer's view shows for each tier: a 12-month annuity of
+# the tier's largest principal or 100,000 (minor units, 1,000.00 LND), whichever is
+# smaller, starting now, with the offer's origination fee.
+REPRESENTATIVE_TERM = 12
+REPRESENTATIVE_PRINCIPAL = 100_000
+REPRESENTATIVE_BASIS = ("12 monthly annuity instalments of the tier's maximum principal or "
+                        "1,000.00 LND, whichever is smaller, origination fee included")
+
+
+@functools.lru_cache(maxsize=4096)
+def _representative(principal: int, rate_bps: int, fee_bps: int, start: int) -> int | None:
+    try:
+        rows = schedule(principal, rate_bps, REPRESENTATIVE_TERM, "monthly", "annuity", 0,
+                        start)
+        return apr.apr_bps(principal, principal * fee_bps // 10_000, rows, start)
+    except (ContractError, ValueError):     # terms the agreement refuses: no example
+        return None
+
+
+def representative(offer: dict, start: int) -> list[dict]:
+    """Per tier of an offer, the APR of the representative example (REPRESENTATIVE_BASIS)
+    starting at `start` (taken at the day's start, so views agree within a day)."""
+    day = start - start % 86_400
+    fee_bps = offer.get("origination_fee_bps", 0)
+    out = []
+    for min_score, rate, most in offer["tiers"]:
+        p = min(most, REPRESENTATIVE_PRINCIPAL)
+        out.append({"min_score": min_score, "rate_bps": rate, "principal": p,
+                    "apr_bps": _representative(p, rate, fee_bps, day)})
+    return out
+
+
+def offer_view(offer: dict, now: int) -> dict:
+    """An offer as the API shows it: its record plus the representative APR per tier
+    (display only: nothing in a block reads it)."""
+    return {**offer, "apr": representative(offer, now), "apr_basis": REPRESENTATIVE_BASIS}
+
+
+def quote(led: Ledger, app_id: str, offer_id: str) -> dict:
+    """What this application would get from this offer if it were funded now: the tier
+    and rate, the exact schedule, total cost and APR, whether the terms are within the
+    application's limits, and whether accept_offer would go through (appraised cover)."""
+    app, offer = led.state.applications.get(app_id), led.state.offers.get(offer_id)
+    if app is None or offer is None:
+        raise KeyError(f"no application {app_id}" if app is None else f"no offer {offer_id}")
+    s = credit_score(led, app["borrower"])["score"]
+    tier = scoring.tier_for(offer["tiers"], s)
+    out: dict = {"application": app_id, "offer": offer_id, "borrower": app["borrower"],
+                 "lender": offer["lender"], "score": s, "start": led.time,
+                 "limits": app["limits"], "status": app["status"]}
+    if tier is None:
+        return {**out, "rate_bps": None, "schedule": None, "within_limits": None,
+                "problems": [f"credit score {s} is below the offer's minimum "
+                             f"{offer['tiers'][0][0]}"], "fits": "score"}
+    rate = tier[1]
+    terms = offered_terms(offer, rate)
+    problems = consent_problems(led, app, offer, rate)
+    try:
+        match(led, app, offer)
+        fits = ""
+    except TxError as e:            # why accept_offer would be refused
+        fits = str(e)
+    fee = origination_fee(app["amount"], offer)
+    try:
+        rows = schedule(app["amount"], rate, app["term"], app["period"], app["method"],
+                        app["grace"], led.time)
+        figures = apr.cost(app["amount"], fee, rows, led.time)
+    except (ContractError, ValueError) as e:
+        rows, figures = None, {"error": str(e)}
+    return {**out, "rate_bps": rate, "terms": terms, **figures, "schedule": rows,
+            "within_limits": not problems, "problems": problems,
+            "cover": collateral_cover(led, app), "fits": fits}
+
+
 HANDLERS: dict[str, Handler] = {
     "register_borrower": _register_borrower,
     "register_lender": _register_lender,
@@ -456,6 +638,7 @@ HANDLERS: dict[str, Handler] = {
     "pledge": _pledge,
     **settlement.HANDLERS,
     "attest_identity": _attest_identity,
+    "appraise": _appraise,
 }
 
 
@@ -530,7 +713,7 @@ GAS: dict[str, tuple[int, int]] = {
     "apply": (2_000, 0), "withdraw_application": (2_000, 0),
     "fund": (5_000, FUND_GAS), "accept_offer": (5_000, FUND_GAS),
     "repay": (2_000, REPAY_GAS),
-    "register_collateral": (2_000, 0), "pledge": (2_000, 0),
+    "register_collateral": (2_000, 0), "pledge": (2_000, 0), "appraise": (2_000, 0),
     **settlement.GAS,
     "attest_identity": (3_000, 0),
 }

@@ -10,8 +10,8 @@ settle it:
 - sold: the asset goes to the best bidder and the price is paid into the loan as a
   recovery. The agreement applies what the debt still claims and returns the rest to the
   borrower, so the debt is paid from the collateral and no more; a shortfall stays owed.
-- not sold: the lender may take the asset at the value the loan counted for it (appraised,
-  or accepted by the lender when funding): the lender pays that value in as a recovery,
+- not sold: the lender may take the asset at its value (`counted_value`: what the loan's
+  cover counted for it, appraised or accepted by the lender, or its appraisal now if more): the lender pays that value in as a recovery,
   which comes back to the lender up to the debt, and the surplus goes to the borrower.
 
 If the borrower pays the whole claim while a sale is open, the agreement releases the
@@ -37,11 +37,12 @@ CLAIM_OPEN = ("defaulted", "written_off")
 
 
 def counted_value(led: Ledger, loan: str, asset_id: str) -> int:
-    """What the loan counted the asset for at funding (its cover)."""
-    counted = led.state.loans.get(loan).get("collateral_values") or {}
-    if asset_id in counted:
-        return counted[asset_id][0]
-    return led.state.assets.get(asset_id).get("appraised") or 0
+    """What the asset is worth to this loan's settlement: the value its cover counted at
+    funding (appraised, or accepted by the lender) or its appraisal now, whichever is
+    more, so a lender who accepted an asset cheaply cannot take it cheaply."""
+    cover = {c["asset"]: c["value"] for c in led.state.loans.get(loan).get("cover", [])}
+    appraised = led.state.assets.get(asset_id).get("appraised_value") or 0
+    return max(cover.get(asset_id, 0), appraised)
 
 
 def sale_id(loan: str, asset_id: str) -> str:

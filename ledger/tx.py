@@ -13,6 +13,11 @@ from . import codec, keys
 
 MAX_AMOUNT = 2**63 - 1
 MAX_RATE_BPS = 100_000          # 1000 % a year: a bound, not a recommendation
+MAX_ORIGINATION_FEE_BPS = 1_000  # an offer's fee at funding: at most 10 % of the principal
+MAX_ACCEPTED = 16               # assets a lender may value in one fund transaction
+ASSET_NAME_MAX = 64
+# An asset's id is "<owner address>/<name>": the owner's address scopes the name.
+ASSET_ID_MAX = 42 + 1 + ASSET_NAME_MAX
 MAX_TX_BYTES = 32 * 1024
 MAX_CODE_BYTES = 16 * 1024
 MAX_SIGS = 16
@@ -126,6 +131,33 @@ def _tier(v):
             or _int_in(1, MAX_AMOUNT)(v[2]))
 
 
+def _asset_name(v):
+    if type(v) is not str or not 0 < len(v) <= ASSET_NAME_MAX or "/" in v:
+        return f"must be a name of 1 to {ASSET_NAME_MAX} characters without '/'"
+
+
+def _asset_id(v):
+    """A full asset id "<owner address>/<name>"."""
+    if type(v) is str and "/" in v:
+        owner, _, name = v.partition("/")
+        if keys.is_address(owner) and not _asset_name(name):
+            return None
+    return f"must be an asset id: <owner address>/<name> (name 1 to {ASSET_NAME_MAX} " \
+           f"characters without '/')"
+
+
+def _asset_ref(v):
+    """What pledge takes: a full asset id, or the name of one of the sender's own."""
+    if _asset_name(v) and _asset_id(v):
+        return "must be an asset id (<owner address>/<name>) or the name of your own asset"
+
+
+def _accepted(v):
+    if type(v) is not list or len(v) != 2:
+        return "must be [asset_id, value]"
+    return _asset_id(v[0]) or _int_in(0, MAX_AMOUNT)(v[1])
+
+
 def _arg(v):
     if type(v) is int:
         return None
@@ -160,19 +192,30 @@ KINDS: dict[str, dict] = {
         "tolerance_days": _int_in(0, 30),
         "default_days": _int_in(1, 365),
         "collateral_bps": _int_in(0, 100_000),
+        "origination_fee_bps": _int_in(0, MAX_ORIGINATION_FEE_BPS),
     },
     "withdraw_offer": {"offer": _id},
     "apply": {
         "amount": AMOUNT, "purpose": _text(140), "term": TERM,
         "period": _one_of(PERIODS), "method": _one_of(METHODS),
         "product": _one_of(PRODUCTS), "grace": GRACE, "docs_hash": HASH,
+        # The borrower's limits: no loan starts on terms outside them (ledger/lending.py).
+        "max_rate_bps": _int_in(0, MAX_RATE_BPS),
+        "max_late_fee_bps": _int_in(0, 10_000),
+        "min_default_days": _int_in(1, 365),
+        "max_penalty_bps": _int_in(0, MAX_RATE_BPS),
+        "max_origination_fee_bps": _int_in(0, MAX_ORIGINATION_FEE_BPS),
     },
     "withdraw_application": {"application": _id},
-    "fund": {"application": _id, "offer": _id},
+    # accept: [[asset_id, value], ...] the lender values pledged assets at, for this loan.
+    "fund": {"application": _id, "offer": _id,
+             "accept": _list_of(_accepted, 0, MAX_ACCEPTED)},
     "accept_offer": {"application": _id, "offer": _id},
     "repay": {"loan": _address, "amount": AMOUNT},
-    "register_collateral": {"asset": _text(64), "description_hash": HASH, "value": AMOUNT},
-    "pledge": {"asset": _text(64), "to": _loan_target},
+    # value: what the owner declares; it counts toward no loan's cover by itself.
+    "register_collateral": {"asset": _asset_name, "description_hash": HASH, "value": AMOUNT},
+    "pledge": {"asset": _asset_ref, "to": _loan_target},
+    "appraise": {"asset": _asset_id, "value": _int_in(0, MAX_AMOUNT)},
     "bid": {"sale": _id, "amount": AMOUNT},
     "settle_sale": {"sale": _id},
     "take_collateral": {"sale": _id},
@@ -202,6 +245,9 @@ def _check_cross_fields(kind, b):
     elif kind == "apply":
         if b["term"] > MAX_TERM[b["period"]]:
             return f"term must be at most {MAX_TERM[b['period']]} {b['period']} periods"
+    elif kind == "fund":
+        if len({a for a, _ in b["accept"]}) != len(b["accept"]):
+            return "accept must not name an asset twice"
     elif kind == "create_multisig":
         if b["threshold"] > len(b["members"]):
             return "threshold must not exceed the number of members"

@@ -24,7 +24,7 @@ from lendnet.node.daemon.api import TX_STATUS
 from lendnet.node.daemon.client import ApiError, NodeClient, http_json
 from lendnet.node.harness.cluster import Cluster
 from lendnet.node.daemon.transport import DOMAIN, HandshakeError, client_handshake
-from lendnet.node.harness.workload import OFFER
+from lendnet.node.harness.workload import LIMITS, OFFER
 
 CHAIN = "lendnet-dev"
 ALICE, BOB = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
@@ -73,13 +73,13 @@ def test_a_loan_through_one_node_is_committed_identically_on_all_four(cluster):
              api.submit(borrower.sign("register_borrower", profile_hash=h32, docs_hash=h32))]
     app_tx = borrower.sign("apply", amount=100_000, purpose="a sewing machine", term=6,
                            period="monthly", method="annuity", product="business", grace=0,
-                           docs_hash=h32)
+                           docs_hash=h32, **LIMITS)
     first.append(api.submit(app_tx))
     for h in first:
         st = api.wait_committed(h)
         assert st["status"] == "committed", st
     offer_id, app_id = first[1], first[3]
-    fund = api.submit(lender.sign("fund", application=app_id, offer=offer_id))
+    fund = api.submit(lender.sign("fund", application=app_id, offer=offer_id, accept=[]))
     st = api.wait_committed(fund)
     assert st["status"] == "committed", st
     app = api.get(f"/v1/applications/{app_id}")
@@ -146,7 +146,7 @@ def test_listings_are_pages_from_a_cursor_and_any_malformed_body_is_a_400(cluste
     sent = [api.submit(pager.sign("register_borrower", profile_hash=h32, docs_hash=h32))]
     sent += [api.submit(pager.sign("apply", amount=10_000 + i, purpose=f"page {i}", term=3,
                                    period="monthly", method="annuity", product="business",
-                                   grace=0, docs_hash=h32)) for i in range(3)]
+                                   grace=0, docs_hash=h32, **LIMITS)) for i in range(3)]
     for h in sent:
         assert api.wait_committed(h)["status"] == "committed"
     mine = f"/v1/applications?borrower={pager.kp.address}"

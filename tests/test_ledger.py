@@ -71,7 +71,9 @@ def test_missing_field_and_cross_field_rules():
         txm.check_body(b)
     kp = Keypair.from_name("x")
     app = txm.build(kp, CHAIN, "apply", 0, amount=10, purpose="p", term=400, period="monthly",
-                    method="annuity", product="consumer", grace=0, docs_hash=h32("d"))
+                    method="annuity", product="consumer", grace=0, docs_hash=h32("d"),
+                    max_rate_bps=0, max_late_fee_bps=0, min_default_days=1,
+                    max_penalty_bps=0, max_origination_fee_bps=0)
     with pytest.raises(txm.TxError, match="term must be at most 360 monthly"):
         txm.check_body(app)
 

@@ -6,7 +6,7 @@ import pytest
 from lendnet.contracts.agreements import LOAN_KEY, PERIOD_SECONDS, schedule
 from lendnet.ledger.lending import credit_score, loan_view
 
-from .chain import DAY, OFFER_TERMS, Chain, h32
+from .chain import APPLY_LIMITS, DAY, OFFER_TERMS, Chain, h32
 
 MONTH = PERIOD_SECONDS["monthly"]
 
@@ -22,12 +22,12 @@ def open_loan(c: Chain, amount=100_000, term=6, method="annuity", grace=0, colla
     c.do("alice", "register_borrower", profile_hash=h32("alice"), docs_hash=h32("docs"))
     app = c.do("alice", "apply", amount=amount, purpose="tools for the shop", term=term,
                period="monthly", method=method, product="business", grace=grace,
-               docs_hash=h32("payslips")).id
+               docs_hash=h32("payslips"), **APPLY_LIMITS).id
     if collateral:
         c.do("alice", "register_collateral", asset=collateral, description_hash=h32("car"),
              value=300_000)
         c.do("alice", "pledge", asset=collateral, to=app)
-    fund = c.tx("lender", "fund", application=app, offer=offer)
+    fund = c.tx("lender", "fund", application=app, offer=offer, accept=[])
     result = c.block(fund)
     loan = c.ledger.state.applications.get(app)["loan"]
     return offer, app, loan, result
@@ -71,12 +71,12 @@ def test_missed_instalment_late_fee_default_by_chain_time_and_seizure():
     fee = (rows[2]["total"] * 500 + 5_000) // 10_000
     assert len(late) == 1 and late[0]["values"][:2] == [3, fee]
     assert loan_view(c.ledger, loan)["amount_due"] == rows[2]["total"] + fee
-    assert c.ledger.state.assets.get("car-VIN-1")["owner"] == c.addr("alice")
+    assert c.ledger.state.assets.get(f"{c.addr('alice')}/car-VIN-1")["owner"] == c.addr("alice")
     res = c.block(at=third_due + 30 * DAY)
     assert [e["name"] for e in res.events] == ["defaulted"]
     view = loan_view(c.ledger, loan)
     assert view["status"] == "defaulted"
-    asset = c.ledger.state.assets.get("car-VIN-1")
+    asset = c.ledger.state.assets.get(f"{c.addr('alice')}/car-VIN-1")
     assert asset["owner"] == c.addr("lender") and asset["lien"] is None
     after = credit_score(c.ledger, c.addr("alice"))
     assert after["score"] < score_before
@@ -91,7 +91,7 @@ def test_missed_instalment_late_fee_default_by_chain_time_and_seizure():
 def test_early_payoff_releases_the_lien_and_raises_the_score():
     c = Chain()
     offer, app, loan, _ = open_loan(c, collateral="tractor-7")
-    assert c.ledger.state.assets.get("tractor-7")["lien"] == loan
+    assert c.ledger.state.assets.get(f"{c.addr('alice')}/tractor-7")["lien"] == loan
     c.advance(MONTH - DAY)
     first = loan_view(c.ledger, loan)["amount_due"]
     c.do("alice", "repay", loan=loan, amount=first)
@@ -104,7 +104,7 @@ def test_early_payoff_releases_the_lien_and_raises_the_score():
     assert c.balance("alice") == alice_before - payoff - res.receipts[0].fee
     view = loan_view(c.ledger, loan)
     assert view["status"] == "repaid" and view["principal_outstanding"] == 0
-    asset = c.ledger.state.assets.get("tractor-7")
+    asset = c.ledger.state.assets.get(f"{c.addr('alice')}/tractor-7")
     assert asset["lien"] is None and asset["owner"] == c.addr("alice")
     score = credit_score(c.ledger, c.addr("alice"))
     assert score["score"] > score_mid
@@ -156,8 +156,9 @@ def test_funding_refuses_what_the_offer_does_not_cover(amount, term, why):
     offer = c.do("lender", "publish_offer", amount=1_000_000, **OFFER_TERMS).id
     c.do("alice", "register_borrower", profile_hash=h32("a"), docs_hash=h32("d"))
     app = c.do("alice", "apply", amount=amount, purpose="x", term=term, period="monthly",
-               method="annuity", product="consumer", grace=0, docs_hash=h32("p")).id
-    r = c.try_do("lender", "fund", application=app, offer=offer)
+               method="annuity", product="consumer", grace=0, docs_hash=h32("p"),
+               **APPLY_LIMITS).id
+    r = c.try_do("lender", "fund", application=app, offer=offer, accept=[])
     assert not r.ok and why in r.error
 
 
@@ -168,11 +169,17 @@ def test_collateral_cover_and_score_tiers():
                    **{**OFFER_TERMS, "collateral_bps": 5_000}).id
     c.do("alice", "register_borrower", profile_hash=h32("a"), docs_hash=h32("d"))
     app = c.do("alice", "apply", amount=100_000, purpose="x", term=6, period="monthly",
-               method="annuity", product="consumer", grace=0, docs_hash=h32("p")).id
+               method="annuity", product="consumer", grace=0, docs_hash=h32("p"),
+               **APPLY_LIMITS).id
     r = c.try_do("alice", "accept_offer", application=app, offer=secured)
-    assert not r.ok and "collateral pledged is worth 0, the offer needs 50000" in r.error
+    assert not r.ok and "collateral pledged is worth 0" in r.error
+    assert "the offer needs 50000" in r.error
     c.do("alice", "register_collateral", asset="bike", description_hash=h32("b"), value=50_000)
     c.do("alice", "pledge", asset="bike", to=app)
+    # a declared value counts for nothing until an appraiser attests it
+    r = c.try_do("alice", "accept_offer", application=app, offer=secured)
+    assert not r.ok and "collateral pledged is worth 0" in r.error
+    c.do("registrar", "appraise", asset=f"{c.addr('alice')}/bike", value=50_000)
     r = c.try_do("alice", "accept_offer", application=app, offer=secured)
     assert r.ok
     loan = c.ledger.state.applications.get(app)["loan"]

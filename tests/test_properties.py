@@ -11,14 +11,15 @@ from hypothesis import HealthCheck, assume, given, settings, strategies as st
 from lendnet.contracts.agreements import schedule
 from lendnet.contracts.asm import assemble
 from lendnet.contracts.vm import ContractError
-from lendnet.ledger import fees, keys
+from lendnet.ledger import fees, keys, lending
 from lendnet.ledger.ledger import BLOCK_GAS_LIMIT as BLOCK_GAS
 
-from .chain import DAY, OFFER_TERMS, Chain, h32
+from .chain import DAY, OFFER_TERMS, REGISTRAR, Chain, h32
 
 ACTORS = ("lender", "alice", "bob")
 # mallory holds less than any transaction's most fee: what it sends is never includable
-FUNDS = {"lender": 10_000_000, "alice": 10_000_000, "bob": 10_000_000, "mallory": 3}
+FUNDS = {"lender": 10_000_000, "alice": 10_000_000, "bob": 10_000_000, "mallory": 3,
+         REGISTRAR: 10_000_000}
 # A contract whose every call writes a row and then loops until its gas is gone.
 LOOP = assemble("""
     arg 0
@@ -45,7 +46,8 @@ BORROWER_KINDS = {"apply", "accept", "repay", "collateral", "pledge"}
 # reach funded loans, repayments, late fees and defaults, and still try the wrong actor.
 actions = st.lists(st.tuples(
     st.sampled_from(["transfer", "offer", "apply", "fund", "accept", "repay", "repay",
-                     "advance", "withdraw", "collateral", "pledge", "loop", "broke"]),
+                     "advance", "withdraw", "collateral", "pledge", "loop", "broke",
+                     "appraise"]),
     st.integers(0, 2), st.integers(0, 2**40)), min_size=8, max_size=30)
 
 # Every workload starts with both roles registered, one offer published and the loop
@@ -54,7 +56,23 @@ SETUP = [("register", 0, 1), ("register", 1, 0), ("register", 2, 0), ("offer", 0
          ("deploy", 2, 0)]
 
 
+def _limits(n: int) -> dict:
+    """An application's limits, from tight to loose: some offers fit, some do not."""
+    return {"max_rate_bps": (1200, 2400, 100_000)[n % 3],
+            "max_late_fee_bps": (0, 500, 10_000)[n // 3 % 3],
+            "min_default_days": (1, 30, 90)[n // 9 % 3],
+            "max_penalty_bps": (0, 100_000)[n // 27 % 2],
+            "max_origination_fee_bps": (0, 100, 1_000)[n // 54 % 3]}
+
+
+def _offer_terms(n: int) -> dict:
+    return {**OFFER_TERMS, "origination_fee_bps": (0, 100, 500)[n // 7 % 3],
+            "default_days": (30, 90)[n // 11 % 2]}
+
+
 def _actor(kind, who, n):
+    if kind == "appraise" and n % 5:
+        return REGISTRAR
     if n % 5:
         if kind in LENDER_KINDS:
             return "lender"
@@ -96,12 +114,12 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
             t = chain.tx(name, "register_lender" if n % 2 else "register_borrower",
                          profile_hash=h32(name), **({} if n % 2 else {"docs_hash": h32("d")}))
         elif kind == "offer":
-            t = chain.tx(name, "publish_offer", amount=n % 3_000_000 + 1, **OFFER_TERMS)
+            t = chain.tx(name, "publish_offer", amount=n % 3_000_000 + 1, **_offer_terms(n))
         elif kind == "apply":
             t = chain.tx(name, "apply", amount=n % 150_000 + 1_000, purpose="p",
                          term=n % 12 + 1, period=("monthly", "weekly")[n % 2],
                          method=("annuity", "equal-principal", "balloon")[n % 3],
-                         product="consumer", grace=n % 2, docs_hash=h32("x"))
+                         product="consumer", grace=n % 2, docs_hash=h32("x"), **_limits(n))
         elif kind in ("fund", "accept"):
             open_apps = [a for a in apps if led.state.applications.get(a)["status"] == "open"]
             if not open_apps:      # file one first, in its own block, so loans are common
@@ -109,11 +127,21 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
                 applied = chain.tx(borrower, "apply", amount=n % 150_000 + 1_000,
                                    purpose="p", term=n % 12 + 1, period="monthly",
                                    method=("annuity", "equal-principal", "balloon")[n % 3],
-                                   product="consumer", grace=0, docs_hash=h32("y"))
+                                   product="consumer", grace=0, docs_hash=h32("y"),
+                                   **_limits(n))
                 if commit(applied, borrower).receipts:
                     open_apps = [applied.id]
+                    free = [a for a, rec in sorted(led.state.assets.rows.items())
+                            if rec["owner"] == chain.addr(borrower) and rec["lien"] is None]
+                    if free:        # and pledge an asset to it, so cover is exercised
+                        commit(chain.tx(borrower, "pledge", asset=pick(free), to=applied.id),
+                               borrower)
+            app = pick(open_apps)
+            pledged = (led.state.applications.get(app) or {"collateral": []})["collateral"]
+            accept = {"accept": [[a, n % 300_000] for a in pledged[:n % 3]]}
             t = chain.tx(name, "fund" if kind == "fund" else "accept_offer",
-                         application=pick(open_apps), offer=pick(offers))
+                         application=app, offer=pick(offers),
+                         **(accept if kind == "fund" else {}))
         elif kind == "repay":
             t = chain.tx(name, "repay", loan=pick(loans) if loans else chain.addr(name),
                          amount=n % 60_000 + 1)
@@ -122,8 +150,15 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
         elif kind == "collateral":
             t = chain.tx(name, "register_collateral", asset=f"asset-{n % 5}",
                          description_hash=h32("c"), value=n % 500_000 + 1)
-        elif kind == "pledge":
-            t = chain.tx(name, "pledge", asset=f"asset-{n % 5}", to=pick(apps + loans))
+        elif kind == "pledge":       # by its name (own asset) or by its full id
+            asset = (f"asset-{n % 5}" if n % 2 else
+                     pick(sorted(led.state.assets.rows)) if led.state.assets.rows
+                     else f"{chain.addr(name)}/asset-0")
+            t = chain.tx(name, "pledge", asset=asset, to=pick(apps + loans))
+        elif kind == "appraise":
+            t = chain.tx(name, "appraise", asset=pick(sorted(led.state.assets.rows))
+                         if led.state.assets.rows else f"{chain.addr(name)}/none",
+                         value=n % 400_000)
         elif kind == "deploy":
             t = chain.tx(name, "deploy", code=LOOP, args=[], gas=1_000)
         elif kind == "loop":
@@ -169,6 +204,31 @@ def test_money_is_conserved_and_every_failure_says_why(script):
 
     led.apply_block = checked
     run(c, script)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions)
+def test_no_loan_starts_outside_its_applications_limits(script):
+    """Whatever lenders and borrowers try, every loan's terms, as its agreement stores
+    them, are within what its application signed and the genesis rate cap, and its
+    cover counts only appraised or lender-accepted values."""
+    c = chain()
+    run(c, script)
+    st = c.ledger.state
+    cap = lending.params(c.ledger)["max_rate_bps"]
+    for loan, rec in st.loans.rows.items():
+        lim = st.applications.get(rec["application"])["limits"]
+        t = lending.loan_terms(c.ledger, loan)
+        assert t["a"] <= min(lim["max_rate_bps"], cap)
+        assert t["fee"] <= lim["max_late_fee_bps"]
+        assert t["dflt"] >= lim["min_default_days"] * DAY
+        assert (t.get("pbps") or 0) <= lim["max_penalty_bps"]
+        assert rec["origination_fee"] * 10_000 <= t["P"] * lim["max_origination_fee_bps"]
+        for cover in rec["cover"]:
+            asset = st.assets.get(cover["asset"])
+            assert cover["source"] in ("accepted", "appraised", "none")
+            assert cover["source"] != "none" or cover["value"] == 0
+            assert cover["source"] != "appraised" or asset["appraiser"] is not None
 
 
 @fast

@@ -78,8 +78,25 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
     doc = tmp_path / "payslip.txt"
     doc.write_bytes(b"ana earns 420.00 LND a week")
     js(env, "borrower", "register", "--wallet", "ana", "--docs", doc, "--authorise", pub)
+    # Ana's limits allow default after 30 days at the soonest (the CLI's default is 90:
+    # the quote says the offer is outside it, and a fund would be refused).
+    strict = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "500", "--term",
+                "4", "--period", "weekly", "--product", "business")["hash"]
+    q = js(env, "borrower", "quote", "--application", strict, "--offer", offer)
+    assert q["within_limits"] is False
+    assert q["problems"] == ["default_days 30 is below the application's min_default_days 90"]
+    r = run(env, "lender", "fund", "--wallet", "lender", "--application", strict,
+            "--offer", offer, ok=False)
+    assert r.exit_code == 1 and "min_default_days 90" in r.output
+    js(env, "borrower", "withdraw", "--wallet", "ana", "--application", strict)
     app = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "500", "--term", "4",
-             "--period", "weekly", "--product", "business")["hash"]
+             "--period", "weekly", "--product", "business", "--min-default-days",
+             "30")["hash"]
+    q = js(env, "borrower", "quote", "--application", app, "--offer", offer)
+    assert q["within_limits"] is True and q["fits"] == "" and len(q["schedule"]) == 4
+    assert q["apr_bps"] > 1800 and q["repaid"] == sum(r["total"] for r in q["schedule"])
+    assert "APR" in run(env, "borrower", "quote", "--application", app, "--offer",
+                        offer).output
     offers = js(env, "borrower", "offers", "--application", app)
     assert any(o["offer"] == offer and o["fits"] == "" for o in offers["offers"])
     apps = js(env, "lender", "applications", "--offer", offer)["applications"]
@@ -224,10 +241,38 @@ def test_accept_pledge_withdraw_and_listings(env, people):
     both = js(env, "borrower", "pledge", "--wallet", "ana", "--asset", "ana-bicycle",
               "--to", app, "--register-value", "60.00")        # one JSON value for both
     assert both["register_collateral"]["status"] == both["pledge"]["status"] == "committed"
+    bicycle = both["asset"]
+    assert bicycle == f"{people['ana']}/ana-bicycle"
+    # A declared value counts for nothing: an appraiser must attest it first.
+    r = run(env, "borrower", "accept", "--wallet", "ana", "--application", app, "--offer",
+            offer, ok=False)
+    assert r.exit_code == 1 and "collateral pledged is worth 0" in r.output
+    r = run(env, "appraiser", "appraise", "--wallet", "ana", bicycle, "60.00", ok=False)
+    assert r.exit_code == 1 and "is not an appraiser" in r.output
+    from lendnet.node.daemon.home import DEV_REGISTRAR
+    run(env, "wallet", "import", "appraiser", "--seed-hex",
+        keys.Keypair.from_name(DEV_REGISTRAR).seed.hex(), "--dev", ok=False)
+    js(env, "transfer", "--wallet", "faucet", "--to",
+       keys.Keypair.from_name(DEV_REGISTRAR).address, "--amount", "10")
+    assert js(env, "appraiser", "appraise", "--wallet", "appraiser", bicycle,
+              "60.00")["status"] == "committed"
+    shown = js(env, "borrower", "collateral", "show", bicycle)
+    assert shown["appraised_value"] == 6_000 and shown["declared_value"] == 6_000
     assert js(env, "borrower", "accept", "--wallet", "ana", "--application", app,
               "--offer", offer)["status"] == "committed"
     loan = js(env, "borrower", "loans", "--wallet", "ana")["loans"]
-    assert any(x["collateral"] == ["ana-bicycle"] and x["status"] == "active" for x in loan)
+    assert any(x["collateral"] == [bicycle] and x["status"] == "active"
+               and x["cover"] == [{"asset": bicycle, "value": 6_000, "source": "appraised"}]
+               for x in loan)
+    # Registering prints the scoped id; a lender may accept it at a value when funding.
+    reg = js(env, "borrower", "collateral", "register", "--wallet", "ana", "--asset",
+             "ana-radio", "--value", "80.00")
+    assert reg["status"] == "committed" and reg["asset"] == f"{people['ana']}/ana-radio"
+    app2 = js(env, "borrower", "apply", "--wallet", "ana", "--amount", "100", "--term",
+              "3")["hash"]
+    js(env, "borrower", "pledge", "--wallet", "ana", "--asset", "ana-radio", "--to", app2)
+    assert js(env, "lender", "fund", "--wallet", "lender", "--application", app2,
+              "--offer", offer, "--accept", f"{reg['asset']}=50.00")["status"] == "committed"
     assert js(env, "lender", "withdraw", "--wallet", "lender", "--offer",
               offer)["status"] == "committed"
     assert not [o for o in js(env, "borrower", "offers")["offers"] if o["offer"] == offer]

@@ -253,6 +253,8 @@ def build_app(daemon) -> web.Application:
                 got = lending.loan_view(node.ledger, key)
             else:
                 got = getattr(node.ledger.state, table).get(key)
+                if what == "offer" and got is not None:
+                    got = lending.offer_view(got, node.ledger.time)
             if got is None:
                 return _error(404, f"no {what} {key}")
             return web.json_response({what: key, **jsonable(got)})
@@ -313,18 +315,34 @@ def build_app(daemon) -> web.Application:
             rows, cursor = node.ledger.state.tables[table].page(
                 after, limit, lambda rec: all(rec.get(f) == v for f, v in want.items()),
                 LIST_SCAN)
-            out = [{what: key, **jsonable(lending.loan_view(node.ledger, key)
-                                          if what == "loan" else rec)} for key, rec in rows]
+            view = {"loan": lambda key, rec: lending.loan_view(node.ledger, key),
+                    "offer": lambda key, rec: lending.offer_view(rec, node.ledger.time)}.get(
+                        what, lambda key, rec: rec)
+            out = [{what: key, **jsonable(view(key, rec))} for key, rec in rows]
             return web.json_response({"height": node.height, what + "s": out,
                                       "next": cursor})
         return handler
 
     async def get_asset(request: web.Request):
-        name = request.match_info["name"]
-        got = node.ledger.state.assets.get(name) if len(name) <= 64 else None
+        name = request.match_info["id"]
+        got = node.ledger.state.assets.get(name) if len(name) <= txm.ASSET_ID_MAX else None
         if got is None:
             return _error(404, f"no asset {name!r}")
         return web.json_response({"asset": name, **jsonable(got)})
+
+    async def get_quote(request: web.Request):
+        """What an application would get from an offer if funded now (lending.quote)."""
+        q = request.query
+        if set(q) != {"application", "offer"} or not all(HEX64.match(q[k]) for k in q):
+            return _error(400, "give ?application=ID&offer=ID (64 hex digits each)")
+        try:
+            got = lending.quote(node.ledger, q["application"], q["offer"])
+        except KeyError as e:
+            return _error(404, str(e.args[0]))
+        return web.json_response({"height": node.height, **jsonable(got)})
+
+    async def get_lending(request: web.Request):
+        return web.json_response(jsonable(lending.params(node.ledger)))
 
     async def post_blob(request: web.Request):
         """Store a blob for an account the ledger knows, signed by its key
@@ -449,7 +467,9 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/offers", _listing("offers", "offer", {"lender": _addr, "active": _bool}))
     r.add_get("/v1/applications", _listing("applications", "application",
                                            {"borrower": _addr, "status": _status}))
-    r.add_get("/v1/assets/{name}", get_asset)
+    r.add_get("/v1/assets/{id:.+}", get_asset)
+    r.add_get("/v1/quote", get_quote)
+    r.add_get("/v1/lending", get_lending)
     r.add_get("/v1/borrowers/{id}", _record("borrowers", "borrower"))
     r.add_get("/v1/lenders/{id}", _record("lenders", "lender"))
     r.add_post("/v1/blobs", post_blob)
@@ -519,14 +539,24 @@ OPENAPI = {
                                             "reasons and the history behind it.",
                                             [_ADDR])},
         "/v1/loans/{id}": {"get": _op("A loan: parties, terms, status, what is due.", [_ID])},
-        "/v1/offers/{id}": {"get": _op("A lender's offer.", [_ID])},
+        "/v1/offers/{id}": {"get": _op("A lender's offer, with `apr`: the APR (fees "
+                                       "included) of a representative loan per tier, "
+                                       "and `apr_basis` saying what loan that is.", [_ID])},
+        "/v1/quote": {"get": _op("?application=ID&offer=ID: the tier, exact schedule, "
+                                 "total cost and APR of that application on that offer "
+                                 "if funded now; whether it is within the application's "
+                                 "limits (`problems`) and would pass accept_offer "
+                                 "(`fits`: '' or why not).")},
+        "/v1/lending": {"get": _op("The chain's lending parameters: max_rate_bps, "
+                                   "appraisers, registrars.")},
         "/v1/applications/{id}": {"get": _op("A borrower's application.", [_ID])},
         "/v1/sync/{from_h}": {"get": _op("Up to `count` (<= 256) committed blocks with "
                                          "their commit certificates, msgpack.",
                                          [("from_h", "integer")])},
         "/v1/loans": {"get": _op("Loans, filtered by ?borrower= or ?lender=; paged: "
                                  "?after=<next>&limit=N (<= 1000).")},
-        "/v1/offers": {"get": _op("Offers, filtered by ?lender= and ?active=true|false; "
+        "/v1/offers": {"get": _op("Offers (each with its representative APR per tier), "
+                                  "filtered by ?lender= and ?active=true|false; "
                                   "paged: ?after=<next>&limit=N.")},
         "/v1/applications": {"get": _op("Applications, by ?borrower= and "
                                         "?status=open|funded|withdrawn; paged: "
@@ -534,8 +564,9 @@ OPENAPI = {
         "/v1/borrowers/{id}": {"get": _op("A registered borrower: profile and documents "
                                           "hashes, since when.", [_ADDR])},
         "/v1/lenders/{id}": {"get": _op("A registered lender.", [_ADDR])},
-        "/v1/assets/{name}": {"get": _op("A collateral asset: owner, value, lien.",
-                                         [("name", "asset name")])},
+        "/v1/assets/{id}": {"get": _op("A collateral asset: owner, declared and appraised "
+                                       "value (and by whom), lien.",
+                                       [("id", "<owner address>/<name>")])},
         "/v1/blobs": {"post": _op("Store an off-chain blob (e.g. sealed documents), "
                                   "up to 1 MiB, for an account of the chain: headers "
                                   "X-Lendnet-Signer (public key, hex) and "

@@ -27,7 +27,7 @@ from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
 from lendnet.node.daemon.client import NodeClient
 from lendnet.node.harness.cluster import Cluster
-from lendnet.node.harness.workload import OFFER
+from lendnet.node.harness.workload import LIMITS, OFFER
 
 CHAIN = "lendnet-dev"
 SENDERS = 256            # accounts the load comes from: each may have 64 nonces in flight
@@ -94,10 +94,10 @@ def setup(api: NodeClient, workload: str) -> dict[int, str]:
         borrowers.append(borrower("register_borrower", profile_hash=h32, docs_hash=h32))
         apps.append(borrower("apply", amount=100_000, purpose="bench", term=12,
                              period="monthly", method="annuity", product="business",
-                             grace=0, docs_hash=h32))
+                             grace=0, docs_hash=h32, **LIMITS))
     _commit_all(api, borrowers)
     apps = _commit_all(api, apps)
-    _commit_all(api, [lender("fund", application=a, offer=offer) for a in apps])
+    _commit_all(api, [lender("fund", application=a, offer=offer, accept=[]) for a in apps])
     return {i: api.get(f"/v1/applications/{apps[i]}")["loan"] for i in range(SENDERS)}
 
 

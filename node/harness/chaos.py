@@ -30,7 +30,7 @@ from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
 from lendnet.node.daemon import home as H
 from lendnet.node.daemon.client import ApiError, NodeClient, http_json
-from lendnet.node.harness.workload import OFFER
+from lendnet.node.harness.workload import LIMITS, OFFER
 
 from . import attacks as A
 from .bench import _rss_kib
@@ -127,7 +127,7 @@ def _lender_action(rng, api, offers: dict):
         app = rng.choice(apps)
         short = app["borrower"] == offers.get("deadbeat")
         return "fund", {"application": app["application"],
-                        "offer": offers["short" if short else "main"]}
+                        "offer": offers["short" if short else "main"], "accept": []}
     to = keys.Keypair.from_name(rng.choice(["bob", "carol", "dave"])).address
     return "transfer", {"to": to, "amount": rng.randint(1, 1_000)}
 
@@ -145,7 +145,7 @@ def _next_action(rng, api, kp, registered):
         return "apply", {"amount": rng.randint(5_000, 50_000), "purpose": "chaos",
                          "term": rng.randint(2, 6), "period": "monthly",
                          "method": "annuity", "product": "business", "grace": 0,
-                         "docs_hash": b"\x02" * 32}
+                         "docs_hash": b"\x02" * 32, **LIMITS}
     to = keys.Keypair.from_name(rng.choice(["bob", "carol", "dave"])).address
     return "transfer", {"to": to, "amount": rng.randint(1, 1_000)}
 
@@ -161,7 +161,8 @@ def _deadbeat_action(api, kp, registered):
         return "wait", None
     return "apply", {"amount": 5_000, "purpose": "never repaid", "term": 1,
                      "period": "weekly", "method": "annuity", "product": "consumer",
-                     "grace": 0, "docs_hash": b"\x05" * 32}
+                     "grace": 0, "docs_hash": b"\x05" * 32,
+                     **LIMITS, "min_default_days": SHORT_OFFER["default_days"]}
 
 
 def _until_committed(apis, raw: bytes, tx_id: str, rng, give_up_at: float):

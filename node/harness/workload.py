@@ -20,7 +20,11 @@ OFFER = dict(products=["consumer", "business", "agriculture", "education"],
              methods=["annuity", "equal-principal", "balloon"], periods=["monthly", "weekly"],
              min_term=1, max_term=24, max_grace=2, tiers=[[300, 2400, 150_000],
                                                          [600, 1500, 500_000]],
-             late_fee_bps=500, tolerance_days=3, default_days=60, collateral_bps=0)
+             late_fee_bps=500, tolerance_days=3, default_days=60, collateral_bps=0,
+             origination_fee_bps=100)
+# The limits the workload's borrowers sign in their applications: OFFER fits them.
+LIMITS = dict(max_rate_bps=2400, max_late_fee_bps=500, min_default_days=60,
+              max_penalty_bps=2400, max_origination_fee_bps=200)
 H = hashlib.sha256
 
 
@@ -98,7 +102,7 @@ class LendingWorkload:
             if offers and apps:
                 app = apps[0]
                 self.funded.add(app)
-                return [self._new(c, "fund", application=app, offer=offers[0])]
+                return [self._new(c, "fund", application=app, offer=offers[0], accept=[])]
             return []
         if c in self.borrowers:
             if self.stage[c.name] == 0:
@@ -118,7 +122,7 @@ class LendingWorkload:
                                   purpose="sim", term=self.rng.randint(2, 12), period=period,
                                   method=self.rng.choice(OFFER["methods"]),
                                   product=self.rng.choice(OFFER["products"]),
-                                  grace=self.rng.randint(0, 1), docs_hash=h32)]
+                                  grace=self.rng.randint(0, 1), docs_hash=h32, **LIMITS)]
             return []
         to = self.rng.choice([x for x in self.clients if x is not c]).kp.address
         return [self._new(c, "transfer", to=to, amount=self.rng.randint(1, 100_000))]
