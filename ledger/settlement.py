@@ -11,8 +11,9 @@ settle it:
   recovery. The agreement applies what the debt still claims and returns the rest to the
   borrower, so the debt is paid from the collateral and no more; a shortfall stays owed.
 - not sold: the lender may take the asset at its value (`counted_value`: what the loan's
-  cover counted for it, appraised or accepted by the lender, or its appraisal now if more): the lender pays that value in as a recovery,
-  which comes back to the lender up to the debt, and the surplus goes to the borrower.
+  cover counted for it, appraised or accepted by the lender, or its appraisal now if
+  more): the lender pays that value in as a recovery, which comes back to the lender up
+  to the debt, and the surplus goes to the borrower.
 
 If the borrower pays the whole claim while a sale is open, the agreement releases the
 liens and every open sale is cancelled, its best bid refunded.

@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 from lendnet.ledger import keys, score as scoring
 from lendnet.ledger.lending import credit_score, loan_view, observe_loan_event
 
-from .chain import DAY, OFFER_TERMS, Chain, h32
+from .chain import APPLY_LIMITS, DAY, OFFER_TERMS, Chain, h32
 
 MONTH = 30 * DAY
 
@@ -364,8 +364,9 @@ def _open(c: Chain, who: str, lender: str, attest: bool = True):
     if attest and c.ledger.state.identities.get(c.addr(who)) is None:
         c.attest(who)
     app = c.do(who, "apply", amount=100_000, purpose="stock", term=6, period="monthly",
-               method="annuity", product="business", grace=0, docs_hash=h32("p")).id
-    result = c.block(c.tx(lender, "fund", application=app, offer=offer))
+               method="annuity", product="business", grace=0, docs_hash=h32("p"),
+               **APPLY_LIMITS).id
+    result = c.block(c.tx(lender, "fund", application=app, offer=offer, accept=[]))
     loan = c.ledger.state.applications.get(app)["loan"]
     assert loan, result.receipts[0].error
     return offer, app, loan, result
