@@ -167,7 +167,7 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
                    amount=300_000, products=["business"], methods=["annuity"],
                    periods=["weekly"], min_term=1, max_term=12, max_grace=0,
                    tiers=[[300, 1800, 200_000]], late_fee_bps=500, tolerance_days=0,
-                   default_days=2, collateral_bps=5_000)["hash"]
+                   default_days=2, collateral_bps=5_000, penalty_bps=0)["hash"]
     loans = {}
     for name, kp, asset in (("ana", ana, "ana-sewing-machine"), ("ben", ben, "ben-goats")):
         d.send(kp, "register_borrower", f"{name} registers as a borrower",

@@ -23,6 +23,7 @@ MAX_TERM = {"monthly": 360, "weekly": 520}
 PERIODS = ("monthly", "weekly")
 METHODS = ("annuity", "equal-principal", "balloon")
 PRODUCTS = ("consumer", "business", "agriculture", "education")
+REDUCE = ("term", "instalment")      # what a prepayment shortens: the term or the instalment
 SIG_DOMAIN = b"lendnet/tx\x00"
 
 
@@ -160,6 +161,7 @@ KINDS: dict[str, dict] = {
         "tolerance_days": _int_in(0, 30),
         "default_days": _int_in(1, 365),
         "collateral_bps": _int_in(0, 100_000),
+        "penalty_bps": _int_in(0, 10_000),      # penalty interest a year on overdue principal
     },
     "withdraw_offer": {"offer": _id},
     "apply": {
@@ -171,6 +173,10 @@ KINDS: dict[str, dict] = {
     "fund": {"application": _id, "offer": _id},
     "accept_offer": {"application": _id, "offer": _id},
     "repay": {"loan": _address, "amount": AMOUNT},
+    "prepay": {"loan": _address, "amount": AMOUNT, "reduce": _one_of(REDUCE)},
+    "write_off": {"loan": _address, "reason": _text(140)},
+    "propose_restructure": {"loan": _address, "term": TERM},
+    "accept_restructure": {"loan": _address, "proposal": _id},
     "register_collateral": {"asset": _text(64), "description_hash": HASH, "value": AMOUNT},
     "pledge": {"asset": _text(64), "to": _loan_target},
     "create_multisig": {"threshold": _int_in(1, MAX_SIGS),

@@ -19,7 +19,8 @@ def h32(text: str) -> bytes:
 OFFER_TERMS = dict(products=["consumer", "business"], methods=["annuity", "equal-principal",
                    "balloon"], periods=["monthly", "weekly"], min_term=1, max_term=36,
                    max_grace=3, tiers=[[300, 2400, 200_000], [650, 1200, 1_000_000]],
-                   late_fee_bps=500, tolerance_days=3, default_days=30, collateral_bps=0)
+                   late_fee_bps=500, tolerance_days=3, default_days=30, collateral_bps=0,
+                   penalty_bps=0)
 
 
 class Chain:

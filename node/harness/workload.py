@@ -20,7 +20,8 @@ OFFER = dict(products=["consumer", "business", "agriculture", "education"],
              methods=["annuity", "equal-principal", "balloon"], periods=["monthly", "weekly"],
              min_term=1, max_term=24, max_grace=2, tiers=[[300, 2400, 150_000],
                                                          [600, 1500, 500_000]],
-             late_fee_bps=500, tolerance_days=3, default_days=60, collateral_bps=0)
+             late_fee_bps=500, tolerance_days=3, default_days=60, collateral_bps=0,
+             penalty_bps=0)
 H = hashlib.sha256
 
 
