@@ -543,7 +543,7 @@ def l_portfolio(wallet_name, address, node_url, as_json):
                            if x["status"] == "active"),
         "active": sum(x["status"] == "active" for x in loans),
         "repaid": sum(x["status"] == "repaid" for x in loans),
-        "late": sum(x["status"] == "active" and (x["terms"]["late"] or 0) > 0 for x in loans),
+        "late": sum(x["status"] == "active" and x["days_past_due"] > 0 for x in loans),
         "defaulted": sum(x["status"] == "defaulted" for x in loans),
     }
     closed = [x for x in loans if x["status"] == "repaid"]
