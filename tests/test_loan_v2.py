@@ -17,7 +17,7 @@ from lendnet.contracts.agreements import schedule
 from lendnet.contracts.vm import ContractError
 from lendnet.ledger.lending import (FUND_GAS, REPAY_GAS, bucket, days_past_due, loan_view)
 
-from .chain import DAY, OFFER_TERMS, T0, Chain, h32
+from .chain import DAY, OFFER_TERMS, Chain, h32
 
 YEAR_BPS = 10_000 * 365
 
