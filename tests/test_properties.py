@@ -37,15 +37,16 @@ done:
 
 def chain() -> Chain:
     return Chain(dict(FUNDS), names=tuple(FUNDS))
-LENDER_KINDS = {"offer", "withdraw", "fund"}
-BORROWER_KINDS = {"apply", "accept", "repay", "collateral", "pledge"}
+LENDER_KINDS = {"offer", "withdraw", "fund", "writeoff"}
+BORROWER_KINDS = {"apply", "accept", "repay", "prepay", "collateral", "pledge"}
 
 # One action: (kind, actor index, a number that picks amounts and targets). The actor
 # index is overridden by the action's natural role four times in five, so workloads
 # reach funded loans, repayments, late fees and defaults, and still try the wrong actor.
 actions = st.lists(st.tuples(
     st.sampled_from(["transfer", "offer", "apply", "fund", "accept", "repay", "repay",
-                     "advance", "withdraw", "collateral", "pledge", "loop", "broke"]),
+                     "prepay", "advance", "withdraw", "collateral", "pledge", "loop", "broke",
+                     "writeoff", "restructure"]),
     st.integers(0, 2), st.integers(0, 2**40)), min_size=8, max_size=30)
 
 # Every workload starts with both roles registered, one offer published and the loop
@@ -117,6 +118,26 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
         elif kind == "repay":
             t = chain.tx(name, "repay", loan=pick(loans) if loans else chain.addr(name),
                          amount=n % 60_000 + 1)
+        elif kind == "prepay":
+            t = chain.tx(name, "prepay", loan=pick(loans) if loans else chain.addr(name),
+                         amount=n % 60_000 + 1, reduce=("term", "instalment")[n % 2])
+        elif kind == "writeoff":
+            t = chain.tx(name, "write_off", loan=pick(loans) if loans else chain.addr(name),
+                         reason="gone")
+        elif kind == "restructure":
+            # accept a pending proposal as the other party (four times in five), or propose
+            loan = pick(loans) if loans else chain.addr(name)
+            rec = led.state.loans.get(loan) or {}
+            pending = sorted(rec.get("proposals", {}).items())
+            if pending and n % 5:
+                pid, prop = pending[n % len(pending)]
+                other = rec["lender"] if prop["by"] == "borrower" else rec["borrower"]
+                name = chain._names.get(other, name)
+                t = chain.tx(name, "accept_restructure", loan=loan, proposal=pid)
+            else:
+                if rec and n % 5:
+                    name = chain._names.get(rec[("borrower", "lender")[n % 2]], name)
+                t = chain.tx(name, "propose_restructure", loan=loan, term=n % 24 + 1)
         elif kind == "withdraw":
             t = chain.tx(name, "withdraw_offer", offer=pick(offers))
         elif kind == "collateral":
