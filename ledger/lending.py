@@ -29,18 +29,19 @@ DAY = 86_400
 # Gas for the agreement's runs (VM gas, storage included; measured by
 # tests/test_loan_v2.py::test_gas_of_the_longest_schedules_and_of_paying_many_overdue_
 # instalments). Funding runs init, which posts only instalment 1 but walks an annuity's
-# schedule once to check it: the longest (520 weekly, 3 periods of grace) takes 28,745,
-# 360 monthly 23,408, the other methods about 12,500; FUND_GAS is over three times that
-# (restructuring, under the same budget, measured 24,891 for a weekly loan 40 weeks in
-# arrears). A repayment touches every unpaid posted instalment: on time about 1,900,
-# paying off 1,350; paying a weekly loan's 52 overdue instalments (the most there can be:
-# default comes at most 365 days after the oldest) with penalty interest 25,059.
-# REPAY_GAS covers that with some room. A block reserves each transaction's whole limit
-# (fixed gas and this budget), so the budget is also how many fit in a block: about 88
-# repayments in 3,000,000 (v1's 4,000 fitted 500, but v1 only ever paid one overdue
-# instalment a call).
+# schedule once to check it: the longest (520 weekly, 3 periods of grace) takes 29,637,
+# 360 monthly 24,300, the other methods about 13,500; FUND_GAS is over three times that
+# (restructuring, under the same budget, measured 19,044 for a weekly loan 50 weeks in
+# arrears). A repayment pays every instalment it clears: on time about 1,900, paying off
+# 1,500; paying a weekly loan's 53 overdue instalments (the most there can be: default
+# comes at most 365 days after the oldest) 12,268, or all 54 off 12,320. REPAY_GAS
+# covers that with a third to spare. A block reserves each transaction's whole limit
+# (fixed gas and this budget), so the budget is also how many fit in a block: about 166
+# repayments in 3,000,000 (v1's 4,000 fitted 500, but v1 paid one overdue instalment a
+# call and left the rest unpaid). A tick that catches up 53 weekly postings, fees and
+# alerts after a year without blocks took 106,823 of TICK_GAS's 200,000.
 FUND_GAS = 100_000
-REPAY_GAS = 32_000
+REPAY_GAS = 16_000
 REDUCE_MODES = {"term": 0, "instalment": 1}      # the agreement's repay modes
 MAX_PROPOSALS = 4          # pending restructuring proposals kept per loan (oldest dropped)
 
@@ -496,8 +497,8 @@ def escrowed(led: Ledger) -> int:
 
 # The fee schedule of lending's kinds (ledger/fees.py): (fixed gas, most the loan agreement
 # may burn). The fixed gas pays for checking and writing the records; funding and
-# repaying also pay what the agreement's run burned (about 12,000-29,000 gas to fund,
-# storage included, and 1,300-25,000 for a repayment), up to FUND_GAS and REPAY_GAS.
+# repaying also pay what the agreement's run burned (about 13,000-30,000 gas to fund,
+# storage included, and 1,500-12,500 for a repayment), up to FUND_GAS and REPAY_GAS.
 GAS: dict[str, tuple[int, int]] = {
     "register_borrower": (2_000, 0), "register_lender": (2_000, 0),
     "publish_offer": (3_000, 0), "withdraw_offer": (2_000, 0),

@@ -26,7 +26,7 @@ LOAN_STATUS = {0: "new", 1: "active", 2: "repaid", 3: "defaulted", 4: "written_o
 LOAN_STORAGE = ("st", "P", "a", "n", "m", "g", "t0", "per", "fee", "tol", "dflt", "pbps",
                 "pmt", "borrower", "lender", "k", "ko", "kl", "kn", "out", "sb", "pen",
                 "pn", "pq", "pt", "paid", "claim", "cf", "ci", "cp", "rec", "ib", "is", "ii",
-                "dk")
+                "dk", "sf", "si", "op", "od")
 LOAN_KEY = {name: name.encode() for name in LOAN_STORAGE}     # name -> storage key
 INSTALMENT_ROWS = {"due": b"d", "principal": b"p", "interest": b"i", "fees": b"f"}
 
