@@ -246,6 +246,12 @@ def _party(rec: dict, sender: str) -> str:
     raise TxError("only the loan's borrower or lender can restructure it")
 
 
+def _check_term(led: Ledger, loan: str, term: int) -> None:
+    period = PERIOD_NAMES[led.state.storage.get((loan, LOAN_KEY["per"]))]
+    if term > MAX_TERM[period]:
+        raise TxError(f"term must be at most {MAX_TERM[period]} {period} periods")
+
+
 def _propose_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
     """Either party proposes a new term; the other accepts it (accept_restructure)."""
     rec = _loan(led, b["loan"])
@@ -253,6 +259,7 @@ def _propose_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
     status = loan_status(led, b["loan"])
     if status != "active":
         raise TxError(f"loan is {status}: only an active loan can be restructured")
+    _check_term(led, b["loan"], b["term"])
     proposals = {**rec.get("proposals", {}),
                  tx.id: {"by": by, "term": b["term"], "created": led.time}}
     if len(proposals) > MAX_PROPOSALS:
@@ -270,9 +277,7 @@ def _accept_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
     if proposal["by"] == by:
         raise TxError(f"the {by} proposed it: the other party must accept it")
     term = proposal["term"]
-    period = PERIOD_NAMES[led.state.storage.get((b["loan"], LOAN_KEY["per"]))]
-    if term > MAX_TERM[period]:
-        raise TxError(f"term must be at most {MAX_TERM[period]} {period} periods")
+    _check_term(led, b["loan"], term)
     led.run_contract(b["loan"], [b"restructure", term], tx.sender, 0, FUND_GAS)
     done = rec.get("restructures", []) + [{"proposal": b["proposal"], "term": term,
                                            "time": led.time}]

@@ -414,6 +414,8 @@ def test_restructure_signed_by_both_capitalises_arrears():
     c.block(at=rows[0]["due"] + 20 * DAY)                 # instalment 1 overdue, late
     r = c.try_do("bob", "propose_restructure", loan=loan, term=12)
     assert not r.ok and "only the loan's borrower or lender" in r.error
+    r = c.try_do("alice", "propose_restructure", loan=loan, term=361)
+    assert not r.ok and "term must be at most 360 monthly periods" in r.error
     proposal = c.do("alice", "propose_restructure", loan=loan, term=12).id
     r = c.try_do("alice", "accept_restructure", loan=loan, proposal=proposal)
     assert not r.ok and "the other party must accept it" in r.error
