@@ -167,7 +167,8 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
                    amount=300_000, products=["business"], methods=["annuity"],
                    periods=["weekly"], min_term=1, max_term=12, max_grace=0,
                    tiers=[[300, 1800, 200_000]], late_fee_bps=500, tolerance_days=0,
-                   default_days=2, collateral_bps=5_000, origination_fee_bps=100)["hash"]
+                   default_days=2, collateral_bps=5_000, origination_fee_bps=100,
+                   penalty_bps=0)["hash"]
     loans = {}
     registrar = keys.Keypair.from_name("registrar")         # the dev genesis's registrar
     for name, kp, asset in (("ana", ana, "ana-sewing-machine"), ("ben", ben, "ben-goats")):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from lendnet.contracts.agreements import METHOD_CODES, PERIOD_SECONDS, schedule
+from lendnet.contracts.agreements import METHOD_CODES, PERIOD_NAMES, PERIODS_PER_YEAR, schedule
 from lendnet.ledger import tx as txm
 
 from .common import (AMOUNT, client, emit, get, get_all, money, node_option, pct, put_blob,
@@ -122,7 +122,7 @@ def b_register(wallet_name, profile, docs, authorise, docs_out, **send):
 @wallet_option
 @click.option("--amount", type=AMOUNT, required=True, help="In LND, e.g. 1000.00")
 @click.option("--term", type=click.IntRange(1, 520), required=True, help="Instalments.")
-@click.option("--period", type=click.Choice(list(PERIOD_SECONDS)), default="monthly",
+@click.option("--period", type=click.Choice(list(PERIODS_PER_YEAR)), default="monthly",
               show_default=True)
 @click.option("--method", type=click.Choice(list(METHOD_CODES)), default="annuity",
               show_default=True)
@@ -314,7 +314,6 @@ def b_loans(wallet_name, address, node_url, as_json):
             for x in loans])
 
 
-_PERIOD_BY_SECONDS = {v: k for k, v in PERIOD_SECONDS.items()}
 _METHOD_BY_CODE = {v: k for k, v in METHOD_CODES.items()}
 
 
@@ -326,7 +325,7 @@ def b_schedule(loan_id, node_url, as_json):
     """A loan's whole schedule (run by the agreement itself) and what is due now."""
     ln = get(node_url, f"/v1/loans/{loan_id}")
     t = ln["terms"]
-    rows = schedule(t["P"], t["a"], t["n"], _PERIOD_BY_SECONDS[t["plen"]],
+    rows = schedule(t["P"], t["a"], t["n"], PERIOD_NAMES[t["per"]],
                     _METHOD_BY_CODE[t["m"]], t["g"], t["t0"])
     from lendnet.ledger.apr import apr_bps
     fee = ln.get("origination_fee", 0)
@@ -363,6 +362,51 @@ def b_repay(wallet_name, loan_id, amount, instalment, payoff, **send):
                                        f"({ln['status']})")
     sign_and_send(unlock(wallet_name), "repay", loan=loan_id, amount=amount,
                   describe=f"paid {money(amount)}", **send)
+
+
+@borrower.command("prepay")
+@wallet_option
+@click.argument("loan_id", metavar="LOAN")
+@click.argument("amount", type=AMOUNT)
+@click.option("--reduce", type=click.Choice(list(txm.REDUCE)), default="term",
+              show_default=True,
+              help="What the prepayment lowers: the number of instalments (term) or each "
+                   "instalment (instalment).")
+@send_options
+def b_prepay(wallet_name, loan_id, amount, reduce, **send):
+    """Pay AMOUNT (LND): all that is due first, the rest prepays principal."""
+    sign_and_send(unlock(wallet_name), "prepay", loan=loan_id, amount=amount, reduce=reduce,
+                  describe=f"prepaid {money(amount)} (reduce the {reduce})", **send)
+
+
+def _restructure_group(parent: click.Group) -> None:
+    @parent.group("restructure")
+    def group():
+        """Restructure a loan: one party proposes a new term, the other accepts it."""
+
+    @group.command("propose")
+    @wallet_option
+    @click.argument("loan_id", metavar="LOAN")
+    @click.option("--term", type=click.IntRange(1, max(txm.MAX_TERM.values())), required=True,
+                  help="Instalments of the new schedule, from now.")
+    @send_options
+    def propose(wallet_name, loan_id, term, **send):
+        """Propose a new term; the proposal's id is the transaction hash."""
+        sign_and_send(unlock(wallet_name), "propose_restructure", loan=loan_id, term=term,
+                      describe=f"proposed {term} instalments for loan {loan_id}", **send)
+
+    @group.command("accept")
+    @wallet_option
+    @click.argument("loan_id", metavar="LOAN")
+    @click.argument("proposal")
+    @send_options
+    def accept(wallet_name, loan_id, proposal, **send):
+        """Accept the other party's PROPOSAL: arrears are capitalised, a new schedule starts."""
+        sign_and_send(unlock(wallet_name), "accept_restructure", loan=loan_id,
+                      proposal=proposal, describe=f"restructured loan {loan_id}", **send)
+
+
+_restructure_group(borrower)
 
 
 @borrower.command("score")
@@ -500,7 +544,7 @@ def _tier(text: str) -> list[int]:
               help="Price by score, e.g. 300:2400:500.00 and 600:1500:5000.00 (repeat).")
 @click.option("--product", "products", multiple=True, type=click.Choice(txm.PRODUCTS))
 @click.option("--method", "methods", multiple=True, type=click.Choice(list(METHOD_CODES)))
-@click.option("--period", "periods", multiple=True, type=click.Choice(list(PERIOD_SECONDS)))
+@click.option("--period", "periods", multiple=True, type=click.Choice(list(PERIODS_PER_YEAR)))
 @click.option("--min-term", type=int, default=1, show_default=True)
 @click.option("--max-term", type=int, default=24, show_default=True)
 @click.option("--max-grace", type=int, default=0, show_default=True)
@@ -515,19 +559,21 @@ def _tier(text: str) -> list[int]:
 @click.option("--origination-fee-bps", type=click.IntRange(0, txm.MAX_ORIGINATION_FEE_BPS),
               default=0, show_default=True,
               help="Charged at funding, paid to you out of the principal disbursed.")
+@click.option("--penalty-bps", type=click.IntRange(0, 10_000), default=0, show_default=True,
+              help="Penalty interest a year on overdue principal, in basis points.")
 @send_options
 def l_offer(wallet_name, amount, tiers, products, methods, periods, min_term, max_term,
             max_grace, late_fee_bps, tolerance_days, default_days, collateral_bps,
-            origination_fee_bps, **send):
+            origination_fee_bps, penalty_bps, **send):
     """Publish an offer; its id is the transaction hash."""
     sign_and_send(unlock(wallet_name), "publish_offer", amount=amount,
                   tiers=sorted(_tier(t) for t in tiers),
                   products=list(products or txm.PRODUCTS),
-                  methods=list(methods or METHOD_CODES), periods=list(periods or PERIOD_SECONDS),
+                  methods=list(methods or METHOD_CODES), periods=list(periods or PERIODS_PER_YEAR),
                   min_term=min_term, max_term=max_term, max_grace=max_grace,
                   late_fee_bps=late_fee_bps, tolerance_days=tolerance_days,
                   default_days=default_days, collateral_bps=collateral_bps,
-                  origination_fee_bps=origination_fee_bps, **send)
+                  origination_fee_bps=origination_fee_bps, penalty_bps=penalty_bps, **send)
 
 
 @lender.command("withdraw")
@@ -659,6 +705,22 @@ def a_appraise(wallet_name, asset_id, value, **send):
                                        f"may attest a value ({len(appraisers)} listed)")
     sign_and_send(kp, "appraise", asset=asset_id, value=value,
                   describe=f"{asset_id} appraised at {money(value)}", **send)
+
+
+@lender.command("write-off")
+@wallet_option
+@click.argument("loan_id", metavar="LOAN")
+@click.option("--reason", required=True, help="Why (1 to 140 characters), kept on the ledger.")
+@send_options
+def l_write_off(wallet_name, loan_id, reason, **send):
+    """Write off a defaulted loan; later payments are still recovered."""
+    if not 0 < len(reason) <= 140:
+        raise click.BadParameter("must be 1 to 140 characters", param_hint="--reason")
+    sign_and_send(unlock(wallet_name), "write_off", loan=loan_id, reason=reason,
+                  describe=f"wrote off loan {loan_id}", **send)
+
+
+_restructure_group(lender)
 
 
 @lender.command("documents")

@@ -45,7 +45,7 @@ def loan():
 @click.option("--term", required=True, type=click.IntRange(1, max(MAX_TERM.values())),
               help="Number of instalments.")
 @click.option("--period", type=click.Choice(list(PERIODS_PER_YEAR)), default="monthly",
-              show_default=True, help="Instalment period (a month is 30 days).")
+              show_default=True, help="Instalment period (a calendar month, or 7 days).")
 @click.option("--method", type=click.Choice(list(METHOD_CODES)), default="annuity",
               show_default=True, help="annuity: equal instalments; equal-principal; "
               "balloon: interest only, principal with the last instalment.")

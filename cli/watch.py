@@ -12,7 +12,10 @@ from .common import client, node_option
 
 ALERTS = {"instalment_due": "instalment coming due", "instalment_late": "instalment LATE",
           "defaulted": "loan DEFAULTED", "instalment_paid": "instalment paid",
-          "repaid": "loan repaid", "disbursed": "loan disbursed", "payment": "payment"}
+          "repaid": "loan repaid", "disbursed": "loan disbursed", "payment": "payment",
+          "recovery": "recovery after default", "settled": "loan settled after default",
+          "written_off": "loan WRITTEN OFF", "write_off_reason": "write-off reason",
+          "restructured": "loan restructured"}
 
 
 @click.command("watch")

@@ -17,23 +17,34 @@ import dataclasses
 import functools
 from typing import Any
 
-from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_SECONDS,
-                                          PERIODS_PER_YEAR, ReadOnlyHost, call_readonly,
-                                          loan_code, loan_storage, schedule)
+from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_CODES,
+                                          PERIOD_NAMES, ReadOnlyHost, call_readonly,
+                                          instalments, loan_code, loan_storage, schedule)
 from lendnet.contracts.vm import ContractError, Program
 
 from . import apr, keys, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
-from .tx import MAX_RATE_BPS, SignedTx, TxError
+from .tx import MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
 DAY = 86_400
-# Gas for the agreement's runs, about twice and four times the most measured: the
-# longest schedule (520 weekly instalments) funds in 43,617 gas of the VM's, and a
-# repayment, on time, late after many missed instalments, or paying all off, in under
-# 900. A block reserves each transaction's whole limit (fixed gas and this budget), so
-# the budget is also how many fit in a block: 500 repayments take 3,000,000.
+# Gas for the agreement's runs (VM gas, storage included; measured by
+# tests/test_loan_v2.py::test_gas_of_the_longest_schedules_and_of_paying_many_overdue_
+# instalments). Funding runs init, which posts only instalment 1 but walks an annuity's
+# schedule once to check it: the longest (520 weekly, 3 periods of grace) takes 29,637,
+# 360 monthly 24,300, the other methods about 13,500; FUND_GAS is over three times that
+# (restructuring, under the same budget, measured 19,044 for a weekly loan 50 weeks in
+# arrears). A repayment pays every instalment it clears: on time about 1,900, paying off
+# 1,500; paying a weekly loan's 53 overdue instalments (the most there can be: default
+# comes at most 365 days after the oldest) 12,268, or all 54 off 12,320. REPAY_GAS
+# covers that with a third to spare. A block reserves each transaction's whole limit
+# (fixed gas and this budget), so the budget is also how many fit in a block: about 166
+# repayments in 3,000,000 (v1's 4,000 fitted 500, but v1 paid one overdue instalment a
+# call and left the rest unpaid). A tick that catches up 53 weekly postings, fees and
+# alerts after a year without blocks took 106,823 of TICK_GAS's 200,000.
 FUND_GAS = 100_000
-REPAY_GAS = 4_000
+REPAY_GAS = 16_000
+REDUCE_MODES = {"term": 0, "instalment": 1}      # the agreement's repay modes
+MAX_PROPOSALS = 4          # pending restructuring proposals kept per loan (oldest dropped)
 
 
 def _register_borrower(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -63,7 +74,8 @@ def _publish_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
     led.debit_to_escrow(tx.sender, b["amount"])
     offer = {k: b[k] for k in ("products", "methods", "periods", "min_term", "max_term",
                                "max_grace", "tiers", "late_fee_bps", "tolerance_days",
-                               "default_days", "collateral_bps", "origination_fee_bps")}
+                               "default_days", "collateral_bps", "origination_fee_bps",
+                               "penalty_bps")}
     offer.update(lender=tx.sender, amount=b["amount"], available=b["amount"],
                  active=True, created=led.time)
     led.state.offers.put(tx.id, offer)
@@ -255,11 +267,10 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
         st.assets.put(asset_id, {**st.assets.get(asset_id), "lien": loan})
     # The principal moves from escrow into the contract, which disburses it itself.
     led.credit_from_escrow(loan, principal)
-    args = [b"init", principal, tier[1], PERIODS_PER_YEAR[app["period"]], app["term"],
-            METHOD_CODES[app["method"]], app["grace"], led.time,
-            PERIOD_SECONDS[app["period"]], offer["late_fee_bps"],
+    args = [b"init", principal, tier[1], app["term"], METHOD_CODES[app["method"]],
+            app["grace"], led.time, PERIOD_CODES[app["period"]], offer["late_fee_bps"],
             offer["tolerance_days"] * DAY, offer["default_days"] * DAY,
-            app["borrower"].encode(), offer["lender"].encode()]
+            offer.get("penalty_bps", 0), app["borrower"].encode(), offer["lender"].encode()]
     led.run_contract(loan, args, tx.sender, principal, FUND_GAS)
     # The origination fee, out of what the agreement has just disbursed.
     fee = origination_fee(principal, offer)
@@ -287,13 +298,94 @@ def _accept_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
     _originate(led, tx, b["application"], b["offer"])
 
 
-def _repay(led: Ledger, tx: SignedTx, b: dict) -> None:
-    loan = b["loan"]
-    if loan not in led.state.loans:
+def _loan(led: Ledger, loan: str) -> dict:
+    rec = led.state.loans.get(loan)
+    if rec is None:
         raise TxError(f"no loan {loan}")
-    led.require_funds(tx.sender, b["amount"])
-    led.move(tx.sender, loan, b["amount"])
-    led.run_contract(loan, [b"repay"], tx.sender, b["amount"], REPAY_GAS)
+    return rec
+
+
+def _repay(led: Ledger, tx: SignedTx, b: dict) -> None:
+    """Pay a loan: what is due oldest first, the rest prepays and shortens the term. After
+    default it is a recovery of the frozen claim; any surplus comes back."""
+    _pay_loan(led, tx, b["loan"], b["amount"], [b"repay"])
+
+
+def _prepay(led: Ledger, tx: SignedTx, b: dict) -> None:
+    """A repayment whose remainder, once all that is due is paid, shortens the term
+    (reduce "term") or keeps it and lowers the instalment (reduce "instalment")."""
+    _pay_loan(led, tx, b["loan"], b["amount"], [b"repay", REDUCE_MODES[b["reduce"]]])
+
+
+def _pay_loan(led: Ledger, tx: SignedTx, loan: str, amount: int, args: list) -> None:
+    _loan(led, loan)
+    status = loan_status(led, loan)
+    if status in ("repaid", "settled"):
+        raise TxError(f"loan is {status}: nothing is owed")
+    led.require_funds(tx.sender, amount)
+    led.move(tx.sender, loan, amount)
+    led.run_contract(loan, args, tx.sender, amount, REPAY_GAS)
+
+
+def _write_off(led: Ledger, tx: SignedTx, b: dict) -> None:
+    """The lender gives up on a defaulted loan, with a reason kept in the loan record and
+    in the "write_off_reason" event; payments are still accepted as recoveries."""
+    rec = _loan(led, b["loan"])
+    if rec["lender"] != tx.sender:
+        raise TxError("only the loan's lender can write it off")
+    status = loan_status(led, b["loan"])
+    if status != "defaulted":
+        raise TxError(f"loan is {status}: only a defaulted loan can be written off")
+    led.run_contract(b["loan"], [b"write_off"], tx.sender, 0, REPAY_GAS)
+    led.state.loans.put(b["loan"], {**rec, "write_off": {"reason": b["reason"],
+                                                         "time": led.time, "tx": tx.id}})
+    led.record_event(b["loan"], "write_off_reason", [b["reason"].encode()])
+
+
+def _party(rec: dict, sender: str) -> str:
+    if sender == rec["borrower"]:
+        return "borrower"
+    if sender == rec["lender"]:
+        return "lender"
+    raise TxError("only the loan's borrower or lender can restructure it")
+
+
+def _check_term(led: Ledger, loan: str, term: int) -> None:
+    period = PERIOD_NAMES[led.state.storage.get((loan, LOAN_KEY["per"]))]
+    if term > MAX_TERM[period]:
+        raise TxError(f"term must be at most {MAX_TERM[period]} {period} periods")
+
+
+def _propose_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
+    """Either party proposes a new term; the other accepts it (accept_restructure)."""
+    rec = _loan(led, b["loan"])
+    by = _party(rec, tx.sender)
+    status = loan_status(led, b["loan"])
+    if status != "active":
+        raise TxError(f"loan is {status}: only an active loan can be restructured")
+    _check_term(led, b["loan"], b["term"])
+    proposals = {**rec.get("proposals", {}),
+                 tx.id: {"by": by, "term": b["term"], "created": led.time}}
+    if len(proposals) > MAX_PROPOSALS:
+        oldest = min(proposals, key=lambda p: (proposals[p]["created"], p))
+        del proposals[oldest]
+    led.state.loans.put(b["loan"], {**rec, "proposals": proposals})
+
+
+def _accept_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
+    rec = _loan(led, b["loan"])
+    by = _party(rec, tx.sender)
+    proposal = rec.get("proposals", {}).get(b["proposal"])
+    if proposal is None:
+        raise TxError(f"no restructuring proposal {b['proposal']} for this loan")
+    if proposal["by"] == by:
+        raise TxError(f"the {by} proposed it: the other party must accept it")
+    term = proposal["term"]
+    _check_term(led, b["loan"], term)
+    led.run_contract(b["loan"], [b"restructure", term], tx.sender, 0, FUND_GAS)
+    done = rec.get("restructures", []) + [{"proposal": b["proposal"], "term": term,
+                                           "time": led.time}]
+    led.state.loans.put(b["loan"], {**rec, "proposals": {}, "restructures": done})
 
 
 def asset_id(owner: str, name: str) -> str:
@@ -432,12 +524,13 @@ def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
         h["opened"] += 1
         h["open_loans"] += 1
         h["open_principal"] += principal
-        nb.update(P=principal, out=principal, pmt=values[1] if len(values) > 1 else 0, open=1)
+        nb.update(P=principal, out=principal, pmt=values[1], open=1)
     elif name == "instalment_paid":
         if not values[1]:
             return              # paid late: counted when it fell late (instalment_late)
-        amount, due = (values[2], values[3]) if len(values) >= 4 else (b["pmt"],
-                                                                       _due(led, rec, values[0]))
+        # The event's amount is what the last payment applied to the instalment (it may
+        # have been paid in parts): the credit is weighed by the instalment itself.
+        amount, due = max(values[2], b["pmt"]), values[3]
         if due <= b["last_due"] or led.time + _period(led, rec) < due:
             return              # this due date was credited, or it is paid ahead in a burst
         h["on_time"] += 1
@@ -486,13 +579,6 @@ def _period(led: Ledger, rec: dict) -> int:
     return _LONGEST_PERIOD.get(app["period"] if app else "monthly", 31 * DAY)
 
 
-def _due(led: Ledger, rec: dict, k: int) -> int:
-    """Instalment k's due date when the event does not carry it (the first agreement's
-    instalment_paid(k, on_time)): its fixed-length periods from the loan's start."""
-    app = led.state.applications.get(rec["application"])
-    return rec["created"] + (app["grace"] + k) * PERIOD_SECONDS[app["period"]]
-
-
 def _attest_identity(led: Ledger, tx: SignedTx, b: dict) -> None:
     """A registrar vouches that `borrower` is the person `identity` names (a hash of the
     registrar's own record of them): the address's history joins the identity's."""
@@ -527,26 +613,82 @@ def loan_status(led: Ledger, loan: str) -> str:
     return LOAN_STATUS[led.state.storage.get((loan, LOAN_KEY["st"]), 0)]
 
 
-def loan_payoff(led: Ledger, loan: str) -> int | None:
-    """What would close the loan at the current chain time, quoted by the agreement."""
-    if loan_status(led, loan) != "active":
-        return None
+def _readonly(led: Ledger, loan: str, method: bytes) -> int:
     code = led.state.code.get(led.state.contracts.get(loan)["code"])
     store = led.state.storage
     host = ReadOnlyHost(led.time, lambda key: store.get((loan, key)), loan.encode())
-    return call_readonly(code, [b"payoff"], host)
+    return call_readonly(code, [method], host)
+
+
+def loan_payoff(led: Ledger, loan: str) -> int | None:
+    """What would close the loan at the current chain time, quoted by the agreement: for
+    an active loan everything owed with the current period's interest only for the days
+    elapsed; for a defaulted or written-off one, the claim still unpaid."""
+    if loan_status(led, loan) not in ("active", "defaulted", "written_off"):
+        return None
+    return _readonly(led, loan, b"payoff")
+
+
+def _get(led: Ledger, loan: str):
+    store = led.state.storage
+    return lambda key: store.get((loan, key))
+
+
+def days_past_due(led: Ledger, loan: str) -> int:
+    """Whole days since the due date of the oldest unpaid instalment (0 when none is past
+    due, and for closed loans: repaid, settled, written off)."""
+    if loan_status(led, loan) not in ("active", "defaulted"):
+        return 0
+    get = _get(led, loan)
+    unpaid = instalments(get)
+    if not unpaid or unpaid[0]["due"] > led.time:
+        return 0
+    return (led.time - unpaid[0]["due"]) // DAY
+
+
+BUCKETS = (("current", 0), ("1-30", 30), ("31-60", 60), ("61-90", 90))
+
+
+def bucket(dpd: int) -> str:
+    """The delinquency bucket of a number of days past due."""
+    for name, most in BUCKETS:
+        if dpd <= most:
+            return name
+    return "90+"
 
 
 def loan_view(led: Ledger, loan: str) -> dict | None:
     rec = led.state.loans.get(loan)
     if rec is None:
         return None
+    get = _get(led, loan)
     # The agreement's storage by name: ints (or None when unset), bytes shown as text.
     t: dict[str, Any] = {k: (v.decode() if type(v) is bytes else v)
-                         for k, v in loan_terms(led, loan).items()}
-    return {"loan": loan, **rec, "status": LOAN_STATUS[t["st"] or 0], "terms": t,
-            "instalment": t["k"], "due_time": t["due"],
-            "amount_due": (t["dp"] or 0) + (t["di"] or 0) + (t["df"] or 0),
+                         for k, v in loan_storage(get).items()}
+    status = LOAN_STATUS[t["st"] or 0]
+    rows = instalments(get) if status in ("active", "defaulted") else []
+    for r in rows:
+        r["owed"] = r["principal"] + r["interest"] + r["fees"]
+    overdue = [r for r in rows if r["due"] <= led.time]
+    current = [r for r in rows if r["due"] > led.time]
+    penalty = _readonly(led, loan, b"penalty") if status == "active" else t["pen"] or 0
+    dpd = days_past_due(led, loan)
+    arrears = sum(r["owed"] for r in overdue) + (penalty if overdue else 0)
+    nxt = current[0] if current else None
+    if nxt is None and status == "active":        # the next period has not begun yet
+        when = _readonly(led, loan, b"next_due")
+        nxt = {"n": t["k"] + 1, "due": when, "owed": None} if when else None
+    return {"loan": loan, **rec, "status": status, "terms": t,
+            "instalment": t["k"], "oldest_unpaid": t["ko"],
+            "due_time": nxt["due"] if nxt else (rows[0]["due"] if rows else None),
+            "instalments": rows, "arrears": arrears, "days_past_due": dpd,
+            "bucket": bucket(dpd), "penalty": penalty,
+            # what to pay now to be up to date: everything past due (every overdue
+            # instalment and the penalty) or, when nothing is, the running instalment
+            "amount_due": (0 if status != "active" else arrears if overdue
+                           else sum(r["owed"] for r in current)),
+            "next_due": {"n": nxt["n"], "due": nxt["due"], "amount": nxt["owed"]}
+            if nxt else None,
             "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan)}
 
 
@@ -634,6 +776,10 @@ HANDLERS: dict[str, Handler] = {
     "fund": _fund,
     "accept_offer": _accept_offer,
     "repay": _repay,
+    "prepay": _prepay,
+    "write_off": _write_off,
+    "propose_restructure": _propose_restructure,
+    "accept_restructure": _accept_restructure,
     "register_collateral": _register_collateral,
     "pledge": _pledge,
     **settlement.HANDLERS,
@@ -705,14 +851,16 @@ def escrowed(led: Ledger) -> int:
 
 # The fee schedule of lending's kinds (ledger/fees.py): (fixed gas, most the loan agreement
 # may burn). The fixed gas pays for checking and writing the records; funding and
-# repaying also pay what the agreement's run burned (about 1,500-45,000 gas to fund,
-# storage included, and 700-2,000 for a repayment), up to FUND_GAS and REPAY_GAS.
+# repaying also pay what the agreement's run burned (about 13,000-30,000 gas to fund,
+# storage included, and 1,500-12,500 for a repayment), up to FUND_GAS and REPAY_GAS.
 GAS: dict[str, tuple[int, int]] = {
     "register_borrower": (2_000, 0), "register_lender": (2_000, 0),
     "publish_offer": (3_000, 0), "withdraw_offer": (2_000, 0),
     "apply": (2_000, 0), "withdraw_application": (2_000, 0),
     "fund": (5_000, FUND_GAS), "accept_offer": (5_000, FUND_GAS),
-    "repay": (2_000, REPAY_GAS),
+    "repay": (2_000, REPAY_GAS), "prepay": (2_000, REPAY_GAS),
+    "write_off": (2_000, REPAY_GAS), "propose_restructure": (2_000, 0),
+    "accept_restructure": (3_000, FUND_GAS),
     "register_collateral": (2_000, 0), "pledge": (2_000, 0), "appraise": (2_000, 0),
     **settlement.GAS,
     "attest_identity": (3_000, 0),

@@ -1,7 +1,7 @@
 """A loan book as loan officers read it: outstanding, arrears buckets, PAR, net yield.
 
-Portfolio at risk (PAR30, PAR90): the principal outstanding of loans more than 30 (90)
-days past due, as a share of all principal outstanding, in basis points. Loans counted as
+Portfolio at risk (PAR1, PAR30, PAR90): the principal outstanding of loans more than 0
+(30, 90) days past due, as a share of all principal outstanding, in basis points. Loans counted as
 outstanding are those still owed: active (current or in arrears) and defaulted; written-off,
 repaid and settled loans are not. A defaulted loan's principal stays at risk until it is
 recovered or written off.
@@ -15,7 +15,9 @@ A read-only view over `lending.loan_view` rows: consensus never calls it.
 """
 from __future__ import annotations
 
-BUCKETS = ("current", "1-30", "31-60", "61-90", "90+")
+from .lending import BUCKETS as _LIMITS
+
+BUCKETS = (*(name for name, _ in _LIMITS), "90+")     # lending.bucket's names, in order
 OWED = ("active", "defaulted")          # statuses whose principal is still outstanding
 LOST = ("defaulted", "written_off")     # statuses whose outstanding counts as lost
 
@@ -29,7 +31,7 @@ def summary(views: list[dict]) -> dict:
     outstanding = sum(v["principal_outstanding"] or 0 for v in views if v["status"] in OWED)
     at_risk = {days: sum(v["principal_outstanding"] or 0 for v in views
                          if v["status"] in OWED and (v["days_past_due"] or 0) > days)
-               for days in (30, 90)}
+               for days in (0, 30, 90)}
     lent = sum(v["terms"]["P"] or 0 for v in views)
     received = sum(v["terms"]["paid"] or 0 for v in views)
     performing = sum(v["principal_outstanding"] or 0 for v in views if v["status"] == "active")
@@ -46,8 +48,9 @@ def summary(views: list[dict]) -> dict:
         "loans": len(views), "lent": lent, "received": received,
         "outstanding": outstanding, "by_status": dict(sorted(statuses.items())),
         "buckets": by_bucket,
-        "par30_bps": _bps(at_risk[30], outstanding), "par90_bps": _bps(at_risk[90], outstanding),
-        "at_risk_30": at_risk[30], "at_risk_90": at_risk[90],
+        "par1_bps": _bps(at_risk[0], outstanding), "par30_bps": _bps(at_risk[30], outstanding),
+        "par90_bps": _bps(at_risk[90], outstanding),
+        "at_risk_1": at_risk[0], "at_risk_30": at_risk[30], "at_risk_90": at_risk[90],
         "lost": lost,
         "net_yield_bps": _bps(received + performing - lent, lent),
     }

@@ -28,6 +28,7 @@ MAX_TERM = {"monthly": 360, "weekly": 520}
 PERIODS = ("monthly", "weekly")
 METHODS = ("annuity", "equal-principal", "balloon")
 PRODUCTS = ("consumer", "business", "agriculture", "education")
+REDUCE = ("term", "instalment")      # what a prepayment shortens: the term or the instalment
 SIG_DOMAIN = b"lendnet/tx\x00"
 
 
@@ -193,6 +194,7 @@ KINDS: dict[str, dict] = {
         "default_days": _int_in(1, 365),
         "collateral_bps": _int_in(0, 100_000),
         "origination_fee_bps": _int_in(0, MAX_ORIGINATION_FEE_BPS),
+        "penalty_bps": _int_in(0, 10_000),      # penalty interest a year on overdue principal
     },
     "withdraw_offer": {"offer": _id},
     "apply": {
@@ -212,6 +214,10 @@ KINDS: dict[str, dict] = {
              "accept": _list_of(_accepted, 0, MAX_ACCEPTED)},
     "accept_offer": {"application": _id, "offer": _id},
     "repay": {"loan": _address, "amount": AMOUNT},
+    "prepay": {"loan": _address, "amount": AMOUNT, "reduce": _one_of(REDUCE)},
+    "write_off": {"loan": _address, "reason": _text(140)},
+    "propose_restructure": {"loan": _address, "term": TERM},
+    "accept_restructure": {"loan": _address, "proposal": _id},
     # value: what the owner declares; it counts toward no loan's cover by itself.
     "register_collateral": {"asset": _asset_name, "description_hash": HASH, "value": AMOUNT},
     "pledge": {"asset": _asset_ref, "to": _loan_target},

@@ -22,9 +22,11 @@ from lendnet.ledger.ledger import TX_GAS_ROOM
 CHAIN, T0, H32 = "bench", 1_767_225_600, b"\x11" * 32
 OFFER = dict(products=["consumer"], methods=["annuity"], periods=["monthly"], min_term=1,
              max_term=60, max_grace=0, tiers=[[300, 1800, 10**9]], late_fee_bps=500,
-             tolerance_days=3, default_days=90, collateral_bps=0, origination_fee_bps=0)
+             tolerance_days=3, default_days=90, collateral_bps=0, origination_fee_bps=0,
+             penalty_bps=0)
 LIMITS = dict(max_rate_bps=1800, max_late_fee_bps=500, min_default_days=90, max_penalty_bps=0,
-              max_origination_fee_bps=0)
+              max_origination_fee_bps=0,
+             penalty_bps=0)
 
 
 class Bench:

@@ -20,10 +20,18 @@ OFFER_TERMS = dict(products=["consumer", "business"], methods=["annuity", "equal
                    "balloon"], periods=["monthly", "weekly"], min_term=1, max_term=36,
                    max_grace=3, tiers=[[300, 2400, 200_000], [650, 1200, 1_000_000]],
                    late_fee_bps=500, tolerance_days=3, default_days=30, collateral_bps=0,
-                   origination_fee_bps=0)
+                   origination_fee_bps=0, penalty_bps=0)
 # An application's limits that OFFER_TERMS fits: apply(**APPLY_LIMITS, ...).
 APPLY_LIMITS = dict(max_rate_bps=2400, max_late_fee_bps=500, min_default_days=30,
                     max_penalty_bps=0, max_origination_fee_bps=0)
+
+
+def limits_for(offer: dict) -> dict:
+    """The tightest limits an application can sign and still fit `offer`'s terms."""
+    return dict(max_rate_bps=max(t[1] for t in offer["tiers"]),
+                max_late_fee_bps=offer["late_fee_bps"], min_default_days=offer["default_days"],
+                max_penalty_bps=offer.get("penalty_bps", 0),
+                max_origination_fee_bps=offer.get("origination_fee_bps", 0))
 
 
 REGISTRAR = "registrar"       # the test chain's appraiser and identity registrar

@@ -47,7 +47,7 @@ def _loan_deadlines(attack: bool) -> tuple[list[str], list[str], list[tuple[int,
               balances={"lender": 10_000_000, "alice": 10_000_000, "bob": 0,
                         "mallory": 10**12})
     _, _, loan, _ = open_loan(c)
-    due = c.ledger.state.storage.get((loan, b"due"))
+    due = c.ledger.state.storage.get((loan, b"dk"))      # instalment 1's due date
     deadlines = (due + 3 * DAY + 1, due + 30 * DAY)
     burner = None
     if attack:

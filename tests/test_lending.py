@@ -3,12 +3,12 @@ from __future__ import annotations
 
 import pytest
 
-from lendnet.contracts.agreements import LOAN_KEY, PERIOD_SECONDS, schedule
+from lendnet.contracts.agreements import INSTALMENT_ROWS, LOAN_KEY, instalment_key, schedule
 from lendnet.ledger.lending import credit_score, loan_view
 
 from .chain import APPLY_LIMITS, DAY, OFFER_TERMS, Chain, h32
 
-MONTH = PERIOD_SECONDS["monthly"]
+MONTH = 30 * DAY
 
 
 def open_loan(c: Chain, amount=100_000, term=6, method="annuity", grace=0, collateral=None,
@@ -81,9 +81,12 @@ def test_missed_instalment_late_fee_default_by_chain_time_and_seizure():
     after = credit_score(c.ledger, c.addr("alice"))
     assert after["score"] < score_before
     assert "defaults" in after["reasons"] and "late_instalments" in after["reasons"]
-    # a defaulted loan takes no more repayments and nothing woke it again
-    r = c.try_do("alice", "repay", loan=loan, amount=1000)
-    assert not r.ok and "loan is not active" in r.error
+    # nothing wakes a defaulted loan again; a payment now is a recovery of the claim
+    assert loan not in c.ledger.state.wakes
+    claim = view["payoff"]
+    res = c.block(c.tx("alice", "repay", loan=loan, amount=1000))
+    assert [e["name"] for e in res.events] == ["recovery", "payment"]
+    assert loan_view(c.ledger, loan)["payoff"] == claim - 1000
     assert loan not in c.ledger.state.wakes
     assert c.ledger.total_money() == c.ledger.supply
 
@@ -125,25 +128,31 @@ def test_partial_payments_and_prepayment_shorten_the_term():
     # the rest of instalment 1 plus 20,000 of prepayment
     c.do("alice", "repay", loan=loan, amount=v["amount_due"] + 20_000)
     v = loan_view(c.ledger, loan)
-    assert v["instalment"] == 2 and v["principal_outstanding"] == 60_000 - 10_000 - 20_000
+    # instalment 1 is paid; the next is posted only when its period begins
+    assert v["instalment"] == 1 and v["oldest_unpaid"] == 2 and v["instalments"] == []
+    assert v["principal_outstanding"] == 60_000 - 10_000 - 20_000
     paid_principal = 0
     for _ in range(10):
         if v["status"] != "active":
             break
-        c.advance(MONTH)
+        c.block(at=v["next_due"]["due"] - DAY)
+        v = loan_view(c.ledger, loan)
+        paid_principal += sum(r["principal"] for r in v["instalments"])
         c.do("alice", "repay", loan=loan, amount=v["amount_due"])
-        paid_principal += v["terms"]["dp"]
         v = loan_view(c.ledger, loan)
     assert v["status"] == "repaid" and v["instalment"] < 6     # fewer instalments
     assert paid_principal == 30_000
 
 
 def test_grace_defers_the_first_instalment_and_adds_its_interest():
+    # from 1 January 1970: two months of grace (59 days), instalment 1 on 1 April (its
+    # period, March, has 31 days)
     rows = schedule(120_000, 1200, 4, grace=2, start=0)
     plain = schedule(120_000, 1200, 4, start=0)
-    assert rows[0]["due"] == 3 * MONTH
-    assert rows[0]["interest"] == plain[0]["interest"] + 2 * 1_200
-    assert [r["principal"] for r in rows] == [r["principal"] for r in plain]
+    assert rows[0]["due"] == 90 * DAY
+    assert rows[0]["interest"] == round(120_000 * 1200 * 31 / 3_650_000) + 2_328
+    assert plain[0]["due"] == 31 * DAY
+    assert sum(r["principal"] for r in rows) == sum(r["principal"] for r in plain) == 120_000
 
 
 @pytest.mark.parametrize("amount,term,why", [
@@ -208,5 +217,9 @@ def test_a_loan_writes_only_the_storage_its_layout_describes():
     c.block(at=due + 3 * DAY + 1)                             # late: fee and notice
     c.block(at=due + 30 * DAY)                                # defaulted
     written = {key for (addr, key) in c.ledger.state.storage.rows if addr == loan}
-    assert written <= set(LOAN_KEY.values()), written - set(LOAN_KEY.values())
-    assert {LOAN_KEY[name] for name in ("st", "late", "k", "due")} <= written
+    k = loan_view(c.ledger, loan)["terms"]["k"]
+    rows = {instalment_key(row, i) for row in INSTALMENT_ROWS for i in range(1, k + 1)}
+    rows.add(instalment_key("due", 0))
+    assert written <= set(LOAN_KEY.values()) | rows, written - set(LOAN_KEY.values()) - rows
+    assert rows <= written
+    assert {LOAN_KEY[name] for name in ("st", "kl", "k", "ko", "dk")} <= written

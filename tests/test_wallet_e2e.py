@@ -124,6 +124,18 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
     assert sum(r["principal"] for r in sched["schedule"]) == 50_000
     # One instalment online; the next signed offline and submitted later.
     js(env, "borrower", "repay", "--wallet", "ana", "--loan", loan, "--instalment")
+    # A prepayment that lowers the instalment; then a restructuring both sides sign.
+    assert js(env, "borrower", "prepay", loan, "20.00", "--reduce", "instalment",
+              "--wallet", "ana")["status"] == "committed"
+    proposal = js(env, "borrower", "restructure", "propose", loan, "--term", "6",
+                  "--wallet", "ana")["hash"]
+    r = run(env, "borrower", "restructure", "accept", loan, proposal, "--wallet", "ana",
+            ok=False)
+    assert r.exit_code == 1 and "the other party must accept it" in r.output
+    assert js(env, "lender", "restructure", "accept", loan, proposal,
+              "--wallet", "lender")["status"] == "committed"
+    ln = js(env, "borrower", "schedule", "--loan", loan)["loan"]
+    assert ln["terms"]["n"] == 6 and ln["restructures"][0]["term"] == 6
     ana_nonce = _nonce(env, people["ana"])
     cold = tmp_path / "repay.json"
     signed = js(env, "borrower", "repay", "--wallet", "ana", "--loan", loan, "--amount",

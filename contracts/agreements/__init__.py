@@ -13,22 +13,44 @@ from ..asm import assemble
 from ..vm import ContractError, Program, execute
 
 PERIODS_PER_YEAR = {"monthly": 12, "weekly": 52}
-# Whole-period lengths in chain seconds: a month is 30 days (documented simplification;
-# calendar months would need a calendar in the VM).
-PERIOD_SECONDS = {"monthly": 30 * 86_400, "weekly": 7 * 86_400}
+# The agreement's period codes: monthly is the calendar month (same day of the month as
+# the start, the month's last day when it is shorter), weekly is 7 days.
+PERIOD_CODES = {"monthly": 0, "weekly": 1}
+PERIOD_NAMES = {v: k for k, v in PERIOD_CODES.items()}
 METHOD_CODES = {"annuity": 0, "equal-principal": 1, "balloon": 2}
-LOAN_STATUS = {0: "new", 1: "active", 2: "repaid", 3: "defaulted"}
+LOAN_STATUS = {0: "new", 1: "active", 2: "repaid", 3: "defaulted", 4: "written_off",
+               5: "settled"}
 # The agreement's storage layout, as the source's header documents it: the one place
-# Python reads it from (a test holds every key a loan writes to this list).
-LOAN_STORAGE = ("st", "P", "a", "b", "n", "m", "g", "t0", "plen", "fee", "tol", "dflt",
-                "pmt", "borrower", "lender", "k", "out", "dp", "di", "df", "late",
-                "notice", "due", "paid")
+# Python reads it from (a test holds every key a loan writes to this list, plus the
+# per-instalment rows INSTALMENT_ROWS || itob(i)).
+LOAN_STORAGE = ("st", "P", "a", "n", "m", "g", "t0", "per", "fee", "tol", "dflt", "pbps",
+                "pmt", "borrower", "lender", "k", "ko", "kl", "kn", "out", "sb", "pen",
+                "pn", "pq", "pt", "paid", "claim", "cf", "ci", "cp", "rec", "ib", "is", "ii",
+                "dk", "sf", "si", "op", "od")
 LOAN_KEY = {name: name.encode() for name in LOAN_STORAGE}     # name -> storage key
+INSTALMENT_ROWS = {"due": b"d", "principal": b"p", "interest": b"i", "fees": b"f"}
+
+
+def instalment_key(row: str, i: int) -> bytes:
+    return INSTALMENT_ROWS[row] + i.to_bytes(8, "big")
 
 
 def loan_storage(get) -> dict:
     """A loan agreement's storage by name, `get` reading one key (None when unset)."""
     return {name: get(key) for name, key in LOAN_KEY.items()}
+
+
+def instalments(get) -> list[dict]:
+    """The posted instalments not yet paid (ko..k), oldest first: n, due, and what each
+    still owes of principal, interest and fees."""
+    ko, k = get(LOAN_KEY["ko"]) or 0, get(LOAN_KEY["k"]) or 0
+    out = []
+    for i in range(max(ko, 1), k + 1):
+        row = {name: get(instalment_key(name, i)) or 0 for name in INSTALMENT_ROWS}
+        out.append({"n": i, **row})
+    return out
+
+
 SCHEDULE_GAS = 1_000_000
 
 
@@ -70,14 +92,14 @@ def call_readonly(code: bytes, args: list, host: ReadOnlyHost, gas: int = SCHEDU
 
 def schedule(principal: int, rate_bps: int, term: int, period: str = "monthly",
              method: str = "annuity", grace: int = 0, start: int = 0) -> list[dict]:
-    """The schedule a loan would follow, computed by running the agreement itself."""
+    """The schedule a loan started at chain time `start` would follow if paid as due,
+    computed by running the agreement itself."""
     if period not in PERIODS_PER_YEAR:
         raise ValueError(f"period must be one of {', '.join(PERIODS_PER_YEAR)}")
     if method not in METHOD_CODES:
         raise ValueError(f"method must be one of {', '.join(METHOD_CODES)}")
     host = ReadOnlyHost(start)
-    call_readonly(loan_code(), [b"schedule", principal, rate_bps, PERIODS_PER_YEAR[period],
-                                term, METHOD_CODES[method], grace, start,
-                                PERIOD_SECONDS[period]], host)
+    call_readonly(loan_code(), [b"schedule", principal, rate_bps, term, METHOD_CODES[method],
+                                grace, start, PERIOD_CODES[period]], host)
     return [{"n": v[0], "due": v[1], "principal": v[2], "interest": v[3],
              "total": v[2] + v[3]} for name, v in host.events if name == "instalment"]

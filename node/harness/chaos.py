@@ -413,7 +413,11 @@ def check_loans(honest: list[Member], events: list[dict], times: dict[int, int])
         if name == "instalment_late":
             deadline, inclusive = e["values"][2] + terms["tol"], False
         else:
-            deadline, inclusive = terms["due"] + terms["dflt"], True
+            # default: the oldest unpaid instalment's due date + default_s (it stays the
+            # oldest unpaid: nothing pays instalments after default)
+            if not view["instalments"]:
+                continue
+            deadline, inclusive = view["instalments"][0]["due"] + terms["dflt"], True
             observed_defaults.add(loan)
         want = first(deadline, inclusive, max(h, 1))
         if want == h:
@@ -423,13 +427,16 @@ def check_loans(honest: list[Member], events: list[dict], times: dict[int, int])
                           "deadline": deadline})
     now = time_at(height) if height else 0
     for loan, view in loans.items():
-        t = view["terms"]
-        if view["status"] != "active" or t["due"] is None:
+        t, rows = view["terms"], view["instalments"]
+        if view["status"] != "active" or not rows:
             continue
-        if not t["late"] and now > t["due"] + t["tol"]:
-            missed.append({"loan": loan, "missed": "late fee", "deadline": t["due"] + t["tol"]})
-        if now >= t["due"] + t["dflt"]:
-            missed.append({"loan": loan, "missed": "default", "deadline": t["due"] + t["dflt"]})
+        for r in rows:      # every unpaid instalment past its tolerance has had its fee
+            if r["n"] > t["kl"] and now > r["due"] + t["tol"]:
+                missed.append({"loan": loan, "missed": f"late fee of instalment {r['n']}",
+                               "deadline": r["due"] + t["tol"]})
+        if now >= rows[0]["due"] + t["dflt"]:
+            missed.append({"loan": loan, "missed": "default",
+                           "deadline": rows[0]["due"] + t["dflt"]})
     status = Counter(v["status"] for v in loans.values())
     unobserved = sorted(x for x, v in loans.items()
                         if v["status"] == "defaulted" and x not in observed_defaults)

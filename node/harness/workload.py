@@ -21,7 +21,7 @@ OFFER = dict(products=["consumer", "business", "agriculture", "education"],
              min_term=1, max_term=24, max_grace=2, tiers=[[300, 2400, 150_000],
                                                          [600, 1500, 500_000]],
              late_fee_bps=500, tolerance_days=3, default_days=60, collateral_bps=0,
-             origination_fee_bps=100)
+             origination_fee_bps=100, penalty_bps=0)
 # The limits the workload's borrowers sign in their applications: OFFER fits them.
 LIMITS = dict(max_rate_bps=2400, max_late_fee_bps=500, min_default_days=60,
               max_penalty_bps=2400, max_origination_fee_bps=200)
