@@ -2,8 +2,8 @@
 
 Starts a 4-node cluster whose chain clock runs fast (dev genesis: one real second is two
 chain days), creates a lender and two borrowers, and runs one loan to full repayment and
-one to default with its collateral seized — every step a signed transaction committed by
-consensus. It then reads the final balances, scores and collateral from every node,
+one to default, its collateral sold for the debt and the rest returned to the borrower —
+every step a signed transaction committed by consensus. It then reads the final balances, scores and collateral from every node,
 checks they are identical, and stops the cluster it started.
 
 Interrupted at any moment — Ctrl-C or SIGTERM, even while the cluster is starting — it
@@ -25,6 +25,7 @@ from pathlib import Path
 import click
 
 from lendnet.ledger import keys
+from lendnet.ledger.settlement import SALE_DAYS
 from lendnet.ledger import tx as txm
 from lendnet.node.daemon.client import ApiError, NodeClient
 from lendnet.node.harness.cluster import Cluster, ClusterError
@@ -35,6 +36,8 @@ from .common import money, pct
 DAY = 86_400
 DEMO_PARAMS = {"time_scale": FAST_CLOCK, "empty_block_ms": 250}   # 1 s = 2 chain days
 PRINCIPAL = 100_000                                              # 1,000.00 LND
+ASSETS = {"ana": 60_000, "ben": 150_000}            # what each borrower's collateral is worth
+BID = 130_000                                       # carol's bid for ben's goats
 
 
 class Demo:
@@ -184,37 +187,51 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
                      # a second, so default 2 days after a missed due date is allowed)
                      max_rate_bps=1800, max_late_fee_bps=500, min_default_days=2,
                      max_penalty_bps=0, max_origination_fee_bps=100)["hash"]
+        worth = ASSETS[name]
         d.send(kp, "register_collateral", f"{name} registers {asset}, declared worth "
-               f"{money(60_000)}", asset=asset, description_hash=h32, value=60_000)
+               f"{money(worth)}", asset=asset, description_hash=h32, value=worth)
+        asset_id = f"{kp.address}/{asset}"
+        accept = [[asset_id, worth]]
+        if name == "ben":       # appraised: its value counts for any lender, and at a sale
+            d.send(registrar, "appraise", f"the registrar, also the dev chain's appraiser, "
+                   f"appraises {asset} at {money(worth)}", asset=asset_id, value=worth)
+            accept = []
         d.send(kp, "pledge", f"{name} pledges {asset} to the application", asset=asset,
                to=app)
         q = d.api.get(f"/v1/quote?application={app}&offer={offer}")
         say(f"{name}'s quote: repays {money(q['repaid'])} for {money(q['received'])} "
             f"received, APR {pct(q['apr_bps'])} with the fee; within {name}'s limits: "
             f"{'yes' if q['within_limits'] else 'no'}")
-        d.send(lender, "fund", f"lender funds {name}'s application, accepting {asset} at "
-               f"{money(60_000)}: the loan contract disburses {money(PRINCIPAL)}, "
-               f"{money(PRINCIPAL // 100)} of it the origination fee",
-               application=app, offer=offer,
-               accept=[[f"{kp.address}/{asset}", 60_000]])
+        how = f"accepting {asset} at {money(worth)}" if accept else f"{asset} appraised"
+        d.send(lender, "fund", f"lender funds {name}'s application, {how}: the loan contract "
+               f"disburses {money(PRINCIPAL)}, {money(PRINCIPAL // 100)} of it the "
+               f"origination fee", application=app, offer=offer, accept=accept)
         loans[name] = d.api.get(f"/v1/applications/{app}")["loan"]
-    # Ana pays each instalment as it comes due; Ben pays nothing.
-    ana_loan = loans["ana"]
-    deadline = time.monotonic() + 40
+    # Ana pays each instalment as it comes due; Ben pays nothing, defaults, and his goats
+    # go up for sale: carol bids while the sale is open.
+    ana_loan, ben_loan = loans["ana"], loans["ben"]
+    deadline = time.monotonic() + 45
+    book = sale = None
     while time.monotonic() < deadline:
         ln = d.api.get(f"/v1/loans/{ana_loan}")
-        if ln["status"] != "active":
-            break
-        if ln["amount_due"] and ln["due_time"] - d.chain_time() <= 2 * DAY:
+        if ln["status"] == "active" and ln["amount_due"] and \
+                ln["due_time"] - d.chain_time() <= 2 * DAY:
             d.send(ana, "repay", f"ana pays instalment {ln['instalment']} of 4: "
                    f"{money(ln['amount_due'])}", loan=ana_loan, amount=ln["amount_due"])
-        else:
-            time.sleep(0.1)
-    ben_loan = loans["ben"]
-    while time.monotonic() < deadline:
-        if d.api.get(f"/v1/loans/{ben_loan}")["status"] == "defaulted":
+            continue
+        if sale is None and d.api.get(f"/v1/loans/{ben_loan}")["status"] == "defaulted":
+            book = d.api.get(f"/v1/portfolio?lender={lender.address}")
+            say(f"ben's loan defaulted: the lender's book has {money(book['outstanding'])} "
+                f"outstanding, PAR1 {pct(book['par1_bps'] or 0)}, PAR30 "
+                f"{pct(book['par30_bps'] or 0)}")
+            sale = _bid(d, ben_loan)
+            continue
+        if ln["status"] != "active" and sale is not None:
             break
         time.sleep(0.1)
+    if sale is None:
+        raise click.ClickException("ben's loan did not default in time")
+    surplus = _settle(d, sale, ben_loan, ben, deadline)
     for name, loan in loans.items():
         ln = d.api.get(f"/v1/loans/{loan}")
         say(f"{name}'s loan is {ln['status']}")
@@ -238,13 +255,43 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
         + ("identical" if same else "DIFFERENT"))
     final = views[0]
     owners = {k.address: n for n, k in w.items()}
+    owners[keys.Keypair.from_name("carol").address] = "carol"
     return {"height": top, "identical_on_all_nodes": same, **final,
             "collateral": {a: owners.get(o, o) for a, o in final["collateral"].items()},
-            "rate": pct(1800)}
+            "rate": pct(1800), "surplus_to_ben": surplus,
+            "book_at_default": {k: book[k] for k in ("outstanding", "par1_bps", "par30_bps",
+                                                     "par90_bps")}}
+
+
+def _bid(d: Demo, loan: str) -> dict:
+    """The defaulted loan's collateral is up for sale: carol (a dev account) bids."""
+    carol = keys.Keypair.from_name("carol")
+    sale = d.api.get(f"/v1/sales?loan={loan}")["sales"][0]
+    d.send(carol, "bid", f"{sale['asset'].split('/')[1]} go up for sale for "
+           f"{SALE_DAYS} chain days (reserve {money(sale['reserve'])}); carol bids "
+           f"{money(BID)}", sale=sale["sale"], amount=BID)
+    return sale
+
+
+def _settle(d: Demo, sale: dict, loan: str, borrower, deadline: float) -> int:
+    """Once the sale has closed carol settles it: the price pays the debt and the rest
+    goes back to the borrower. Returns what the borrower got back."""
+    while time.monotonic() < deadline and d.chain_time() < sale["closes"]:
+        time.sleep(0.1)
+    claim = d.api.get(f"/v1/loans/{loan}")["payoff"]
+    before = d.api.account(borrower.address)["balance"]
+    d.send(keys.Keypair.from_name("carol"), "settle_sale", f"the sale closes; carol settles "
+           f"it: {money(claim)} pays ben's debt, {money(BID - claim)} goes back to ben",
+           sale=sale["sale"])
+    return d.api.account(borrower.address)["balance"] - before
 
 
 def _print(r: dict) -> None:
     click.echo("")
+    b = r["book_at_default"]
+    click.echo(f"at ben's default the lender's book had PAR1 {pct(b['par1_bps'] or 0)}, "
+               f"PAR30 {pct(b['par30_bps'] or 0)}; the sale of ben's goats returned "
+               f"{money(r['surplus_to_ben'])} to ben beyond his debt")
     click.echo(f"final state at height {r['height']} (identical on every node: "
                f"{'yes' if r['identical_on_all_nodes'] else 'NO'}), {r['seconds']} s:")
     for n, b in r["balances"].items():

@@ -234,8 +234,11 @@ def test_demo_runs_the_lifecycle_and_nodes_agree(tmp_path):
     assert not list(tmp_path.glob("lendnet-demo-*"))     # its keys and stores went with it
     res = json.loads(r.stdout)
     assert res["identical_on_all_nodes"] is True
-    assert res["loans"] == {"ana": "repaid", "ben": "defaulted"}
-    assert res["collateral"] == {"ana-sewing-machine": "ana", "ben-goats": "lender"}
+    assert res["loans"] == {"ana": "repaid", "ben": "settled"}
+    assert res["collateral"] == {"ana-sewing-machine": "ana", "ben-goats": "carol"}
+    # carol's 1,300.00 paid ben's debt (1,000.00 and its interest and fees); the rest is his
+    assert 25_000 < res["surplus_to_ben"] < 30_000
+    assert res["book_at_default"]["par1_bps"] > 0
     assert res["scores"]["ana"] > res["scores"]["ben"]
 
 
