@@ -49,7 +49,7 @@ def test_funding_instantiates_the_agreement_and_disburses():
     assert c.ledger.total_money() == c.ledger.supply
 
 
-def test_missed_instalment_late_fee_default_by_chain_time_and_seizure():
+def test_missed_instalment_late_fee_default_by_chain_time_and_sale():
     c = Chain()
     offer, app, loan, _ = open_loan(c, collateral="car-VIN-1")
     rows = schedule(100_000, 2400 if credit_score(c.ledger, c.addr("alice"))["score"] < 650
@@ -76,8 +76,10 @@ def test_missed_instalment_late_fee_default_by_chain_time_and_seizure():
     assert [e["name"] for e in res.events] == ["defaulted"]
     view = loan_view(c.ledger, loan)
     assert view["status"] == "defaulted"
+    # the car is not handed to the lender: it goes up for sale (tests/test_settlement.py)
     asset = c.ledger.state.assets.get(f"{c.addr('alice')}/car-VIN-1")
-    assert asset["owner"] == c.addr("lender") and asset["lien"] is None
+    assert asset["owner"] == c.addr("alice") and asset["lien"] == loan
+    assert c.ledger.state.sales.get(asset["sale"])["status"] == "open"
     after = credit_score(c.ledger, c.addr("alice"))
     assert after["score"] < score_before
     assert "defaults" in after["reasons"] and "late_instalments" in after["reasons"]

@@ -38,7 +38,7 @@ done:
 
 def chain() -> Chain:
     return Chain(dict(FUNDS), names=tuple(FUNDS))
-LENDER_KINDS = {"offer", "withdraw", "fund", "writeoff"}
+LENDER_KINDS = {"offer", "withdraw", "fund", "writeoff", "take"}
 BORROWER_KINDS = {"apply", "accept", "repay", "prepay", "collateral", "pledge"}
 
 # One action: (kind, actor index, a number that picks amounts and targets). The actor
@@ -47,13 +47,14 @@ BORROWER_KINDS = {"apply", "accept", "repay", "prepay", "collateral", "pledge"}
 actions = st.lists(st.tuples(
     st.sampled_from(["transfer", "offer", "apply", "fund", "accept", "repay", "repay",
                      "prepay", "advance", "withdraw", "collateral", "pledge", "loop", "broke",
-                     "appraise", "writeoff", "restructure"]),
+                     "appraise", "writeoff", "restructure", "bid", "settle", "take"]),
     st.integers(0, 2), st.integers(0, 2**40)), min_size=8, max_size=30)
 
-# Every workload starts with both roles registered, one offer published and the loop
-# contract deployed.
+# Every workload starts with both roles registered, one offer published, the loop
+# contract deployed and an asset for each borrower to pledge. (Sales of collateral are
+# rare here; tests/test_settlement.py's property drives them directly.)
 SETUP = [("register", 0, 1), ("register", 1, 0), ("register", 2, 0), ("offer", 0, 2_999_999),
-         ("deploy", 2, 0)]
+         ("deploy", 2, 0), ("collateral", 1, 0), ("collateral", 2, 5)]
 
 
 def _limits(n: int) -> dict:
@@ -165,6 +166,14 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
                 if rec and n % 5:
                     name = chain._names.get(rec[("borrower", "lender")[n % 2]], name)
                 t = chain.tx(name, "propose_restructure", loan=loan, term=n % 24 + 1)
+        elif kind in ("bid", "settle", "take"):      # collateral sales of defaulted loans
+            sale = pick(sorted(led.state.sales.rows))
+            if kind == "bid":
+                best = (led.state.sales.get(sale) or {"best": 0})["best"]
+                t = chain.tx(name, "bid", sale=sale, amount=best + n % 400_000 + 1)
+            else:
+                t = chain.tx(name, "settle_sale" if kind == "settle" else "take_collateral",
+                             sale=sale)
         elif kind == "withdraw":
             t = chain.tx(name, "withdraw_offer", offer=pick(offers))
         elif kind == "collateral":

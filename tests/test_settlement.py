@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from lendnet.ledger.lending import loan_view
 from lendnet.ledger.portfolio import summary
@@ -16,9 +17,10 @@ from .chain import APPLY_LIMITS, DAY, OFFER_TERMS, Chain, h32
 CAR = 300_000
 
 
-def defaulted_loan(c: Chain, worth: int = CAR, appraise: bool = True):
+def defaulted_loan(c: Chain, worth: int = CAR, appraise: bool = True, paid: int = 0):
     """Alice borrows 100,000 over 6 months against her car (appraised at `worth`), pays
-    nothing, and the loan defaults; returns (loan, the car's sale id)."""
+    `paid` at once and nothing more, and the loan defaults; returns (loan, the car's
+    sale id)."""
     c.do("lender", "register_lender", profile_hash=h32("lender"))
     offer = c.do("lender", "publish_offer", amount=1_000_000, **OFFER_TERMS).id
     c.do("alice", "register_borrower", profile_hash=h32("alice"), docs_hash=h32("docs"))
@@ -34,10 +36,15 @@ def defaulted_loan(c: Chain, worth: int = CAR, appraise: bool = True):
     c.do("alice", "pledge", asset=car, to=app)
     c.do("lender", "fund", application=app, offer=offer, accept=[])
     loan = c.ledger.state.applications.get(app)["loan"]
-    first_due = loan_view(c.ledger, loan)["due_time"]
-    c.block(at=first_due + OFFER_TERMS["default_days"] * DAY)
-    assert loan_view(c.ledger, loan)["status"] == "defaulted"
-    return loan, sale_id(loan, car)
+    if paid:
+        c.do("alice", "repay", loan=loan, amount=paid)
+    for _ in range(40):                 # the first unpaid instalment's default, or sooner
+        unpaid = loan_view(c.ledger, loan)["instalments"]
+        due = unpaid[0]["due"] if unpaid else loan_view(c.ledger, loan)["next_due"]["due"]
+        c.block(at=max(c.time + DAY, due + OFFER_TERMS["default_days"] * DAY))
+        if loan_view(c.ledger, loan)["status"] == "defaulted":
+            return loan, sale_id(loan, car)
+    raise AssertionError("the loan did not default")
 
 
 def conserved(c: Chain) -> bool:
@@ -214,3 +221,39 @@ def test_a_book_at_0_15_45_and_95_days_past_due():
     assert (book["par1_bps"], book["par30_bps"], book["par90_bps"]) == (7_500, 5_000, 2_500)
     assert {b: v["loans"] for b, v in book["buckets"].items()} == \
         {"current": 1, "1-30": 1, "31-60": 1, "61-90": 0, "90+": 1}
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(worth=st.integers(1_000, 400_000), paid=st.integers(0, 60_000),
+       bids=st.lists(st.tuples(st.sampled_from(["bob", "lender", "alice"]),
+                               st.integers(1, 500_000)), max_size=5),
+       take=st.booleans(), recover=st.integers(0, 150_000))
+def test_settlement_pays_the_debt_from_the_collateral_and_no_more(worth, paid, bids, take,
+                                                                   recover):
+    """Whatever the asset is worth, whoever bids what, and whether the lender takes an
+    unsold asset: the lender receives at most the claim, the borrower every unit above it,
+    a shortfall stays owed, and money is conserved at every step."""
+    c = Chain()
+    loan, sid = defaulted_loan(c, worth=worth, paid=paid)
+    claim = loan_view(c.ledger, loan)["payoff"]
+    for who, amount in bids:
+        c.try_do(who, "bid", sale=sid, amount=amount)
+        assert conserved(c)
+    c.block(at=c.ledger.state.sales.get(sid)["closes"])
+    alice0 = c.balance("alice")
+    c.try_do("registrar", "settle_sale", sale=sid)
+    sale = c.ledger.state.sales.get(sid)
+    price = sale["best"] if sale["status"] == "sold" else 0
+    if sale["status"] == "unsold" and take:
+        c.do("lender", "take_collateral", sale=sid)
+        price = sale["value"]
+    assert c.balance("alice") - alice0 == max(0, price - claim)     # the surplus is hers
+    view = loan_view(c.ledger, loan)
+    owed_now = view["payoff"] or 0
+    assert owed_now == max(0, claim - price)
+    assert view["status"] == ("settled" if price >= claim else "defaulted")
+    assert view["terms"]["rec"] == min(price, claim)      # recovered: the debt, no more
+    if recover and owed_now:
+        c.try_do("alice", "repay", loan=loan, amount=recover)
+        assert (loan_view(c.ledger, loan)["payoff"] or 0) == max(0, owed_now - recover)
+    assert conserved(c)
