@@ -3,8 +3,9 @@
 Starts a 4-node cluster whose chain clock runs fast (dev genesis: one real second is two
 chain days), creates a lender and two borrowers, and runs one loan to full repayment and
 one to default, its collateral sold for the debt and the rest returned to the borrower —
-every step a signed transaction committed by consensus. It then reads the final balances, scores and collateral from every node,
-checks they are identical, and stops the cluster it started.
+every step a signed transaction committed by consensus. It then reads the final
+balances, scores and collateral from every node, checks they are identical, and stops
+the cluster it started.
 
 Interrupted at any moment — Ctrl-C or SIGTERM, even while the cluster is starting — it
 stops the cluster, prints one line and exits 130 (SIGINT) or 143 (SIGTERM); `--keep`

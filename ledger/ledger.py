@@ -213,6 +213,13 @@ class Ledger:
         bal, nonce = self.account(dst)
         self.state.accounts.put(dst, (bal + amount, nonce))
 
+    def record(self, table: str, key: str, what: str) -> dict:
+        """A row a transaction names, or TxError("no <what> <key>")."""
+        row = self.state.tables[table].get(key)
+        if row is None:
+            raise TxError(f"no {what} {key}")
+        return row
+
     def require_funds(self, addr: str, amount: int) -> None:
         bal = self.balance(addr)
         if bal < amount:

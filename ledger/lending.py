@@ -114,17 +114,11 @@ def _withdraw_application(led: Ledger, tx: SignedTx, b: dict) -> None:
 
 
 def _offer(led: Ledger, offer_id: str) -> dict:
-    offer = led.state.offers.get(offer_id)
-    if offer is None:
-        raise TxError(f"no offer {offer_id}")
-    return offer
+    return led.record("offers", offer_id, "offer")
 
 
 def _application(led: Ledger, app_id: str) -> dict:
-    app = led.state.applications.get(app_id)
-    if app is None:
-        raise TxError(f"no application {app_id}")
-    return app
+    return led.record("applications", app_id, "application")
 
 
 def subject(led: Ledger, addr: str) -> str:
@@ -299,10 +293,7 @@ def _accept_offer(led: Ledger, tx: SignedTx, b: dict) -> None:
 
 
 def _loan(led: Ledger, loan: str) -> dict:
-    rec = led.state.loans.get(loan)
-    if rec is None:
-        raise TxError(f"no loan {loan}")
-    return rec
+    return led.record("loans", loan, "loan")
 
 
 def _repay(led: Ledger, tx: SignedTx, b: dict) -> None:

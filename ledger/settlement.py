@@ -83,10 +83,7 @@ def cancel_sales(led: Ledger, loan: str) -> None:
 
 
 def _sale(led: Ledger, sid: str) -> dict:
-    sale = led.state.sales.get(sid)
-    if sale is None:
-        raise TxError(f"no collateral sale {sid}")
-    return sale
+    return led.record("sales", sid, "collateral sale")
 
 
 def _bid(led: Ledger, tx: SignedTx, b: dict) -> None:
