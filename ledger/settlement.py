@@ -4,8 +4,9 @@ When a loan defaults its agreement seizes the liens (the VM's `seize`); here tha
 sale for each pledged asset instead of handing the asset to the lender. For SALE_DAYS of
 chain time anyone may bid in LND; a bid is escrowed and must beat the best by MIN_RAISE_BPS
 and reach the reserve (RESERVE_BPS of the value the loan counted for the asset, so a
-lowball bid cannot take a valuable asset for little). Once the sale has closed anyone may
-settle it:
+lowball bid cannot take a valuable asset for little); the loan's own lender bids at least
+the asset's counted value, what taking it unsold would cost. Once the sale has closed
+anyone may settle it:
 
 - sold: the asset goes to the best bidder and the price is paid into the loan as a
   recovery. The agreement applies what the debt still claims and returns the rest to the
@@ -16,7 +17,8 @@ settle it:
   to the debt, and the surplus goes to the borrower.
 
 If the borrower pays the whole claim while a sale is open, the agreement releases the
-liens and every open sale is cancelled, its best bid refunded.
+liens and every open sale is cancelled, its best bid refunded; an unsold sale is
+cancelled too, so the lender can no longer take the asset.
 """
 from __future__ import annotations
 
@@ -73,7 +75,10 @@ def cancel_sales(led: Ledger, loan: str) -> None:
     for asset_id in st.loans.get(loan)["collateral"]:
         sid = sale_id(loan, asset_id)
         sale = st.sales.get(sid)
-        if sale is None or sale["status"] != "open":
+        # An unsold sale ends too: the lender is owed nothing more, so it may no longer
+        # take the asset (it could otherwise force a purchase from a borrower who paid
+        # in full, or take an asset the borrower has pledged again elsewhere).
+        if sale is None or sale["status"] not in ("open", "unsold"):
             continue
         if sale["bidder"] is not None:
             led.credit_from_escrow(sale["bidder"], sale["best"])
@@ -92,9 +97,15 @@ def _bid(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError(f"the sale is {sale['status']} and closed at {sale['closes']}; "
                       f"it takes no more bids")
     least = max(sale["reserve"], sale["best"] + -(-sale["best"] * MIN_RAISE_BPS // 10_000))
+    if tx.sender == sale["lender"]:
+        # The lender bids no less than take_collateral would charge it: otherwise it
+        # could bid the reserve on its own borrower's sale, take the asset at half its
+        # value and halve the surplus the borrower is owed.
+        least = max(least, sale["value"])
     if b["amount"] < least:
         raise TxError(f"a bid must be at least {least} (the reserve, or the best bid "
-                      f"{sale['best']} raised by {MIN_RAISE_BPS} bps)")
+                      f"{sale['best']} raised by {MIN_RAISE_BPS} bps; the loan's lender "
+                      f"bids at least the asset's value {sale['value']})")
     led.require_funds(tx.sender, b["amount"])
     led.debit_to_escrow(tx.sender, b["amount"])
     if sale["bidder"] is not None:
@@ -144,6 +155,10 @@ def _take_collateral(led: Ledger, tx: SignedTx, b: dict) -> None:
     if sale["status"] != "unsold":
         raise TxError(f"the sale is {sale['status']}: only unsold collateral can be taken "
                       f"(settle the sale once it has closed)")
+    if led.state.assets.get(sale["asset"])["lien"] != sale["loan"]:
+        # Defence in depth: an asset whose lien the loan no longer holds is not the
+        # lender's to take (cancel_sales ends such sales when the claim is paid).
+        raise TxError("the asset is no longer pledged to this loan")
     led.state.sales.put(b["sale"], {**sale, "status": "taken"})
     _transfer_asset(led, sale["asset"], tx.sender)
     if sale["value"]:
