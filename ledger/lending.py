@@ -242,6 +242,11 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
     app, offer = _application(led, app_id), _offer(led, offer_id)
     if app["status"] != "open":
         raise TxError(f"application is {app['status']}, not open")
+    if subject(led, offer["lender"]) == subject(led, app["borrower"]):
+        # A loan to oneself moves money from one pocket to the other, interest included,
+        # yet would earn on-time credit and a better tier for a few transaction fees.
+        raise TxError("you cannot lend to yourself: the offer's lender is the applicant "
+                      "(the same address or the same attested identity)")
     tier = match(led, app, offer, accepted)
     problems = consent_problems(led, app, offer, tier[1])
     if problems:
@@ -521,7 +526,10 @@ def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
             return              # paid late: counted when it fell late (instalment_late)
         # The event's amount is what the last payment applied to the instalment (it may
         # have been paid in parts): the credit is weighed by the instalment itself.
-        amount, due = max(values[2], b["pmt"]), values[3]
+        # But no more than the payment applied plus the principal outstanding before it
+        # (this event comes before the run's "payment"): after prepaying nearly all, tiny
+        # instalments would otherwise each earn the original instalment's credit.
+        amount, due = min(max(values[2], b["pmt"]), values[2] + b["out"]), values[3]
         if due <= b["last_due"] or led.time + _period(led, rec) < due:
             return              # this due date was credited, or it is paid ahead in a burst
         h["on_time"] += 1

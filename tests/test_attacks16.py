@@ -3,9 +3,9 @@ advantage the rules leave them. Each test is named after the attack; it failed b
 fix its comment names (or is xfail(strict=True) where the fix is a design choice)."""
 from __future__ import annotations
 
-from lendnet.ledger.lending import loan_view
+from lendnet.ledger.lending import credit_score, loan_view
 
-from .chain import APPLY_LIMITS, Chain, h32
+from .chain import APPLY_LIMITS, DAY, OFFER_TERMS, Chain, h32, limits_for
 from .test_settlement import CAR, conserved, defaulted_loan
 
 
@@ -51,3 +51,75 @@ def test_lender_bids_the_reserve_on_its_own_borrowers_sale():
     assert c.try_do("lender", "bid", sale=sid, amount=CAR).ok
     assert c.balance("lender") < before - CAR + 100        # escrowed (a fee aside)
     assert conserved(c)
+
+
+def _borrower_with_offer(c: Chain, lender: str = "lender", amount: int = 200_000,
+                         term: int = 12, terms: dict | None = None, **limits):
+    """`alice` (attested) applies for `amount` over `term` months; `lender` publishes an
+    offer (OFFER_TERMS unless `terms`). Returns (application, offer)."""
+    terms = terms or OFFER_TERMS
+    if lender not in c.ledger.state.lenders:
+        c.do(lender, "register_lender", profile_hash=h32(lender))
+    if c.addr("alice") not in c.ledger.state.borrowers:
+        c.do("alice", "register_borrower", profile_hash=h32("alice"), docs_hash=h32("d"))
+        c.attest("alice")
+    offer = c.do(lender, "publish_offer", amount=1_000_000, **terms).id
+    app = c.do("alice", "apply", amount=amount, purpose="x", term=term, period="monthly",
+               method="annuity", product="business", grace=0, docs_hash=h32("p"),
+               **{**limits_for(terms), **limits}).id
+    return app, offer
+
+
+def _pay_on_time(c: Chain, loan: str, most: int = 40) -> None:
+    """Pay each instalment a day before it falls due until the loan closes."""
+    for _ in range(most):
+        v = loan_view(c.ledger, loan)
+        if v["status"] != "active":
+            return
+        c.block(at=v["due_time"] - DAY)
+        c.do("alice", "repay", loan=loan, amount=loan_view(c.ledger, loan)["amount_due"])
+
+
+def test_borrower_lends_to_itself_to_build_a_score():
+    """Alice registers as a lender too, funds her own application and repays herself on
+    time: the interest goes back into her own pocket, so for a few transaction fees her
+    score rose from 500 to 595 and her tier with it. A loan whose lender is the borrower
+    (the same address or the same attested identity) is refused."""
+    c = Chain()
+    app, offer = _borrower_with_offer(c, lender="alice")
+    r = c.try_do("alice", "fund", application=app, offer=offer, accept=[])
+    assert not r.ok and "lend to yourself" in r.error
+    # the same person behind a second attested address
+    c.do("bob", "register_lender", profile_hash=h32("bob"))
+    c.attest("bob", identity="alice")
+    offer = c.do("bob", "publish_offer", amount=1_000_000, **OFFER_TERMS).id
+    r = c.try_do("bob", "fund", application=app, offer=offer, accept=[])
+    assert not r.ok and "lend to yourself" in r.error
+    r = c.try_do("alice", "accept_offer", application=app, offer=offer)
+    assert not r.ok and "lend to yourself" in r.error
+
+
+def test_borrower_prepays_nearly_all_then_pays_tiny_instalments_on_time():
+    """Alice borrows 200,000 over 12 months, prepays all but about 1,000 in the first
+    month (reduce "instalment"), then pays the tiny instalments on time. The bureau
+    weighed every on-time instalment by the loan's original instalment (about 18,900),
+    so she earned the same on-time credit as a borrower who carried the whole debt for
+    a year, for a fifth of the interest. An instalment's weight is now at most what the
+    payment applied plus the principal still outstanding before it."""
+    weights = {}
+    for game in (False, True):
+        c = Chain()
+        app, offer = _borrower_with_offer(c)
+        c.do("lender", "fund", application=app, offer=offer, accept=[])
+        loan = c.ledger.state.applications.get(app)["loan"]
+        if game:
+            v = loan_view(c.ledger, loan)
+            c.block(at=v["due_time"] - 20 * DAY)
+            c.do("alice", "prepay", loan=loan, amount=loan_view(c.ledger, loan)["payoff"]
+                 - 1_000, reduce="instalment")
+        _pay_on_time(c, loan)
+        assert loan_view(c.ledger, loan)["status"] == "repaid"
+        h = credit_score(c.ledger, c.addr("alice"))["history"]
+        assert h["on_time"] == 12
+        weights[game] = h["on_time_w"]
+    assert weights[True] < weights[False] // 4
