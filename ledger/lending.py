@@ -45,6 +45,10 @@ FUND_GAS = 100_000
 REPAY_GAS = 16_000
 REDUCE_MODES = {"term": 0, "instalment": 1}      # the agreement's repay modes
 MAX_PROPOSALS = 4          # pending restructuring proposals kept per loan (oldest dropped)
+# A proposal lapses after this many chain days: a new term agreed to for the balance then
+# owed is not an agreement to stretch whatever is owed months later (nothing else lets
+# the proposer take a proposal back).
+PROPOSAL_DAYS = 7
 
 
 def _register_borrower(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -376,6 +380,9 @@ def _accept_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError(f"no restructuring proposal {b['proposal']} for this loan")
     if proposal["by"] == by:
         raise TxError(f"the {by} proposed it: the other party must accept it")
+    if led.time > proposal["created"] + PROPOSAL_DAYS * DAY:
+        raise TxError(f"the proposal lapsed {PROPOSAL_DAYS} days after it was made "
+                      f"(at {proposal['created']}): ask for a new one")
     term = proposal["term"]
     _check_term(led, b["loan"], term)
     led.run_contract(b["loan"], [b"restructure", term], tx.sender, 0, FUND_GAS)

@@ -123,3 +123,29 @@ def test_borrower_prepays_nearly_all_then_pays_tiny_instalments_on_time():
         assert h["on_time"] == 12
         weights[game] = h["on_time_w"]
     assert weights[True] < weights[False] // 4
+
+
+def test_lender_accepts_a_stale_restructuring_proposal():
+    """In month 1 alice proposes stretching her loan to 12 months from then. She never
+    withdraws it (there is no way to) and pays on time; ten months later, with two
+    instalments left, the lender accepts the old proposal: her last ~35,000 is stretched
+    over 12 more months of interest she never agreed to at that balance. A proposal now
+    lapses after PROPOSAL_DAYS."""
+    from lendnet.ledger.lending import PROPOSAL_DAYS
+    c = Chain()
+    app, offer = _borrower_with_offer(c)
+    c.do("lender", "fund", application=app, offer=offer, accept=[])
+    loan = c.ledger.state.applications.get(app)["loan"]
+    proposal = c.do("alice", "propose_restructure", loan=loan, term=12).id
+    for _ in range(10):
+        v = loan_view(c.ledger, loan)
+        c.block(at=v["due_time"] - DAY)
+        c.do("alice", "repay", loan=loan, amount=loan_view(c.ledger, loan)["amount_due"])
+    r = c.try_do("lender", "accept_restructure", loan=loan, proposal=proposal)
+    assert not r.ok and "lapsed" in r.error
+    assert loan_view(c.ledger, loan)["terms"]["n"] == 12
+    # a fresh proposal within PROPOSAL_DAYS is still accepted
+    proposal = c.do("alice", "propose_restructure", loan=loan, term=4).id
+    c.block(at=c.time + PROPOSAL_DAYS * DAY - 60)
+    assert c.try_do("lender", "accept_restructure", loan=loan, proposal=proposal).ok
+    assert conserved(c)
