@@ -24,7 +24,7 @@ from lendnet.contracts.vm import ContractError, Program
 
 from . import apr, keys, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
-from .tx import MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
+from .tx import MAX_ACCEPTED, MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
 DAY = 86_400
 # Gas for the agreement's runs (VM gas, storage included; measured by
@@ -49,6 +49,10 @@ MAX_PROPOSALS = 4          # pending restructuring proposals kept per loan (olde
 # owed is not an agreement to stretch whatever is owed months later (nothing else lets
 # the proposer take a proposal back).
 PROPOSAL_DAYS = 7
+# Assets pledged to one application or loan: funding, default (a sale each, opened by the
+# chain's duty), release and the views walk the list, and each pledge rewrites it, so it
+# is bounded; a lender can value at most MAX_ACCEPTED in one fund anyway.
+MAX_COLLATERAL = MAX_ACCEPTED
 
 
 def _register_borrower(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -429,6 +433,10 @@ def _pledge(led: Ledger, tx: SignedTx, b: dict) -> None:
     if asset["lien"] is not None:
         raise TxError(f"asset is already pledged to {asset['lien']}")
     target = b["to"]
+    holder = st.applications.get(target) or st.loans.get(target)
+    if holder is not None and len(holder["collateral"]) >= MAX_COLLATERAL:
+        raise TxError(f"{target} already has {len(holder['collateral'])} assets pledged: "
+                      f"at most {MAX_COLLATERAL}")
     if target in st.applications:
         app = st.applications.get(target)
         if app["borrower"] != tx.sender or app["status"] != "open":

@@ -149,3 +149,25 @@ def test_lender_accepts_a_stale_restructuring_proposal():
     c.block(at=c.time + PROPOSAL_DAYS * DAY - 60)
     assert c.try_do("lender", "accept_restructure", loan=loan, proposal=proposal).ok
     assert conserved(c)
+
+
+def test_borrower_pledges_unbounded_junk_to_one_loan():
+    """Every pledge appends to the application's (or loan's) collateral list, which
+    funding, default (a sale each, opened by the chain's own duty, unmetered), release and
+    every view walk, and which each later pledge rewrites whole. Nothing bounded it; a
+    borrower could pile thousands of worthless assets onto a loan for the price of the
+    pledges. At most MAX_COLLATERAL (the most a lender can value in one fund) are kept."""
+    from lendnet.ledger.lending import MAX_COLLATERAL
+    c = Chain()
+    app, offer = _borrower_with_offer(c)
+    for i in range(MAX_COLLATERAL + 1):
+        c.do("alice", "register_collateral", asset=f"junk{i}", description_hash=h32("j"),
+             value=1)
+    for i in range(MAX_COLLATERAL):
+        c.do("alice", "pledge", asset=f"junk{i}", to=app)
+    r = c.try_do("alice", "pledge", asset=f"junk{MAX_COLLATERAL}", to=app)
+    assert not r.ok and "at most" in r.error
+    c.do("lender", "fund", application=app, offer=offer, accept=[])
+    loan = c.ledger.state.applications.get(app)["loan"]
+    r = c.try_do("alice", "pledge", asset=f"junk{MAX_COLLATERAL}", to=loan)
+    assert not r.ok and "at most" in r.error
