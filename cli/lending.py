@@ -342,6 +342,23 @@ def b_schedule(loan_id, node_url, as_json):
              money(r["total"])] for r in rows])
 
 
+PAYOFF_MARGIN_DAYS = 2
+
+
+def payoff_amount(ln: dict) -> int:
+    """What `repay --payoff` sends: the quoted payoff plus PAYOFF_MARGIN_DAYS of interest
+    and penalty on the principal outstanding (rounded up). The quote holds only until the
+    next whole day (interest and penalty run by whole days), and a payment even 1 short
+    of the payoff pays the running instalment's whole interest and leaves the loan open;
+    the agreement returns whatever the payoff did not need."""
+    t = ln.get("terms") or {}
+    if ln.get("status") != "active":
+        return ln["payoff"]
+    rate = (t.get("a") or 0) + (t.get("pbps") or 0)
+    out = ln.get("principal_outstanding") or 0
+    return ln["payoff"] + -(-out * rate * PAYOFF_MARGIN_DAYS // 3_650_000) + 1
+
+
 @borrower.command("repay")
 @wallet_option
 @click.option("--loan", "loan_id", required=True)
@@ -356,7 +373,8 @@ def b_repay(wallet_name, loan_id, amount, instalment, payoff, **send):
         raise click.UsageError("give exactly one of --amount, --instalment, --payoff")
     if amount is None:
         ln = get(send["node_url"], f"/v1/loans/{loan_id}")
-        amount = ln["payoff"] if payoff else ln["amount_due"]
+        amount = payoff_amount(ln) if payoff and ln["payoff"] else (
+            ln["payoff"] if payoff else ln["amount_due"])
         if not amount:
             raise click.ClickException(f"nothing is due on loan {loan_id} "
                                        f"({ln['status']})")
