@@ -199,6 +199,29 @@ def test_payoff_delayed_past_a_day_boundary_leaves_the_loan_open():
     assert conserved(c) and c.ledger.balance(loan) == 0
 
 
+def test_orderings_with_an_open_sale_write_off_then_a_strangers_recovery():
+    """Held (a guard, not a fix): with bob's bid open on the car, the lender writes the
+    loan off; a stranger then pays more than the claim. The stranger gets the surplus
+    back, the loan is settled, the sale is cancelled and bob's bid refunded, nothing is
+    left in escrow for the sale or in the agreement, and money is conserved."""
+    c = Chain()
+    loan, sid = defaulted_loan(c)
+    bob = c.balance("bob")
+    c.do("bob", "bid", sale=sid, amount=200_000)
+    c.do("lender", "write_off", loan=loan, reason="gone")
+    claim = loan_view(c.ledger, loan)["payoff"]
+    stranger, fees = c.balance("registrar"), c.paid["registrar"]
+    c.do("registrar", "repay", loan=loan, amount=claim + 500)
+    assert c.balance("registrar") == stranger - claim - (c.paid["registrar"] - fees)
+    assert loan_view(c.ledger, loan)["status"] == "settled"
+    assert c.ledger.state.sales.get(sid)["status"] == "cancelled"
+    assert c.balance("bob") == bob - c.paid["bob"]
+    assert c.ledger.balance(loan) == 0 and conserved(c)
+    c.block(at=c.ledger.state.sales.get(sid)["closes"])
+    assert not c.try_do("bob", "settle_sale", sale=sid).ok
+    assert not c.try_do("lender", "take_collateral", sale=sid).ok
+
+
 # --- found and left: design choices, each an xfail(strict=True) with its reason ---------
 
 @pytest.mark.xfail(strict=True, reason="design: the genesis cap bounds the nominal rate, not "
@@ -289,3 +312,19 @@ def test_paying_one_short_of_the_payoff_costs_the_months_interest():
     c.block(at=c.time + 2 * DAY - 120)
     c.do("alice", "repay", loan=loan, amount=loan_view(c.ledger, loan)["payoff"] - 1)
     assert loan_view(c.ledger, loan)["payoff"] <= 10
+
+
+@pytest.mark.xfail(strict=True, reason="design: a lender's key is not tied to a person, so a "
+                   "borrower's second, unattested key can lend to it; only a lender "
+                   "identity (or weighing credit by lender diversity) would tell")
+def test_borrower_lends_to_itself_through_a_second_unattested_key():
+    """Alice's second key "bob" registers as a lender (nobody attests lenders), funds her
+    application and she repays it on time: the interest returns to her own other pocket,
+    yet she earns the same on-time and repaid-loan credit as from a stranger. Expected:
+    a self-dealt loan earns no credit (her score stays where it was)."""
+    c = Chain()
+    app, offer = _borrower_with_offer(c, lender="bob")
+    before = credit_score(c.ledger, c.addr("alice"))["score"]
+    c.do("bob", "fund", application=app, offer=offer, accept=[])
+    _pay_on_time(c, c.ledger.state.applications.get(app)["loan"])
+    assert credit_score(c.ledger, c.addr("alice"))["score"] == before
