@@ -265,7 +265,7 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
     led.create_contract(loan, st.meta.get("loan_code"), tx.sender)
     st.loans.put(loan, {"borrower": app["borrower"], "lender": offer["lender"],
                         "offer": offer_id, "application": app_id, "created": led.time,
-                        "collateral": app["collateral"],
+                        "principal": app["amount"], "collateral": app["collateral"],
                         "cover": collateral_cover(led, app, accepted),
                         "origination_fee": origination_fee(principal, offer)})
     st.offers.put(offer_id, {**offer, "available": offer["available"] - principal})

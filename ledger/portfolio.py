@@ -32,7 +32,9 @@ def summary(views: list[dict]) -> dict:
     at_risk = {days: sum(v["principal_outstanding"] or 0 for v in views
                          if v["status"] in OWED and (v["days_past_due"] or 0) > days)
                for days in (0, 30, 90)}
-    lent = sum(v["terms"]["P"] or 0 for v in views)
+    # What was lent: the principal disbursed, not the agreement's P, which a restructuring
+    # overwrites with the payoff (capitalised interest, fees and penalty are not lent).
+    lent = sum(v.get("principal", v["terms"]["P"]) or 0 for v in views)
     received = sum(v["terms"]["paid"] or 0 for v in views)
     performing = sum(v["principal_outstanding"] or 0 for v in views if v["status"] == "active")
     lost = sum(v["principal_outstanding"] or 0 for v in views if v["status"] in LOST)

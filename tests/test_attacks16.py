@@ -222,6 +222,25 @@ def test_orderings_with_an_open_sale_write_off_then_a_strangers_recovery():
     assert not c.try_do("lender", "take_collateral", sale=sid).ok
 
 
+def test_restructuring_arrears_inflates_what_the_book_says_was_lent():
+    """Seventy days in arrears, alice and her lender restructure: the agreement's P becomes
+    the payoff (215,508: arrears, interest and penalty capitalised), and the portfolio
+    counted that as lent, so the book showed 215,508 lent for 200,000 disbursed. It now
+    counts the principal disbursed (kept in the loan record at funding)."""
+    from lendnet.ledger.portfolio import summary
+    c = Chain()
+    terms = {**OFFER_TERMS, "default_days": 120, "penalty_bps": 1_000}
+    app, offer = _borrower_with_offer(c, terms=terms)
+    c.do("lender", "fund", application=app, offer=offer, accept=[])
+    loan = c.ledger.state.applications.get(app)["loan"]
+    c.block(at=loan_view(c.ledger, loan)["due_time"] + 70 * DAY)
+    p = c.do("alice", "propose_restructure", loan=loan, term=12).id
+    c.do("lender", "accept_restructure", loan=loan, proposal=p)
+    v = loan_view(c.ledger, loan)
+    assert v["terms"]["P"] > 215_000
+    assert summary([v])["lent"] == 200_000
+
+
 # --- found and left: design choices, each an xfail(strict=True) with its reason ---------
 
 @pytest.mark.xfail(strict=True, reason="design: the genesis cap bounds the nominal rate, not "
