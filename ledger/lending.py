@@ -33,16 +33,18 @@ DAY = 86_400
 # schedule once to check it: the longest (520 weekly, 3 periods of grace) takes 29,637,
 # 360 monthly 24,300, the other methods about 13,500; FUND_GAS is over three times that
 # (restructuring, under the same budget, measured 19,044 for a weekly loan 50 weeks in
-# arrears). A repayment pays every instalment it clears: on time about 1,900, paying off
-# 1,500; paying a weekly loan's 53 overdue instalments (the most there can be: default
-# comes at most 365 days after the oldest) 12,268, or all 54 off 12,320. REPAY_GAS
-# covers that with a third to spare. A block reserves each transaction's whole limit
-# (fixed gas and this budget), so the budget is also how many fit in a block: about 166
-# repayments in 3,000,000 (v1's 4,000 fitted 500, but v1 paid one overdue instalment a
-# call and left the rest unpaid). A tick that catches up 53 weekly postings, fees and
-# alerts after a year without blocks took 106,823 of TICK_GAS's 200,000.
+# arrears). A repayment clears at most 8 instalments (the agreement's MAX_CLEARED; money
+# beyond them comes back), so its gas does not grow with how far behind a loan is: on
+# time about 1,900, paying off 1,900, 8 overdue weekly instalments with penalty interest
+# 3,500, a prepayment that recomputes a 520-week annuity's instalment 4,200 (the most
+# measured, tests/test_loan_v2.py and the note of issue 16). REPAY_GAS covers that with
+# two fifths to spare. A block reserves each transaction's whole limit (fixed gas and this
+# budget), so the budget is also how many fit in a block: 375 repayments in 3,000,000
+# (v1's 4,000 fitted 500, but v1 paid one overdue instalment a call and left the rest
+# unpaid). A tick that catches up 53 weekly postings, fees and alerts after a year
+# without blocks took 106,823 of TICK_GAS's 200,000.
 FUND_GAS = 100_000
-REPAY_GAS = 16_000
+REPAY_GAS = 6_000
 REDUCE_MODES = {"term": 0, "instalment": 1}      # the agreement's repay modes
 MAX_PROPOSALS = 4          # pending restructuring proposals kept per loan (oldest dropped)
 # A proposal lapses after this many chain days: a new term agreed to for the balance then
