@@ -25,8 +25,7 @@ OFFER = dict(products=["consumer"], methods=["annuity"], periods=["monthly"], mi
              tolerance_days=3, default_days=90, collateral_bps=0, origination_fee_bps=0,
              penalty_bps=0)
 LIMITS = dict(max_rate_bps=1800, max_late_fee_bps=500, min_default_days=90, max_penalty_bps=0,
-              max_origination_fee_bps=0,
-             penalty_bps=0)
+              max_origination_fee_bps=0)
 
 
 class Bench:
