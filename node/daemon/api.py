@@ -589,7 +589,7 @@ OPENAPI = {
         "/v1/portfolio": {"get": _op("The loan book of ?lender=ADDR, or of the whole "
                                      "network: outstanding, loans by arrears bucket "
                                      "(current, 1-30, 31-60, 61-90, 90+ days past due), "
-                                     "PAR30/PAR90 and net yield in basis points.")},
+                                     "PAR1/PAR30/PAR90 and net yield in basis points.")},
         "/v1/sales": {"get": _op("Collateral sales of defaulted loans, by ?loan= and "
                                  "?status=open|sold|unsold|taken|cancelled; paged: "
                                  "?after=<next>&limit=N.")},
