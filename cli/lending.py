@@ -784,25 +784,29 @@ def l_documents(wallet_name, borrower_addr, application, from_file, out, node_ur
 @lender.command("portfolio")
 @click.option("--wallet", "wallet_name", default=None)
 @click.option("--address", default=None)
+@click.option("--network", is_flag=True, help="The whole network's book, every lender's.")
 @node_option
 @click.option("--json", "as_json", is_flag=True)
-def l_portfolio(wallet_name, address, node_url, as_json):
-    """Your loans: outstanding, repaid, late, defaulted, and what they have earned."""
+def l_portfolio(wallet_name, address, network, node_url, as_json):
+    """Your loan book (or the network's): outstanding, loans by days past due, PAR1,
+    PAR30, PAR90, and the net yield after losses."""
     addr = address or (wallet_name and _address_of_wallet(wallet_name))
-    if not addr:
-        raise click.UsageError("give --wallet or --address")
-    book = get(node_url, f"/v1/portfolio?lender={addr}")
+    if network == bool(addr):
+        raise click.UsageError("give --wallet or --address, or --network")
+    book = get(node_url, "/v1/portfolio" + (f"?lender={addr}" if addr else ""))
     if as_json:
-        emit({**book, "address": addr,
-              "items": get_all(node_url, f"/v1/loans?lender={addr}", "loans")}, True)
+        items = get_all(node_url, f"/v1/loans?lender={addr}", "loans") if addr else None
+        emit({**book, "address": addr, **({"items": items} if addr else {})}, True)
         return
+    addr = addr or "the network"
     st = book["by_status"]
     click.echo(f"portfolio of {addr}: {book['loans']} loans, lent {money(book['lent'])}, "
                f"received {money(book['received'])}, outstanding {money(book['outstanding'])}")
     click.echo("  " + ", ".join(f"{name} {n}" for name, n in st.items()))
     click.echo("  by days past due: " + ", ".join(
         f"{b} {v['loans']} ({money(v['outstanding'])})" for b, v in book["buckets"].items()))
-    click.echo(f"  PAR30 {_pct_or_dash(book['par30_bps'])}, PAR90 "
+    click.echo(f"  PAR1 {_pct_or_dash(book['par1_bps'])}, PAR30 "
+               f"{_pct_or_dash(book['par30_bps'])}, PAR90 "
                f"{_pct_or_dash(book['par90_bps'])}; net yield "
                f"{_pct_or_dash(book['net_yield_bps'])} of what was lent, "
                f"after {money(book['lost'])} of principal in default or written off")

@@ -153,6 +153,8 @@ def test_the_whole_lifecycle_through_the_wallet_commands(env, people, tmp_path):
     folio = js(env, "lender", "portfolio", "--wallet", "lender")
     assert folio["by_status"]["repaid"] == 1 and folio["received"] > 50_000
     assert folio["par30_bps"] in (0, None) and folio["net_yield_bps"] is not None
+    network = js(env, "lender", "portfolio", "--network")
+    assert network["lender"] is None and network["loans"] >= folio["loans"]
 
 
 def test_a_registrar_attests_a_borrower_and_the_score_shows_it(env, people):
