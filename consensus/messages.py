@@ -67,7 +67,12 @@ class Validators:
 
     @property
     def quorum(self) -> int:
-        return self.quorum_override or 2 * self.f + 1
+        """The least number of validators any two of whose sets share more than f: a
+        majority of n + f, floor((n + f) / 2) + 1. It is 2f + 1 when n = 3f + 1, and
+        more for the sizes between (5 validators: 4, not 3), where 2f + 1 would let two
+        quorums share only f validators, all of them faulty, and fork the chain. It is
+        never more than n - f, so the honest validators alone still make one."""
+        return self.quorum_override or (self.n + self.f) // 2 + 1
 
     def primary(self, view: int) -> int:
         return self.leaders[view] if view < len(self.leaders) else view % self.n

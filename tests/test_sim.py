@@ -149,3 +149,22 @@ def test_a_run_longer_than_a_nodes_block_memory_is_judged_right():
     read None there and convicted every honest node of a long run."""
     r = run_seed(1, validators=4, faults="none", txs=1000)
     assert r.ok and r.height > 128, (r.safety_violations, r.height)
+
+
+@pytest.mark.parametrize("n", range(1, 17))
+def test_any_two_quorums_share_an_honest_validator_and_the_honest_make_one(n):
+    """For every validator count, not only n = 3f + 1: two quorums overlap in more than f
+    validators (so in an honest one), and the n - f honest ones alone are a quorum. With
+    2f + 1, five validators' quorums of 3 overlap in one, who may be faulty."""
+    vals = M.Validators("c", tuple(bytes([i]) * 32 for i in range(n)))
+    assert 2 * vals.quorum - n > vals.f
+    assert vals.quorum <= n - vals.f
+
+
+def test_five_validators_run_safely_where_a_quorum_of_2f_plus_1_breaks():
+    """Seed 33 with five validators and every fault: the old quorum, 2f + 1 = 3, breaks
+    the run (found by searching seeds 1-40); the majority of n + f, 4, keeps it safe."""
+    assert not run_seed(33, validators=5, faults="all", txs=100, quorum_override=3).ok
+    for seed in (1, 2, 33):
+        r = run_seed(seed, validators=5, faults="all", txs=100)
+        assert r.ok, (seed, r.safety_violations, r.liveness_failures)
