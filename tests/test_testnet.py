@@ -337,3 +337,55 @@ def test_a_machine_layout_runs_in_network_namespaces_by_hostname(tmp_path):
     assert not any(Path("/etc/netns", run.ns(i)).exists() for i in range(4))
     assert all(H.load_config(out / f"node{i}").peers == [
         x["peer"] for x in r["nodes"] if x["name"] != f"node{i}"] for i in range(4))
+
+
+def test_operators_join_a_genesis_built_from_their_keys_and_it_runs(tmp_path):
+    """Four operators each make a home (`node init`), send their keys and addresses; one
+    builds the genesis (`genesis new`); each points their home at it with the same peer
+    list (`node join`). Run on 127.0.0.1, the network commits a transfer."""
+    from lendnet.node.harness.cluster import free_ports
+    from lendnet.node.harness.layout import LayoutRun
+    net = tmp_path / "ops"
+    ports = free_ports(4)
+    pubkeys = []
+    for i, port in enumerate(ports):
+        r = _cli("node", "init", "--home", net / f"node{i}", "--port", port, "--json")
+        assert r.exit_code == 0, r.output
+        pubkeys.append(json.loads(r.output)["pubkey"])
+    money = keys.Keypair.generate()
+    vals = [f"{pk}@127.0.0.1:{p}" for pk, p in zip(pubkeys, ports)]
+    r = _cli("genesis", "new", "--chain-id", "ops-1", *sum((["--validator", v] for v in vals),
+                                                          []),
+             "--balance", f"{money.address}=1000", "--out", tmp_path / "genesis.json", "--json")
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["peers"] == vals
+    genesis = H.load_genesis_file(tmp_path / "genesis.json")
+    for i in range(4):
+        home = net / f"node{i}"
+        r = _cli("node", "join", "--home", home, "--genesis", tmp_path / "genesis.json",
+                 *sum((["--peer", v] for v in vals), []), "--json")
+        assert r.exit_code == 0, r.output
+        shown = json.loads(r.output)
+        assert shown["validator"] is True and shown["peers"] == vals[:i] + vals[i + 1:]
+        assert H.load_genesis(home) == genesis
+        assert not set(H.dev_balances()) & set(H.load_genesis(home).balances)
+    run = LayoutRun(net)
+    try:
+        members = run.start(wait_s=60)
+        clients = [NodeClient(m.api) for m in members]
+        _wait_all_linked(clients)
+        _transfer_commits_everywhere("ops-1", money, clients)
+    finally:
+        run.down()
+    again = _cli("node", "join", "--home", net / "node0", "--genesis", tmp_path / "genesis.json")
+    assert again.exit_code != 0 and "has been started" in again.output
+
+
+def test_node_show_of_a_home_listening_everywhere_names_no_wildcard(tmp_path):
+    r = _cli("node", "init", "--home", tmp_path / "h", "--host", "0.0.0.0", "--port", 26656,
+             "--json")
+    shown = json.loads(r.output)
+    assert shown["peer_address"] == \
+        f"{shown['pubkey']}@<this machine's name or address>:26656"
+    r = _cli("node", "join", "--home", tmp_path / "h", "--genesis", tmp_path / "missing.json")
+    assert r.exit_code != 0
