@@ -49,6 +49,9 @@ def _genesis_options(f):
                      help="Minor units per unit of gas (default: the ledger's)."),
         click.option("--byte-price", type=int, default=None,
                      help="Minor units per byte of a transaction (default: the ledger's)."),
+        click.option("--param", "params", multiple=True, metavar="NAME=INT",
+                     help="A consensus parameter (docs/NODE.md), e.g. view_timeout_ms=4000 "
+                          "for validators far apart; repeat."),
         click.option("--time", "at", type=click.IntRange(0), default=None, metavar="UNIX",
                      help="Genesis time in unix seconds (default: now)."),
         click.option("--json", "as_json", is_flag=True, help="Print the result as JSON."),
@@ -57,12 +60,25 @@ def _genesis_options(f):
     return f
 
 
+def _params(given) -> dict:
+    out = {}
+    for text in given:
+        name, sep, value = str(text).partition("=")
+        if not sep or not name or not value.strip().lstrip("-").isdigit():
+            raise click.BadParameter(f"{text!r}: must be NAME=INTEGER", param_hint="--param")
+        if name in out:
+            raise click.BadParameter(f"{name} is given twice", param_hint="--param")
+        out[name] = int(value)
+    return out
+
+
 def _genesis_kwargs(appraisers, registrars, max_rate_bps, min_gas_price, byte_price,
-                    at) -> dict:
+                    params, at) -> dict:
     prices = {k: v for k, v in (("min_gas_price", min_gas_price),
                                 ("byte_price", byte_price)) if v is not None}
     return {"appraisers": list(appraisers), "registrars": list(registrars),
-            "max_rate_bps": max_rate_bps, "fee_prices": prices, "at": at}
+            "max_rate_bps": max_rate_bps, "fee_prices": prices, "at": at,
+            "params": _params(params)}
 
 
 @click.group("genesis")
@@ -79,7 +95,7 @@ def genesis():
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Where to write genesis.json (never overwritten).")
 def genesis_new(validators, chain_id, balances, appraisers, registrars, max_rate_bps,
-                min_gas_price, byte_price, at, as_json, out):
+                min_gas_price, byte_price, params, at, as_json, out):
     """Write a genesis from validators' public keys and initial balances.
 
     Every node of the network starts from this one file: `lendnet node init --home H
@@ -91,7 +107,7 @@ def genesis_new(validators, chain_id, balances, appraisers, registrars, max_rate
         vals = [N.parse_validator(v) for v in validators]
         g = N.build_genesis(chain_id, vals, _balances(balances),
                             **_genesis_kwargs(appraisers, registrars, max_rate_bps,
-                                              min_gas_price, byte_price, at))
+                                              min_gas_price, byte_price, params, at))
         N.write_genesis_file(out, g)
     except N.NetworkError as e:
         raise click.ClickException(str(e))
@@ -99,7 +115,8 @@ def genesis_new(validators, chain_id, balances, appraisers, registrars, max_rate
     result = {"genesis": str(out), "chain_id": g.chain_id, "time": g.time,
               "validators": [v.pubkey.hex() for v in vals], "peers": peers,
               "balances": dict(sorted(g.balances.items())),
-              "supply": sum(g.balances.values()), "fees": g.fees, "lending": g.lending}
+              "supply": sum(g.balances.values()), "params": g.params, "fees": g.fees,
+              "lending": g.lending}
     if as_json:
         click.echo(json.dumps(result, indent=2))
         return
@@ -132,7 +149,7 @@ def genesis_new(validators, chain_id, balances, appraisers, registrars, max_rate
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="The directory to lay out (must not exist, or be empty).")
 def testnet(n, prefix, base_port, local, compose, image, chain_id, balances, appraisers,
-            registrars, max_rate_bps, min_gas_price, byte_price, at, as_json, out):
+            registrars, max_rate_bps, min_gas_price, byte_price, params, at, as_json, out):
     """Lay out N validator homes sharing one new genesis, ready to copy to N machines.
 
     OUT/nodeI holds node I's key, its config (listening on 0.0.0.0:BASE, peers as
@@ -143,7 +160,7 @@ def testnet(n, prefix, base_port, local, compose, image, chain_id, balances, app
                              chain_id=chain_id or "lendnet-testnet", local=local,
                              balances=_balances(balances), compose=compose, image=image,
                              **_genesis_kwargs(appraisers, registrars, max_rate_bps,
-                                               min_gas_price, byte_price, at))
+                                               min_gas_price, byte_price, params, at))
     except N.NetworkError as e:
         raise click.ClickException(str(e))
     if as_json:

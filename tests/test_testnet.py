@@ -44,6 +44,7 @@ def test_genesis_new_builds_a_genesis_with_only_what_it_was_given(tmp_path):
              "--balance", f"{A.address}=1000", "--balance", f"{B.address}=12.5",
              "--appraiser", A.address, "--registrar", B.address, "--max-rate-bps", "3600",
              "--min-gas-price", "2", "--byte-price", "1", "--time", "1767225600",
+             "--param", "view_timeout_ms=4000",
              "--out", out, "--json")
     assert r.exit_code == 0, r.output
     shown = json.loads(r.output)
@@ -58,7 +59,7 @@ def test_genesis_new_builds_a_genesis_with_only_what_it_was_given(tmp_path):
     assert g.lending["appraisers"] == [A.address] and g.lending["registrars"] == [B.address]
     assert g.lending["max_rate_bps"] == 3600
     assert g.fees == {"min_gas_price": 2, "byte_price": 1}
-    assert g.params == H.DAEMON_PARAMS
+    assert g.params == {**H.DAEMON_PARAMS, "view_timeout_ms": 4000}
     # a node joins with it
     home = tmp_path / "n"
     r = _cli("node", "init", "--home", home, "--genesis", out, "--peer", _val(1), "--json")
@@ -98,6 +99,9 @@ def test_genesis_new_takes_bare_keys_and_no_lending_roles(tmp_path):
      "registrar is given twice"),
     (["--validator", _val(0), "--max-rate-bps", "999999999"], "max_rate_bps"),
     (["--validator", _val(0), "--min-gas-price", "-1"], "min_gas_price"),
+    (["--validator", _val(0), "--param", "view_timeout_ms=1"], "view_timeout_ms"),
+    (["--validator", _val(0), "--param", "nonsense=1"], "unknown consensus parameters"),
+    (["--validator", _val(0), "--param", "window"], "NAME=INTEGER"),
 ])
 def test_genesis_new_refuses_what_is_wrong_and_says_why(tmp_path, args, says):
     out = tmp_path / "g.json"
