@@ -190,6 +190,7 @@ def test_testnet_local_layout_and_given_balances(tmp_path):
     (["--validators", "4", "--hostname-prefix", "bad_name"], "not a hostname"),
     (["--validators", "4", "--local", "--compose"], "exclude each other"),
     (["--validators", "4", "--local", "--base-port", "65534"], "65535"),
+    (["--validators", "4", "--compose", "--base-port", "65534"], "65535"),
     (["--validators", "4", "--balance", "nobody=1"], "not an address"),
     (["--validators", "2"], "2 validators: use 1, 4, 7"),
     (["--validators", "5"], "share only 1 validator(s), fewer than the f+1 = 2"),

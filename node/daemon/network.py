@@ -71,6 +71,22 @@ def parse_validator(text: str) -> Validator:
     return Validator(pk, host, port)
 
 
+def check_count(n: int) -> None:
+    """A validator count the consensus is safe with: n = 3f+1, at most MAX_VALIDATORS."""
+    if n < 1:
+        raise NetworkError("a genesis needs at least one validator (--validator)")
+    if n > MAX_VALIDATORS:
+        raise NetworkError(f"at most {MAX_VALIDATORS} validators (a NEW-VIEW of more would "
+                           f"not fit the message bound; docs/CONSENSUS.md)")
+    if n % 3 != 1:
+        f = (n - 1) // 3
+        raise NetworkError(
+            f"{n} validators: use 1, 4, 7, ... 28 (n = 3f+1). The consensus commits with "
+            f"2f+1 = {2 * f + 1} of {n} votes, and two such quorums of {n} share only "
+            f"{max(0, 2 * (2 * f + 1) - n)} validator(s), fewer than the f+1 = {f + 1} "
+            f"needed for a faulty validator or a split network not to fork the chain")
+
+
 def build_genesis(chain_id: str, validators: list[Validator],
                   balances: list[tuple[str, int]], *, at: int | None = None,
                   appraisers: list[str] = (), registrars: list[str] = (),
@@ -83,19 +99,7 @@ def build_genesis(chain_id: str, validators: list[Validator],
             or chain_id != chain_id.strip():
         raise NetworkError("chain id must be 1 to 64 printable characters, no surrounding "
                            "spaces")
-    if not validators:
-        raise NetworkError("a genesis needs at least one validator (--validator)")
-    if len(validators) > MAX_VALIDATORS:
-        raise NetworkError(f"at most {MAX_VALIDATORS} validators (a NEW-VIEW of more would "
-                           f"not fit the message bound; docs/CONSENSUS.md)")
-    n = len(validators)
-    if n % 3 != 1:
-        f = (n - 1) // 3
-        raise NetworkError(
-            f"{n} validators: use 1, 4, 7, ... 28 (n = 3f+1). The consensus commits with "
-            f"2f+1 = {2 * f + 1} of {n} votes, and two such quorums of {n} share only "
-            f"{max(0, 2 * (2 * f + 1) - n)} validator(s), fewer than the f+1 = {f + 1} "
-            f"needed for a faulty validator or a split network not to fork the chain")
+    check_count(len(validators))
     seen_keys: set[bytes] = set()
     seen_addrs: dict[tuple[str, int], str] = {}
     for v in validators:
@@ -179,15 +183,12 @@ def layout_testnet(out: Path, n: int, prefix: str, *, base_port: int = DEFAULT_P
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise NetworkError(f"{out} exists and is not an empty directory; refusing to "
                            f"overwrite it")
-    if not 1 <= n <= MAX_VALIDATORS:
-        raise NetworkError(f"--validators must be from 1 to {MAX_VALIDATORS}")
-    if n % 3 != 1:
-        build_genesis("x", [Validator(bytes([i]) * 32) for i in range(n)], [])  # says why
+    check_count(n)
     if local and compose:
         raise NetworkError("--local and --compose exclude each other: compose gives every "
                            "node its own host")
     names = hostnames(prefix, n)
-    last = base_port + (n - 1 if local else 0)
+    last = base_port + (n - 1 if local or compose else 0)   # compose publishes BASE+I
     if not 1 <= base_port or last > 65535:
         raise NetworkError(f"--base-port {base_port}: the ports must lie from 1 to 65535")
     if local:
