@@ -9,6 +9,7 @@ from .cluster import cluster
 from .demo import demo
 from .lending import appraiser, borrower, lender, registrar
 from .loan import loan
+from .network import genesis, testnet
 from .node import node
 from .sale import sale
 from .sim import sim
@@ -45,3 +46,5 @@ main.add_command(demo)
 main.add_command(watch)
 main.add_command(chaos)
 main.add_command(bench)
+main.add_command(genesis)
+main.add_command(testnet)

@@ -53,12 +53,56 @@ def init(home, host, port, peers, chain_id, genesis_file, as_json):
     _show(home, as_json)
 
 
+@node.command("join")
+@_home_option
+@click.option("--genesis", "genesis_file", required=True,
+              type=click.Path(dir_okay=False, exists=True, path_type=Path),
+              help="The network's genesis.json (`lendnet genesis new`).")
+@click.option("--peer", "peers", multiple=True, metavar="PUBKEY@HOST:PORT",
+              help="A peer to dial (repeat); this node's own entry, if listed, is left "
+                   "out, so every operator can pass the same list. Without --peer the "
+                   "config's peers stay.")
+@click.option("--host", default=None, help="Address to listen on (default: unchanged).")
+@click.option("--port", type=click.IntRange(0, 65535), default=None,
+              help="Port to listen on (default: unchanged).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def join(home, genesis_file, peers, host, port, as_json):
+    """Point a home made by `node init` at a real network before its first start: its
+    key stays, genesis.json becomes the network's, the peers and address those given."""
+    try:
+        kp, cfg = H.load_key(home), H.load_config(home)
+        if (home / "node.db").exists():
+            raise H.HomeError(f"{home} has been started (node.db holds its chain); a node "
+                              f"joins a network from a new home (`lendnet node init`)")
+        genesis = H.load_genesis_file(genesis_file)
+        mine = {p for p in peers if H.parse_peer(p)[0] == kp.pubkey}
+        for p in peers:
+            if H.parse_peer(p)[0] is None:
+                click.echo(f"warning: peer {p} has no key: the node will take whatever key "
+                           f"answers there (give it as PUBKEY@{p})", err=True)
+        if peers:
+            cfg.peers = [p for p in dict.fromkeys(peers) if p not in mine]
+        if host is not None:
+            cfg.host = host
+        if port is not None:
+            cfg.port = port
+        H.write_config(home, cfg)
+        H.write_genesis(home, genesis)
+    except H.HomeError as e:
+        raise click.ClickException(str(e))
+    _show(home, as_json)
+
+
+WILDCARD = ("0.0.0.0", "::", "")     # listening on every interface: peers use a real name
+
+
 def _show(home: Path, as_json: bool) -> None:
     kp, cfg = H.load_key(home), H.load_config(home)
     out = {"home": str(home), "address": kp.address, "pubkey": kp.pubkey.hex(),
            "validator": kp.pubkey in H.load_genesis(home).validators,
-           "peer_address": H.peer_string(kp.pubkey, cfg.host, cfg.port) if cfg.port
-           else f"{kp.pubkey.hex()}@{cfg.host}:<port>", "peers": list(cfg.peers)}
+           "peer_address": f"{kp.pubkey.hex()}@"
+           + ("<this machine's name or address>" if cfg.host in WILDCARD else cfg.host)
+           + (f":{cfg.port}" if cfg.port else ":<port>"), "peers": list(cfg.peers)}
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return

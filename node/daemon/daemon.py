@@ -116,8 +116,11 @@ class Daemon(Shell):
                  self.kp.address, self.genesis.chain_id,
                  f"validator {self.node.index}" if self.node.index is not None
                  else "full node", self.node.height, self.cfg.host, self.port)
-        log.info("peers reach this node as %s",
-                 H.peer_string(self.kp.pubkey, self.cfg.host, self.port))
+        everywhere = self.cfg.host in ("0.0.0.0", "::", "")      # all interfaces
+        log.info("peers reach this node as %s%s", H.peer_string(
+            self.kp.pubkey, "<this machine's name or address>" if everywhere
+            else self.cfg.host, self.port), " (it listens on every interface)"
+            if everywhere else "")
         self._hold(self.node.tick(now_ms()))
 
     async def stop(self) -> None:
