@@ -48,6 +48,20 @@ class MessageError(ValueError):
     """A message that is malformed, badly signed, or not from a validator."""
 
 
+def faults_tolerated(n: int) -> int:
+    """f: how many of n validators may be faulty."""
+    return (n - 1) // 3
+
+
+def quorum_size(n: int) -> int:
+    """The least number of validators any two of whose sets share more than f: a
+    majority of n + f, floor((n + f) / 2) + 1. It is 2f + 1 when n = 3f + 1, and more
+    for the sizes between (5 validators: 4, not 3), where 2f + 1 would let two quorums
+    share only f validators, all of them faulty, and fork the chain. It is never more
+    than n - f, so the honest validators alone still make one."""
+    return (n + faults_tolerated(n)) // 2 + 1
+
+
 @dataclass(frozen=True)
 class Validators:
     """The validator set from genesis: index -> public key, and the quorum sizes."""
@@ -63,16 +77,11 @@ class Validators:
 
     @property
     def f(self) -> int:
-        return (self.n - 1) // 3
+        return faults_tolerated(self.n)
 
     @property
     def quorum(self) -> int:
-        """The least number of validators any two of whose sets share more than f: a
-        majority of n + f, floor((n + f) / 2) + 1. It is 2f + 1 when n = 3f + 1, and
-        more for the sizes between (5 validators: 4, not 3), where 2f + 1 would let two
-        quorums share only f validators, all of them faulty, and fork the chain. It is
-        never more than n - f, so the honest validators alone still make one."""
-        return self.quorum_override or (self.n + self.f) // 2 + 1
+        return self.quorum_override or quorum_size(self.n)
 
     def primary(self, view: int) -> int:
         return self.leaders[view] if view < len(self.leaders) else view % self.n
@@ -276,11 +285,12 @@ def decode(raw: bytes, validators: Validators) -> dict:
 
 def newview_bytes_bound(n: int, window: int) -> int:
     """The largest NEW-VIEW that honest replicas build for n validators and this window:
-    2f+1 VIEW-CHANGEs, each with a stable checkpoint's proof (2f+1 CHECKPOINTs) and a
-    prepared certificate (signed header, 2f+1 PREPAREs) for every height of the window.
+    a quorum of VIEW-CHANGEs, each with a stable checkpoint's proof (a quorum of
+    CHECKPOINTs) and a prepared certificate (signed header, a quorum of PREPAREs) for
+    every height of the window.
     Built with every field at its widest, so it is an upper bound; a VIEW-CHANGE that
     carries more than this shape allows is refused (replica._valid_viewchange)."""
-    q = 2 * ((n - 1) // 3) + 1
+    q = quorum_size(n)
     big, h32, sig = 2**62, b"\xff" * 32, b"\xff" * 64
 
     def msg(body: dict) -> dict:

@@ -43,7 +43,7 @@ class Mutant:
 
 CATALOGUE = (
     Mutant("quorum-f-plus-1", "quorum sizes", "consensus/messages.py",
-           "return self.quorum_override or (self.n + self.f) // 2 + 1",
+           "return self.quorum_override or quorum_size(self.n)",
            "return self.quorum_override or self.f + 1",
            "f+1 votes make a quorum: two quorums need not share an honest replica"),
     Mutant("viewchange-lowest-view", "view-change selection", "consensus/replica.py",

@@ -193,7 +193,7 @@ def test_testnet_local_layout_and_given_balances(tmp_path):
     (["--validators", "4", "--compose", "--base-port", "65534"], "65535"),
     (["--validators", "4", "--balance", "nobody=1"], "not an address"),
     (["--validators", "2"], "2 validators: use 1, 4, 7"),
-    (["--validators", "5"], "share only 1 validator(s), fewer than the f+1 = 2"),
+    (["--validators", "5"], "5 tolerate f = 1 faulty validator(s), no more than 4 do"),
 ])
 def test_testnet_refuses_bad_options(tmp_path, args, says):
     r = _cli("testnet", *args, "--out", tmp_path / "x")

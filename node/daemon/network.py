@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from lendnet.consensus.messages import faults_tolerated, quorum_size
 from lendnet.ledger import fees, keys, lending
 from lendnet.ledger import tx as txm
 from lendnet.node.core.node import Genesis
@@ -72,19 +73,20 @@ def parse_validator(text: str) -> Validator:
 
 
 def check_count(n: int) -> None:
-    """A validator count the consensus is safe with: n = 3f+1, at most MAX_VALIDATORS."""
+    """A validator count worth running: n = 3f+1, at most MAX_VALIDATORS. Other counts
+    are safe (the quorum is a majority of n + f, consensus/messages.py) but tolerate no
+    more faults than the 3f+1 below them, at more messages a block."""
     if n < 1:
         raise NetworkError("a genesis needs at least one validator (--validator)")
     if n > MAX_VALIDATORS:
         raise NetworkError(f"at most {MAX_VALIDATORS} validators (a NEW-VIEW of more would "
                            f"not fit the message bound; docs/CONSENSUS.md)")
     if n % 3 != 1:
-        f = (n - 1) // 3
+        f = faults_tolerated(n)
         raise NetworkError(
-            f"{n} validators: use 1, 4, 7, ... 28 (n = 3f+1). The consensus commits with "
-            f"2f+1 = {2 * f + 1} of {n} votes, and two such quorums of {n} share only "
-            f"{max(0, 2 * (2 * f + 1) - n)} validator(s), fewer than the f+1 = {f + 1} "
-            f"needed for a faulty validator or a split network not to fork the chain")
+            f"{n} validators: use 1, 4, 7, ... 28 (n = 3f+1). {n} tolerate f = {f} faulty "
+            f"validator(s), no more than {3 * f + 1} do, and every block costs more "
+            f"messages; the quorum would be {quorum_size(n)} of {n}")
 
 
 def build_genesis(chain_id: str, validators: list[Validator],
@@ -286,7 +288,7 @@ def readme(r: dict, base_port: int, image: str) -> str:
                  "validator's identity.",
                  "3. On each machine: `lendnet node start --home lendnet-home`. A node "
                  "keeps redialling the peers that are not up yet; the chain commits once "
-                 f"{2 * ((n - 1) // 3) + 1} of the {n} validators are running.",
+                 f"{quorum_size(n)} of the {n} validators are running.",
                  f"4. Check: `curl http://HOST:{base_port}/v1/status` (height, view, peers).",
                  "",
                  "The nodes listen on all interfaces (`host` 0.0.0.0 in `config.json`). "
