@@ -28,7 +28,7 @@ def address_of(pubkey: bytes) -> str:
 
 
 def is_address(s: object) -> TypeGuard[str]:
-    return type(s) is str and ADDRESS_RE.match(s) is not None
+    return type(s) is str and ADDRESS_RE.fullmatch(s) is not None
 
 
 # Signatures already found good: key + signature -> sha256 of what was signed. The same
