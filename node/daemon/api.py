@@ -595,11 +595,27 @@ def _op(op_id: str, summary: str, params=(), ok=None, errors=None, body=None) ->
     return op
 
 
+def _link(op_id: str, **params: str) -> dict:
+    return {"operationId": op_id, "parameters": params}
+
+
+# Where a record's fields name other records (OpenAPI links: a client, or the fuzzer's
+# stateful phase, follows them).
+RECORD_LINKS = {
+    "loan": {"borrower": ("get_borrower", "id"), "lender": ("get_lender", "id")},
+    "application": {"loan": ("get_loan", "id"), "borrower": ("get_borrower", "id")},
+    "offer": {"lender": ("get_lender", "id")},
+    "sale": {"loan": ("get_loan", "id"), "asset": ("get_asset", "id")},
+}
+
+
 def _record_op(what: str, summary: str) -> dict:
     key = _KEY[KEY_IS_ADDRESS[what]]
+    ok = _json(f"the {what}", _obj([what], **{what: key}))
+    ok["links"] = {f"{op_id}_by_{field}": _link(op_id, **{param: f"$response.body#/{field}"})
+                   for field, (op_id, param) in RECORD_LINKS.get(what, {}).items()}
     return {"get": _op(f"get_{what}", summary, [_path("id", key, _key_shape(what))],
-                       {"200": _json(f"the {what}", _obj([what], **{what: key}))},
-                       {"400": BAD, "404": NOT_FOUND})}
+                       {"200": ok}, {"400": BAD, "404": NOT_FOUND})}
 
 
 def _listing_op(what: str, summary: str, filters: list) -> dict:
@@ -607,16 +623,18 @@ def _listing_op(what: str, summary: str, filters: list) -> dict:
     page = [_query("after", key, "the `next` of the page before: records after this key"),
             _query("limit", {"type": "integer", "minimum": 1, "maximum": LIST_MAX,
                              "default": 100}, "records in this page, at most")]
+    ok = _json("a page", _obj(["height", what + "s", "next"], height={"type": "integer"},
+                              next={**key, **NULLABLE, "description":
+                                    "the cursor of the next page; null: no more"},
+                              **{what + "s": {"type": "array", "items": _obj(
+                                  [what], **{what: key})}}))
+    ok["links"] = {f"get_{what}": _link(f"get_{what}", id=f"$response.body#/{what}s/0/{what}"),
+                   "next_page": _link(f"list_{what}s", after="$response.body#/next")}
     return {"get": _op(
         f"list_{what}s", summary + f" In {what} key order, a page at a time: each request "
         f"looks at no more than {LIST_SCAN} records, so a page may hold fewer than `limit`, "
         "even none, while `next` is not null. Any other query parameter is refused.",
-        filters + page,
-        {"200": _json("a page", _obj(["height", what + "s", "next"], height={"type": "integer"},
-                                     next={**key, **NULLABLE, "description":
-                                           "the cursor of the next page; null: no more"},
-                                     **{what + "s": {"type": "array", "items": _obj(
-                                         [what], **{what: key})}}))})}
+        filters + page, {"200": ok})}
 
 
 TX_BODY = {"type": "string", "pattern": "^([0-9a-f]{2})+$", "minLength": 2,
@@ -653,8 +671,9 @@ OPENAPI = {
             body={"required": True, "content": {"application/json": {"schema": {
                 "type": "object", "required": ["tx"], "additionalProperties": False,
                 "properties": {"tx": TX_BODY}}}}},
-            ok={"202": _json("admitted to the mempool", _obj(
-                ["hash", "status"], hash=HASH, status={"type": "string", "enum": ["pending"]}))},
+            ok={"202": {**_json("admitted to the mempool", _obj(
+                ["hash", "status"], hash=HASH, status={"type": "string", "enum": ["pending"]})),
+                "links": {"get_tx": _link("get_tx", hash="$response.body#/hash")}}},
             errors=TX_REFUSED)},
         "/v1/txs": {"post": _op(
             "submit_txs", f"Submit 1 to {TXS_MAX} signed transactions at once (body at most "
@@ -770,7 +789,8 @@ OPENAPI = {
              {"name": "X-Lendnet-Signature", "in": "header", "required": True,
               "schema": {"type": "string", "pattern": "^[0-9a-f]{128}$", "minLength": 128,
                          "maxLength": 128}, "description": "ed25519 signature, hex"}],
-            {"201": _json("stored", _obj(["hash"], hash=HASH))},
+            {"201": {**_json("stored", _obj(["hash"], hash=HASH)),
+                     "links": {"get_blob": _link("get_blob", hash="$response.body#/hash")}}},
             {"400": _err("empty", "bad-request"),
              "401": _err("unsigned, or not a signature of these bytes by that key",
                          "unsigned"),
