@@ -14,7 +14,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-ADDRESS_RE = re.compile(r"^ln[0-9a-f]{40}$")
+ADDRESS_RE = re.compile(r"^ln[0-9a-f]{40}\Z")     # \Z, not $: no trailing newline
 PUBKEY_LEN = 32
 SIG_LEN = 64
 

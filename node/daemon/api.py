@@ -24,7 +24,7 @@ from .ratelimit import RateLimiter
 MAX_BODY = (1 << 20) + 1024                   # a blob of 1 MiB
 MAX_TX_BODY = 2 * txm.MAX_TX_BYTES + 1024     # hex doubles the transaction's bytes
 TXS_MAX = 2_000                               # transactions in one POST /v1/txs
-HEX64 = re.compile(r"[0-9a-f]{64}")           # (fullmatch: no trailing newline)
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")        # \Z, not $: no trailing newline either
 TX_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 STREAM_QUEUE = 1_000
 MAX_READERS = 256                             # event streams open at once, in all
