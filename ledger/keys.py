@@ -14,7 +14,7 @@ import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
-ADDRESS_RE = re.compile(r"^ln[0-9a-f]{40}$")
+ADDRESS_RE = re.compile(r"^ln[0-9a-f]{40}\Z")     # \Z, not $: no trailing newline
 PUBKEY_LEN = 32
 SIG_LEN = 64
 
@@ -28,7 +28,7 @@ def address_of(pubkey: bytes) -> str:
 
 
 def is_address(s: object) -> TypeGuard[str]:
-    return type(s) is str and ADDRESS_RE.match(s) is not None
+    return type(s) is str and ADDRESS_RE.fullmatch(s) is not None
 
 
 # Signatures already found good: key + signature -> sha256 of what was signed. The same

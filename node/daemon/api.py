@@ -24,7 +24,8 @@ from .ratelimit import RateLimiter
 MAX_BODY = (1 << 20) + 1024                   # a blob of 1 MiB
 MAX_TX_BODY = 2 * txm.MAX_TX_BYTES + 1024     # hex doubles the transaction's bytes
 TXS_MAX = 2_000                               # transactions in one POST /v1/txs
-HEX64 = re.compile(r"^[0-9a-f]{64}$")
+HEX64 = re.compile(r"^[0-9a-f]{64}\Z")        # \Z, not $: no trailing newline either
+TX_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 STREAM_QUEUE = 1_000
 MAX_READERS = 256                             # event streams open at once, in all
 MAX_READERS_PER_CLIENT = 8                    # and from one client address (not exempt)
@@ -67,6 +68,33 @@ def jsonable(v):
 
 LIST_MAX = 1_000                              # records in one page of a listing
 LIST_SCAN = 10_000                            # records one listing request looks at
+
+
+DIGITS = re.compile(r"[0-9]{1,19}")          # a decimal integer, as the description says
+
+
+def _int(text: str, lo: int, hi: int) -> int:
+    """A decimal integer lo..hi, digits only (int() would also take '+5', ' 5', '5_0'
+    and other scripts' digits, which the description does not)."""
+    if not DIGITS.fullmatch(text) or not lo <= int(text) <= hi:
+        raise ValueError(f"must be an integer {lo} to {hi}")
+    return int(text)
+
+
+INT_MAX = (1 << 63) - 1
+# The key of each table a listing or a record reads: a loan, a borrower and a lender are
+# addresses; an offer, an application and a sale are ids (64 hex digits).
+KEY_IS_ADDRESS = {"loan": True, "borrower": True, "lender": True, "offer": False,
+                  "application": False, "sale": False}
+
+
+def _key_ok(what: str, key: str) -> bool:
+    return keys.is_address(key) if KEY_IS_ADDRESS[what] else bool(HEX64.fullmatch(key))
+
+
+def _key_shape(what: str) -> str:
+    return (f"a {what} is an address: 'ln' and 40 lowercase hex digits"
+            if KEY_IS_ADDRESS[what] else f"a {what} id is 64 lowercase hex digits")
 
 
 def _addr(v: str) -> str:
@@ -155,10 +183,10 @@ def build_app(daemon) -> web.Application:
         4xx {error}."""
         if type(tx_hex) is not str:
             return 400, {"error": "a transaction is a hex string", "code": "malformed"}
-        try:
-            raw = bytes.fromhex(tx_hex)
-        except ValueError:
-            return 400, {"error": "tx must be hex", "code": "malformed"}
+        if not TX_HEX.fullmatch(tx_hex):
+            return 400, {"error": "tx must be hex: pairs of lowercase hex digits",
+                         "code": "malformed"}
+        raw = bytes.fromhex(tx_hex)
         try:
             tx_id = daemon.submit(raw)
         except txm.TxError as e:
@@ -183,6 +211,9 @@ def build_app(daemon) -> web.Application:
             return txs
         if not 1 <= len(txs) <= TXS_MAX:
             return _error(400, f"a batch holds 1 to {TXS_MAX} transactions")
+        if not all(type(t) is str for t in txs):
+            return _error(400, "body must be {\"txs\": [\"<signed transaction, hex>\", ...]}: "
+                               "every transaction a string")
         results = []
         for tx_hex in txs:
             status, answer = submit_hex(tx_hex)
@@ -192,7 +223,7 @@ def build_app(daemon) -> web.Application:
 
     async def get_tx(request: web.Request):
         h = request.match_info["hash"]
-        if not HEX64.match(h):
+        if not HEX64.fullmatch(h):
             return _error(400, "a transaction hash is 64 lowercase hex digits")
         where = node.store.tx_location(h)
         if where is not None and not where["nonce_used"] and bytes.fromhex(h) in node.mempool:
@@ -211,10 +242,10 @@ def build_app(daemon) -> web.Application:
 
     async def get_block(request: web.Request):
         try:
-            h = int(request.match_info["height"])
-        except ValueError:
-            return _error(400, "height must be an integer")
-        got = node.store.get_block(h) if 1 <= h <= node.height else None
+            h = _int(request.match_info["height"], 1, INT_MAX)
+        except ValueError as e:
+            return _error(400, f"height {e}")
+        got = node.store.get_block(h) if h <= node.height else None
         if got is None:
             return _error(404, f"no block at height {h} (height is {node.height})")
         block, cert, root = got
@@ -247,8 +278,8 @@ def build_app(daemon) -> web.Application:
     def _record(table: str, what: str):
         async def handler(request: web.Request):
             key = request.match_info["id"]
-            if not (HEX64.match(key) or keys.is_address(key)):
-                return _error(400, f"a {what} id is 64 hex digits or an address")
+            if not _key_ok(what, key):
+                return _error(400, _key_shape(what))
             if what == "loan":
                 got = lending.loan_view(node.ledger, key)
             else:
@@ -264,12 +295,11 @@ def build_app(daemon) -> web.Application:
         """Committed blocks with their certificates, canonical msgpack [[block, cert], ...]:
         what a new full node replays (it checks every certificate itself)."""
         try:
-            start = int(request.match_info["from_h"])
-            count = int(request.query.get("count", "64"))
+            start = _int(request.match_info["from_h"], 1, INT_MAX)
+            count = _int(request.query.get("count", "64"), 1, 256)
         except ValueError:
-            return _error(400, "from height and count must be integers")
-        if start < 1 or not 1 <= count <= 256:
-            return _error(400, "from height must be >= 1 and count 1 to 256")
+            return _error(400, f"from height must be an integer 1 to {INT_MAX} and count "
+                               f"1 to 256")
         # Bounded by the bytes a follower accepts in one answer (it decodes with
         # M.MAX_MSG_BYTES), measured, not guessed: 5 bytes for the array's header.
         out, size = [], 5
@@ -297,14 +327,12 @@ def build_app(daemon) -> web.Application:
                 return _error(400, f"unknown filters {sorted(unknown)}; use "
                                    f"{sorted(filters)}, after and limit")
             try:
-                limit = int(q.get("limit", "100"))
-            except ValueError:
-                return _error(400, "limit must be an integer")
-            if not 1 <= limit <= LIST_MAX:
-                return _error(400, f"limit must be 1 to {LIST_MAX}")
+                limit = _int(q.get("limit", "100"), 1, LIST_MAX)
+            except ValueError as e:
+                return _error(400, f"limit {e}")
             after = q.get("after")
-            if after is not None and not (HEX64.match(after) or keys.is_address(after)):
-                return _error(400, f"after: a {what} id is 64 hex digits or an address")
+            if after is not None and not _key_ok(what, after):
+                return _error(400, f"after: {_key_shape(what)}")
             want = {}
             for name, parse in filters.items():
                 if name in q:
@@ -325,7 +353,10 @@ def build_app(daemon) -> web.Application:
 
     async def get_asset(request: web.Request):
         name = request.match_info["id"]
-        got = node.ledger.state.assets.get(name) if len(name) <= txm.ASSET_ID_MAX else None
+        if len(name) > txm.ASSET_ID_MAX or txm._asset_id(name):
+            return _error(400, f"an asset id is <owner address>/<name>: a name of 1 to "
+                               f"{txm.ASSET_NAME_MAX} characters without '/'")
+        got = node.ledger.state.assets.get(name)
         if got is None:
             return _error(404, f"no asset {name!r}")
         return web.json_response({"asset": name, **jsonable(got)})
@@ -333,7 +364,7 @@ def build_app(daemon) -> web.Application:
     async def get_quote(request: web.Request):
         """What an application would get from an offer if funded now (lending.quote)."""
         q = request.query
-        if set(q) != {"application", "offer"} or not all(HEX64.match(q[k]) for k in q):
+        if set(q) != {"application", "offer"} or not all(HEX64.fullmatch(q[k]) for k in q):
             return _error(400, "give ?application=ID&offer=ID (64 hex digits each)")
         try:
             got = lending.quote(node.ledger, q["application"], q["offer"])
@@ -372,7 +403,7 @@ def build_app(daemon) -> web.Application:
 
     async def get_blob(request: web.Request):
         h = request.match_info["hash"]
-        if not HEX64.match(h):
+        if not HEX64.fullmatch(h):
             return _error(400, "a blob hash is 64 lowercase hex digits")
         data = daemon.blobs.get(h)
         if data is None:
@@ -489,115 +520,333 @@ def build_app(daemon) -> web.Application:
     return app
 
 
-def _op(summary: str, params=(), body=None, responses=None) -> dict:
-    op = {"summary": summary,
-          "parameters": [{"name": n, "in": "path", "required": True,
-                          "schema": {"type": "string"}, "description": d} for n, d in params],
-          "responses": responses or {"200": {"description": "OK (JSON)"},
-                                     "400": {"description": "bad input: {error}"},
-                                     "404": {"description": "not found: {error}"}}}
+# ---- The API's description (OpenAPI 3.0), served at /openapi.json ----------------------
+# It says exactly what the handlers above accept: a request it calls valid is answered
+# 2xx (or 404 for a well-formed key that names nothing), one it calls invalid is refused
+# 4xx; and every answer, errors included, has the shape it gives. tests/test_openapi.py
+# checks it with openapi-spec-validator and fuzzes a real node against it (schemathesis).
+
+ADDRESS = {"type": "string", "pattern": "^ln[0-9a-f]{40}$", "minLength": 42,
+           "maxLength": 42, "example": "ln" + "0" * 40,
+           "description": "an address: 'ln' and 40 lowercase hex digits"}
+HASH = {"type": "string", "pattern": "^[0-9a-f]{64}$", "minLength": 64, "maxLength": 64,
+        "example": "0" * 64, "description": "64 lowercase hex digits"}
+ASSET_ID = {"type": "string", "pattern": f"^ln[0-9a-f]{{40}}/[^/]{{1,{txm.ASSET_NAME_MAX}}}$",
+            "minLength": 44, "maxLength": txm.ASSET_ID_MAX, "example": "ln" + "0" * 40 + "/car",
+            "description": f"<owner address>/<name>, a name of 1 to {txm.ASSET_NAME_MAX} "
+                           f"characters without '/'"}
+HEIGHT = {"type": "integer", "minimum": 1, "maximum": INT_MAX, "example": 1}
+NULLABLE = {"nullable": True}
+ERROR_CODES = sorted({*HTTP_CODES.values(), *TX_STATUS, *BLOB_STATUS, "unsigned",
+                      "unknown-account", "http-error"})
+_KEY = {True: ADDRESS, False: HASH}
+
+
+def _error_schema(codes) -> dict:
+    return {"type": "object", "required": ["error", "code"], "additionalProperties": False,
+            "properties": {"error": {"type": "string", "description": "for a person"},
+                           "code": {"type": "string", "enum": sorted(codes),
+                                    "description": "for a program"}}}
+
+
+def _err(why: str, *codes: str) -> dict:
+    return {"description": why, "content": {"application/json": {
+        "schema": {"$ref": "#/components/schemas/Error"} if not codes else
+        _error_schema(codes)}}}
+
+
+def _json(why: str, schema: dict) -> dict:
+    return {"description": why, "content": {"application/json": {"schema": schema}}}
+
+
+def _obj(required=(), **props) -> dict:
+    return {"type": "object", "required": list(required), "properties": props}
+
+
+def _path(name: str, schema: dict, why: str) -> dict:
+    return {"name": name, "in": "path", "required": True, "schema": schema, "description": why}
+
+
+def _query(name: str, schema: dict, why: str, required: bool = False) -> dict:
+    return {"name": name, "in": "query", "required": required, "schema": schema,
+            "description": why}
+
+
+RATE_LIMITED = {"description": "more requests a second than the node allows this client "
+                               "(api_rate, api_burst; its own machine is exempt)",
+                "headers": {"Retry-After": {"schema": {"type": "integer", "minimum": 1},
+                                            "description": "seconds to wait"}},
+                "content": {"application/json": {"schema": _error_schema(["rate-limited"])}}}
+BAD = _err("a parameter or the body is not what this description says (the error says "
+           "which)", "bad-request")
+NOT_FOUND = _err("well formed, but this node knows no such thing", "not-found")
+
+
+def _op(op_id: str, summary: str, params=(), ok=None, errors=None, body=None) -> dict:
+    """One operation: its parameters and every answer it gives (429 on each: the rate
+    limit comes before everything else)."""
+    responses = dict(ok or {"200": _json("OK", {"type": "object"})})
+    responses.update(errors if errors is not None else {"400": BAD})
+    responses["429"] = RATE_LIMITED
+    op = {"operationId": op_id, "summary": summary, "parameters": list(params),
+          "responses": responses}
     if body:
         op["requestBody"] = body
     return op
 
 
-_ID = ("id", "64 hex digits")
-_ADDR = ("address", "ln + 40 hex digits")
+def _link(op_id: str, **params: str) -> dict:
+    return {"operationId": op_id, "parameters": params}
+
+
+# Where a record's fields name other records (OpenAPI links: a client, or the fuzzer's
+# stateful phase, follows them).
+RECORD_LINKS = {
+    "loan": {"borrower": ("get_borrower", "id"), "lender": ("get_lender", "id")},
+    "application": {"loan": ("get_loan", "id"), "borrower": ("get_borrower", "id")},
+    "offer": {"lender": ("get_lender", "id")},
+    "sale": {"loan": ("get_loan", "id"), "asset": ("get_asset", "id")},
+}
+
+
+def _record_op(what: str, summary: str) -> dict:
+    key = _KEY[KEY_IS_ADDRESS[what]]
+    ok = _json(f"the {what}", _obj([what], **{what: key}))
+    ok["links"] = {f"{op_id}_by_{field}": _link(op_id, **{param: f"$response.body#/{field}"})
+                   for field, (op_id, param) in RECORD_LINKS.get(what, {}).items()}
+    return {"get": _op(f"get_{what}", summary, [_path("id", key, _key_shape(what))],
+                       {"200": ok}, {"400": BAD, "404": NOT_FOUND})}
+
+
+def _listing_op(what: str, summary: str, filters: list) -> dict:
+    key = _KEY[KEY_IS_ADDRESS[what]]
+    page = [_query("after", key, "the `next` of the page before: records after this key"),
+            _query("limit", {"type": "integer", "minimum": 1, "maximum": LIST_MAX,
+                             "default": 100}, "records in this page, at most")]
+    ok = _json("a page", _obj(["height", what + "s", "next"], height={"type": "integer"},
+                              next={**key, **NULLABLE, "description":
+                                    "the cursor of the next page; null: no more"},
+                              **{what + "s": {"type": "array", "items": _obj(
+                                  [what], **{what: key})}}))
+    ok["links"] = {f"get_{what}": _link(f"get_{what}", id=f"$response.body#/{what}s/0/{what}"),
+                   "next_page": _link(f"list_{what}s", after="$response.body#/next")}
+    return {"get": _op(
+        f"list_{what}s", summary + f" In {what} key order, a page at a time: each request "
+        f"looks at no more than {LIST_SCAN} records, so a page may hold fewer than `limit`, "
+        "even none, while `next` is not null. Any other query parameter is refused.",
+        filters + page, {"200": ok})}
+
+
+TX_BODY = {"type": "string", "pattern": "^([0-9a-f]{2})+$", "minLength": 2,
+           "maxLength": 2 * txm.MAX_TX_BYTES,
+           "description": f"a signed transaction, canonical msgpack, as lowercase hex (at "
+                          f"most {txm.MAX_TX_BYTES} bytes)"}
+TX_REFUSED = {str(s): _err(f"refused ({s}): " + "; ".join(
+    f"{c}: {txm.CODES[c]}" for c in sorted(TX_STATUS) if TX_STATUS[c] == s),
+    *sorted({c for c in TX_STATUS if TX_STATUS[c] == s} | ({HTTP_CODES[s]} if s in
+                                                           (400, 413) else set())))
+    for s in sorted(set(TX_STATUS.values()))}
+TX_REFUSED["400"]["description"] += ("; bad-request: the body is not {\"tx\": <hex>}; "
+                                     "malformed also: not hex")
+TX_REFUSED["413"]["description"] += "; too-large also: the body is over its limit"
+TX_RESULT = {"type": "object", "required": ["http"], "properties": {
+    "http": {"type": "integer", "enum": sorted({202, *TX_STATUS.values()}),
+             "description": "what POST /v1/tx would have answered"},
+    "hash": HASH, "status": {"type": "string", "enum": ["pending"]},
+    "error": {"type": "string"}, "code": {"type": "string", "enum": sorted(TX_STATUS)}}}
+
 OPENAPI = {
     "openapi": "3.0.3",
     "info": {"title": "lendnet node API", "version": "1",
-             "description": "Submit signed transactions and read the committed ledger."},
+             "description": "Submit signed transactions and read the committed ledger. "
+                            "Every refusal is JSON {error, code}: `error` for a person, "
+                            "`code` for a program. Requests past a client's rate get 429 "
+                            "with Retry-After."},
+    "components": {"schemas": {"Error": _error_schema(ERROR_CODES)}},
     "paths": {
         "/v1/tx": {"post": _op(
-            "Submit a signed transaction (canonical msgpack, hex).",
+            "submit_tx", "Submit a signed transaction (canonical msgpack, hex). The "
+            "description cannot say which bytes are a valid signed transaction: hex that is "
+            "not one is refused 400 `malformed` (or another code below).",
             body={"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["tx"],
-                "properties": {"tx": {"type": "string", "description": "hex"}}}}}},
-            responses={"202": {"description": "accepted: {hash, status: pending}"},
-                       "400": {"description": "malformed or invalid: {error}"},
-                       "413": {"description": "body too large"},
-                       "422": {"description": "nonce used or duplicate: {error}"}})},
+                "type": "object", "required": ["tx"], "additionalProperties": False,
+                "properties": {"tx": TX_BODY}}}}},
+            ok={"202": {**_json("admitted to the mempool", _obj(
+                ["hash", "status"], hash=HASH, status={"type": "string", "enum": ["pending"]})),
+                "links": {"get_tx": _link("get_tx", hash="$response.body#/hash")}}},
+            errors=TX_REFUSED)},
         "/v1/txs": {"post": _op(
-            f"Submit up to {TXS_MAX} signed transactions at once (body at most 1 MiB); "
-            "each is admitted or refused on its own, in order.",
+            "submit_txs", f"Submit 1 to {TXS_MAX} signed transactions at once (body at most "
+            f"{MAX_BODY} bytes); each is admitted or refused on its own, in order, and its "
+            "result says what POST /v1/tx would have answered (a string that is not hex "
+            "is refused in its result, `malformed`; one too long, `too-large`).",
             body={"required": True, "content": {"application/json": {"schema": {
-                "type": "object", "required": ["txs"],
-                "properties": {"txs": {"type": "array", "maxItems": TXS_MAX,
-                                       "items": {"type": "string", "description": "hex"}}}}}}},
-            responses={"200": {"description": "{accepted, results: [{code, hash, status} "
-                                              "| {code, error}]}, one per transaction"},
-                       "400": {"description": "malformed body: {error}"},
-                       "413": {"description": "body too large"}})},
-        "/v1/tx/{hash}": {"get": _op("Status: pending, committed (height, index), failed "
-                                     "(included, error) or rejected (why).",
-                                     [("hash", "64 hex digits")])},
-        "/v1/blocks/{height}": {"get": _op("A committed block: header, tx hashes, their "
-                                           "bytes, state root, certificate signers.",
-                                           [("height", "integer")])},
-        "/v1/accounts/{address}": {"get": _op("Balance and next nonce.", [_ADDR])},
-        "/v1/scores/{address}": {"get": _op("Credit score with identity status, components, "
-                                            "reasons and the history behind it.",
-                                            [_ADDR])},
-        "/v1/loans/{id}": {"get": _op("A loan: parties, terms, status, what is due.", [_ID])},
-        "/v1/offers/{id}": {"get": _op("A lender's offer, with `apr`: the APR (fees "
-                                       "included) of a representative loan per tier, "
-                                       "and `apr_basis` saying what loan that is.", [_ID])},
-        "/v1/quote": {"get": _op("?application=ID&offer=ID: the tier, exact schedule, "
-                                 "total cost and APR of that application on that offer "
-                                 "if funded now; whether it is within the application's "
-                                 "limits (`problems`) and would pass accept_offer "
-                                 "(`fits`: '' or why not).")},
-        "/v1/lending": {"get": _op("The chain's lending parameters: max_rate_bps, "
-                                   "appraisers, registrars.")},
-        "/v1/applications/{id}": {"get": _op("A borrower's application.", [_ID])},
-        "/v1/sync/{from_h}": {"get": _op("Up to `count` (<= 256) committed blocks with "
-                                         "their commit certificates, msgpack.",
-                                         [("from_h", "integer")])},
-        "/v1/loans": {"get": _op("Loans, filtered by ?borrower= or ?lender=; paged: "
-                                 "?after=<next>&limit=N (<= 1000).")},
-        "/v1/offers": {"get": _op("Offers (each with its representative APR per tier), "
-                                  "filtered by ?lender= and ?active=true|false; "
-                                  "paged: ?after=<next>&limit=N.")},
-        "/v1/applications": {"get": _op("Applications, by ?borrower= and "
-                                        "?status=open|funded|withdrawn; paged: "
-                                        "?after=<next>&limit=N.")},
-        "/v1/borrowers/{id}": {"get": _op("A registered borrower: profile and documents "
-                                          "hashes, since when.", [_ADDR])},
-        "/v1/lenders/{id}": {"get": _op("A registered lender.", [_ADDR])},
-        "/v1/assets/{id}": {"get": _op("A collateral asset: owner, declared and appraised "
-                                       "value (and by whom), lien.",
-                                       [("id", "<owner address>/<name>")])},
-        "/v1/blobs": {"post": _op("Store an off-chain blob (e.g. sealed documents), "
-                                  "up to 1 MiB, for an account of the chain: headers "
-                                  "X-Lendnet-Signer (public key, hex) and "
-                                  "X-Lendnet-Signature (hex, over 'lendnet-blob-v1|"
-                                  "<chain>|' + sha256 of the bytes); each account may "
-                                  "store 32 blobs, 8 MiB together. Returns its sha256.",
-                                  responses={"201": {"description": "{hash}"},
-                                             "400": {"description": "empty"},
-                                             "401": {"description": "unsigned or a bad "
-                                                                    "signature"},
-                                             "403": {"description": "unknown account, or "
-                                                                    "over its quota"},
-                                             "413": {"description": "too large"},
-                                             "507": {"description": "the node is full"}})},
-        "/v1/blobs/{hash}": {"get": _op("A stored blob's bytes.", [("hash", "64 hex")])},
-        "/v1/status": {"get": _op("Height, view, primary, peers, mempool size.")},
-        "/v1/supply": {"get": _op("All balances and escrows summed, and the genesis "
-                                  "supply: equal unless money was made or lost; fees: "
-                                  "the fees collected (burned, counted in the total).")},
-        "/v1/portfolio": {"get": _op("The loan book of ?lender=ADDR, or of the whole "
-                                     "network: outstanding, loans by arrears bucket "
-                                     "(current, 1-30, 31-60, 61-90, 90+ days past due), "
-                                     "PAR1/PAR30/PAR90 and net yield in basis points.")},
-        "/v1/sales": {"get": _op("Collateral sales of defaulted loans, by ?loan= and "
-                                 "?status=open|sold|unsold|taken|cancelled; paged: "
-                                 "?after=<next>&limit=N.")},
-        "/v1/sales/{id}": {"get": _op("A collateral sale: asset, reserve, best bid, when "
-                                      "it closes.", [_ID])},
-        "/v1/events": {"get": _op("WebSocket: committed blocks and loan events "
-                                  "(instalment_due, late, defaulted, ...), one JSON each; "
-                                  "?types=block or ?types=loan for one kind.")},
-        "/metrics": {"get": _op("Prometheus text format.")},
+                "type": "object", "required": ["txs"], "additionalProperties": False,
+                "properties": {"txs": {"type": "array", "minItems": 1, "maxItems": TXS_MAX,
+                                       "items": {"type": "string", "description":
+                                                 "a signed transaction, hex"}}}}}}},
+            ok={"200": _json("one result per transaction", _obj(
+                ["accepted", "results"], accepted={"type": "integer", "minimum": 0},
+                results={"type": "array", "items": TX_RESULT}))},
+            errors={"400": BAD, "413": _err("the body is over its limit", "too-large")})},
+        "/v1/tx/{hash}": {"get": _op(
+            "get_tx", "A transaction's status: pending; committed (height, index); failed "
+            "(included, its error); or rejected (why).",
+            [_path("hash", HASH, "the transaction's hash")],
+            {"200": _json("its status", _obj(["hash", "status"], hash=HASH, status={
+                "type": "string", "enum": ["pending", "committed", "failed", "rejected"]}))},
+            {"400": BAD, "404": _err("this node has not seen it", "not-found")})},
+        "/v1/blocks/{height}": {"get": _op(
+            "get_block", "A committed block: header, tx hashes, their bytes, state root, "
+            "certificate signers.", [_path("height", HEIGHT, "a block height")],
+            {"200": _json("the block", _obj(
+                ["height", "hash", "header", "state_root", "txs", "txs_bytes", "certificate"],
+                height=HEIGHT, hash=HASH, header={"type": "object"}, state_root=HASH,
+                txs={"type": "array", "items": HASH}, txs_bytes={"type": "integer"},
+                certificate={"type": "object"}))},
+            {"400": BAD, "404": _err("no block there yet", "not-found")})},
+        "/v1/accounts/{address}": {"get": _op(
+            "get_account", "Balance and next nonce (an unknown address: 0 and 0).",
+            [_path("address", ADDRESS, "the account")],
+            {"200": _json("the account", _obj(["address", "balance", "nonce", "height"],
+                                              address=ADDRESS, balance={"type": "integer"},
+                                              nonce={"type": "integer"},
+                                              height={"type": "integer"}))})},
+        "/v1/scores/{address}": {"get": _op(
+            "get_score", "Credit score with identity status, components, reasons and the "
+            "history behind it.", [_path("address", ADDRESS, "the account")],
+            {"200": _json("its score", _obj(["address", "score", "reasons"], address=ADDRESS,
+                                            score={"type": "integer"},
+                                            reasons={"type": "array",
+                                                     "items": {"type": "string"}}))})},
+        "/v1/loans/{id}": _record_op("loan", "A loan: parties, terms, status, what is due."),
+        "/v1/offers/{id}": _record_op(
+            "offer", "A lender's offer, with `apr`: the APR (fees included) of a "
+            "representative loan per tier, and `apr_basis` saying what loan that is."),
+        "/v1/applications/{id}": _record_op("application", "A borrower's application."),
+        "/v1/borrowers/{id}": _record_op("borrower", "A registered borrower: profile and "
+                                                     "documents hashes, since when."),
+        "/v1/lenders/{id}": _record_op("lender", "A registered lender."),
+        "/v1/sales/{id}": _record_op("sale", "A collateral sale: asset, reserve, best bid, "
+                                             "when it closes."),
+        "/v1/quote": {"get": _op(
+            "get_quote", "The tier, exact schedule, total cost and APR of an application "
+            "on an offer if funded now; whether it is within the application's limits "
+            "(`problems`) and would pass accept_offer (`fits`: '' or why not). Both "
+            "parameters, and no other.",
+            [_query("application", HASH, "an application id", True),
+             _query("offer", HASH, "an offer id", True)],
+            {"200": _json("the quote", _obj(["height"], height={"type": "integer"}))},
+            {"400": BAD, "404": NOT_FOUND})},
+        "/v1/lending": {"get": _op(
+            "get_lending", "The chain's lending parameters.", errors={},
+            ok={"200": _json("its parameters", _obj(
+                ["max_rate_bps", "appraisers", "registrars"],
+                max_rate_bps={"type": "integer"},
+                appraisers={"type": "array", "items": ADDRESS},
+                registrars={"type": "array", "items": ADDRESS}))})},
+        "/v1/sync/{from_h}": {"get": _op(
+            "sync", "Up to `count` committed blocks from `from_h` with their commit "
+            "certificates, canonical msgpack [[block, cert], ...] (fewer when they would "
+            "pass the bytes a follower decodes at once; none past the head).",
+            [_path("from_h", HEIGHT, "the first height"),
+             _query("count", {"type": "integer", "minimum": 1, "maximum": 256,
+                              "default": 64}, "blocks at most")],
+            {"200": {"description": "msgpack", "content": {"application/msgpack": {
+                "schema": {"type": "string", "format": "binary"}}}}})},
+        "/v1/loans": _listing_op("loan", "Loans, filtered by borrower and lender.", [
+            _query("borrower", ADDRESS, "only this borrower's"),
+            _query("lender", ADDRESS, "only this lender's")]),
+        "/v1/offers": _listing_op("offer", "Offers (each with its representative APR per "
+                                           "tier), filtered by lender and active.", [
+            _query("lender", ADDRESS, "only this lender's"),
+            _query("active", {"type": "string", "enum": ["true", "false"]},
+                   "only the offers that are (true) or are not (false) active")]),
+        "/v1/applications": _listing_op("application", "Applications, by borrower and "
+                                                       "status.", [
+            _query("borrower", ADDRESS, "only this borrower's"),
+            _query("status", {"type": "string", "enum": ["open", "funded", "withdrawn"]},
+                   "only those in this status")]),
+        "/v1/sales": _listing_op("sale", "Collateral sales of defaulted loans, by loan and "
+                                         "status.", [
+            _query("loan", ADDRESS, "only this loan's"),
+            _query("status", {"type": "string", "enum": list(SALE_STATUSES)},
+                   "only those in this status")]),
+        "/v1/assets/{id}": {"get": _op(
+            "get_asset", "A collateral asset: owner, declared and appraised value (and by "
+            "whom), lien. The '/' in its id may be sent as is or as %2F.",
+            [_path("id", ASSET_ID, "the asset's id")],
+            {"200": _json("the asset", _obj(["asset"], asset=ASSET_ID))},
+            {"400": BAD, "404": NOT_FOUND})},
+        "/v1/blobs": {"post": _op(
+            "put_blob", f"Store an off-chain blob (e.g. sealed documents), 1 to {BLOB_MAX} "
+            "bytes, for an account of the chain (one with money, or a registered borrower "
+            "or lender), signed by its key: X-Lendnet-Signature over 'lendnet-blob-v1|"
+            "<chain>|' + sha256 of the bytes; each account may store 32 blobs, 8 MiB "
+            "together. Returns its sha256.",
+            [{"name": "X-Lendnet-Signer", "in": "header", "required": True,
+              "schema": HASH, "description": "the signer's public key, hex"},
+             {"name": "X-Lendnet-Signature", "in": "header", "required": True,
+              "schema": {"type": "string", "pattern": "^[0-9a-f]{128}$", "minLength": 128,
+                         "maxLength": 128}, "description": "ed25519 signature, hex"}],
+            {"201": {**_json("stored", _obj(["hash"], hash=HASH)),
+                     "links": {"get_blob": _link("get_blob", hash="$response.body#/hash")}}},
+            {"400": _err("empty", "bad-request"),
+             "401": _err("unsigned, or not a signature of these bytes by that key",
+                         "unsigned"),
+             "403": _err("not an account of the chain, or over its quota", "unknown-account",
+                         "quota"),
+             "413": _err("over the size limit", "too-large"),
+             "507": _err("the node holds all the blobs it will", "no-space")},
+            body={"required": True, "content": {"application/octet-stream": {"schema": {
+                "type": "string", "format": "binary", "minLength": 1,
+                "maxLength": BLOB_MAX}}}})},
+        "/v1/blobs/{hash}": {"get": _op(
+            "get_blob", "A stored blob's bytes.", [_path("hash", HASH, "its sha256")],
+            {"200": {"description": "its bytes", "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}},
+            {"400": BAD, "404": NOT_FOUND})},
+        "/v1/status": {"get": _op(
+            "get_status", "Height, view, primary, peers, mempool size.", errors={},
+            ok={"200": _json("the node's status", _obj(
+                ["chain_id", "height", "view", "mempool"], chain_id={"type": "string"},
+                height={"type": "integer"}, view={"type": "integer"},
+                mempool={"type": "integer"}))})},
+        "/v1/supply": {"get": _op(
+            "get_supply", "All balances and escrows summed, and the genesis supply: equal "
+            "unless money was made or lost; fees: the fees collected (burned, counted in "
+            "the total).", errors={},
+            ok={"200": _json("the sums", _obj(["height", "total", "supply", "fees"],
+                                              height={"type": "integer"},
+                                              total={"type": "integer"},
+                                              supply={"type": "integer"},
+                                              fees={"type": "integer"}))})},
+        "/v1/portfolio": {"get": _op(
+            "get_portfolio", "The loan book of one lender, or of the whole network: "
+            "outstanding, loans by arrears bucket (current, 1-30, 31-60, 61-90, 90+ days "
+            "past due), PAR1/PAR30/PAR90 and net yield in basis points (null: no loans).",
+            [_query("lender", ADDRESS, "only this lender's loans")],
+            {"200": _json("the book", _obj(
+                ["height", "lender", "loans", "outstanding", "buckets"],
+                height={"type": "integer"}, lender={**ADDRESS, **NULLABLE},
+                loans={"type": "integer"}, outstanding={"type": "integer"},
+                buckets={"type": "object"},
+                par30_bps={"type": "integer", **NULLABLE}))})},
+        "/v1/events": {"get": _op(
+            "events", "WebSocket (send the upgrade headers): committed blocks and loan "
+            "events (instalment_due, late, defaulted, ...), one JSON object each.",
+            [_query("types", {"type": "string", "pattern": "^(block|loan)(,(block|loan))*$",
+                              "default": "block,loan"}, "the kinds of event")],
+            {"101": {"description": "switching to the WebSocket stream"}},
+            {"400": _err("bad types, or not a WebSocket upgrade", "bad-request"),
+             "503": _err(f"the node already streams to {MAX_READERS} readers, or to "
+                         f"{MAX_READERS_PER_CLIENT} from this client", "busy")})},
+        "/metrics": {"get": _op(
+            "metrics", "Prometheus text format.", errors={},
+            ok={"200": {"description": "metrics", "content": {"text/plain": {
+                "schema": {"type": "string"}}}}})},
+        "/openapi.json": {"get": _op(
+            "openapi", "This description.", errors={},
+            ok={"200": _json("OpenAPI 3.0", _obj(["openapi"], openapi={"type": "string"}))})},
     },
 }
