@@ -134,7 +134,7 @@ def routes(app: web.Application, daemon) -> None:
             X.section("Latest blocks", X.table(
                 ["height", "time", "proposer", "txs", "hash", "commit certificate"], rows,
                 "no block yet"))])
-        return render("Latest blocks", body)
+        return render("The network", body)
 
     async def block_page(request: web.Request):
         raw = request.match_info["height"]

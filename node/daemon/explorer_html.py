@@ -132,7 +132,8 @@ def page(title: str, body, chain: str, height: int, status: int = 200) -> Safe:
              '<style>{}</style></head><body>'
              '<header><b>lendnet · {} · height {}</b><nav>{}</nav>'
              '<form action="/search" method="get" role="search">'
-             '<input type="search" name="q" placeholder="address, tx hash, loan, offer or block height" '
+             '<input type="search" name="q" '
+             'placeholder="address, tx hash, loan, offer or block height" '
              'aria-label="search"> <button>Search</button></form></header>'
              '<main><h1>{}</h1>{}</main></body></html>',
              title, Safe(STYLE), chain, height, nav, title, body)
