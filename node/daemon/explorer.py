@@ -16,6 +16,7 @@ from before this node started are not shown; the pages say so.
 from __future__ import annotations
 
 import collections
+import json
 import re
 
 from aiohttp import web
@@ -96,7 +97,7 @@ def routes(app: web.Application, daemon) -> None:
         return X.table(["height", "time", "event", "loan", "values", "transaction"],
                        [[link(f"/block/{e['height']}", e["height"]), when(e["time"]),
                          e["event"], link(f"/loan/{seg(e['loan'])}", short(e["loan"])),
-                         X.code(e["values"]) if e["values"] else "",
+                         json.dumps(e["values"]) if e["values"] else "",
                          link(f"/tx/{e['tx']}", short(e["tx"])) if e["tx"] else "the chain"]
                         for e in events], none)
 
