@@ -178,11 +178,16 @@ def test_a_loans_page_shows_the_schedule_the_cli_shows(net, tab):
     assert tab.problems == []
 
 
-def test_search_finds_a_loan_an_account_and_a_block(net, tab):
+def test_search_finds_a_loan_an_account_a_transaction_and_a_block(net, tab):
     loan = net["loans"][0]
+    api = NodeClient(net["url"])
+    app = api.get(f"/v1/loans/{loan}")["application"]
+    records = {x["application"] for x in api.get("/v1/applications")["applications"]} | {
+        x["offer"] for x in api.get("/v1/offers")["offers"]}
+    tx = next(t for t in _recent_txs(net["url"], api.status()["height"]) if t not in records)
     tab.open(net["url"] + "/")
     for query, want in ((loan, f"/loan/{loan}"), (net["lender"], f"/account/{net['lender']}"),
-                        ("3", "/block/3")):
+                        (app, f"/application/{app}"), (tx, f"/tx/{tx}"), ("3", "/block/3")):
         box = tab.page.get_by_role("searchbox")
         box.fill(query)
         box.press("Enter")

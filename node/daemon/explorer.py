@@ -328,8 +328,10 @@ def routes(app: web.Application, daemon) -> None:
                 left = money(o["owed"])
             elif v["oldest_unpaid"] and n < v["oldest_unpaid"] or v["status"] == "repaid":
                 state, left = "paid", money(0)
-            else:
+            elif v["status"] == "active":
                 state, left = "not yet posted", "-"
+            else:
+                state, left = f"never posted (loan {v['status']})", "-"
             e = paid_at.get(n)
             paid = (h('{} at <a href="/block/{}">height {}</a>{}', when(e["time"]),
                       e["height"], e["height"], "" if e["values"][1] else " (late)")
@@ -433,6 +435,11 @@ def routes(app: web.Application, daemon) -> None:
         if not keys.is_address(v):
             raise ValueError("an address is 'ln' and 40 lowercase hex digits")
         return v
+
+    def bool_(v: str) -> bool:
+        if v not in ("true", "false"):
+            raise ValueError("must be true or false")
+        return v == "true"
 
     def status_(v: str) -> str:
         if v not in ("open", "funded", "withdrawn"):
@@ -570,7 +577,8 @@ def routes(app: web.Application, daemon) -> None:
         return web.Response(text=X.FAVICON, content_type="image/svg+xml", headers=HEADERS)
 
     async def search(request: web.Request):
-        q = request.query.get("q", "").strip().lower()
+        given = request.query.get("q", "").strip()
+        q = given.lower()
         st = node.ledger.state
         if q.isdigit() and len(q) <= 18:
             raise web.HTTPFound(f"/block/{int(q)}")
@@ -587,12 +595,12 @@ def routes(app: web.Application, daemon) -> None:
                 got = node.store.get_block(height)
                 if got is not None and M.block_hash(got[0]["header"]).hex() == q:
                     raise web.HTTPFound(f"/block/{height}")
-        if "/" in q and len(q) <= txm.ASSET_ID_MAX and q in st.assets:
-            raise web.HTTPFound(f"/asset/{seg(q)}")
+        if "/" in given and len(given) <= txm.ASSET_ID_MAX and given in st.assets:
+            raise web.HTTPFound(f"/asset/{seg(given)}")
         return render("Search", h("<p>Nothing found for <code>{}</code>: search by address "
                                   "(account or loan), transaction, offer or application "
                                   "hash, block height, a recent block's hash, or an asset "
-                                  "id (owner/name).</p>", q), 404)
+                                  "id (owner/name).</p>", given), 404)
 
     r = app.router
     r.add_get("/", index)
@@ -603,7 +611,7 @@ def routes(app: web.Application, daemon) -> None:
     r.add_get("/loan/{id}", loan_page)
     r.add_get("/asset/{id:.+}", asset_page)
     r.add_get("/offers", paged("offers", "offer", offers_table,
-                               {"lender": addr_, "active": lambda v: v == "true"}))
+                               {"lender": addr_, "active": bool_}))
     r.add_get("/offer/{id}", offer_page)
     r.add_get("/applications", paged("applications", "application", apps_table,
                                      {"borrower": addr_, "status": status_}))
