@@ -223,3 +223,23 @@ def test_hostile_text_from_a_transaction_is_shown_not_run(net, tab):
     assert tab.page.locator("img").count() == 0          # no element came from the text
     assert tab.page.locator("script").count() == 0
     assert tab.problems == []                             # and no alert() ran
+
+
+def test_bad_input_gets_an_html_error_that_echoes_it_escaped(net, tab):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+    for path, status in ((f"/search?q={urllib.parse.quote(HOSTILE_PURPOSE)}", 404),
+                         ("/loan/nope", 400), ("/block/99999999", 404),
+                         ("/tx/" + "ab" * 32, 404), ("/offers?active=maybe", 400)):
+        try:
+            urllib.request.urlopen(net["url"] + path, timeout=10)
+            raise AssertionError(f"{path} answered 200")
+        except urllib.error.HTTPError as e:
+            body = e.read().decode()
+            assert e.code == status and e.headers["Content-Type"].startswith("text/html")
+            assert "<script>" not in body, path
+    tab.page.goto(f"{net['url']}/search?q={urllib.parse.quote(HOSTILE_PURPOSE)}")
+    assert HOSTILE_PURPOSE in tab.page.locator("main").inner_text()
+    assert tab.page.locator("script").count() == 0
+    assert [p for p in tab.problems if "404" not in p] == []     # the page's own status
