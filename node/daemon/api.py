@@ -18,6 +18,7 @@ from lendnet.ledger import codec, keys, lending, portfolio
 from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 
+from . import explorer
 from .blobs import BLOB_MAX, BlobError
 from .ratelimit import RateLimiter
 
@@ -517,6 +518,7 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
+    explorer.routes(app, daemon)               # the web explorer at / (explorer.py)
     return app
 
 
