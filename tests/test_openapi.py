@@ -53,6 +53,7 @@ def test_every_api_route_is_described_and_every_described_path_served(tmp_path):
         node = None
         cfg = H.NodeConfig()
         metrics = type("M", (), {"rate_limited": None})()
+        subscribers: set = set()             # the explorer's event log joins these
     app = build_app(Stub())
     served = {re.sub(r"\{(\w+)(:[^}]*)?\}", r"{\1}", r.resource.canonical)
               for r in app.router.routes() if r.method != "HEAD"}
