@@ -157,6 +157,8 @@ def up(nodes, home, time_scale, wait_s, as_json):
     if as_json:
         click.echo(json.dumps({"home": str(home), "time_scale": scale, "started": started,
                                "dev_faucet": H.faucet_address() if dev else None,
+                               "dev_registrar": keys.Keypair.from_name(H.DEV_REGISTRAR).address
+                               if dev else None,
                                "nodes": rows}, indent=2))
         return
     if not started:

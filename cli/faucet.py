@@ -73,35 +73,44 @@ def faucet(to_addr, wallet_name, amount, node_url, wait_s, as_json):
             f"transfer.")
     chain = status["chain_id"]
     nonce = _call(api.account, source.address)["nonce"]
+    text = f"{fmt(amount)} from the dev faucet to {to_addr}"
     for _ in range(MAX_TRIES):
+        # Another faucet call (here or at another node) may take this nonce first: then
+        # the next one, whether the node refuses it at once or drops it from a block.
         tx = txm.sign(txm.build(source, chain, "transfer", nonce, to=to_addr, amount=amount),
                       [source])
         try:
             h = api.submit(tx.raw)
-            break
         except ApiError as e:
             if e.code not in RETRY_CODES:
                 raise click.ClickException(f"the faucet's transfer was refused: {e.error}")
             nonce += 1
+            continue
         except OSError as e:
             raise click.ClickException(f"cannot reach the node at {api.url}: {e}")
+        out = {"status": "pending", "hash": h, "from": source.address, "to": to_addr,
+               "amount": amount, "max_fee": max_fee(tx, status.get("fees")), "chain": chain}
+        if not wait_s:
+            emit(out, as_json, f"submitted {h}: {text} (pending)")
+            return
+        try:
+            st = api.wait_committed(h, wait_s)
+        except TimeoutError:
+            emit(out, as_json, f"{h} not committed within {wait_s} s; check with "
+                               f"`lendnet tx status {h}`")
+            raise SystemExit(EXIT_TIMEOUT)
+        except ApiError as e:
+            if e.code not in RETRY_CODES:
+                raise click.ClickException(f"the faucet's transfer {h} was rejected: "
+                                           f"{e.error}")
+            nonce = max(nonce + 1, _call(api.account, source.address)["nonce"])
+            continue
+        except OSError as e:
+            raise click.ClickException(f"cannot reach the node at {api.url}: {e}")
+        break
     else:
-        raise click.ClickException(f"the faucet is busy ({MAX_TRIES} nonces taken by other "
-                                   f"calls); try again")
-    out = {"status": "pending", "hash": h, "from": source.address, "to": to_addr,
-           "amount": amount, "max_fee": max_fee(tx, status.get("fees")), "chain": chain}
-    text = f"{fmt(amount)} from the dev faucet to {to_addr}"
-    if not wait_s:
-        emit(out, as_json, f"submitted {h}: {text} (pending)")
-        return
-    try:
-        st = api.wait_committed(h, wait_s)
-    except TimeoutError:
-        emit(out, as_json, f"{h} not committed within {wait_s} s; check with "
-                           f"`lendnet tx status {h}`")
-        raise SystemExit(EXIT_TIMEOUT)
-    except ApiError as e:
-        raise click.ClickException(f"the faucet's transfer {h} was rejected: {e.error}")
+        raise click.ClickException(f"the faucet is busy (its nonce was taken by other calls "
+                                   f"{MAX_TRIES} times); try again")
     if st["status"] != "committed":
         raise click.ClickException(f"the faucet's transfer {h} failed at height "
                                    f"{st.get('height')}: {st.get('error')}")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -158,6 +159,23 @@ def test_the_faucet_funds_a_new_wallet(dev, tmp_path):
     _same_chain(list(clients.values()))
     for c in clients.values():
         assert c.account(ana)["balance"] == 100_000 and c.account(ben)["balance"] == 1_250
+    # calls at once, at different nodes, each get their own nonce of the faucet's
+    many = [keys.Keypair.generate().address for _ in range(4)]
+    procs = [subprocess.Popen([sys.executable, "-m", "lendnet.cli", "faucet", "--to", a,
+                               "--amount", "3", "--json", "--node", c.url], cwd=ROOT,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for a, c in zip(many, clients.values())]
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    assert [p.returncode for p in procs] == [0] * 4, outs
+    assert all(json.loads(o)["status"] == "committed" for o, _ in outs)
+    _same_chain(list(clients.values()))
+    assert [clients["node3"].account(a)["balance"] for a in many] == [300] * 4
     # bounded per call
     p = lendnet("faucet", "--to", ben, "--amount", "100000.01", "--node", clients["node0"].url,
                 check=False)
@@ -190,6 +208,29 @@ def test_a_killed_member_shows_dead_and_up_brings_back_just_it(dev):
     assert top >= got["height"]
     st = as_json("cluster", "status", "--home", str(home))
     assert st["dead"] == [] and all(r["state"] == "running" for r in st["nodes"])
+
+
+def test_a_member_that_cannot_start_again_is_stopped_and_the_others_left_alone(dev):
+    home, _ = dev
+    c = Cluster(home)
+    before = {m.name: m.pid for m in c.members()}
+    port = c.kill_member("node3", signal.SIGKILL).port
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        squatter.bind(("127.0.0.1", port))         # someone took node3's port meanwhile
+        squatter.listen()
+        p = lendnet("cluster", "up", "--home", str(home), "--wait", "30", check=False)
+        assert p.returncode == 1 and "node3 exited" in p.stderr, p.stderr
+        st = {r["name"]: r for r in as_json("cluster", "status", "--home", str(home))["nodes"]}
+        assert st["node3"]["state"] == "stopped"
+        assert {n: r["pid"] for n, r in st.items() if n != "node3"} == \
+            {n: p for n, p in before.items() if n != "node3"}
+    finally:
+        squatter.close()
+    out = as_json("cluster", "up", "--home", str(home))
+    assert out["started"] == ["node3"]
+    _same_chain(list(_clients(home).values()))
 
 
 def test_restart_one_member(dev):
