@@ -233,6 +233,31 @@ def test_a_member_that_cannot_start_again_is_stopped_and_the_others_left_alone(d
     _same_chain(list(_clients(home).values()))
 
 
+def test_up_refuses_to_start_a_member_someone_started_by_hand(dev):
+    home, _ = dev
+    c = Cluster(home)
+    m = c.kill_member("node1", signal.SIGKILL)
+    # the workaround: the member started by hand in another terminal
+    by_hand = subprocess.Popen([sys.executable, "-m", "lendnet.cli", "node", "start",
+                                "--home", str(m.home)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        until(lambda: m.status(), 60, "the node started by hand answers")
+        p = lendnet("cluster", "up", "--home", str(home), check=False)
+        assert p.returncode == 1, p.stdout
+        assert f"in use by another process (pid {by_hand.pid})" in p.stderr, p.stderr
+        assert as_json("cluster", "status", "--home", str(home))["dead"] == ["node1"]
+    finally:
+        by_hand.terminate()
+        try:
+            by_hand.wait(30)
+        except subprocess.TimeoutExpired:
+            by_hand.kill()
+            by_hand.wait()
+    assert as_json("cluster", "up", "--home", str(home))["started"] == ["node1"]
+    _same_chain(list(_clients(home).values()))
+
+
 def test_restart_one_member(dev):
     home, _ = dev
     before = {m.name: m.pid for m in Cluster(home).members()}

@@ -19,6 +19,7 @@ outlive their command, like `lendnet demo`'s; `lendnet cluster up` leaves its ru
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -100,6 +101,26 @@ def _die_with_parent():
                 and os.getppid() != parent:
             os._exit(1)            # the parent died before the request took: go with it
     return preexec
+
+
+def store_holder(home: Path) -> int | str | None:
+    """Who holds the node store's lock in `home` (node/daemon/sqlstore.py): its pid as
+    written in the lock file ("?" if unreadable), or None if no process does."""
+    path = home / "node.db.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
 
 
 def free_ports(n: int) -> list[int]:
@@ -280,6 +301,13 @@ class Cluster:
         stop only what this call started."""
         if not dead:
             return members
+        for m in dead:
+            holder = store_holder(m.home)
+            if holder is not None:
+                raise ClusterError(
+                    f"{m.name}'s store is in use by another process (pid {holder}), not one "
+                    f"this cluster started (a node started by hand with `lendnet node start "
+                    f"--home {m.home}`?); stop it, then start the cluster's {m.name} again")
         others = [m for m in members if m not in dead and m.alive()]
         target = max([(m.status() or {}).get("height", 0) for m in others] + [1])
         started: list[Member] = []
