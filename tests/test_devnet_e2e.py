@@ -96,6 +96,14 @@ def dev(tmp_path_factory):
         _stop_all(home)
 
 
+@pytest.fixture
+def whole(dev):
+    """The dev cluster with every member running, whatever a test before left dead."""
+    home, out = dev
+    lendnet("cluster", "up", "--home", str(home))
+    return home, out
+
+
 def _clients(home: Path) -> dict[str, NodeClient]:
     st = as_json("cluster", "status", "--home", str(home))
     return {r["name"]: NodeClient(r["api"]) for r in st["nodes"]}
@@ -128,8 +136,8 @@ def test_up_prints_the_scale_and_the_dev_hints(dev):
     assert p.returncode == 1 and "time_scale 172800, not 1" in p.stderr
 
 
-def test_the_chain_clock_runs_at_the_scale(dev):
-    home, _ = dev
+def test_the_chain_clock_runs_at_the_scale(whole):
+    home, _ = whole
     api = _clients(home)["node0"]
     assert api.status()["time_scale"] == SCALE
 
@@ -144,8 +152,8 @@ def test_the_chain_clock_runs_at_the_scale(dev):
     assert 0.6 * SCALE < rate < 1.4 * SCALE, rate          # blocks every 250 ms blur it
 
 
-def test_the_faucet_funds_a_new_wallet(dev, tmp_path):
-    home, _ = dev
+def test_the_faucet_funds_a_new_wallet(whole, tmp_path):
+    home, _ = whole
     clients = _clients(home)
     env = {"LENDNET_WALLETS": str(tmp_path / "wallets")}
     ana = as_json("wallet", "create", "ana", "--dev", env=env)["address"]
@@ -182,8 +190,8 @@ def test_the_faucet_funds_a_new_wallet(dev, tmp_path):
     assert p.returncode == 2 and "at most 100,000.00 LND a call" in p.stderr
 
 
-def test_a_killed_member_shows_dead_and_up_brings_back_just_it(dev):
-    home, _ = dev
+def test_a_killed_member_shows_dead_and_up_brings_back_just_it(whole):
+    home, _ = whole
     c = Cluster(home)
     before = {m.name: m.pid for m in c.members()}
     c.kill_member("node2", signal.SIGKILL)
@@ -210,15 +218,23 @@ def test_a_killed_member_shows_dead_and_up_brings_back_just_it(dev):
     assert st["dead"] == [] and all(r["state"] == "running" for r in st["nodes"])
 
 
-def test_a_member_that_cannot_start_again_is_stopped_and_the_others_left_alone(dev):
-    home, _ = dev
+def test_a_member_that_cannot_start_again_is_stopped_and_the_others_left_alone(whole):
+    home, _ = whole
     c = Cluster(home)
     before = {m.name: m.pid for m in c.members()}
     port = c.kill_member("node3", signal.SIGKILL).port
     squatter = socket.socket()
     squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+
+    def take_port() -> bool:         # once the kernel has let go of node3's sockets
+        try:
+            squatter.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
+
     try:
-        squatter.bind(("127.0.0.1", port))         # someone took node3's port meanwhile
+        until(take_port, 60, f"port {port} free to take")   # someone takes node3's port
         squatter.listen()
         p = lendnet("cluster", "up", "--home", str(home), "--wait", "30", check=False)
         assert p.returncode == 1 and "node3 exited" in p.stderr, p.stderr
@@ -233,8 +249,8 @@ def test_a_member_that_cannot_start_again_is_stopped_and_the_others_left_alone(d
     _same_chain(list(_clients(home).values()))
 
 
-def test_up_refuses_to_start_a_member_someone_started_by_hand(dev):
-    home, _ = dev
+def test_up_refuses_to_start_a_member_someone_started_by_hand(whole):
+    home, _ = whole
     c = Cluster(home)
     m = c.kill_member("node1", signal.SIGKILL)
     # the issue's workaround: the member started by hand in another terminal
@@ -258,8 +274,8 @@ def test_up_refuses_to_start_a_member_someone_started_by_hand(dev):
     _same_chain(list(_clients(home).values()))
 
 
-def test_restart_one_member(dev):
-    home, _ = dev
+def test_restart_one_member(whole):
+    home, _ = whole
     before = {m.name: m.pid for m in Cluster(home).members()}
     out = as_json("cluster", "restart", "1", "--home", str(home))
     assert out["name"] == "node1" and out["pid"] != before["node1"] and out["height"] >= 1
