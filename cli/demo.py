@@ -30,7 +30,7 @@ from lendnet.ledger.settlement import SALE_DAYS
 from lendnet.ledger import tx as txm
 from lendnet.node.daemon.client import ApiError, NodeClient
 from lendnet.node.harness.cluster import Cluster, ClusterError
-from lendnet.node.daemon.home import FAST_CLOCK
+from lendnet.node.daemon.home import DEV_FAUCET, FAST_CLOCK
 
 from .common import money, pct
 
@@ -160,9 +160,9 @@ def _run(d: Demo, apis: list[NodeClient], say) -> dict:
     w = _wallets(["lender", "ana", "ben"])
     lender, ana, ben = w["lender"], w["ana"], w["ben"]
     say("wallets created: lender, ana and ben (dev keystore, unencrypted)")
-    alice = keys.Keypair.from_name("alice")                 # funded by the dev genesis
+    faucet = keys.Keypair.from_name(DEV_FAUCET)             # funded by the dev genesis
     for kp, amount in ((lender, 500_000), (ana, 150_000), (ben, 10_000)):
-        d.send(alice, "transfer", f"{money(amount)} from the dev faucet to "
+        d.send(faucet, "transfer", f"{money(amount)} from the dev faucet to "
                f"{[n for n, k in w.items() if k is kp][0]}", to=kp.address, amount=amount)
     h32 = hashlib.sha256(b"demo").digest()
     d.send(lender, "register_lender", "lender registers", profile_hash=h32)

@@ -7,6 +7,7 @@ from .bench import bench
 from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
+from .faucet import faucet
 from .lending import appraiser, borrower, lender, registrar
 from .loan import loan
 from .network import genesis, testnet
@@ -43,6 +44,7 @@ main.add_command(multisig)
 main.add_command(tx)
 main.add_command(transfer)
 main.add_command(demo)
+main.add_command(faucet)
 main.add_command(watch)
 main.add_command(chaos)
 main.add_command(bench)

@@ -451,6 +451,10 @@ class Daemon(Shell):
             "last_block_hash": (node.block_hash(node.height) or M.GENESIS_HASH).hex(),
             "state_root": node.ledger.state_root().hex(),
             "fees": dict(zip(("min_gas_price", "byte_price"), node.ledger.prices())),
+            # chain seconds per real second (genesis `time_scale`; 1 but on dev chains)
+            "time_scale": self.genesis.params.get("time_scale", 1),
+            # the dev faucet's address when the genesis funds it (a dev chain), else null
+            "dev_faucet": H.faucet_address() if H.is_dev(self.genesis) else None,
         }
 
 

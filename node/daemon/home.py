@@ -32,6 +32,13 @@ DEMO_BALANCE = 100_000_000             # 1,000,000.00 LND each
 # cluster can attest collateral and borrowers' identities (`lendnet wallet import
 # registrar`). A real genesis names its own (lending.check_params) or none.
 DEV_REGISTRAR = "registrar"
+# The dev faucet (`lendnet faucet`): a named key the dev genesis funds, which hands out at
+# most FAUCET_MAX a call. That the genesis funds this key is what makes a chain a dev
+# chain, for the faucet and `/v1/status` (`dev_faucet`): its key is public, so a genesis
+# for a real network must not fund it (`genesis new` funds only what it is told).
+DEV_FAUCET = "faucet"
+FAUCET_BALANCE = 100 * DEMO_BALANCE     # 100,000,000.00 LND
+FAUCET_MAX = 10_000_000                 # 100,000.00 LND a call
 
 
 def dev_lending() -> dict:
@@ -227,8 +234,18 @@ def load_genesis_file(path: Path) -> Genesis:
 
 
 def dev_balances() -> dict[str, int]:
-    return {keys.Keypair.from_name(n).address: DEMO_BALANCE
-            for n in (*DEMO_ACCOUNTS, DEV_REGISTRAR)}
+    return {**{keys.Keypair.from_name(n).address: DEMO_BALANCE
+               for n in (*DEMO_ACCOUNTS, DEV_REGISTRAR)},
+            faucet_address(): FAUCET_BALANCE}
+
+
+def faucet_address() -> str:
+    return keys.Keypair.from_name(DEV_FAUCET).address
+
+
+def is_dev(g: Genesis) -> bool:
+    """A dev chain: its genesis funds the dev faucet, whose key anyone can derive."""
+    return g.balances.get(faucet_address(), 0) > 0
 
 
 def init_home(home: Path, cfg: NodeConfig, kp: keys.Keypair | None = None,

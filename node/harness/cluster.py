@@ -19,6 +19,7 @@ outlive their command, like `lendnet demo`'s; `lendnet cluster up` leaves its ru
 from __future__ import annotations
 
 import ctypes
+import fcntl
 import json
 import os
 import signal
@@ -102,6 +103,26 @@ def _die_with_parent():
     return preexec
 
 
+def store_holder(home: Path) -> int | str | None:
+    """Who holds the node store's lock in `home` (node/daemon/sqlstore.py): its pid as
+    written in the lock file ("?" if unreadable), or None if no process does."""
+    path = home / "node.db.lock"
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.read(fd, 32).decode(errors="replace").strip()
+            return int(text) if text.isdigit() else "?"
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def free_ports(n: int) -> list[int]:
     """Ask the OS for n free ports (held open together, so they are distinct)."""
     socks = []
@@ -145,6 +166,13 @@ class Member:
         except ProcessLookupError:
             return False
         return b"start" in cmd and str(self.home).encode() in cmd
+
+    def state(self) -> str:
+        """running; dead (its recorded process is gone: killed, crashed, not stopped
+        by `down`); stopped (by `down`, or never started)."""
+        if self.alive():
+            return "running"
+        return "dead" if self.pid else "stopped"
 
     def status(self, timeout: float = 1.0) -> dict | None:
         try:
@@ -200,23 +228,29 @@ class Cluster:
 
     # --- up / down ---------------------------------------------------------------------
 
-    def up(self, n: int, wait_s: float = 60.0, extra_args: dict | None = None,
+    def up(self, n: int | None = None, wait_s: float = 60.0, extra_args: dict | None = None,
            params: dict | None = None, admin: bool = False,
            config: dict | None = None) -> list[Member]:
         """Start (creating if need be, with these consensus `params` in its genesis) an
         n-node cluster; return once all commit. `config`: more NodeConfig fields for
-        every node (e.g. api_exempt)."""
+        every node (e.g. api_exempt). `n` None: the existing cluster's size, else 4.
+
+        On a cluster some of whose members still run, start only the others (members
+        that died or were stopped), on their recorded ports, and return once they have
+        caught up with the running ones; the running ones are not touched."""
         members = self.members()
-        running = [m for m in members if m.alive()]
-        if running:
-            raise ClusterError(f"a cluster is already running in {self.root} "
-                               f"({', '.join(m.name for m in running)}); "
-                               f"`lendnet cluster down --home {self.root}` first")
-        if members and len(members) != n:
+        if members and n is not None and len(members) != n:
             raise ClusterError(f"{self.root} holds a {len(members)}-node cluster; use "
                                f"--nodes {len(members)} or another --home")
+        if members and params:
+            self.check_params(params)
+        running = [m for m in members if m.alive()]
+        if running:
+            return self.revive(members, [m for m in members if not m.alive()], wait_s,
+                               extra_args)
         if not members:
-            members = self._create(n, params)
+            members = self._create(4 if n is None else n, params)
+        n = len(members)
         self._procs = {}
         addrs = self.addresses(n)
         named = [H.peer_string(H.load_key(m.home).pubkey, h, p)
@@ -236,6 +270,78 @@ class Cluster:
             self.down(members)
             raise
         return members
+
+    def genesis(self) -> Genesis | None:
+        """The cluster's genesis (node0's), or None before the homes exist."""
+        members = self.members()
+        if not members or not (members[0].home / "genesis.json").exists():
+            return None
+        return H.load_genesis(members[0].home)
+
+    def check_params(self, params: dict) -> None:
+        """An existing cluster's genesis fixes its consensus parameters: refuse to start
+        it with others (a new `--time-scale` needs a new home)."""
+        g = self.genesis()
+        if g is None:
+            return
+        cfg = g.config()
+        for k, v in params.items():
+            if getattr(cfg, k) != v:
+                raise ClusterError(
+                    f"the cluster in {self.root} was created with {k} {getattr(cfg, k)}, "
+                    f"not {v}: its genesis fixes it. Start it without that option, or "
+                    f"make a new cluster with another --home (or `lendnet cluster down` "
+                    f"and remove {self.root})")
+
+    def revive(self, members: list[Member], dead: list[Member], wait_s: float = 60.0,
+               extra_args: dict | None = None) -> list[Member]:
+        """Start the `dead` members (on their recorded ports, with their configs as
+        they are, so the running members' peer lists still hold) and wait until each
+        has caught up with the highest running member. If that fails or is interrupted,
+        stop only what this call started."""
+        if not dead:
+            return members
+        for m in dead:
+            holder = store_holder(m.home)
+            if holder is not None:
+                raise ClusterError(
+                    f"{m.name}'s store is in use by another process (pid {holder}), not one "
+                    f"this cluster started (a node started by hand with `lendnet node start "
+                    f"--home {m.home}`?); stop it, then start the cluster's {m.name} again")
+        others = [m for m in members if m not in dead and m.alive()]
+        target = max([(m.status() or {}).get("height", 0) for m in others] + [1])
+        started: list[Member] = []
+        try:
+            for m in dead:
+                if not m.port:
+                    raise ClusterError(f"{m.name} has no recorded port; `lendnet cluster "
+                                       f"down --home {self.root}` and `up` again")
+                with HeldSignals():
+                    self._spawn(m, (extra_args or {}).get(m.name, []))
+                    started.append(m)
+                    self._save(members)
+            self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= target
+                                        for m in dead), wait_s, dead)
+        except BaseException:
+            self.down(members, only={m.name for m in started})
+            raise
+        return members
+
+    def restart(self, name: str, wait_s: float = 60.0) -> Member:
+        """Stop member `name` if it runs (SIGTERM, then SIGKILL after 10 s) and start it
+        again; return once it has caught up with the others."""
+        members = self.members()
+        m = next((x for x in members if x.name == name), None)
+        if m is None:
+            raise ClusterError(f"no {name} in {self.root} (nodes: "
+                               f"{', '.join(x.name for x in members) or 'none'})")
+        if len(members) > 1 and not any(x.alive() for x in members if x is not m):
+            raise ClusterError(f"no other member of the cluster in {self.root} is running: "
+                               f"`lendnet cluster up --home {self.root}` starts them all")
+        if m.alive():
+            self.down(members, only={name})
+        self.revive(members, [m], wait_s)
+        return m
 
     def addresses(self, n: int) -> list[tuple[str, int]]:
         """Where the nodes listen: free ports on 127.0.0.1 (NetnsCluster: own hosts)."""
@@ -300,16 +406,18 @@ class Cluster:
             time.sleep(0.1)
         raise ClusterError(f"the cluster did not get there within {wait_s:.0f} s")
 
-    def down(self, members: list[Member] | None = None, grace_s: float = 10.0) -> list[str]:
-        """Stop every process this cluster started (only those); return their names.
-        SIGINT/SIGTERM wait until it is done; one arriving during the grace period
-        SIGKILLs what is left at once."""
+    def down(self, members: list[Member] | None = None, grace_s: float = 10.0,
+             only: set[str] | None = None) -> list[str]:
+        """Stop every process this cluster started (only those; with `only`, only the
+        members so named); return their names. SIGINT/SIGTERM wait until it is done; one
+        arriving during the grace period SIGKILLs what is left at once."""
         with HeldSignals() as held:
             members = members if members is not None else self.members()
             known = {m.pid for m in members if m.pid}
             unlisted = [Member(name, self.root / name, proc.pid, proc=proc)
                         for name, proc in self._procs.items() if proc.pid not in known]
-            ours = [m for m in members + unlisted if m.alive()]
+            ours = [m for m in members + unlisted
+                    if m.alive() and (only is None or m.name in only)]
             for m in ours:
                 os.kill(m.pid, signal.SIGTERM)
             deadline = time.monotonic() + grace_s
@@ -322,7 +430,8 @@ class Cluster:
                     os.kill(m.pid, signal.SIGKILL)
             self._reap(ours)
             for m in members:
-                m.pid = None
+                if only is None or m.name in only:
+                    m.pid = None
             if self.file.exists() or members:
                 self._save(members)
             return [m.name for m in ours]
