@@ -809,11 +809,15 @@ OPENAPI = {
                 "schema": {"type": "string", "format": "binary"}}}}},
             {"400": BAD, "404": NOT_FOUND})},
         "/v1/status": {"get": _op(
-            "get_status", "Height, view, primary, peers, mempool size.", errors={},
+            "get_status", "Height, view, primary, peers, mempool size; the chain clock's "
+            "time_scale (chain seconds a real second) and dev_faucet (the dev faucet's "
+            "address, or null on a chain whose genesis does not fund it).", errors={},
             ok={"200": _json("the node's status", _obj(
                 ["chain_id", "height", "view", "mempool"], chain_id={"type": "string"},
                 height={"type": "integer"}, view={"type": "integer"},
-                mempool={"type": "integer"}))})},
+                mempool={"type": "integer"}, time_scale={"type": "integer"},
+                dev_faucet={"type": "string", "nullable": True,
+                            "pattern": "^ln[0-9a-f]{40}$"}))})},
         "/v1/supply": {"get": _op(
             "get_supply", "All balances and escrows summed, and the genesis supply: equal "
             "unless money was made or lost; fees: the fees collected (burned, counted in "
