@@ -260,16 +260,22 @@ class Cluster:
             peers = [p for p in named if p != me]      # each checked against its key
             H.write_config(m.home, H.NodeConfig(host, port, peers, admin, **(config or {})))
         try:
-            for m in members:
-                with HeldSignals():       # on disk before an interruption can end us
-                    self._spawn(m, (extra_args or {}).get(m.name, []))
-                    self._save(members)
-            self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= 1
-                                        for m in members), wait_s, members)
+            self._launch(members, wait_s, extra_args)
         except BaseException:
             self.down(members)
             raise
         return members
+
+    def _launch(self, members: list[Member], wait_s: float,
+                extra_args: dict | None = None) -> None:
+        """Start every member (each recorded on disk before an interruption can end us)
+        and wait until all have committed a block."""
+        for m in members:
+            with HeldSignals():
+                self._spawn(m, (extra_args or {}).get(m.name, []))
+                self._save(members)
+        self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= 1
+                                    for m in members), wait_s, members)
 
     def genesis(self) -> Genesis | None:
         """The cluster's genesis (node0's), or None before the homes exist."""

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from lendnet.node.daemon import home as H
 
-from .cluster import Cluster, HeldSignals, Member
+from .cluster import Cluster, Member
 from .netns import NetnsCluster
 
 
@@ -34,12 +34,7 @@ class LayoutRun(Cluster):
             for i, m in enumerate(members):
                 cfg = H.load_config(m.home)
                 m.host, m.port = self.api_host(i, cfg), cfg.port
-            for m in members:
-                with HeldSignals():
-                    self._spawn(m, [])
-                    self._save(members)
-            self.wait_until(lambda: all((m.status() or {}).get("height", 0) >= 1
-                                        for m in members), wait_s, members)
+            self._launch(members, wait_s)
         except BaseException:
             self.down(members)
             raise
