@@ -330,6 +330,8 @@ def routes(app: web.Application, daemon) -> None:
                 state, left = "paid", money(0)
             elif v["status"] == "active":
                 state, left = "not yet posted", "-"
+            elif n <= (v["instalment"] or 0):       # posted, then the loan defaulted
+                state, left = f"in the claim (loan {v['status'].replace('_', ' ')})", "-"
             else:
                 state, left = f"never posted (loan {v['status']})", "-"
             e = paid_at.get(n)
