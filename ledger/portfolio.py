@@ -15,7 +15,8 @@ A read-only view over `lending.loan_view` rows: consensus never calls it.
 """
 from __future__ import annotations
 
-from .lending import BUCKETS as _LIMITS
+from .ledger import Ledger
+from .lending import BUCKETS as _LIMITS, loan_view
 
 BUCKETS = (*(name for name, _ in _LIMITS), "90+")     # lending.bucket's names, in order
 OWED = ("active", "defaulted")          # statuses whose principal is still outstanding
@@ -56,3 +57,28 @@ def summary(views: list[dict]) -> dict:
         "lost": lost,
         "net_yield_bps": _bps(received + performing - lent, lent),
     }
+
+
+class Books:
+    """Loan books as of the ledger's height, each computed at most once a height (it is a
+    walk over every loan): one keeper for everything a node serves them to (the API, the
+    explorer). At most MOST books are kept."""
+
+    MOST = 1024
+
+    def __init__(self) -> None:
+        self._kept: dict = {}            # lender (None: the network) -> (height, book, ids)
+
+    def get(self, led: Ledger, lender: str | None = None) -> tuple[int, dict, list]:
+        """(height, summary, the defaulted loans' ids in key order) for one lender's
+        loans, or the network's."""
+        kept = self._kept.get(lender)
+        if kept is None or kept[0] != led.height:
+            if len(self._kept) >= self.MOST:
+                self._kept.clear()
+            views = [v for loan, rec in led.state.loans.rows.items()
+                     if lender is None or rec["lender"] == lender
+                     if (v := loan_view(led, loan)) is not None]
+            defaulted = sorted(v["loan"] for v in views if v["status"] == "defaulted")
+            kept = self._kept[lender] = (led.height, summary(views), defaulted)
+        return kept

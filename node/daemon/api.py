@@ -414,27 +414,19 @@ def build_app(daemon) -> web.Application:
     async def get_status(request: web.Request):
         return web.json_response(daemon.status())
 
-    books: dict = {}            # lender (or None: the network) -> (height, summary)
+    books = portfolio.Books()          # shared with the explorer
 
     async def get_portfolio(request: web.Request):
         """The loan book of one lender (?lender=ADDR) or of the whole network: PAR30,
-        PAR90, buckets, net yield (ledger/portfolio.py). A walk over every loan, so each
-        book is computed at most once a block."""
+        PAR90, buckets, net yield (ledger/portfolio.py), computed at most once a block."""
         unknown = set(request.query) - {"lender"}
         if unknown:
             return _error(400, f"unknown parameters {sorted(unknown)}; use lender")
         who = request.query.get("lender")
         if who is not None and not keys.is_address(who):
             return _error(400, "lender: an address is 'ln' and 40 lowercase hex digits")
-        led = node.ledger
-        cached = books.get(who)
-        if cached is None or cached[0] != node.height:
-            if len(books) >= 1024:
-                books.clear()
-            views = [lending.loan_view(led, loan) for loan, rec in led.state.loans.rows.items()
-                     if who is None or rec["lender"] == who]
-            cached = books[who] = (node.height, portfolio.summary(views))
-        return web.json_response({"height": cached[0], "lender": who, **cached[1]})
+        height, book, _ = books.get(node.ledger, who)
+        return web.json_response({"height": height, "lender": who, **book})
 
     async def get_supply(request: web.Request):
         led = node.ledger
@@ -518,7 +510,7 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
-    explorer.routes(app, daemon)               # the web explorer at / (explorer.py)
+    explorer.routes(app, daemon, books)        # the web explorer at / (explorer.py)
     return app
 
 

@@ -74,13 +74,12 @@ class EventLog:
                     del index[key]
 
 
-def routes(app: web.Application, daemon) -> None:
+def routes(app: web.Application, daemon, books: portfolio.Books) -> None:
     """Add the explorer's pages to the node's app (node/daemon/api.py calls this)."""
     node = daemon.node
     log = EventLog()
     daemon.subscribers.add(log)
     app.on_startup.append(lambda _app: _resubscribe(daemon, log))
-    books: dict = {}
 
     def render(title: str, body, status: int = 200) -> web.Response:
         text = X.page(title, body, daemon.genesis.chain_id, node.height)
@@ -541,13 +540,7 @@ def routes(app: web.Application, daemon) -> None:
         return render("Validators", body)
 
     async def portfolio_page(request: web.Request):
-        led = node.ledger
-        cached = books.get("net")
-        if cached is None or cached[0] != node.height:
-            views = [lending.loan_view(led, loan) for loan in led.state.loans.rows]
-            defaulted = [v["loan"] for v in views if v["status"] == "defaulted"][:PAGE]
-            cached = books["net"] = (node.height, portfolio.summary(views), defaulted)
-        s = cached[1]
+        height, s, defaulted = books.get(node.ledger)
         body = join_([
             X.fields([("loans", s["loans"]), ("lent", money(s["lent"])),
                       ("received", money(s["received"])),
@@ -561,8 +554,8 @@ def routes(app: web.Application, daemon) -> None:
                 ["bucket", "loans", "outstanding"],
                 [[b, x["loans"], money(x["outstanding"])] for b, x in s["buckets"].items()])),
             X.section(f"Defaulted loans (the first {PAGE})", loans_table(
-                [(k, None) for k in cached[2]]))])
-        return render(f"Portfolio of the network at height {cached[0]}", body)
+                [(k, None) for k in defaulted[:PAGE]]))])
+        return render(f"Portfolio of the network at height {height}", body)
 
     async def live_page(request: web.Request):
         body = join_([
