@@ -128,6 +128,11 @@ class Rules:
     # (led, holder) and (led, holder, to).
     release_liens: Callable[[Ledger, str], None] = _nothing
     seize_liens: Callable[[Ledger, str, str], None] = _nothing
+    # After a contract's run succeeds (a transaction's, a tick's, or one run by another
+    # hook): (led, contract). The run's VM execution is over, so the hook may run
+    # contracts itself, this one included (lending: a loan that has just defaulted draws
+    # its guarantees; what a shared loan paid its pool is split among the lenders).
+    after_run: Callable[[Ledger, str], None] = _nothing
     # The fee schedule of the application's kinds: kind -> (fixed gas, the most gas its
     # contract runs may burn). Every kind in `handlers` needs an entry.
     gas: Mapping[str, tuple[int, int]] = field(default_factory=dict)
@@ -451,6 +456,7 @@ class Ledger:
             self._block_gas += e.gas_used or 0
             raise
         self._block_gas += out.gas_used
+        self.rules.after_run(self, address)
         return out.value
 
     def create_contract(self, address: str, code_hash: str, creator: str) -> None:

@@ -514,6 +514,20 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
             release_liens(led, contract)
 
 
+# What happens after each run of a loan's agreement, in this order (each idempotent: it
+# looks at the loan's state and does nothing when there is nothing to do): the products
+# that pay a defaulted loan's claim before its collateral is sold, and the split among a
+# shared loan's lenders of what its agreement paid them. Each is (led, loan, record).
+AFTER_LOAN_RUN: tuple = ()
+
+
+def _after_run(led: Ledger, address: str) -> None:
+    rec = led.state.loans.get(address)
+    if rec is not None:
+        for step in AFTER_LOAN_RUN:
+            step(led, address, rec)
+
+
 def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
     """Update the borrower's credit history from one of the loan agreement's events
     (named and valued as contracts/agreements/loan.lasm emits them)."""
@@ -892,7 +906,8 @@ def _is_loan(led: Ledger, address: str) -> bool:
 RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),
               on_event=_on_contract_event,
               check_call=_check_call, duty=_is_loan, escrowed=escrowed,
-              release_liens=release_liens, seize_liens=seize_liens, gas=GAS)
+              release_liens=release_liens, seize_liens=seize_liens, gas=GAS,
+              after_run=_after_run)
 
 
 def genesis(chain_id: str, balances: dict[str, int], time: int = 0,

@@ -113,18 +113,23 @@ def _bid(led: Ledger, tx: SignedTx, b: dict) -> None:
     led.state.sales.put(b["sale"], {**sale, "best": b["amount"], "bidder": tx.sender})
 
 
-def _recover(led: Ledger, sale: dict, payer: str, amount: int) -> None:
-    """Pay `amount` (already the loan's) in as a recovery: the agreement takes what the
-    claim still needs and returns the rest to the borrower, the caller of the run."""
-    loan = sale["loan"]
-    borrower = led.state.loans.get(loan)["borrower"]
+def _recover(led: Ledger, sale: dict, amount: int) -> None:
+    """A sale's price (already the loan's) goes in as a recovery; the surplus is the
+    borrower's."""
+    recover(led, sale["loan"], amount, led.state.loans.get(sale["loan"])["borrower"])
+
+
+def recover(led: Ledger, loan: str, amount: int, surplus_to: str) -> None:
+    """Pay `amount`, already in the loan's balance, in as a recovery of its claim: the
+    agreement takes what the claim still needs and returns the rest to `surplus_to` (the
+    caller of its run). When nothing more is owed, it all goes to `surplus_to`."""
     status = LOAN_STATUS[led.state.storage.get((loan, LOAN_KEY["st"]), 0)]
     if amount == 0:
         return
-    if status not in CLAIM_OPEN:          # nothing more is owed: it is all the borrower's
-        led.move(loan, borrower, amount)
+    if status not in CLAIM_OPEN:
+        led.move(loan, surplus_to, amount)
         return
-    led.run_contract(loan, [b"repay"], borrower, amount, RECOVERY_GAS)
+    led.run_contract(loan, [b"repay"], surplus_to, amount, RECOVERY_GAS)
 
 
 def _transfer_asset(led: Ledger, asset_id: str, to: str) -> None:
@@ -145,7 +150,7 @@ def _settle_sale(led: Ledger, tx: SignedTx, b: dict) -> None:
     led.state.sales.put(b["sale"], {**sale, "status": "sold"})
     _transfer_asset(led, sale["asset"], sale["bidder"])
     led.credit_from_escrow(sale["loan"], sale["best"])
-    _recover(led, sale, sale["bidder"], sale["best"])
+    _recover(led, sale, sale["best"])
 
 
 def _take_collateral(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -164,7 +169,7 @@ def _take_collateral(led: Ledger, tx: SignedTx, b: dict) -> None:
     if sale["value"]:
         led.require_funds(tx.sender, sale["value"])
         led.move(tx.sender, sale["loan"], sale["value"])
-        _recover(led, sale, tx.sender, sale["value"])
+        _recover(led, sale, sale["value"])
 
 
 def escrowed(led: Ledger) -> int:
