@@ -22,7 +22,7 @@ from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, P
                                           instalments, loan_code, loan_storage, schedule)
 from lendnet.contracts.vm import ContractError, Program
 
-from . import apr, keys, score as scoring, settlement
+from . import apr, keys, savings, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_ACCEPTED, MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
@@ -210,7 +210,8 @@ def collateral_cover(led: Ledger, app: dict, accepted: dict | None = None) -> li
                         "source": "appraised"})
         else:
             out.append({"asset": asset_id, "value": 0, "source": "none"})
-    return out
+    # Savings pledged as cash collateral count at face value (ledger/savings.py).
+    return out + savings.savings_cover(app)
 
 
 def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None) -> list:
@@ -468,6 +469,7 @@ def _pledged_to(led: Ledger, holder: str) -> list:
 def release_liens(led: Ledger, holder: str) -> None:
     if holder in led.state.loans:
         settlement.cancel_sales(led, holder)
+    savings.release_pledges(led, holder)
     for asset_id in _pledged_to(led, holder):
         asset = led.state.assets.get(asset_id)
         if asset["lien"] == holder:
@@ -518,7 +520,8 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
 # looks at the loan's state and does nothing when there is nothing to do): the products
 # that pay a defaulted loan's claim before its collateral is sold, and the split among a
 # shared loan's lenders of what its agreement paid them. Each is (led, loan, record).
-AFTER_LOAN_RUN: tuple = ()
+# Savings pledges are drawn after the guarantees (a default they pay in full draws none).
+AFTER_LOAN_RUN: tuple = (savings.draw_pledges,)
 
 
 def _after_run(led: Ledger, address: str) -> None:
@@ -813,6 +816,7 @@ HANDLERS: dict[str, Handler] = {
     "register_collateral": _register_collateral,
     "pledge": _pledge,
     **settlement.HANDLERS,
+    **savings.HANDLERS,
     "attest_identity": _attest_identity,
     "appraise": _appraise,
 }
@@ -865,11 +869,14 @@ def _genesis(led: Ledger, lending_params: dict) -> None:
     led.state.code.put(code_hash, code)
     led.state.meta.put("loan_code", code_hash)
     led.state.meta.put("lending", lending_params)
+    savings.genesis(led)
 
 
 def _check_call(led: Ledger, address: str) -> None:
     if address in led.state.loans:
         raise TxError("loan contracts are driven by repay transactions and chain time")
+    if savings.is_savings(led, address):
+        raise TxError("savings agreements are driven by savings_* transactions")
 
 
 def escrowed(led: Ledger) -> int:
@@ -893,6 +900,7 @@ GAS: dict[str, tuple[int, int]] = {
     "accept_restructure": (3_000, FUND_GAS),
     "register_collateral": (2_000, 0), "pledge": (2_000, 0), "appraise": (2_000, 0),
     **settlement.GAS,
+    **savings.GAS,
     "attest_identity": (3_000, 0),
 }
 

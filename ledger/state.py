@@ -170,7 +170,8 @@ class State:
 
     TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
               "loans", "assets", "code", "contracts", "storage", "multisigs",
-              "history", "wakes", "sales", "identities", "bureau")
+              "history", "wakes", "sales", "identities", "bureau", "savings",
+              "savings_pledges", "savings_accounts")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -191,6 +192,9 @@ class State:
     sales: Table
     identities: Table     # address -> the identity a registrar attested (ledger/lending.py)
     bureau: Table         # loan -> what the credit bureau tracks of it
+    savings: Table        # savings product (its agreement's address) -> its record
+    savings_pledges: Table   # application id (or loan) -> the savings pledged to it
+    savings_accounts: Table  # (product, owner) -> its active pledges, what to unlock
 
     LISTED = ("offers", "applications", "loans", "sales")       # the API pages through these
 

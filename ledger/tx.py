@@ -226,6 +226,13 @@ KINDS: dict[str, dict] = {
     "settle_sale": {"sale": _id},
     "take_collateral": {"sale": _id},
     "attest_identity": {"borrower": _address, "identity": HASH},
+    # Savings (ledger/savings.py): a product with its interest reserve, deposits,
+    # withdrawals, pledges as cash collateral, the provider's top-ups of the reserve.
+    "savings_product": {"name": _text(64), "rate_bps": _int_in(0, 2_000), "reserve": AMOUNT},
+    "savings_fund": {"product": _address, "amount": AMOUNT},
+    "savings_deposit": {"product": _address, "amount": AMOUNT},
+    "savings_withdraw": {"product": _address, "amount": AMOUNT},
+    "savings_pledge": {"product": _address, "to": _loan_target, "amount": AMOUNT},
     "create_multisig": {"threshold": _int_in(1, MAX_SIGS),
                         "members": _list_of(_bytes_len(32), 1, MAX_SIGS)},
     "deploy": {"code": _code, "args": _list_of(_arg, 0, 15, unique=False),

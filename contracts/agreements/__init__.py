@@ -63,6 +63,12 @@ def loan_code() -> bytes:
     return assemble(source("loan"))
 
 
+@functools.cache
+def savings_code() -> bytes:
+    """The savings agreement (savings.lasm): one instance per savings product."""
+    return assemble(source("savings"))
+
+
 class ReadOnlyHost:
     """Host for a read-only call: storage may be read, nothing may change; events are
     collected. Used for quotes (schedule, payoff) that the agreement computes itself."""
