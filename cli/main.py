@@ -13,6 +13,7 @@ from .loan import loan
 from .network import genesis, testnet
 from .node import node
 from .sale import sale
+from .savings import savings
 from .sim import sim
 from .tx import multisig, transfer, tx
 from .wallet import wallet
@@ -38,6 +39,7 @@ main.add_command(wallet)
 main.add_command(borrower)
 main.add_command(lender)
 main.add_command(sale)
+main.add_command(savings)
 main.add_command(registrar)
 main.add_command(appraiser)
 main.add_command(multisig)

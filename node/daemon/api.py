@@ -14,7 +14,7 @@ import re
 
 from aiohttp import web
 from lendnet.consensus import messages as M
-from lendnet.ledger import codec, keys, lending, portfolio
+from lendnet.ledger import codec, keys, lending, portfolio, savings
 from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 
@@ -362,6 +362,30 @@ def build_app(daemon) -> web.Application:
             return _error(404, f"no asset {name!r}")
         return web.json_response({"asset": name, **jsonable(got)})
 
+    async def get_savings_product(request: web.Request):
+        """A savings product: provider, rate, the interest reserve left, accounts."""
+        product = request.match_info["product"]
+        if not keys.is_address(product):
+            return _error(400, "a savings product is an address: 'ln' and 40 lowercase "
+                               "hex digits")
+        got = savings.product_view(node.ledger, product)
+        if got is None:
+            return _error(404, f"no savings product {product}")
+        return web.json_response({"height": node.height, **jsonable(got)})
+
+    async def get_savings_account(request: web.Request):
+        """One owner's account in a product, interest accrued to the chain time now."""
+        product, owner = request.match_info["product"], request.match_info["owner"]
+        if not (keys.is_address(product) and keys.is_address(owner)):
+            return _error(400, "a savings product and its owner are addresses: 'ln' and "
+                               "40 lowercase hex digits")
+        if node.ledger.state.savings.get(product) is None:
+            return _error(404, f"no savings product {product}")
+        got = savings.account_view(node.ledger, product, owner)
+        if got is None:
+            return _error(404, f"{owner} has no account in savings product {product}")
+        return web.json_response({"height": node.height, **jsonable(got)})
+
     async def get_quote(request: web.Request):
         """What an application would get from an offer if funded now (lending.quote)."""
         q = request.query
@@ -507,6 +531,8 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/portfolio", get_portfolio)
     r.add_get("/v1/sales", _listing("sales", "sale", {"loan": _addr, "status": _sale_status}))
     r.add_get("/v1/sales/{id}", _record("sales", "sale"))
+    r.add_get("/v1/savings/{product}", get_savings_product)
+    r.add_get("/v1/savings/{product}/{owner}", get_savings_account)
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
@@ -766,6 +792,39 @@ OPENAPI = {
             _query("loan", ADDRESS, "only this loan's"),
             _query("status", {"type": "string", "enum": list(SALE_STATUSES)},
                    "only those in this status")]),
+        "/v1/savings/{product}": {"get": _op(
+            "get_savings_product", "A savings product (ledger/savings.py): provider, "
+            "name, rate_bps (a year, simple, actual/365), the interest reserve left, the "
+            "accounts opened and the agreement's ledger balance (reserve plus deposits).",
+            [_path("product", ADDRESS, "the product's agreement address")],
+            {"200": {**_json("the product", _obj(
+                ["height", "product", "provider", "rate_bps", "reserve", "accounts"],
+                height={"type": "integer"}, product=ADDRESS, provider=ADDRESS,
+                name={"type": "string"}, rate_bps={"type": "integer"},
+                reserve={"type": "integer"}, accounts={"type": "integer"},
+                balance={"type": "integer"})),
+                "links": {"get_savings_account_of_provider": _link(
+                    "get_savings_account", product="$response.body#/product",
+                    owner="$response.body#/provider")}}},
+            {"400": BAD, "404": NOT_FOUND})},
+        "/v1/savings/{product}/{owner}": {"get": _op(
+            "get_savings_account", "An account in a savings product, interest accrued to "
+            "now (read only): balance, interest earned, unpaid (the reserve ran dry) and "
+            "accrued through, what is pledged (withdrawals are blocked while anything is), "
+            "available to pledge, and its active pledges.",
+            [_path("product", ADDRESS, "the product's agreement address"),
+             _path("owner", ADDRESS, "the account's owner")],
+            {"200": _json("the account", _obj(
+                ["height", "product", "owner", "balance", "interest_earned",
+                 "interest_accrued_through", "pledged", "pledges"],
+                height={"type": "integer"}, product=ADDRESS, owner=ADDRESS,
+                balance={"type": "integer"}, interest_earned={"type": "integer"},
+                interest_unpaid={"type": "integer"},
+                interest_accrued_through={"type": "integer"},
+                pledged={"type": "integer"}, to_unlock={"type": "integer"},
+                available={"type": "integer"},
+                pledges={"type": "array", "items": {"type": "object"}}))},
+            {"400": BAD, "404": NOT_FOUND})},
         "/v1/assets/{id}": {"get": _op(
             "get_asset", "A collateral asset: owner, declared and appraised value (and by "
             "whom), lien. The '/' in its id may be sent as is or as %2F.",
