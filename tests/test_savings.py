@@ -492,7 +492,7 @@ def model_accrue(acct: dict, reserve: int, rate: int, now: int) -> int:
     return reserve
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(rate=st.integers(0, 2_000), reserve=st.integers(1, 20_000),
        steps=st.lists(st.tuples(st.sampled_from(["alice", "bob"]),
                                 st.sampled_from(["deposit", "withdraw", "wait"]),
@@ -590,3 +590,75 @@ def test_gas_of_a_draw_and_of_its_recovery(monkeypatch):
     draw = [g for name, a, g in runs if name == b"draw"]
     print({"draw": draw})
     assert len(draw) == 1 and draw[0] <= savings.DRAW_GAS
+
+
+def test_a_draw_found_inside_a_transaction_waits_for_the_loan_s_duty(monkeypatch):
+    """A transaction's gas limit has no room for draws: when one finds a defaulted loan
+    with undrawn pledges, the loan's duty draws them at the start of the next block."""
+    c = Chain(names=NAMES)
+    p, app, loan = funded_loan(c, pledge=50_000)
+    monkeypatch.setattr(lending, "AFTER_LOAN_RUN", ())      # the default draws nothing yet
+    default(c, loan)
+    assert savings.pledged_to(c.ledger, loan) == 50_000
+    monkeypatch.setattr(lending, "AFTER_LOAN_RUN", (savings.draw_pledges,))
+    owed = loan_view(c.ledger, loan)["payoff"]
+    r = c.block(c.tx("bob", "repay", loan=loan, amount=1)).receipts[0]
+    assert r.ok, r.error                          # within its gas: nothing drawn in it
+    assert savings.pledged_to(c.ledger, loan) == 50_000
+    assert c.ledger.state.wakes.get(loan) == c.time
+    c.advance(60)
+    assert savings.pledged_to(c.ledger, loan) == 0
+    assert loan_view(c.ledger, loan)["payoff"] == owed - 1 - 50_000
+    assert conserved(c, p)
+
+
+def test_a_write_off_after_the_draw_draws_nothing_more():
+    c = Chain(names=NAMES)
+    p, app, loan = funded_loan(c, pledge=50_000)
+    default(c, loan)
+    before = account(c, p, "alice")["balance"]
+    c.do("lender", "write_off", loan=loan, reason="unreachable")
+    assert account(c, p, "alice")["balance"] == before
+    assert c.ledger.state.savings_pledges.get(app)[0]["drawn"] == 50_000
+    assert conserved(c, p)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(deposits=st.lists(st.integers(1, 150_000), min_size=1, max_size=3),
+       share_bps=st.integers(1, 10_000), repaid=st.booleans())
+def test_a_pledge_ends_released_or_drawn_and_money_is_conserved(deposits, share_bps, repaid):
+    """However much is saved and pledged, and whether the loan is repaid or defaults:
+    money is conserved in the ledger and in each agreement, a draw takes no more than
+    the pledge and the claim, and the account keeps the rest."""
+    c = Chain(names=NAMES)
+    offer, app = borrower_applies(c, collateral_bps=0)
+    products = [make_product(c, name=f"p{i}") for i in range(len(deposits))]
+    pledged = []
+    for p, d in zip(products, deposits):
+        c.do("alice", "savings_deposit", product=p, amount=d)
+        pledged.append(max(1, d * share_bps // 10_000))
+        c.do("alice", "savings_pledge", product=p, to=app, amount=pledged[-1])
+    c.do("lender", "fund", application=app, offer=offer, accept=[])
+    loan = c.ledger.state.applications.get(app)["loan"]
+    lender0 = c.balance("lender")
+    if repaid:
+        c.advance(DAY)
+        c.do("alice", "repay", loan=loan, amount=loan_view(c.ledger, loan)["payoff"] + 5_000)
+    else:
+        default(c, loan)
+    rows = c.ledger.state.savings_pledges.get(app)
+    assert all(r["status"] in ("released", "drawn") for r in rows)
+    drawn = sum(r["drawn"] for r in rows)
+    assert all(r["drawn"] <= r["amount"] for r in rows)
+    if repaid:
+        assert drawn == 0
+    else:
+        assert drawn == c.balance("lender") - lender0            # all of it to the claim
+        if drawn < sum(pledged):        # the pledges paid the whole claim, with some left
+            assert loan_view(c.ledger, loan)["status"] == "settled"
+        else:
+            assert drawn == sum(pledged)
+    for p, d, r in zip(products, deposits, rows):
+        a = account(c, p, "alice")
+        assert a["balance"] == d + a["interest_earned"] - r["drawn"] and a["pledged"] == 0
+    assert conserved(c, *products)
