@@ -662,3 +662,18 @@ def test_a_pledge_ends_released_or_drawn_and_money_is_conserved(deposits, share_
         a = account(c, p, "alice")
         assert a["balance"] == d + a["interest_earned"] - r["drawn"] and a["pledged"] == 0
     assert conserved(c, *products)
+
+
+def test_a_top_up_before_the_next_touch_pays_that_touch_in_full():
+    c = Chain(names=NAMES)
+    p = make_product(c, rate_bps=1_000, reserve=10)
+    c.do("alice", "savings_deposit", product=p, amount=36_500)        # 10 a day
+    c.block(at=c.time + 3 * DAY)
+    c.do("alice", "savings_deposit", product=p, amount=1)             # 30 due, 10 paid
+    assert account(c, p, "alice")["interest_unpaid"] == 20
+    c.block(at=c.time + 5 * DAY)                                      # empty reserve
+    c.do("mfi", "savings_fund", product=p, amount=1_000)
+    c.do("alice", "savings_deposit", product=p, amount=1)
+    a = account(c, p, "alice")
+    assert a["interest_earned"] == 10 + 50 and a["interest_unpaid"] == 20
+    assert conserved(c, p)
