@@ -47,8 +47,8 @@ PLEDGE_STATUSES = ("active", "released", "drawn")
 # Gas budgets of the agreement's runs (VM gas, storage included), measured by
 # tests/test_savings.py::test_gas_of_each_method_is_within_its_budget and
 # ::test_gas_of_a_draw_and_of_its_recovery (the figures in the comments), with two to
-# four times that as the budget. Storage is most of it: a new account writes five rows
-# (20 gas a byte, ledger/fees.py).
+# five times that as the budget (the tests fail if a run outgrows its budget). Storage
+# is most of it: a new account writes five rows (20 gas a byte, ledger/fees.py).
 PRODUCT_GAS = 6_000             # init: measured 1,878
 FUND_GAS = 1_000                # fund: measured 87
 DEPOSIT_GAS = 12_000            # first deposit (opens the account): 5,408; later: 333
