@@ -170,7 +170,7 @@ class State:
 
     TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
               "loans", "assets", "code", "contracts", "storage", "multisigs",
-              "history", "wakes", "sales", "identities", "bureau")
+              "history", "wakes", "sales", "identities", "bureau", "pools")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -191,6 +191,7 @@ class State:
     sales: Table
     identities: Table     # address -> the identity a registrar attested (ledger/lending.py)
     bureau: Table         # loan -> what the credit bureau tracks of it
+    pools: Table          # pool agreement address -> its shared funding (ledger/pools.py)
 
     LISTED = ("offers", "applications", "loans", "sales")       # the API pages through these
 
