@@ -520,3 +520,73 @@ def test_gas_of_the_pool_agreement(monkeypatch):
 
 if __name__ == "__main__":
     pytest.main([__file__, "-q"])
+
+
+# --- the CLI --------------------------------------------------------------------------------------
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from lendnet.cli.main import main
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def wallet(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENDNET_KDF", "fast")
+    monkeypatch.setenv("LENDNET_WALLETS", str(tmp_path / "wallets"))
+    monkeypatch.setenv("LENDNET_PASSPHRASE", "pass")
+    assert _cli("wallet", "create", "w").exit_code == 0
+    return tmp_path
+
+
+def test_cli_lender_fund_share_signs_a_slice_and_refuses_accept(wallet):
+    import json
+
+    from lendnet.ledger import tx as txm
+    app, offer = "ab" * 32, "cd" * 32
+    out = wallet / "tx.json"
+    common = ("--wallet", "w", "--offline", "--nonce", "0", "--chain", "c", "--out", str(out))
+    r = _cli("lender", "fund", "--application", app, "--offer", offer, "--share", "250.75",
+             *common, "--json")
+    assert r.exit_code == 0, r.output
+    body = txm.parse(bytes.fromhex(json.loads(out.read_text())["tx"])).body
+    assert body["kind"] == "fund_share"
+    assert (body["application"], body["offer"], body["amount"]) == (app, offer, 25_075)
+    r = _cli("lender", "fund", "--application", app, "--offer", offer, "--share", "1",
+             "--accept", f"ln{'0' * 40}/car=10", *common)
+    assert r.exit_code == 2 and "--accept is for a whole funding" in r.output
+    r = _cli("lender", "fund", "--application", app, "--offer", offer, "--share", "0",
+             *common)
+    assert r.exit_code == 2 and "--share" in r.output
+
+
+def test_cli_lender_pool_and_portfolio_show_the_slices_and_the_share(monkeypatch):
+    import json
+
+    from lendnet.cli import lending as cli_lending
+    from lendnet.node.daemon.api import jsonable
+    c = PoolChain()
+    offer, app = setup(c)
+    p = fill(c, offer, app)
+    pay_due(c, p["loan"])
+    c.advance(60)
+    books = Books()
+
+    def fake_get(node_url, path):
+        if path.startswith("/v1/pools/"):
+            return jsonable({"height": c.ledger.height, **pools.pool_view(c.ledger, app)})
+        if path.startswith("/v1/portfolio"):
+            lender = path.partition("lender=")[2]
+            return jsonable({"lender": lender, **books.get(c.ledger, lender)[1]})
+        raise AssertionError(path)
+    monkeypatch.setattr(cli_lending, "get", fake_get)
+    r = _cli("lender", "pool", app, "--node", "http://x", "--json")
+    assert r.exit_code == 0, r.output
+    shown = json.loads(r.output)
+    assert shown["status"] == "funded" and len(shown["slices"]) == 4
+    r = _cli("lender", "pool", app, "--node", "http://x")
+    assert r.exit_code == 0 and "funded" in r.output and "133.37" in r.output
+    r = _cli("lender", "portfolio", "--address", c.addr("l2"), "--node", "http://x")
+    assert r.exit_code == 0, r.output
+    assert f"shared loan {p['loan']}" in r.output and "211.11 LND of 1,000.00 LND" in r.output
