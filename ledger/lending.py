@@ -219,9 +219,11 @@ def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None, *,
           escrow: bool = True, cover: bool = True) -> list:
     """Check that an application fits an offer; return the score tier that prices it.
     `accepted`: the values the funding lender accepts pledged assets at (fund only).
-    A pool's slices fund the loan, not the offer's escrow (`escrow` False), and its
+    A pool's slices fund the loan, not the offer's escrow (`escrow` False); the offer's
+    terms bind the pool from its first slice, which ledger/pools.py takes only on an
+    active offer, so withdrawing the offer stops new pools, not one already filling. The
     first slice leaves the cover to be checked when the loan starts (`cover` False)."""
-    if not offer["active"]:
+    if escrow and not offer["active"]:
         raise TxError("offer is withdrawn")
     for field, allowed in (("product", "products"), ("method", "methods"),
                            ("period", "periods")):

@@ -104,6 +104,8 @@ def _start_pool(led: Ledger, tx: SignedTx, app_id: str, app: dict,
     if offer["lender"] != tx.sender:
         raise TxError("the first slice of an application must come from the offer's lender "
                       "(the lead lender); others join with later slices on the same offer")
+    if not offer["active"]:
+        raise TxError("offer is withdrawn: a pool starts only on an active offer")
     tier = lending.match(led, app, offer, escrow=False, cover=False)
     problems = lending.consent_problems(led, app, offer, tier[1])
     if problems:

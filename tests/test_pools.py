@@ -224,6 +224,20 @@ def test_withdrawing_the_application_refunds_every_slice():
     assert conserved(c)
 
 
+def test_the_lead_withdrawing_its_offer_stops_new_pools_not_one_already_filling():
+    c = PoolChain()
+    offer, app = setup(c)
+    fill(c, offer, app, (("lead", 30_000), ("l2", 20_000)))
+    c.do("lead", "withdraw_offer", offer=offer)
+    p = fill(c, offer, app, (("l3", 50_000),))
+    assert p["status"] == "funded"
+    c2 = PoolChain()
+    offer2, app2 = setup(c2)
+    c2.do("lead", "withdraw_offer", offer=offer2)
+    r = c2.try_do("lead", "fund_share", application=app2, offer=offer2, amount=50_000)
+    assert not r.ok and "offer is withdrawn" in r.error
+
+
 def test_fund_and_accept_offer_are_refused_while_a_pool_fills_the_application():
     c = PoolChain()
     offer, app = setup(c)
