@@ -604,3 +604,35 @@ def test_cli_lender_pool_and_portfolio_show_the_slices_and_the_share(monkeypatch
     r = _cli("lender", "portfolio", "--address", c.addr("l2"), "--node", "http://x")
     assert r.exit_code == 0, r.output
     assert f"shared loan {p['loan']}" in r.output and "211.11 LND of 1,000.00 LND" in r.output
+
+
+# --- the agreement guards itself (defence in depth: the ledger checks first) -------------------
+
+def test_the_pool_agreement_refuses_what_the_ledger_would_never_ask():
+    from lendnet.contracts.vm import ContractError
+    c = PoolChain()
+    offer, app = setup(c)
+    fill(c, offer, app, (("lead", 60_000),))
+    addr = pools.pool_view(c.ledger, app)["pool"]
+    led = c.ledger
+
+    def refused(args, caller="l2", value=0, why=""):
+        mark = led.state.mark()
+        try:
+            if value:
+                led.move(c.addr(caller), addr, value)
+            with pytest.raises(ContractError, match=why):
+                led.run_contract(addr, args, c.addr(caller), value, pools.POOL_GAS)
+        finally:
+            led.state.rollback(mark)
+    refused([b"add"], value=40_001, why="larger than what is left")
+    refused([b"add"], value=4_999, why="at least the target / 20")
+    refused([b"lend", c.addr("mallory").encode()], why="not full")
+    refused([b"distribute"], why="has not lent")
+    refused([b"init", 1, 1], why="already initialised")
+    refused([b"steal"], why="unknown method")
+    p = fill(c, offer, app, (("l2", 40_000),))
+    assert p["status"] == "funded"
+    refused([b"refund"], why="not open")
+    refused([b"add"], value=1, why="not open for slices")
+    refused([b"lend", c.addr("mallory").encode()], why="not open")
