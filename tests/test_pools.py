@@ -67,14 +67,21 @@ def conserved(c: Chain) -> bool:
 
 def split(x: int, amounts: list[int], cursor: int) -> tuple[list[int], int]:
     """The stated rule, independently: floor(x * s_i / S) each, and the residue one unit
-    each to the slices from the cursor on; returns (the parts, the next cursor)."""
+    each to the first slices from the cursor on whose exact share has a fraction; returns
+    (the parts, the next cursor: after the last slice served)."""
     total, n = sum(amounts), len(amounts)
     parts = [x * s // total for s in amounts]
     residue = x - sum(parts)
     assert 0 <= residue < n
-    for j in range(residue):
-        parts[(cursor + j) % n] += 1
-    return parts, (cursor + residue) % n
+    after = cursor
+    for j in range(n):
+        i = (cursor + j) % n
+        if residue and x * amounts[i] % total:
+            parts[i] += 1
+            residue -= 1
+            after = (i + 1) % n
+    assert residue == 0
+    return parts, after
 
 
 def replay(c: PoolChain, addr: str, amounts: list[int]) -> tuple[list[int], int]:
@@ -87,8 +94,9 @@ def replay(c: PoolChain, addr: str, amounts: list[int]) -> tuple[list[int], int]
             parts, cursor = split(x, amounts, cursor)
             assert sum(parts) == x
             for i, p in enumerate(parts):
-                # within one unit of the exact share, each distribution
+                # the exact share rounded down or up, each distribution
                 assert abs(p * sum(amounts) - x * amounts[i]) < sum(amounts)
+                assert p == x * amounts[i] // sum(amounts) or p * sum(amounts) > x * amounts[i]
             got = [g + p for g, p in zip(got, parts)]
             total += x
     return got, total
