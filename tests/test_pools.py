@@ -529,6 +529,18 @@ def test_gas_of_the_pool_agreement(monkeypatch):
         assert most[method] * 2 < pools.POOL_GAS          # "over twice the most"
     assert most["tick"] < ledger_mod.TICK_GAS
     print(most)
+    # the most a distribution walks: a residue of 19 units among 20 unequal slices
+    from lendnet.contracts.vm import Program
+    from lendnet.ledger.host import ContractHost
+    led, addr = c.ledger, pools.pool_view(c.ledger, app)["pool"]
+    program = Program.load(led.state.code.get(led.state.contracts.get(addr)["code"]))
+    mark = led.state.mark()
+    led.move(c.addr("alice"), addr, 99_999)
+    out = real(program, ContractHost(led, addr, "", 0), [b"distribute"], 10**6)
+    assert [e for e in led.events if e["name"] == "distributed"][-1]["values"] == [99_999, 19]
+    led.state.rollback(mark)
+    assert out.gas_used < 4_000
+    print("distribute, residue 19:", out.gas_used)
     # refund of 20 slices, on a second application
     c2 = PoolChain(names=(*names, "alice", "lead"))
     offer2, app2 = setup(c2, lenders=("lead", *names))
