@@ -686,13 +686,46 @@ def _accepted(text: str) -> list:
               help="Count this pledged asset at this value (LND) toward the offer's cover, "
                    "for this loan; without it, an asset counts at its appraised value or "
                    "not at all (repeat, up to 16).")
+@click.option("--share", type=AMOUNT, default=None, metavar="AMOUNT",
+              help="Fund only a slice of AMOUNT LND, with other lenders (shared funding): "
+                   "the first slice comes from the offer's lender; the loan starts when "
+                   "the slices reach the application's amount, and the pool refunds every "
+                   "slice if not full within 14 chain days. See `lender pool`.")
 @send_options
-def l_fund(wallet_name, application, offer, accept, **send):
+def l_fund(wallet_name, application, offer, accept, share, **send):
     """Fund an application from one of your offers: the loan starts at once, if the
-    terms are within the application's limits."""
+    terms are within the application's limits. With --share, fund a slice of it."""
+    if share is not None:
+        if accept:
+            raise click.UsageError("--accept is for a whole funding: a shared loan's cover "
+                                   "counts appraised values only")
+        sign_and_send(unlock(wallet_name), "fund_share", application=application,
+                      offer=offer, amount=share, **send)
+        return
     pairs = [_accepted(a) for a in accept]
     sign_and_send(unlock(wallet_name), "fund", application=application, offer=offer,
                   accept=pairs, **send)
+
+
+@lender.command("pool")
+@click.argument("application")
+@node_option
+@click.option("--json", "as_json", is_flag=True)
+def l_pool(application, node_url, as_json):
+    """An application's shared funding: its slices and their lenders, filled of target,
+    status, expiry, the loan, and what each lender has received."""
+    p = get(node_url, f"/v1/pools/{application}")
+    if as_json:
+        emit(p, True)
+        return
+    loan = f", loan {p['loan']}" if p["loan"] else ""
+    click.echo(f"pool {p['pool']} for application {p['application']}: {p['status']}, "
+               f"filled {money(p['filled'])} of {money(p['target'])}, expires "
+               f"{_when(p['expires'])}{loan}; distributed {money(p['distributed'])}, "
+               f"waiting {money(p['undistributed'])}")
+    _table("slices", ["#", "lender", "amount", "share", "received"],
+           [[i + 1, s["lender"], money(s["amount"]), pct(s["share_bps"]),
+             money(s["received"])] for i, s in enumerate(p["slices"])])
 
 
 # --- appraiser -------------------------------------------------------------------------
@@ -810,6 +843,10 @@ def l_portfolio(wallet_name, address, network, node_url, as_json):
                f"{_pct_or_dash(book['par90_bps'])}; net yield "
                f"{_pct_or_dash(book['net_yield_bps'])} of what was lent, "
                f"after {money(book['lost'])} of principal in default or written off")
+    for s in book.get("shares", []):
+        click.echo(f"  shared loan {s['loan']} ({s['status']}): your slice "
+                   f"{money(s['amount'])} of {money(s['of'])} ({pct(s['share_bps'])}), "
+                   f"outstanding {money(s['outstanding'])}, received {money(s['received'])}")
 
 
 def _pct_or_dash(bps) -> str:

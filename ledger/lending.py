@@ -19,10 +19,11 @@ from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_CODES,
                                           PERIOD_NAMES, ReadOnlyHost, call_readonly,
-                                          instalments, loan_code, loan_storage, schedule)
+                                          instalments, loan_code, loan_storage, pool_code,
+                                          schedule)
 from lendnet.contracts.vm import ContractError, Program
 
-from . import apr, keys, savings, score as scoring, settlement
+from . import apr, keys, pools, savings, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_ACCEPTED, MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
@@ -118,6 +119,7 @@ def _withdraw_application(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError("only the applicant can withdraw an application")
     if app["status"] != "open":
         raise TxError(f"application is {app['status']}, not open")
+    pools.refund_open(led, app, tx.sender)       # a pool filling it refunds every slice
     release_liens(led, b["application"])
     led.state.applications.put(b["application"], {**app, "status": "withdrawn",
                                                   "collateral": []})
@@ -214,10 +216,15 @@ def collateral_cover(led: Ledger, app: dict, accepted: dict | None = None) -> li
     return out + savings.savings_cover(app)
 
 
-def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None) -> list:
+def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None, *,
+          escrow: bool = True, cover: bool = True) -> list:
     """Check that an application fits an offer; return the score tier that prices it.
-    `accepted`: the values the funding lender accepts pledged assets at (fund only)."""
-    if not offer["active"]:
+    `accepted`: the values the funding lender accepts pledged assets at (fund only).
+    A pool's slices fund the loan, not the offer's escrow (`escrow` False); the offer's
+    terms bind the pool from its first slice, which ledger/pools.py takes only on an
+    active offer, so withdrawing the offer stops new pools, not one already filling. The
+    first slice leaves the cover to be checked when the loan starts (`cover` False)."""
+    if escrow and not offer["active"]:
         raise TxError("offer is withdrawn")
     for field, allowed in (("product", "products"), ("method", "methods"),
                            ("period", "periods")):
@@ -235,8 +242,10 @@ def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None) -> 
         raise TxError(f"credit score {s} is below the offer's minimum {offer['tiers'][0][0]}")
     if app["amount"] > tier[2]:
         raise TxError(f"amount {app['amount']} exceeds {tier[2]}, the limit for score {s}")
-    if app["amount"] > offer["available"]:
+    if escrow and app["amount"] > offer["available"]:
         raise TxError(f"offer has only {offer['available']} available")
+    if not cover:
+        return tier
     need = -(-app["amount"] * offer["collateral_bps"] // 10_000)
     pledged = sum(c["value"] for c in collateral_cover(led, app, accepted))
     if pledged < need:
@@ -247,45 +256,58 @@ def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None) -> 
 
 
 def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
-               accepted: dict | None = None) -> None:
+               accepted: dict | None = None, pool: str | None = None) -> None:
     """Instantiate the standard loan agreement for an accepted application and fund it,
-    on terms within the application's limits only."""
+    on terms within the application's limits only. The principal comes from the offer's
+    escrow, or from `pool` (ledger/pools.py), which is then the loan's lender."""
     app, offer = _application(led, app_id), _offer(led, offer_id)
     if app["status"] != "open":
         raise TxError(f"application is {app['status']}, not open")
+    filling = pools.open_pool(led, app)
+    if pool is None and filling is not None:
+        raise TxError(f"application is being filled by a pool of slices "
+                      f"({filling[1]['filled']} of {filling[1]['target']}, until "
+                      f"{filling[1]['expires']}): fund a share of it (fund_share), or "
+                      f"the applicant withdraws it, which refunds every slice")
     if subject(led, offer["lender"]) == subject(led, app["borrower"]):
         # A loan to oneself moves money from one pocket to the other, interest included,
         # yet would earn on-time credit and a better tier for a few transaction fees.
         raise TxError("you cannot lend to yourself: the offer's lender is the applicant "
                       "(the same address or the same attested identity)")
-    tier = match(led, app, offer, accepted)
+    tier = match(led, app, offer, accepted, escrow=pool is None)
     problems = consent_problems(led, app, offer, tier[1])
     if problems:
         raise TxError("the borrower did not consent to these terms: " + "; ".join(problems))
     st = led.state
     loan = keys.derive_address(b"loan", tx.hash)
     principal = app["amount"]
+    lender = pool or offer["lender"]
     led.create_contract(loan, st.meta.get("loan_code"), tx.sender)
-    st.loans.put(loan, {"borrower": app["borrower"], "lender": offer["lender"],
+    st.loans.put(loan, {"borrower": app["borrower"], "lender": lender,
                         "offer": offer_id, "application": app_id, "created": led.time,
                         "principal": app["amount"], "collateral": app["collateral"],
                         "cover": collateral_cover(led, app, accepted),
-                        "origination_fee": origination_fee(principal, offer)})
-    st.offers.put(offer_id, {**offer, "available": offer["available"] - principal})
+                        "origination_fee": origination_fee(principal, offer),
+                        **({"pool": pool} if pool else {})})
+    if pool is None:
+        st.offers.put(offer_id, {**offer, "available": offer["available"] - principal})
     st.applications.put(app_id, {**app, "status": "funded", "loan": loan})
     for asset_id in app["collateral"]:
         st.assets.put(asset_id, {**st.assets.get(asset_id), "lien": loan})
-    # The principal moves from escrow into the contract, which disburses it itself.
-    led.credit_from_escrow(loan, principal)
+    # The principal moves from escrow (or the pool) into the contract, which disburses it.
+    if pool is None:
+        led.credit_from_escrow(loan, principal)
+    else:
+        pools.lend_principal(led, pool, loan, tx.sender)
     args = [b"init", principal, tier[1], app["term"], METHOD_CODES[app["method"]],
             app["grace"], led.time, PERIOD_CODES[app["period"]], offer["late_fee_bps"],
             offer["tolerance_days"] * DAY, offer["default_days"] * DAY,
-            offer.get("penalty_bps", 0), app["borrower"].encode(), offer["lender"].encode()]
+            offer.get("penalty_bps", 0), app["borrower"].encode(), lender.encode()]
     led.run_contract(loan, args, tx.sender, principal, FUND_GAS)
     # The origination fee, out of what the agreement has just disbursed.
     fee = origination_fee(principal, offer)
     if fee:
-        led.move(app["borrower"], offer["lender"], fee)
+        led.move(app["borrower"], lender, fee)
 
 
 def _fund(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -338,6 +360,7 @@ def _write_off(led: Ledger, tx: SignedTx, b: dict) -> None:
     """The lender gives up on a defaulted loan, with a reason kept in the loan record and
     in the "write_off_reason" event; payments are still accepted as recoveries."""
     rec = _loan(led, b["loan"])
+    _refuse_shared(led, rec, "written off")
     if rec["lender"] != tx.sender:
         raise TxError("only the loan's lender can write it off")
     status = loan_status(led, b["loan"])
@@ -347,6 +370,12 @@ def _write_off(led: Ledger, tx: SignedTx, b: dict) -> None:
     led.state.loans.put(b["loan"], {**rec, "write_off": {"reason": b["reason"],
                                                          "time": led.time, "tx": tx.id}})
     led.record_event(b["loan"], "write_off_reason", [b["reason"].encode()])
+
+
+def _refuse_shared(led: Ledger, rec: dict, what: str) -> None:
+    if "pool" in rec:
+        n = len(led.state.pools.get(rec["pool"])["slices"])
+        raise TxError(pools.SHARED_DECISIONS.format(n=n, what=what))
 
 
 def _party(rec: dict, sender: str) -> str:
@@ -366,6 +395,7 @@ def _check_term(led: Ledger, loan: str, term: int) -> None:
 def _propose_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
     """Either party proposes a new term; the other accepts it (accept_restructure)."""
     rec = _loan(led, b["loan"])
+    _refuse_shared(led, rec, "restructured")
     by = _party(rec, tx.sender)
     status = loan_status(led, b["loan"])
     if status != "active":
@@ -381,6 +411,7 @@ def _propose_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
 
 def _accept_restructure(led: Ledger, tx: SignedTx, b: dict) -> None:
     rec = _loan(led, b["loan"])
+    _refuse_shared(led, rec, "restructured")
     by = _party(rec, tx.sender)
     proposal = rec.get("proposals", {}).get(b["proposal"])
     if proposal is None:
@@ -514,6 +545,8 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
         observe_loan_event(led, contract, name, values)
         if name == "settled":         # the whole claim recovered: what is unsold returns
             release_liens(led, contract)
+    elif contract in led.state.pools:
+        pools.observe(led, contract, name, values)
 
 
 # What happens after each run of a loan's agreement, in this order (each idempotent: it
@@ -521,7 +554,7 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
 # that pay a defaulted loan's claim before its collateral is sold, and the split among a
 # shared loan's lenders of what its agreement paid them. Each is (led, loan, record).
 # Savings pledges are drawn after the guarantees (a default they pay in full draws none).
-AFTER_LOAN_RUN: tuple = (savings.draw_pledges,)
+AFTER_LOAN_RUN: tuple = (savings.draw_pledges, pools.after_loan_run)
 
 
 def _after_run(led: Ledger, address: str) -> None:
@@ -808,6 +841,7 @@ HANDLERS: dict[str, Handler] = {
     "withdraw_application": _withdraw_application,
     "fund": _fund,
     "accept_offer": _accept_offer,
+    **pools.HANDLERS,
     "repay": _repay,
     "prepay": _prepay,
     "write_off": _write_off,
@@ -868,6 +902,10 @@ def _genesis(led: Ledger, lending_params: dict) -> None:
     code_hash = Program.load(code).code_hash.hex()
     led.state.code.put(code_hash, code)
     led.state.meta.put("loan_code", code_hash)
+    code = pool_code()
+    code_hash = Program.load(code).code_hash.hex()
+    led.state.code.put(code_hash, code)
+    led.state.meta.put("pool_code", code_hash)
     led.state.meta.put("lending", lending_params)
     savings.genesis(led)
 
@@ -877,6 +915,9 @@ def _check_call(led: Ledger, address: str) -> None:
         raise TxError("loan contracts are driven by repay transactions and chain time")
     if savings.is_savings(led, address):
         raise TxError("savings agreements are driven by savings_* transactions")
+    if address in led.state.pools:
+        raise TxError("pool contracts are driven by fund_share, withdraw_application and "
+                      "chain time")
 
 
 def escrowed(led: Ledger) -> int:
@@ -893,8 +934,10 @@ def escrowed(led: Ledger) -> int:
 GAS: dict[str, tuple[int, int]] = {
     "register_borrower": (2_000, 0), "register_lender": (2_000, 0),
     "publish_offer": (3_000, 0), "withdraw_offer": (2_000, 0),
-    "apply": (2_000, 0), "withdraw_application": (2_000, 0),
+    # withdrawing an application refunds its pool's slices, if a pool is filling it
+    "apply": (2_000, 0), "withdraw_application": (2_000, pools.POOL_GAS),
     "fund": (5_000, FUND_GAS), "accept_offer": (5_000, FUND_GAS),
+    **pools.gas(FUND_GAS),
     "repay": (2_000, REPAY_GAS), "prepay": (2_000, REPAY_GAS),
     "write_off": (2_000, REPAY_GAS), "propose_restructure": (2_000, 0),
     "accept_restructure": (3_000, FUND_GAS),
@@ -906,9 +949,10 @@ GAS: dict[str, tuple[int, int]] = {
 
 
 def _is_loan(led: Ledger, address: str) -> bool:
-    """A loan's deadlines (instalments due, late fees, default, lien release) are the
-    chain's duties: they run before anything users send (Rules.duty)."""
-    return address in led.state.loans
+    """A loan's deadlines (instalments due, late fees, default, lien release) and a
+    pool's (expiry, splitting what its loan paid it) are the chain's duties: they run
+    before anything users send (Rules.duty)."""
+    return address in led.state.loans or address in led.state.pools
 
 
 RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),

@@ -11,10 +11,17 @@ outstanding on active loans, less what they lent, as basis points of what they l
 principal of defaulted and written-off loans counts as lost until it is recovered. It is a
 return over the book's life, not a yearly rate.
 
+A shared loan (funded by a pool of lenders, ledger/pools.py) is in each pool lender's
+book at its share: its principal lent and outstanding (and so its PAR) pro rata to the
+lender's slice, rounded down, and as received what the pool has paid that lender (its
+share of repayments, recoveries and the origination fee). The network's book counts it
+once, as one loan.
+
 A read-only view over `lending.loan_view` rows: consensus never calls it.
 """
 from __future__ import annotations
 
+from . import pools
 from .ledger import Ledger
 from .lending import BUCKETS as _LIMITS, loan_view
 
@@ -59,6 +66,32 @@ def summary(views: list[dict]) -> dict:
     }
 
 
+def share_view(view: dict, amount: int, target: int, received: int) -> dict:
+    """A shared loan's view at one lender's share: `amount` of its `target`."""
+    def part(x) -> int:
+        return (x or 0) * amount // target
+    return {**view, "principal_outstanding": part(view["principal_outstanding"]),
+            "principal": part(view.get("principal", view["terms"]["P"])),
+            "terms": {**view["terms"], "paid": received}}
+
+
+def shared_views(led: Ledger, lender: str) -> list[dict]:
+    """The shared loans `lender` holds a slice of, each at its share (share_view), with
+    the share's own figures under "share"."""
+    out = []
+    for addr, pool, row in pools.shares_of(led, lender):
+        v = loan_view(led, pool["loan"])
+        if v is None:
+            continue
+        mine = share_view(v, row["amount"], pool["target"], row["received"])
+        out.append({**mine, "share": {"pool": addr, "application": pool["application"],
+                                      "amount": row["amount"], "of": pool["target"],
+                                      "share_bps": row["share_bps"],
+                                      "received": row["received"],
+                                      "outstanding": mine["principal_outstanding"]}})
+    return out
+
+
 class Books:
     """Loan books as of the ledger's height, each computed at most once a height (it is a
     walk over every loan): one keeper for everything a node serves them to (the API, the
@@ -79,6 +112,12 @@ class Books:
             views = [v for loan, rec in led.state.loans.rows.items()
                      if lender is None or rec["lender"] == lender
                      if (v := loan_view(led, loan)) is not None]
+            shared = [] if lender is None else shared_views(led, lender)
+            views += shared
+            book = summary(views)
+            if lender is not None:
+                book["shares"] = [{"loan": v["loan"], "status": v["status"], **v["share"]}
+                                  for v in shared]
             defaulted = sorted(v["loan"] for v in views if v["status"] == "defaulted")
-            kept = self._kept[lender] = (led.height, summary(views), defaulted)
+            kept = self._kept[lender] = (led.height, book, defaulted)
         return kept

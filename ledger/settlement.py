@@ -87,6 +87,15 @@ def cancel_sales(led: Ledger, loan: str) -> None:
         st.assets.put(asset_id, {k: v for k, v in asset.items() if k != "sale"})
 
 
+def acts_as_lender(led: Ledger, sale: dict, who: str) -> bool:
+    """Whether `who` stands in the sale's lender's shoes: the loan's lender, or for a
+    shared loan (its lender a pool, ledger/pools.py) any lender holding a slice of it."""
+    if who == sale["lender"]:
+        return True
+    pool = led.state.pools.get(sale["lender"])
+    return pool is not None and any(s[0] == who for s in pool["slices"])
+
+
 def _sale(led: Ledger, sid: str) -> dict:
     return led.record("sales", sid, "collateral sale")
 
@@ -97,10 +106,10 @@ def _bid(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError(f"the sale is {sale['status']} and closed at {sale['closes']}; "
                       f"it takes no more bids")
     least = max(sale["reserve"], sale["best"] + -(-sale["best"] * MIN_RAISE_BPS // 10_000))
-    if tx.sender == sale["lender"]:
-        # The lender bids no less than take_collateral would charge it: otherwise it
-        # could bid the reserve on its own borrower's sale, take the asset at half its
-        # value and halve the surplus the borrower is owed.
+    if acts_as_lender(led, sale, tx.sender):
+        # The lender (any of a shared loan's lenders) bids no less than take_collateral
+        # would charge it: otherwise it could bid the reserve on its own borrower's sale,
+        # take the asset at half its value and halve the surplus the borrower is owed.
         least = max(least, sale["value"])
     if b["amount"] < least:
         raise TxError(f"a bid must be at least {least} (the reserve, or the best bid "
@@ -155,8 +164,9 @@ def _settle_sale(led: Ledger, tx: SignedTx, b: dict) -> None:
 
 def _take_collateral(led: Ledger, tx: SignedTx, b: dict) -> None:
     sale = _sale(led, b["sale"])
-    if sale["lender"] != tx.sender:
-        raise TxError("only the loan's lender can take unsold collateral")
+    if not acts_as_lender(led, sale, tx.sender):
+        raise TxError("only the loan's lender (for a shared loan, one of its pool's "
+                      "lenders) can take unsold collateral")
     if sale["status"] != "unsold":
         raise TxError(f"the sale is {sale['status']}: only unsold collateral can be taken "
                       f"(settle the sale once it has closed)")

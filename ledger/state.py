@@ -171,7 +171,7 @@ class State:
     TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
               "loans", "assets", "code", "contracts", "storage", "multisigs",
               "history", "wakes", "sales", "identities", "bureau", "savings",
-              "savings_pledges", "savings_accounts")
+              "savings_pledges", "savings_accounts", "pools")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -195,6 +195,7 @@ class State:
     savings: Table        # savings product (its agreement's address) -> its record
     savings_pledges: Table   # application id (or loan) -> the savings pledged to it
     savings_accounts: Table  # (product, owner) -> its active pledges, what to unlock
+    pools: Table          # pool agreement address -> its shared funding (ledger/pools.py)
 
     LISTED = ("offers", "applications", "loans", "sales")       # the API pages through these
 

@@ -213,6 +213,8 @@ KINDS: dict[str, dict] = {
     "fund": {"application": _id, "offer": _id,
              "accept": _list_of(_accepted, 0, MAX_ACCEPTED)},
     "accept_offer": {"application": _id, "offer": _id},
+    # a slice of an application's shared funding (ledger/pools.py)
+    "fund_share": {"application": _id, "offer": _id, "amount": AMOUNT},
     "repay": {"loan": _address, "amount": AMOUNT},
     "prepay": {"loan": _address, "amount": AMOUNT, "reduce": _one_of(REDUCE)},
     "write_off": {"loan": _address, "reason": _text(140)},

@@ -113,8 +113,14 @@ def _seed(api: NodeClient) -> dict:
            value=10_000)
     s.send(lender, "fund", application=app, offer=offer, accept=[])
     loan = api.get(f"/v1/applications/{app}")["loan"]
+    # a second application, filling in slices: a pool for GET /v1/pools (ledger/pools.py)
+    pooled = s.send(borrower, "apply", amount=20_000, purpose="feed", term=4,
+                    period="weekly", method="annuity", product="business", grace=0,
+                    docs_hash=h32, max_rate_bps=1800, max_late_fee_bps=500,
+                    min_default_days=60, max_penalty_bps=0, max_origination_fee_bps=100)
+    s.send(lender, "fund_share", application=pooled, offer=offer, amount=5_000)
     return {"offer": offer, "application": app, "loan": loan,
-            "asset": f"{borrower.address}/goats"}
+            "asset": f"{borrower.address}/goats", "pooled": pooled}
 
 
 @pytest.fixture(scope="module")
@@ -161,6 +167,7 @@ def test_the_seeded_records_match_the_description(node):
                         (f"/v1/assets/{ids['asset']}", "get_asset"),
                         (f"/v1/quote?application={ids['application']}&offer={ids['offer']}",
                          "get_quote"),
+                        (f"/v1/pools/{ids['pooled']}", "get_pool"),
                         ("/v1/loans?limit=5", "list_loans"), ("/v1/portfolio", "get_portfolio"),
                         ("/v1/status", "get_status"), ("/v1/lending", "get_lending")):
         op = next(o for ops in OPENAPI["paths"].values() for o in ops.values()

@@ -109,3 +109,14 @@ def schedule(principal: int, rate_bps: int, term: int, period: str = "monthly",
                                 grace, start, PERIOD_CODES[period]], host)
     return [{"n": v[0], "due": v[1], "principal": v[2], "interest": v[3],
              "total": v[2] + v[3]} for name, v in host.events if name == "instalment"]
+
+
+@functools.cache
+def pool_code() -> bytes:
+    """The shared-funding agreement (`pool.lasm`): one instance per pooled application."""
+    return assemble(source("pool"))
+
+
+# The pool agreement's statuses (its "st"), and its storage keys, as pool.lasm documents.
+POOL_STATUS = {0: "new", 1: "open", 2: "lent", 3: "expired", 4: "refunded"}
+POOL_SLICE_ROWS = {"lender": b"L", "amount": b"S", "received": b"R"}

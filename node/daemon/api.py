@@ -14,7 +14,7 @@ import re
 
 from aiohttp import web
 from lendnet.consensus import messages as M
-from lendnet.ledger import codec, keys, lending, portfolio, savings
+from lendnet.ledger import codec, keys, lending, pools, portfolio, savings
 from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 
@@ -397,6 +397,17 @@ def build_app(daemon) -> web.Application:
             return _error(404, str(e.args[0]))
         return web.json_response({"height": node.height, **jsonable(got)})
 
+    async def get_pool(request: web.Request):
+        """An application's shared funding (ledger/pools.py): slices, filled/target,
+        status, expiry, the loan, and what each slice's lender has received."""
+        key = request.match_info["application"]
+        if not _key_ok("application", key):
+            return _error(400, _key_shape("application"))
+        got = pools.pool_view(node.ledger, key)
+        if got is None:
+            return _error(404, f"no pool for application {key}")
+        return web.json_response({"height": node.height, **jsonable(got)})
+
     async def get_lending(request: web.Request):
         return web.json_response(jsonable(lending.params(node.ledger)))
 
@@ -533,6 +544,7 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/sales/{id}", _record("sales", "sale"))
     r.add_get("/v1/savings/{product}", get_savings_product)
     r.add_get("/v1/savings/{product}/{owner}", get_savings_account)
+    r.add_get("/v1/pools/{application}", get_pool)
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
@@ -749,6 +761,25 @@ OPENAPI = {
         "/v1/lenders/{id}": _record_op("lender", "A registered lender."),
         "/v1/sales/{id}": _record_op("sale", "A collateral sale: asset, reserve, best bid, "
                                              "when it closes."),
+        "/v1/pools/{application}": {"get": _op(
+            "get_pool", "The shared funding of an application (its latest pool): the "
+            "slices in order, each with its lender, amount, share (bps) and what the pool "
+            "has paid it; filled, target and what is left; status (open, funded, expired, "
+            "withdrawn); expiry; the loan once funded; distributed and undistributed.",
+            [_path("application", HASH, "the application's id")],
+            {"200": {**_json("the pool", _obj(
+                ["height", "application", "pool", "status", "target", "filled", "slices"],
+                height={"type": "integer"}, application=HASH, pool=ADDRESS,
+                status={"type": "string", "enum": list(pools.POOL_STATUSES)},
+                target={"type": "integer"}, filled={"type": "integer"},
+                expires={"type": "integer"}, loan={**ADDRESS, **NULLABLE},
+                slices={"type": "array", "items": _obj(
+                    ["lender", "amount", "received"], lender=ADDRESS,
+                    amount={"type": "integer"}, received={"type": "integer"},
+                    share_bps={"type": "integer"})})),
+                "links": {"get_application": _link("get_application",
+                                                   id="$response.body#/application")}}},
+            {"400": BAD, "404": NOT_FOUND})},
         "/v1/quote": {"get": _op(
             "get_quote", "The tier, exact schedule, total cost and APR of an application "
             "on an offer if funded now; whether it is within the application's limits "
