@@ -19,10 +19,11 @@ from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_CODES,
                                           PERIOD_NAMES, ReadOnlyHost, call_readonly,
-                                          instalments, loan_code, loan_storage, schedule)
+                                          group_code, instalments, loan_code, loan_storage,
+                                          schedule)
 from lendnet.contracts.vm import ContractError, Program
 
-from . import apr, keys, score as scoring, settlement
+from . import apr, groups, keys, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_ACCEPTED, MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
@@ -149,7 +150,8 @@ def credit_score(led: Ledger, addr: str) -> dict:
     else:
         reg = led.state.borrowers.get(addr)
         age_from = reg and reg["since"]
-    out = scoring.score(h, bound is not None, age_from, led.time)
+    out = scoring.score(h, bound is not None, age_from, led.time,
+                        groups.group_credit(led, addr, key))
     out["identity"] = ({"status": "attested", "identity": bound["identity"],
                         "registrar": bound["registrar"], "attested_at": bound["at"]}
                        if bound else {"status": "thin_file"})
@@ -285,6 +287,8 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
     fee = origination_fee(principal, offer)
     if fee:
         led.move(app["borrower"], offer["lender"], fee)
+    # A group application: refused while the group is in arrears, else the group's record.
+    groups.after_originate(led, app_id, app, loan)
 
 
 def _fund(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -512,6 +516,7 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
         observe_loan_event(led, contract, name, values)
         if name == "settled":         # the whole claim recovered: what is unsold returns
             release_liens(led, contract)
+        groups.on_loan_event(led, contract, name, values)
 
 
 # What happens after each run of a loan's agreement, in this order (each idempotent: it
@@ -526,6 +531,8 @@ def _after_run(led: Ledger, address: str) -> None:
     if rec is not None:
         for step in AFTER_LOAN_RUN:
             step(led, address, rec)
+    elif address in led.state.groups:
+        groups.after_group_run(led, address)
 
 
 def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
@@ -813,6 +820,7 @@ HANDLERS: dict[str, Handler] = {
     "register_collateral": _register_collateral,
     "pledge": _pledge,
     **settlement.HANDLERS,
+    **groups.HANDLERS,
     "attest_identity": _attest_identity,
     "appraise": _appraise,
 }
@@ -864,12 +872,19 @@ def _genesis(led: Ledger, lending_params: dict) -> None:
     code_hash = Program.load(code).code_hash.hex()
     led.state.code.put(code_hash, code)
     led.state.meta.put("loan_code", code_hash)
+    code = group_code()
+    code_hash = Program.load(code).code_hash.hex()
+    led.state.code.put(code_hash, code)
+    led.state.meta.put("group_code", code_hash)
     led.state.meta.put("lending", lending_params)
 
 
 def _check_call(led: Ledger, address: str) -> None:
     if address in led.state.loans:
         raise TxError("loan contracts are driven by repay transactions and chain time")
+    if address in led.state.groups:
+        raise TxError("group contracts are driven by group_join, group_cover, the "
+                      "group's loans and chain time")
 
 
 def escrowed(led: Ledger) -> int:
@@ -893,14 +908,16 @@ GAS: dict[str, tuple[int, int]] = {
     "accept_restructure": (3_000, FUND_GAS),
     "register_collateral": (2_000, 0), "pledge": (2_000, 0), "appraise": (2_000, 0),
     **settlement.GAS,
+    **groups.gas(REPAY_GAS),
     "attest_identity": (3_000, 0),
 }
 
 
 def _is_loan(led: Ledger, address: str) -> bool:
     """A loan's deadlines (instalments due, late fees, default, lien release) are the
-    chain's duties: they run before anything users send (Rules.duty)."""
-    return address in led.state.loans
+    chain's duties: they run before anything users send (Rules.duty); so is passing a
+    group its members' loans' notices (ledger/groups.py)."""
+    return address in led.state.loans or address in led.state.groups
 
 
 RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),

@@ -170,7 +170,8 @@ class State:
 
     TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
               "loans", "assets", "code", "contracts", "storage", "multisigs",
-              "history", "wakes", "sales", "identities", "bureau")
+              "history", "wakes", "sales", "identities", "bureau", "groups",
+              "group_members", "group_credit")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -191,8 +192,11 @@ class State:
     sales: Table
     identities: Table     # address -> the identity a registrar attested (ledger/lending.py)
     bureau: Table         # loan -> what the credit bureau tracks of it
+    groups: Table         # group -> its index record (ledger/groups.py)
+    group_members: Table  # address -> the group it joined
+    group_credit: Table   # subject -> what its groups' record adds to its score
 
-    LISTED = ("offers", "applications", "loans", "sales")       # the API pages through these
+    LISTED = ("offers", "applications", "loans", "sales", "groups")   # the API pages these
 
     def __init__(self, on_wake: Callable[[Any, Any], None] | None = None) -> None:
         self.journal: list = []
