@@ -37,6 +37,8 @@ the next block, passes the queued notices in, with the chain's duty gas.
 """
 from __future__ import annotations
 
+from typing import Any
+
 from lendnet.contracts.agreements import LOAN_KEY, instalment_key
 
 from . import keys
@@ -60,6 +62,10 @@ GROUP_GAS = 5_000
 CLOSED = ("repaid", "settled")
 CLAIM_OPEN = ("defaulted", "written_off")
 NOTICE_EVENTS = ("instalment_late", "defaulted")
+# The group agreement's events about one member's loan, and where the loan is in their
+# values: the node streams them with the loans' own (lendnet watch).
+GROUP_LOAN_EVENTS = {"member_late": 1, "member_defaulted": 1, "member_covered": 2,
+                     "group_loan": 1}
 
 
 # --- reading the group ------------------------------------------------------------------
@@ -339,15 +345,17 @@ def group_view(led: Ledger, group: str) -> dict | None:
     def member_row(i: int, addr: str) -> dict:
         def at(prefix: bytes) -> int:
             return _get(led, group, _index_key(prefix, i)) or 0
-        row = {"address": addr, "joined": bool(at(b"j")), "loans_taken": at(b"lc"),
-               "covers_given": at(b"cc"), "covered_amount_given": at(b"ca"),
-               "covers_received": at(b"xc"), "covered_amount_received": at(b"xa"),
-               "lates": at(b"l"), "defaults": at(b"d"), "loan": None,
-               "owed_within_group": {}}
+        owes: dict[str, int] = {}
         for j, other in enumerate(rec["members"], 1):
             owed = _get(led, group, _index_key(b"o", j) + i.to_bytes(8, "big"))
             if owed:
-                row["owed_within_group"][other] = owed     # what `addr` owes `other`
+                owes[other] = owed          # what `addr` owes `other`, who covered it
+        row: dict[str, Any] = {
+               "address": addr, "joined": bool(at(b"j")), "loans_taken": at(b"lc"),
+               "covers_given": at(b"cc"), "covered_amount_given": at(b"ca"),
+               "covers_received": at(b"xc"), "covered_amount_received": at(b"xa"),
+               "lates": at(b"l"), "defaults": at(b"d"), "loan": None,
+               "owed_within_group": owes}
         app_id = rec["current"].get(addr)
         if app_id is not None:
             loan, st = _current_loan(led, app_id)
