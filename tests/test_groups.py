@@ -197,12 +197,360 @@ def test_fund_and_accept_offer_are_refused_while_the_group_is_in_arrears():
     assert conserved(c)
 
 
-def test_gas_of_the_group_agreement():
+# --- forming and joining -------------------------------------------------------------------
+
+def test_a_group_forms_when_every_listed_member_has_joined():
     c = chain()
-    code = group_code()
-    assert Program.load(code)
-    r = c.block(c.tx("ana", "group_create", name="g", members=[c.addr(n) for n in FIVE],
-                     savings_bps=0))
-    assert r.receipts[0].gas < 3_000 + groups.INIT_GAS
-    assert execute is not None and sign is not None and build is not None and CHAIN
-    assert TxError and lending and pytest and given and settings and st and HealthCheck
+    r, g = create(c, "ana", FIVE, savings_bps=500)
+    assert r.ok, r.error
+    v = view(c, g)
+    assert v["status"] == "forming" and v["leader"] == c.addr("ana") and v["joined"] == 1
+    assert [m["joined"] for m in v["members"]] == [True, False, False, False, False]
+    assert v["savings_bps"] == 500 and v["code"] == c.ledger.state.meta.get("group_code")
+    for n in FIVE[1:4]:
+        c.do(n, "group_join", group=g)
+    assert view(c, g)["status"] == "forming"
+    err = refused(c, "ana", "group_apply", group=g, amount=50_000, **APPLY)
+    assert "not active" in err
+    r = c.block(c.tx("eve", "group_join", group=g))
+    assert [e["values"] for e in events(c, r, "group_active")] == [[5]]
+    assert view(c, g)["status"] == "active" and view(c, g)["joined"] == 5
+
+
+def test_create_refusals():
+    c = chain(extra=("zed",))
+    c.do("lender", "register_borrower", profile_hash=h32("x"), docs_hash=h32("d"))
+    r, _ = create(c, "ana", ("ben", "cai", "dee"))
+    assert "sender must be one of the members" in r.error
+    r, _ = create(c, "stranger", ("stranger", "ben", "cai"))
+    assert not r.ok                   # a zero-balance key cannot even pay the fee
+    assert c.ledger.state.groups.rows == {}
+    c2 = chain(names=("ana", "ben"), extra=())
+    c2.do("lender", "transfer", to=c2.addr("stranger"), amount=100_000)
+    r, _ = create(c2, "stranger", ("stranger", "ana", "ben"))
+    assert "only a registered borrower can lead a group" in r.error
+    # 2 and 11 members, or one listed twice, are not well-formed transactions.
+    with pytest.raises(TxError, match="3 to 10"):
+        create_tx(c, "ana", ("ana", "ben"))
+    eleven = ["ana"] + [keys.derive_address(b"x", bytes([i])) for i in range(10)]
+    with pytest.raises(TxError, match="3 to 10"):
+        create_tx(c, "ana", eleven)
+    with pytest.raises(TxError, match="must not repeat"):
+        create_tx(c, "ana", ("ana", "ben", "ben"))
+    with pytest.raises(TxError, match="savings_bps"):
+        create_tx(c, "ana", ("ana", "ben", "cai"), savings_bps=5_001)
+
+
+def test_ten_members_fit_and_eleven_do_not():
+    ten = tuple(f"m{i}" for i in range(10))
+    c = chain(names=ten)
+    g = form(c, ten)
+    assert view(c, g)["status"] == "active" and len(view(c, g)["members"]) == 10
+    with pytest.raises(TxError, match="3 to 10"):
+        create_tx(c, "m0", (*ten, "stranger"))
+
+
+def test_join_refusals():
+    c = chain(extra=("zed",))
+    c.do("lender", "transfer", to=c.addr("stranger"), amount=100_000)
+    r, g = create(c, "ana", ("ana", "ben", "cai", "stranger"))
+    assert r.ok
+    assert "only a member the group lists" in refused(c, "zed", "group_join", group=g)
+    assert "registered borrower" in refused(c, "stranger", "group_join", group=g)
+    c.do("ben", "group_join", group=g)
+    assert "already joined" in refused(c, "ben", "group_join", group=g)
+    assert "already joined" in refused(c, "ana", "group_join", group=g)
+    other = keys.derive_address(b"group", b"nothing")
+    assert "no group" in refused(c, "cai", "group_join", group=other)
+    # The agreement is driven by the ledger only: a `call` to it is refused.
+    assert "group contracts are driven" in refused(
+        c, "ana", "call", contract=g, args=[b"join"], amount=0, gas=10_000)
+
+
+def test_a_group_lapses_if_its_members_do_not_all_join_in_time():
+    c = chain()
+    r, g = create(c, "ana", ("ana", "ben", "cai"))
+    c.do("ben", "group_join", group=g)
+    c.advance(groups.FORMING_DAYS * DAY)
+    assert view(c, g)["status"] == "lapsed"
+    err = refused(c, "cai", "group_join", group=g)
+    assert "lapsed" in err
+    # Its members are free again: Ana and Ben form another group.
+    g2 = form(c, ("ben", "ana", "dee"))
+    assert view(c, g2)["status"] == "active"
+    assert c.ledger.state.group_members.get(c.addr("ana")) == g2
+
+
+def test_one_address_in_two_groups_is_refused():
+    c = chain(extra=("fay", "gus"))
+    g = form(c, ("ana", "ben", "cai"))
+    r, _ = create(c, "dee", ("dee", "eve", "ana"))
+    assert f"member {c.addr('ana')} already belongs to group {g}" in r.error
+    r, _ = create(c, "ana", ("ana", "fay", "gus"))
+    assert "already belongs" in r.error
+    # Listed by two forming groups, an address joins one only.
+    r1, g1 = create(c, "dee", ("dee", "eve", "fay"))
+    r2, g2 = create(c, "gus", ("gus", "eve", "fay"))
+    assert r1.ok and r2.ok
+    c.do("eve", "group_join", group=g1)
+    assert f"already belong to group {g1}" in refused(c, "eve", "group_join", group=g2)
+
+
+def test_a_member_cannot_leave_to_dodge_the_groups_record():
+    """There is no leaving: once joined, an address stays in its group (a lapsed forming
+    group excepted), loans closed or not; and the group component of the score is the
+    identity's, so a fresh address of the same person carries it."""
+    c = chain()
+    off = offer(c)
+    g = form(c, ("ana", "ben", "cai"))
+    ben = borrow(c, g, "ben", off)
+    to_default(c, ben)
+    assert credit_score(c.ledger, c.addr("ana"))["components"]["group"] == -20
+    c.do("ben", "repay", loan=ben, amount=loan_view(c.ledger, ben)["payoff"])
+    assert loan_view(c.ledger, ben)["status"] == "settled"
+    # Every loan is closed: Ana still cannot start or join a clean group.
+    r, _ = create(c, "ana", ("ana", "dee", "eve"))
+    assert "already belongs" in r.error
+    # A new address attested as the same person carries the group's record.
+    c.do("lender", "transfer", to=c.addr("stranger"), amount=100_000)
+    c.do("stranger", "register_borrower", profile_hash=h32("a2"), docs_hash=h32("d"))
+    c.attest("stranger", "ana")
+    assert credit_score(c.ledger, c.addr("stranger"))["components"]["group"] == -20
+
+
+# --- applying and arrears ----------------------------------------------------------------
+
+def test_apply_rules():
+    c = chain(extra=("zed",))
+    off = offer(c)
+    g = form(c)
+    err = refused(c, "zed", "group_apply", group=g, amount=50_000, **APPLY)
+    assert "only a joined member" in err
+    app = c.do("ana", "group_apply", group=g, amount=50_000, **APPLY).id
+    rec = c.ledger.state.applications.get(app)
+    assert rec["group"] == g and rec["borrower"] == c.addr("ana")
+    assert rec["limits"] == {k: APPLY_LIMITS[k] for k in lending.LIMITS}
+    assert "one at a time" in refused(c, "ana", "group_apply", group=g, amount=1, **APPLY)
+    c.do("ana", "withdraw_application", application=app)
+    app2 = c.do("ana", "group_apply", group=g, amount=60_000, **APPLY).id
+    c.do("lender", "fund", application=app2, offer=off, accept=[])
+    loan = c.ledger.state.applications.get(app2)["loan"]
+    assert "one at a time" in refused(c, "ana", "group_apply", group=g, amount=1, **APPLY)
+    r = view(c, g)["members"][0]
+    assert r["loans_taken"] == 1 and r["loan"]["loan"] == loan
+    c.do("ana", "repay", loan=loan, amount=loan_view(c.ledger, loan)["payoff"])
+    c.do("ana", "group_apply", group=g, amount=70_000, **APPLY)
+    assert conserved(c)
+
+
+def test_a_group_in_arrears_cannot_apply():
+    c = chain()
+    off = offer(c)
+    g = form(c)
+    ben = borrow(c, g, "ben", off)
+    while loan_view(c.ledger, ben)["days_past_due"] == 0:
+        c.advance(DAY)
+    err = refused(c, "ana", "group_apply", group=g, amount=50_000, **APPLY)
+    assert "in arrears" in err and c.addr("ben") in err and ben in err
+    # Ben cannot clear his own arrears through a fellow's cover of himself either.
+    assert "cannot cover its own loan" in refused(c, "ben", "group_cover", loan=ben,
+                                                  amount=1_000)
+
+
+# --- covers --------------------------------------------------------------------------------
+
+def test_cover_refusals():
+    c = chain(extra=("zed", "yan", "xia", "wu"))
+    off = offer(c)
+    g = form(c, ("ana", "ben", "cai"))
+    ben = borrow(c, g, "ben", off)
+    # A loan outside the group: an individual loan, and another group's loan.
+    own = c.do("zed", "apply", amount=50_000, **APPLY).id
+    c.do("lender", "fund", application=own, offer=off, accept=[])
+    zed = c.ledger.state.applications.get(own)["loan"]
+    assert "not made through a group" in refused(c, "ana", "group_cover", loan=zed,
+                                                 amount=1_000)
+    g2 = form(c, ("yan", "xia", "wu"))
+    xia = borrow(c, g2, "xia", off)
+    assert "only a member of the loan's group" in refused(c, "ana", "group_cover", loan=xia,
+                                                          amount=1_000)
+    assert "only a member of the loan's group" in refused(c, "zed", "group_cover", loan=ben,
+                                                          amount=1_000)
+    assert "cannot cover its own loan" in refused(c, "ben", "group_cover", loan=ben,
+                                                  amount=1_000)
+    assert "no loan" in refused(c, "ana", "group_cover", loan=keys.derive_address(b"x", b"y"),
+                                amount=1_000)
+    # More than the coverer holds.
+    have = c.balance("cai")
+    assert "insufficient funds" in refused(c, "cai", "group_cover", loan=ben, amount=have)
+    # A repaid loan owes nothing.
+    c.do("ben", "repay", loan=ben, amount=loan_view(c.ledger, ben)["payoff"])
+    assert "nothing is owed" in refused(c, "ana", "group_cover", loan=ben, amount=1_000)
+    assert view(c, g)["covers"] == 0 and conserved(c)
+
+
+def test_a_zero_balance_key_can_do_nothing():
+    c = chain()
+    off = offer(c)
+    g = form(c)
+    ben = borrow(c, g, "ben", off)
+    before = c.ledger.state_root()
+    for kind, fields in (("group_join", {"group": g}),
+                         ("group_cover", {"loan": ben, "amount": 1}),
+                         ("group_apply", {"group": g, "amount": 1, **APPLY})):
+        r = c.try_do("stranger", kind, **fields)
+        assert not r.ok and not r.nonce_used and "cannot pay the fee" in r.error
+    r, _ = create(c, "stranger", ("stranger", "ana", "ben"))
+    assert not r.ok and not r.nonce_used
+    c.advance(0)
+    assert view(c, g)["covers"] == 0 and before
+
+
+def test_covering_ahead_or_many_times_earns_no_more_credit():
+    """A borrower covering itself is refused; two members covering each other's loans
+    when nothing is overdue, or one overdue instalment many times in small parts, earn
+    the cover credit at most once per instalment cleared."""
+    c = chain()
+    off = offer(c)
+    g = form(c, ("ana", "ben", "cai"))
+    loans = {n: borrow(c, g, n, off) for n in ("ana", "ben")}
+    for _ in range(5):                                   # nothing overdue: no credit
+        c.do("ana", "group_cover", loan=loans["ben"], amount=100)
+        c.do("ben", "group_cover", loan=loans["ana"], amount=100)
+    for n in ("ana", "ben"):
+        assert "group" not in credit_score(c.ledger, c.addr(n))["components"]
+    assert view(c, g)["covers"] == 10
+    # Ben falls behind; Ana pays his overdue instalment in 5 small parts: one credit.
+    until_late(c, loans, ["ana"])
+    due = loan_view(c.ledger, loans["ben"])["amount_due"]
+    part = due // 5 + 1
+    for _ in range(5):
+        c.do("ana", "group_cover", loan=loans["ben"], amount=part)
+    assert credit_score(c.ledger, c.addr("ana"))["components"]["group"] == 5
+    # The credit is capped: COVERS_CAP.
+    assert scoring.group_points({"fellow_defaults": 0, "covers": 99}) == scoring.COVERS_CAP
+    assert scoring.group_points({"fellow_defaults": 99, "covers": 0}) == \
+        scoring.FELLOW_DEFAULTS_CAP
+    assert conserved(c)
+
+
+def test_covering_a_defaulted_loan_is_a_recovery_and_the_surplus_comes_back():
+    c = chain()
+    off = offer(c)
+    g = form(c, ("ana", "ben", "cai"))
+    ben = borrow(c, g, "ben", off)
+    to_default(c, ben)
+    claim = loan_view(c.ledger, ben)["payoff"]
+    cai0 = c.balance("cai")
+    r = c.block(c.tx("cai", "group_cover", loan=ben, amount=claim + 7_000))
+    assert r.receipts[0].ok, r.receipts[0].error
+    assert c.balance("cai") == cai0 - claim - r.receipts[0].fee
+    assert loan_view(c.ledger, ben)["status"] == "settled"
+    v = view(c, g)
+    assert v["covered_amount"] == claim and not v["in_arrears"]
+    ben_row = [m for m in v["members"] if m["address"] == c.addr("ben")][0]
+    assert ben_row["owed_within_group"] == {c.addr("cai"): claim}
+    # Settling the claim cleared an overdue instalment's worth: Cai earns the credit, and
+    # still carries Ben's default.
+    assert credit_score(c.ledger, c.addr("cai"))["components"]["group"] == -20 + 5
+    assert conserved(c)
+
+
+def test_non_group_borrowers_scores_have_no_group_component():
+    c = chain()
+    off = offer(c)
+    app = c.do("ana", "apply", amount=50_000, **APPLY).id
+    c.do("lender", "fund", application=app, offer=off, accept=[])
+    assert "group" not in credit_score(c.ledger, c.addr("ana"))["components"]
+
+
+def test_notices_in_a_transaction_wait_for_the_groups_tick():
+    """A loan's late event that arrives inside a transaction (its tick did not run) is
+    queued: the group's tick passes it in, with the chain's gas, not the transaction's."""
+    c = chain()
+    off = offer(c)
+    g = form(c, ("ana", "ben", "cai"))
+    ben = borrow(c, g, "ben", off)
+    rec = c.ledger.state.groups.get(g)
+    groups.on_loan_event(c.ledger, ben, "instalment_late", [1, 0, 0])
+    assert c.ledger.state.groups.get(g)["pending"] == {ben: {"late": 1, "instalment": 1,
+                                                             "defaulted": 0}}
+    assert c.ledger.state.wakes.get(g) == c.time and rec
+    r = c.advance(1)
+    assert [e["values"][:3] for e in events(c, r, "member_late")] == [
+        [c.addr("ben").encode(), ben.encode(), 1]]
+    assert c.ledger.state.groups.get(g)["pending"] == {}
+
+
+# --- conservation, with covers ------------------------------------------------------------
+
+OPS = st.lists(st.tuples(st.sampled_from(["advance", "cover", "repay", "cover_due"]),
+                         st.integers(0, 2), st.integers(0, 2), st.integers(1, 60_000)),
+               min_size=1, max_size=25)
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(OPS)
+def test_money_is_conserved_and_the_record_adds_up_with_covers(ops):
+    names = ("ana", "ben", "cai")
+    c = chain(names=names)
+    off = offer(c)
+    g = form(c, names)
+    loans = {n: borrow(c, g, n, off, 60_000) for n in names}
+    for op, i, j, amount in ops:
+        who, whose = names[i], names[j]
+        if op == "advance":
+            c.advance(amount * 60)
+            continue
+        v = loan_view(c.ledger, loans[whose])
+        if op == "cover_due":
+            amount = v["amount_due"] or amount
+        kind = "repay" if op == "repay" else "group_cover"
+        r = c.try_do(who, kind, loan=loans[whose], amount=amount)
+        closed = v["status"] in ("repaid", "settled")
+        if kind == "group_cover":
+            assert r.ok == (who != whose and not closed), r.error
+        assert conserved(c)
+    gv = view(c, g)
+    owed = sum(sum(m["owed_within_group"].values()) for m in gv["members"])
+    given_ = sum(m["covered_amount_given"] for m in gv["members"])
+    received = sum(m["covered_amount_received"] for m in gv["members"])
+    assert owed == given_ == received == gv["covered_amount"]
+    assert gv["covers"] == sum(m["covers_given"] for m in gv["members"])
+    assert c.ledger.balance(g) == 0           # a cover only passes through the group
+    assert gv["in_arrears"] == any(
+        loan_view(c.ledger, ln)["days_past_due"] > 0
+        or loan_view(c.ledger, ln)["status"] in ("defaulted", "written_off")
+        for ln in loans.values())
+
+
+def test_gas_of_the_group_agreement(monkeypatch):
+    """What each of the agreement's methods burns, the largest case of each: the budgets
+    (groups.INIT_GAS, GROUP_GAS) are about twice these."""
+    from lendnet.ledger import ledger as ledger_mod
+    burned: dict[str, int] = {}
+    real = ledger_mod.execute
+
+    def measured(program, host, args, gas):
+        out = real(program, host, args, gas)
+        if host._addr in c.ledger.state.groups:
+            method = args[0].decode()
+            burned[method] = max(burned.get(method, 0), out.gas_used)
+        return out
+
+    monkeypatch.setattr(ledger_mod, "execute", measured)
+    ten = tuple(f"m{i}" for i in range(10))
+    c = chain(names=ten)
+    off = offer(c)
+    g = form(c, ten)
+    loans = {n: borrow(c, g, n, off) for n in ten[:3]}
+    until_late(c, loans, ten[1:3])
+    c.do("m1", "group_cover", loan=loans["m0"], amount=loan_view(c.ledger, loans["m0"])[
+        "amount_due"])
+    to_default(c, loans["m0"], loans, ten[1:3])
+    print(burned)
+    assert set(burned) == {"init", "join", "loan", "cover", "covered", "late", "default",
+                           "tick"}
+    assert burned["init"] * 2 <= groups.INIT_GAS + 1_000
+    assert max(v for k, v in burned.items() if k != "init") * 2 <= groups.GROUP_GAS
+    assert Program.load(group_code()) and execute
