@@ -17,6 +17,7 @@ ALERTS = {"instalment_due": "instalment coming due", "instalment_late": "instalm
           "written_off": "loan WRITTEN OFF", "write_off_reason": "write-off reason",
           "restructured": "loan restructured",
           # a group's notices about a member's loan (ledger/groups.py), to every member
+          "member_due": "group member's instalment coming due",
           "member_late": "group member's instalment LATE",
           "member_defaulted": "group member DEFAULTED",
           "member_covered": "group member's loan covered", "group_loan": "group loan made"}

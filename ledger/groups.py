@@ -12,8 +12,8 @@ group answers for its members:
 - any fellow member may cover a member's loan (group_cover): the money passes through
   the group agreement, which records who covered whom, to the loan, whose repay runs
   with the coverer as payer (any surplus comes back to the coverer);
-- the group agreement is told of every late instalment ("member_late") and default
-  ("member_defaulted") of its members' group loans;
+- the group agreement is told of its members' group loans' instalments coming due
+  ("member_due"), late ("member_late") and defaults ("member_defaulted");
 - the group's record feeds every member's score: a fellow member's default costs each
   other member points, covering a fellow's overdue instalment earns a few (score.py).
 
@@ -53,20 +53,20 @@ MAX_SAVINGS_BPS = 5_000
 FORMING_DAYS = 30
 # Gas for the group agreement's runs (VM gas, storage included; measured by
 # tests/test_groups.py::test_gas_of_the_group_agreement, the largest case of each): init
-# of 10 members 23,569 (its storage: each member's address and index); join 611; loan
+# of 10 members 23,573 (its storage: each member's address and index); join 611; loan
 # 1,791 (a member's first); cover 166; covered 2,754 (the first cover between two
-# members: seven new counters); late 689; default 709; tick 19. Each budget is about twice
-# the most measured. A transaction reserves its whole budget in the block.
+# members: seven new counters); late 689; default 709; due 98; tick 19. Each budget is
+# about twice the most measured. A transaction reserves its whole budget in the block.
 INIT_GAS = 50_000
 GROUP_GAS = 6_000
 # A group's loan statuses that no longer count against it: nothing is owed.
 CLOSED = ("repaid", "settled")
 CLAIM_OPEN = ("defaulted", "written_off")
-NOTICE_EVENTS = ("instalment_late", "defaulted")
+NOTICE_EVENTS = ("instalment_due", "instalment_late", "defaulted")
 # The group agreement's events about one member's loan, and where the loan is in their
 # values: the node streams them with the loans' own (lendnet watch).
-GROUP_LOAN_EVENTS = {"member_late": 1, "member_defaulted": 1, "member_covered": 2,
-                     "group_loan": 1}
+GROUP_LOAN_EVENTS = {"member_due": 1, "member_late": 1, "member_defaulted": 1,
+                     "member_covered": 2, "group_loan": 1}
 
 
 # --- reading the group ------------------------------------------------------------------
@@ -267,8 +267,9 @@ def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
 # --- notices from the members' loans ------------------------------------------------------
 
 def on_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
-    """A group loan fell late or defaulted: queue the notice for the group agreement and
-    wake the group (a duty) to pass it in."""
+    """A group loan's instalment comes due soon, fell late, or the loan defaulted: queue
+    the notice for the group agreement and wake the group (a duty) to pass it in. At
+    most one entry per loan: lates are counted, the latest due alert kept."""
     if name not in NOTICE_EVENTS:
         return
     group = loan_group(led, loan)
@@ -276,9 +277,11 @@ def on_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
         return
     rec = led.state.groups.get(group)
     pending = dict(rec["pending"])
-    n = pending.get(loan, {"late": 0, "instalment": 0, "defaulted": 0})
+    n = pending.get(loan, {"late": 0, "instalment": 0, "defaulted": 0, "due": None})
     if name == "instalment_late":
         n = {**n, "late": n["late"] + 1, "instalment": values[0]}
+    elif name == "instalment_due":                  # (instalment, owed, due time)
+        n = {**n, "due": list(values[:3])}
     else:
         n = {**n, "defaulted": 1}
     pending[loan] = n
@@ -300,6 +303,8 @@ def after_group_run(led: Ledger, group: str) -> None:
     for loan in sorted(rec["pending"]):
         n = rec["pending"][loan]
         member = led.state.loans.get(loan)["borrower"]
+        if n["due"] is not None:
+            _run(led, group, [b"due", member.encode(), loan.encode(), *n["due"]], "")
         if n["late"]:
             i = n["instalment"]
             owed = sum(_get(led, loan, instalment_key(row, i)) or 0

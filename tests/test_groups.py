@@ -135,6 +135,10 @@ def test_a_group_of_five_covers_a_member_twice_then_the_member_defaults():
     seen = until_late(c, loans, payers)
     late = [e for e in seen if e["name"] == "member_late"][0]
     assert late["contract"] == g
+    # It was told the instalment was coming due first (to every member, by the stream).
+    due = [e["values"] for e in seen if e["name"] == "member_due"
+           and e["values"][1] == eve.encode()]
+    assert due and due[0][2] == 1 and due[0][3] > 0
     assert late["values"][:3] == [c.addr("eve").encode(), eve.encode(), 1]
     assert late["values"][3] > 0                     # what the instalment owes
     assert view(c, g)["in_arrears"] and view(c, g)["lates"] == 1
@@ -474,7 +478,7 @@ def test_notices_in_a_transaction_wait_for_the_groups_tick():
     rec = c.ledger.state.groups.get(g)
     groups.on_loan_event(c.ledger, ben, "instalment_late", [1, 0, 0])
     assert c.ledger.state.groups.get(g)["pending"] == {ben: {"late": 1, "instalment": 1,
-                                                             "defaulted": 0}}
+                                                             "defaulted": 0, "due": None}}
     assert c.ledger.state.wakes.get(g) == c.time and rec
     r = c.advance(1)
     assert [e["values"][:3] for e in events(c, r, "member_late")] == [
@@ -550,7 +554,7 @@ def test_gas_of_the_group_agreement(monkeypatch):
     to_default(c, loans["m0"], loans, ten[1:3])
     print(burned)
     assert set(burned) == {"init", "join", "loan", "cover", "covered", "late", "default",
-                           "tick"}
+                           "due", "tick"}
     assert burned["init"] * 2 <= groups.INIT_GAS + 1_000
     assert max(v for k, v in burned.items() if k != "init") * 2 <= groups.GROUP_GAS
     assert Program.load(group_code()) and execute
