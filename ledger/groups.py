@@ -45,6 +45,10 @@ from . import keys
 from .ledger import Ledger
 from .tx import SignedTx, TxError
 
+# lending.py imports this module (its kinds, hooks and views are lending's), so what this
+# module needs of lending (_apply, loan_status, days_past_due, subject, REPAY_GAS) it
+# imports inside the functions that use it, once both modules are loaded.
+
 DAY = 86_400
 MIN_MEMBERS, MAX_MEMBERS = 3, 10
 MAX_SAVINGS_BPS = 5_000
