@@ -118,54 +118,75 @@ def b_register(wallet_name, profile, docs, authorise, docs_out, **send):
                   profile_hash=hashlib.sha256(profile.encode()).digest(), docs_hash=h, **send)
 
 
+# `borrower apply`'s options (the loan asked for, the borrower's limits, documents): one
+# definition, shared with `group apply` (cli/group.py).
+_APPLY_OPTIONS = [
+    click.option("--amount", type=AMOUNT, required=True, help="In LND, e.g. 1000.00"),
+    click.option("--term", type=click.IntRange(1, 520), required=True, help="Instalments."),
+    click.option("--period", type=click.Choice(list(PERIODS_PER_YEAR)), default="monthly",
+                 show_default=True),
+    click.option("--method", type=click.Choice(list(METHOD_CODES)), default="annuity",
+                 show_default=True),
+    click.option("--product", type=click.Choice(txm.PRODUCTS), default="consumer",
+                 show_default=True),
+    click.option("--grace", type=click.IntRange(0, 12), default=0, show_default=True),
+    click.option("--purpose", default="loan", show_default=True),
+    click.option("--max-rate-bps", type=click.IntRange(0, txm.MAX_RATE_BPS),
+                 default=APPLY_DEFAULTS["max_rate_bps"], show_default=True,
+                 help="Refuse any loan above this yearly rate (basis points; 3600 = 36 %, "
+                      "the common consumer-credit cap)."),
+    click.option("--max-late-fee-bps", type=click.IntRange(0, 10_000),
+                 default=APPLY_DEFAULTS["max_late_fee_bps"], show_default=True,
+                 help="Refuse a late fee above this share of a late instalment (500 = 5 %)."),
+    click.option("--min-default-days", type=click.IntRange(1, 365),
+                 default=APPLY_DEFAULTS["min_default_days"], show_default=True,
+                 help="Refuse terms that default (and take the collateral) sooner than this "
+                      "many days after a missed due date (90: the usual banking "
+                      "definition)."),
+    click.option("--max-penalty-bps", type=click.IntRange(0, txm.MAX_RATE_BPS),
+                 default=APPLY_DEFAULTS["max_penalty_bps"], show_default=True,
+                 help="Refuse penalty interest on overdue principal above this yearly rate."),
+    click.option("--max-origination-fee-bps",
+                 type=click.IntRange(0, txm.MAX_ORIGINATION_FEE_BPS),
+                 default=APPLY_DEFAULTS["max_origination_fee_bps"], show_default=True,
+                 help="Refuse an origination fee (taken out of the money you receive) above "
+                      "this share of the principal (200 = 2 %)."),
+]
+_APPLY_FIELDS = ("amount", "term", "period", "method", "product", "grace", "purpose",
+                 *APPLY_DEFAULTS)
+
+
+def apply_options(f):
+    """Decorate a command with `borrower apply`'s options."""
+    f = docs_options(f)
+    for opt in reversed(_APPLY_OPTIONS):
+        f = opt(f)
+    return f
+
+
+def apply_fields(kp, opts: dict) -> tuple[dict, dict]:
+    """Split a command's options into an application's fields (its documents sealed,
+    their hash in docs_hash) and the rest (the sending options)."""
+    rest = dict(opts)
+    fields = {name: rest.pop(name) for name in _APPLY_FIELDS}
+    docs, authorise, keep = rest.pop("docs"), rest.pop("authorise"), rest.pop("docs_out")
+    fields["docs_hash"] = seal_docs(docs, authorise, rest["node_url"], keep, kp)
+    return fields, rest
+
+
 @borrower.command("apply")
 @wallet_option
-@click.option("--amount", type=AMOUNT, required=True, help="In LND, e.g. 1000.00")
-@click.option("--term", type=click.IntRange(1, 520), required=True, help="Instalments.")
-@click.option("--period", type=click.Choice(list(PERIODS_PER_YEAR)), default="monthly",
-              show_default=True)
-@click.option("--method", type=click.Choice(list(METHOD_CODES)), default="annuity",
-              show_default=True)
-@click.option("--product", type=click.Choice(txm.PRODUCTS), default="consumer",
-              show_default=True)
-@click.option("--grace", type=click.IntRange(0, 12), default=0, show_default=True)
-@click.option("--purpose", default="loan", show_default=True)
-@click.option("--max-rate-bps", type=click.IntRange(0, txm.MAX_RATE_BPS),
-              default=APPLY_DEFAULTS["max_rate_bps"], show_default=True,
-              help="Refuse any loan above this yearly rate (basis points; 3600 = 36 %, "
-                   "the common consumer-credit cap).")
-@click.option("--max-late-fee-bps", type=click.IntRange(0, 10_000),
-              default=APPLY_DEFAULTS["max_late_fee_bps"], show_default=True,
-              help="Refuse a late fee above this share of a late instalment (500 = 5 %).")
-@click.option("--min-default-days", type=click.IntRange(1, 365),
-              default=APPLY_DEFAULTS["min_default_days"], show_default=True,
-              help="Refuse terms that default (and take the collateral) sooner than this "
-                   "many days after a missed due date (90: the usual banking definition).")
-@click.option("--max-penalty-bps", type=click.IntRange(0, txm.MAX_RATE_BPS),
-              default=APPLY_DEFAULTS["max_penalty_bps"], show_default=True,
-              help="Refuse penalty interest on overdue principal above this yearly rate.")
-@click.option("--max-origination-fee-bps",
-              type=click.IntRange(0, txm.MAX_ORIGINATION_FEE_BPS),
-              default=APPLY_DEFAULTS["max_origination_fee_bps"], show_default=True,
-              help="Refuse an origination fee (taken out of the money you receive) above "
-                   "this share of the principal (200 = 2 %).")
-@docs_options
+@apply_options
 @send_options
-def b_apply(wallet_name, amount, term, period, method, product, grace, purpose,
-            max_rate_bps, max_late_fee_bps, min_default_days, max_penalty_bps,
-            max_origination_fee_bps, docs, authorise, docs_out, **send):
+def b_apply(wallet_name, **opts):
     """Apply for a loan; its id is the transaction hash.
 
     The limits are part of what you sign: no lender can fund this application on terms
     outside them, and the ledger refuses a funding that tries. Check an offer against
     them first with `lendnet borrower quote`."""
     kp = unlock(wallet_name)
-    h = seal_docs(docs, authorise, send["node_url"], docs_out, kp)
-    sign_and_send(kp, "apply", amount=amount, term=term, period=period,
-                  method=method, product=product, grace=grace, purpose=purpose, docs_hash=h,
-                  max_rate_bps=max_rate_bps, max_late_fee_bps=max_late_fee_bps,
-                  min_default_days=min_default_days, max_penalty_bps=max_penalty_bps,
-                  max_origination_fee_bps=max_origination_fee_bps, **send)
+    fields, send = apply_fields(kp, opts)
+    sign_and_send(kp, "apply", **fields, **send)
 
 
 def _why_unfit(offer: dict, app: dict, score: int) -> str:

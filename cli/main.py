@@ -8,6 +8,7 @@ from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
 from .faucet import faucet
+from .group import group
 from .lending import appraiser, borrower, lender, registrar
 from .loan import loan
 from .network import genesis, testnet
@@ -40,6 +41,7 @@ main.add_command(borrower)
 main.add_command(lender)
 main.add_command(sale)
 main.add_command(savings)
+main.add_command(group)
 main.add_command(registrar)
 main.add_command(appraiser)
 main.add_command(multisig)

@@ -15,7 +15,12 @@ ALERTS = {"instalment_due": "instalment coming due", "instalment_late": "instalm
           "repaid": "loan repaid", "disbursed": "loan disbursed", "payment": "payment",
           "recovery": "recovery after default", "settled": "loan settled after default",
           "written_off": "loan WRITTEN OFF", "write_off_reason": "write-off reason",
-          "restructured": "loan restructured"}
+          "restructured": "loan restructured",
+          # a group's notices about a member's loan (ledger/groups.py), to every member
+          "member_due": "group member's instalment coming due",
+          "member_late": "group member's instalment LATE",
+          "member_defaulted": "group member DEFAULTED",
+          "member_covered": "group member's loan covered", "group_loan": "group loan made"}
 
 
 @click.command("watch")
@@ -29,7 +34,9 @@ ALERTS = {"instalment_due": "instalment coming due", "instalment_late": "instalm
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 def watch(wallet_name, address, count, timeout_s, node_url, as_json):
     """Follow the loans where this wallet is borrower or lender and print instalments
-    coming due, late, and defaulted (and payments) as the chain commits them."""
+    coming due, late, and defaulted (and payments) as the chain commits them; and, for a
+    member of a borrowers' group, its fellow members' late instalments, defaults and
+    covers."""
     if address is None:
         if wallet_name is None:
             raise click.UsageError("give --wallet or --address")
@@ -48,7 +55,17 @@ async def _follow(api, address: str, count, timeout_s, as_json) -> None:
     deadline = loop.time() + timeout_s if timeout_s else None
     seen = 0
 
-    async def role(loan: str) -> str | None:
+    groups: dict[str, str] = {}                   # group -> "group member" or ""
+
+    async def role(ev: dict) -> str | None:
+        group = ev.get("group")
+        if group is not None:
+            if group not in groups:
+                g = await loop.run_in_executor(None, api.get, f"/v1/groups/{group}")
+                groups[group] = ("group member" if any(m["address"] == address
+                                                       for m in g["members"]) else "")
+            return groups[group] or None
+        loan = ev["loan"]
         if loan not in mine:
             ln = await loop.run_in_executor(None, api.get, f"/v1/loans/{loan}")
             mine[loan] = ("borrower" if ln["borrower"] == address else
@@ -68,7 +85,7 @@ async def _follow(api, address: str, count, timeout_s, as_json) -> None:
                 if msg.type != aiohttp.WSMsgType.TEXT:
                     raise click.ClickException("the node closed the event stream")
                 ev = json.loads(msg.data)
-                who = await role(ev["loan"])
+                who = await role(ev)
                 if who is None or ev["event"] not in ALERTS:
                     continue
                 seen += 1

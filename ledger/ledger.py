@@ -190,6 +190,12 @@ class Ledger:
         st.settle()
         return led
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is running (else the block's wake-ups are): work whose
+        gas the transaction's limit did not reserve waits for a wake-up."""
+        return self._tx_id is not None
+
     # --- accounts and money -----------------------------------------------------------
 
     def account(self, addr: str) -> tuple[int, int]:

@@ -19,11 +19,11 @@ from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_CODES,
                                           PERIOD_NAMES, ReadOnlyHost, call_readonly,
-                                          instalments, loan_code, loan_storage, pool_code,
-                                          schedule)
+                                          group_code, instalments, loan_code, loan_storage,
+                                          pool_code, savings_code, schedule)
 from lendnet.contracts.vm import ContractError, Program
 
-from . import apr, keys, pools, savings, score as scoring, settlement
+from . import apr, groups, keys, pools, savings, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_ACCEPTED, MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
@@ -151,7 +151,8 @@ def credit_score(led: Ledger, addr: str) -> dict:
     else:
         reg = led.state.borrowers.get(addr)
         age_from = reg and reg["since"]
-    out = scoring.score(h, bound is not None, age_from, led.time)
+    out = scoring.score(h, bound is not None, age_from, led.time,
+                        groups.group_credit(led, addr, key))
     out["identity"] = ({"status": "attested", "identity": bound["identity"],
                         "registrar": bound["registrar"], "attested_at": bound["at"]}
                        if bound else {"status": "thin_file"})
@@ -308,6 +309,8 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
     fee = origination_fee(principal, offer)
     if fee:
         led.move(app["borrower"], lender, fee)
+    # A group application: refused while the group is in arrears, else the group's record.
+    groups.after_originate(led, app_id, app, loan)
 
 
 def _fund(led: Ledger, tx: SignedTx, b: dict) -> None:
@@ -545,6 +548,7 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
         observe_loan_event(led, contract, name, values)
         if name == "settled":         # the whole claim recovered: what is unsold returns
             release_liens(led, contract)
+        groups.on_loan_event(led, contract, name, values)
     elif contract in led.state.pools:
         pools.observe(led, contract, name, values)
 
@@ -562,6 +566,8 @@ def _after_run(led: Ledger, address: str) -> None:
     if rec is not None:
         for step in AFTER_LOAN_RUN:
             step(led, address, rec)
+    elif address in led.state.groups:
+        groups.after_group_run(led, address)
 
 
 def observe_loan_event(led: Ledger, loan: str, name: str, values: list) -> None:
@@ -851,6 +857,7 @@ HANDLERS: dict[str, Handler] = {
     "pledge": _pledge,
     **settlement.HANDLERS,
     **savings.HANDLERS,
+    **groups.HANDLERS,
     "attest_identity": _attest_identity,
     "appraise": _appraise,
 }
@@ -895,19 +902,21 @@ def params(led: Ledger) -> dict:
     return led.state.meta.get("lending")
 
 
+# The agreements genesis stores on the ledger by hash, each under meta "<name>_code": the
+# code every loan, pool, group and savings product runs, for anyone to read and audit.
+AGREEMENTS = {"loan": loan_code, "pool": pool_code, "group": group_code,
+              "savings": savings_code}
+
+
 def _genesis(led: Ledger, lending_params: dict) -> None:
-    """Store the standard loan agreement's bytecode by hash, for every loan to run, and
-    the genesis's lending parameters."""
-    code = loan_code()
-    code_hash = Program.load(code).code_hash.hex()
-    led.state.code.put(code_hash, code)
-    led.state.meta.put("loan_code", code_hash)
-    code = pool_code()
-    code_hash = Program.load(code).code_hash.hex()
-    led.state.code.put(code_hash, code)
-    led.state.meta.put("pool_code", code_hash)
+    """Store the standard agreements' bytecode by hash, and the genesis's lending
+    parameters."""
+    for name, code_of in AGREEMENTS.items():
+        code = code_of()
+        code_hash = Program.load(code).code_hash.hex()
+        led.state.code.put(code_hash, code)
+        led.state.meta.put(f"{name}_code", code_hash)
     led.state.meta.put("lending", lending_params)
-    savings.genesis(led)
 
 
 def _check_call(led: Ledger, address: str) -> None:
@@ -918,6 +927,9 @@ def _check_call(led: Ledger, address: str) -> None:
     if address in led.state.pools:
         raise TxError("pool contracts are driven by fund_share, withdraw_application and "
                       "chain time")
+    if address in led.state.groups:
+        raise TxError("group contracts are driven by group_join, group_cover, the "
+                      "group's loans and chain time")
 
 
 def escrowed(led: Ledger) -> int:
@@ -944,15 +956,18 @@ GAS: dict[str, tuple[int, int]] = {
     "register_collateral": (2_000, 0), "pledge": (2_000, 0), "appraise": (2_000, 0),
     **settlement.GAS,
     **savings.GAS,
+    **groups.gas(REPAY_GAS),
     "attest_identity": (3_000, 0),
 }
 
 
 def _is_loan(led: Ledger, address: str) -> bool:
-    """A loan's deadlines (instalments due, late fees, default, lien release) and a
-    pool's (expiry, splitting what its loan paid it) are the chain's duties: they run
-    before anything users send (Rules.duty)."""
-    return address in led.state.loans or address in led.state.pools
+    """A loan's deadlines (instalments due, late fees, default, lien release), a
+    pool's (expiry, splitting what its loan paid it) and passing a group its members'
+    loans' notices (ledger/groups.py) are the chain's duties: they run before anything
+    users send (Rules.duty)."""
+    st = led.state
+    return address in st.loans or address in st.pools or address in st.groups
 
 
 RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),

@@ -30,8 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lendnet.contracts.agreements import ReadOnlyHost, call_readonly, savings_code
-from lendnet.contracts.vm import Program
+from lendnet.contracts.agreements import ReadOnlyHost, call_readonly
 
 from . import keys, settlement
 from .ledger import Ledger
@@ -346,14 +345,6 @@ def _draw(led: Ledger, loan: str, key: str, rows: list, p: dict, claim: int) -> 
 
 
 # --- what the ledger is given -----------------------------------------------------------------
-
-def genesis(led: Ledger) -> None:
-    """Store the savings agreement's bytecode by hash, for every product to run."""
-    code = savings_code()
-    code_hash = Program.load(code).code_hash.hex()
-    led.state.code.put(code_hash, code)
-    led.state.meta.put("savings_code", code_hash)
-
 
 def is_savings(led: Ledger, address: str) -> bool:
     return address in led.state.savings

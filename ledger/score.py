@@ -56,6 +56,17 @@ CONCURRENT_BINS = ((2, -40), (3, -80), (4, -120))                       # active
 DEFAULT_POINTS, SETTLED_DEFAULT_POINTS, DEFAULTS_CAP = -200, -100, -400
 RESTRUCTURED_POINTS, RESTRUCTURED_CAP = -15, -45
 REPAID_LOAN_POINTS, REPAID_LOANS_CAP = 20, 80
+# A borrower's groups (joint liability, ledger/groups.py): each default of a fellow member
+# costs every other member points, and clearing a fellow's overdue instalment with a
+# cover earns a few; both capped, so a group's record moves a score by at most -60 / +15.
+FELLOW_DEFAULT_POINTS, FELLOW_DEFAULTS_CAP = -20, -60
+COVER_POINTS, COVERS_CAP = 5, 15
+
+
+def group_points(g: dict) -> int:
+    """The points a group record ({fellow_defaults, covers}) adds to its members' scores."""
+    return (max(FELLOW_DEFAULTS_CAP, FELLOW_DEFAULT_POINTS * g["fellow_defaults"])
+            + min(COVERS_CAP, COVER_POINTS * g["covers"]))
 
 
 def _binned(value: int, bins) -> int:
@@ -111,11 +122,15 @@ def components(h: dict, age_from: int | None, now: int) -> dict[str, int]:
     }
 
 
-def score(h: dict, attested: bool, age_from: int | None, now: int) -> dict:
+def score(h: dict, attested: bool, age_from: int | None, now: int,
+          group: dict | None = None) -> dict:
     """The score of a history at chain time `now`. `attested`: whether the history is an
     attested identity's (else a thin file); `age_from`: when the identity was first
-    attested (or the address registered), for the age factor."""
+    attested (or the address registered), for the age factor; `group`: its groups'
+    record, if it was ever in one (the "group" component, absent otherwise)."""
     parts = components(h, age_from, now)
+    if group is not None:
+        parts["group"] = group_points(group)
     if attested:
         total = max(FLOOR, min(SCORE_MAX, SCORE_BASE + sum(parts.values())))
         # The factors that cost points, worst first; ties broken by name.

@@ -171,7 +171,8 @@ class State:
     TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
               "loans", "assets", "code", "contracts", "storage", "multisigs",
               "history", "wakes", "sales", "identities", "bureau", "savings",
-              "savings_pledges", "savings_accounts", "pools")
+              "savings_pledges", "savings_accounts", "pools", "groups",
+              "group_members", "group_credit")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -196,8 +197,11 @@ class State:
     savings_pledges: Table   # application id (or loan) -> the savings pledged to it
     savings_accounts: Table  # (product, owner) -> its active pledges, what to unlock
     pools: Table          # pool agreement address -> its shared funding (ledger/pools.py)
+    groups: Table         # group -> its index record (ledger/groups.py)
+    group_members: Table  # address -> the group it joined
+    group_credit: Table   # subject -> what its groups' record adds to its score
 
-    LISTED = ("offers", "applications", "loans", "sales")       # the API pages through these
+    LISTED = ("offers", "applications", "loans", "sales", "groups")   # the API pages these
 
     def __init__(self, on_wake: Callable[[Any, Any], None] | None = None) -> None:
         self.journal: list = []

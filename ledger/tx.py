@@ -235,6 +235,11 @@ KINDS: dict[str, dict] = {
     "savings_deposit": {"product": _address, "amount": AMOUNT},
     "savings_withdraw": {"product": _address, "amount": AMOUNT},
     "savings_pledge": {"product": _address, "to": _loan_target, "amount": AMOUNT},
+    # Group (joint-liability) loans (ledger/groups.py): 3 to 10 members, the sender one.
+    "group_create": {"name": _text(64), "members": _list_of(_address, 3, 10),
+                     "savings_bps": _int_in(0, 5_000)},
+    "group_join": {"group": _address},
+    "group_cover": {"loan": _address, "amount": AMOUNT},
     "create_multisig": {"threshold": _int_in(1, MAX_SIGS),
                         "members": _list_of(_bytes_len(32), 1, MAX_SIGS)},
     "deploy": {"code": _code, "args": _list_of(_arg, 0, 15, unique=False),
@@ -242,6 +247,9 @@ KINDS: dict[str, dict] = {
     "call": {"contract": _address, "args": _list_of(_arg, 0, 15, unique=False),
              "amount": _int_in(0, MAX_AMOUNT), "gas": _int_in(1, MAX_CALL_GAS)},
 }
+
+# A member's application through its group: exactly an apply, plus the group.
+KINDS["group_apply"] = {"group": _address, **KINDS["apply"]}
 
 # gas_price: what the sender pays a unit of gas, in 1/1000 minor units (ledger/fees.py);
 # the ledger and the mempool refuse one under the chain's minimum.
@@ -257,7 +265,7 @@ def _check_cross_fields(kind, b):
         scores = [t[0] for t in b["tiers"]]
         if scores != sorted(set(scores)):
             return "tiers must be in rising min_score order with no repeats"
-    elif kind == "apply":
+    elif kind in ("apply", "group_apply"):
         if b["term"] > MAX_TERM[b["period"]]:
             return f"term must be at most {MAX_TERM[b['period']]} {b['period']} periods"
     elif kind == "fund":

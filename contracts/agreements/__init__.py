@@ -69,6 +69,12 @@ def savings_code() -> bytes:
     return assemble(source("savings"))
 
 
+@functools.cache
+def group_code() -> bytes:
+    """The joint-liability group agreement (group.lasm), one instance per group."""
+    return assemble(source("group"))
+
+
 class ReadOnlyHost:
     """Host for a read-only call: storage may be read, nothing may change; events are
     collected. Used for quotes (schedule, payoff) that the agreement computes itself."""

@@ -14,7 +14,7 @@ import re
 
 from aiohttp import web
 from lendnet.consensus import messages as M
-from lendnet.ledger import codec, keys, lending, pools, portfolio, savings
+from lendnet.ledger import codec, groups, keys, lending, pools, portfolio, savings
 from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 
@@ -86,7 +86,7 @@ INT_MAX = (1 << 63) - 1
 # The key of each table a listing or a record reads: a loan, a borrower and a lender are
 # addresses; an offer, an application and a sale are ids (64 hex digits).
 KEY_IS_ADDRESS = {"loan": True, "borrower": True, "lender": True, "offer": False,
-                  "application": False, "sale": False}
+                  "application": False, "sale": False, "group": True}
 
 
 def _key_ok(what: str, key: str) -> bool:
@@ -283,6 +283,8 @@ def build_app(daemon) -> web.Application:
                 return _error(400, _key_shape(what))
             if what == "loan":
                 got = lending.loan_view(node.ledger, key)
+            elif what == "group":
+                got = groups.group_view(node.ledger, key)
             else:
                 got = getattr(node.ledger.state, table).get(key)
                 if what == "offer" and got is not None:
@@ -345,12 +347,41 @@ def build_app(daemon) -> web.Application:
                 after, limit, lambda rec: all(rec.get(f) == v for f, v in want.items()),
                 LIST_SCAN)
             view = {"loan": lambda key, rec: lending.loan_view(node.ledger, key),
+                    "group": lambda key, rec: groups.group_view(node.ledger, key),
                     "offer": lambda key, rec: lending.offer_view(rec, node.ledger.time)}.get(
                         what, lambda key, rec: rec)
             out = [{what: key, **jsonable(view(key, rec))} for key, rec in rows]
             return web.json_response({"height": node.height, what + "s": out,
                                       "next": cursor})
         return handler
+
+    list_groups = _listing("groups", "group", {"leader": _addr})
+
+    async def get_groups(request: web.Request):
+        """GET /v1/groups: groups in address order (by leader), or ?member=ADDR: the
+        group that address joined (one at most), as a page of one."""
+        member = request.query.get("member")
+        if member is None:
+            return await list_groups(request)
+        if not keys.is_address(member):
+            return _error(400, "member: an address is 'ln' and 40 lowercase hex digits")
+        q = {k: v for k, v in request.query.items() if k != "member"}
+        unknown = set(q) - {"leader", "after", "limit"}
+        if unknown:
+            return _error(400, f"unknown filters {sorted(unknown)}; use leader, member, "
+                               f"after and limit")
+        try:
+            _int(q.get("limit", "100"), 1, LIST_MAX)
+            leader = _addr(q["leader"]) if "leader" in q else None
+            after = _addr(q["after"]) if "after" in q else None
+        except ValueError as e:
+            return _error(400, str(e))
+        g = node.ledger.state.group_members.get(member)
+        view = g and groups.group_view(node.ledger, g)
+        keep = (view is not None and (leader is None or view["leader"] == leader)
+                and (after is None or g > after))
+        return web.json_response({"height": node.height, "next": None,
+                                  "groups": [jsonable(view)] if keep else []})
 
     async def get_asset(request: web.Request):
         name = request.match_info["id"]
@@ -545,6 +576,8 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/savings/{product}", get_savings_product)
     r.add_get("/v1/savings/{product}/{owner}", get_savings_account)
     r.add_get("/v1/pools/{application}", get_pool)
+    r.add_get("/v1/groups", get_groups)
+    r.add_get("/v1/groups/{id}", _record("groups", "group"))
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
@@ -638,6 +671,7 @@ RECORD_LINKS = {
     "application": {"loan": ("get_loan", "id"), "borrower": ("get_borrower", "id")},
     "offer": {"lender": ("get_lender", "id")},
     "sale": {"loan": ("get_loan", "id"), "asset": ("get_asset", "id")},
+    "group": {"leader": ("get_borrower", "id")},
 }
 
 
@@ -856,6 +890,17 @@ OPENAPI = {
                 available={"type": "integer"},
                 pledges={"type": "array", "items": {"type": "object"}}))},
             {"400": BAD, "404": NOT_FOUND})},
+        "/v1/groups/{id}": _record_op(
+            "group", "A borrowers' group (joint liability): its status (forming, active, "
+            "lapsed), savings_bps, its record kept by the group agreement (members, loans, "
+            "covers given and received, what each member owes the fellows who covered it, "
+            "lates, defaults), each member's current group loan with its days past due, "
+            "and whether the group is in arrears (and why)."),
+        "/v1/groups": _listing_op("group", "Borrowers' groups, by leader; or, with "
+                                           "member, the one group that address joined.", [
+            _query("leader", ADDRESS, "only the groups this address leads"),
+            _query("member", ADDRESS, "only the group this address joined (at most one; "
+                                      "the page's next is then null)")]),
         "/v1/assets/{id}": {"get": _op(
             "get_asset", "A collateral asset: owner, declared and appraised value (and by "
             "whom), lien. The '/' in its id may be sent as is or as %2F.",

@@ -23,6 +23,7 @@ from lendnet.consensus import messages as M
 from lendnet.consensus.effects import Committed, Evidence, Refused, ViewChange, ViewEntered
 from lendnet.consensus.replica import Diverged
 from lendnet.ledger import codec
+from lendnet.ledger.groups import GROUP_LOAN_EVENTS
 from lendnet.ledger import tx as txm
 from lendnet.node.core.node import Genesis, Node
 from lendnet.node.core.shell import Shell, carry_out
@@ -419,6 +420,13 @@ class Daemon(Shell):
             if ev["contract"] in node.ledger.state.loans:   # instalment_due, _late, defaulted...
                 self._publish({"type": "loan", "event": ev["name"], "loan": ev["contract"],
                                "height": ev["height"], "time": ev["time"], "tx": ev["tx"],
+                               "values": jsonable(ev["values"])})
+            elif (ev["name"] in GROUP_LOAN_EVENTS          # a group's notice about a
+                  and ev["contract"] in node.ledger.state.groups):   # member's loan
+                loan = ev["values"][GROUP_LOAN_EVENTS[ev["name"]]].decode()
+                self._publish({"type": "loan", "event": ev["name"], "loan": loan,
+                               "group": ev["contract"], "height": ev["height"],
+                               "time": ev["time"], "tx": ev["tx"],
                                "values": jsonable(ev["values"])})
 
     def _publish(self, event: dict) -> None:
