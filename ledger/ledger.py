@@ -439,6 +439,12 @@ class Ledger:
         self._block_fees += paid              # into FEES_ADDRESS once, at the block's end
         return Receipt(tx.id, error is None, error, gas, True, paid)
 
+    @property
+    def in_transaction(self) -> bool:
+        """Whether a transaction is applying now (its gas limit was reserved before it
+        ran), rather than the chain's own work between transactions (wake-ups)."""
+        return self._tx_id is not None
+
     # --- contracts --------------------------------------------------------------------
 
     def run_contract(self, address: str, args: list, caller: str, value: int,

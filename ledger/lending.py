@@ -19,10 +19,11 @@ from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_CODES,
                                           PERIOD_NAMES, ReadOnlyHost, call_readonly,
-                                          instalments, loan_code, loan_storage, schedule)
+                                          guarantee_code, instalments, loan_code,
+                                          loan_storage, schedule)
 from lendnet.contracts.vm import ContractError, Program
 
-from . import apr, keys, score as scoring, settlement
+from . import apr, guarantees, keys, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_ACCEPTED, MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
@@ -238,9 +239,12 @@ def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None) -> 
         raise TxError(f"offer has only {offer['available']} available")
     need = -(-app["amount"] * offer["collateral_bps"] // 10_000)
     pledged = sum(c["value"] for c in collateral_cover(led, app, accepted))
-    if pledged < need:
+    # Guarantees held behind the application count at face value, like cash.
+    guaranteed = guarantees.cover(led, app)
+    if pledged + guaranteed < need:
         raise TxError(f"collateral pledged is worth {pledged} (appraised"
-                      f"{' or accepted' if accepted is not None else ''} values only), "
+                      f"{' or accepted' if accepted is not None else ''} values only)"
+                      f"{f' and guarantees {guaranteed}' if guaranteed else ''}, "
                       f"the offer needs {need}")
     return tier
 
@@ -269,6 +273,7 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
                         "offer": offer_id, "application": app_id, "created": led.time,
                         "principal": app["amount"], "collateral": app["collateral"],
                         "cover": collateral_cover(led, app, accepted),
+                        "guarantees": guarantees.on_funded(led, app, loan),
                         "origination_fee": origination_fee(principal, offer)})
     st.offers.put(offer_id, {**offer, "available": offer["available"] - principal})
     st.applications.put(app_id, {**app, "status": "funded", "loan": loan})
@@ -468,6 +473,10 @@ def _pledged_to(led: Ledger, holder: str) -> list:
 def release_liens(led: Ledger, holder: str) -> None:
     if holder in led.state.loans:
         settlement.cancel_sales(led, holder)
+        # (a closed loan's guarantees go back in guarantees.after_loan_run, once the
+        # agreement that called this has finished its run)
+    else:
+        guarantees.release_application(led, holder)
     for asset_id in _pledged_to(led, holder):
         asset = led.state.assets.get(asset_id)
         if asset["lien"] == holder:
@@ -518,7 +527,7 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
 # looks at the loan's state and does nothing when there is nothing to do): the products
 # that pay a defaulted loan's claim before its collateral is sold, and the split among a
 # shared loan's lenders of what its agreement paid them. Each is (led, loan, record).
-AFTER_LOAN_RUN: tuple = ()
+AFTER_LOAN_RUN: tuple = (guarantees.after_loan_run,)
 
 
 def _after_run(led: Ledger, address: str) -> None:
@@ -719,7 +728,8 @@ def loan_view(led: Ledger, loan: str) -> dict | None:
                            else sum(r["owed"] for r in current)),
             "next_due": {"n": nxt["n"], "due": nxt["due"], "amount": nxt["owed"]}
             if nxt else None,
-            "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan)}
+            "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan),
+            "guarantees": guarantees.listing(led, rec)}
 
 
 # The representative example an offer's view shows for each tier: a 12-month annuity of
@@ -813,6 +823,7 @@ HANDLERS: dict[str, Handler] = {
     "register_collateral": _register_collateral,
     "pledge": _pledge,
     **settlement.HANDLERS,
+    **guarantees.HANDLERS,
     "attest_identity": _attest_identity,
     "appraise": _appraise,
 }
@@ -864,12 +875,19 @@ def _genesis(led: Ledger, lending_params: dict) -> None:
     code_hash = Program.load(code).code_hash.hex()
     led.state.code.put(code_hash, code)
     led.state.meta.put("loan_code", code_hash)
+    code = guarantee_code()
+    code_hash = Program.load(code).code_hash.hex()
+    led.state.code.put(code_hash, code)
+    led.state.meta.put("guarantee_code", code_hash)
     led.state.meta.put("lending", lending_params)
 
 
 def _check_call(led: Ledger, address: str) -> None:
     if address in led.state.loans:
         raise TxError("loan contracts are driven by repay transactions and chain time")
+    if address in led.state.guarantees:
+        raise TxError("guarantee agreements are driven by guarantee transactions and by "
+                      "the loan they back")
 
 
 def escrowed(led: Ledger) -> int:
@@ -886,13 +904,16 @@ def escrowed(led: Ledger) -> int:
 GAS: dict[str, tuple[int, int]] = {
     "register_borrower": (2_000, 0), "register_lender": (2_000, 0),
     "publish_offer": (3_000, 0), "withdraw_offer": (2_000, 0),
-    "apply": (2_000, 0), "withdraw_application": (2_000, 0),
+    # withdrawing returns the application's guarantees: up to MAX_GUARANTEES releases
+    "apply": (2_000, 0),
+    "withdraw_application": (2_000, guarantees.MAX_GUARANTEES * guarantees.RELEASE_GAS),
     "fund": (5_000, FUND_GAS), "accept_offer": (5_000, FUND_GAS),
     "repay": (2_000, REPAY_GAS), "prepay": (2_000, REPAY_GAS),
     "write_off": (2_000, REPAY_GAS), "propose_restructure": (2_000, 0),
     "accept_restructure": (3_000, FUND_GAS),
     "register_collateral": (2_000, 0), "pledge": (2_000, 0), "appraise": (2_000, 0),
     **settlement.GAS,
+    **guarantees.GAS,
     "attest_identity": (3_000, 0),
 }
 

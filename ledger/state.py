@@ -170,7 +170,7 @@ class State:
 
     TABLES = ("meta", "accounts", "borrowers", "lenders", "offers", "applications",
               "loans", "assets", "code", "contracts", "storage", "multisigs",
-              "history", "wakes", "sales", "identities", "bureau")
+              "history", "wakes", "sales", "identities", "bureau", "guarantees")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -191,8 +191,10 @@ class State:
     sales: Table
     identities: Table     # address -> the identity a registrar attested (ledger/lending.py)
     bureau: Table         # loan -> what the credit bureau tracks of it
+    guarantees: Table     # guarantee address -> its index record (ledger/guarantees.py)
 
-    LISTED = ("offers", "applications", "loans", "sales")       # the API pages through these
+    # the API pages through these
+    LISTED = ("offers", "applications", "loans", "sales", "guarantees")
 
     def __init__(self, on_wake: Callable[[Any, Any], None] | None = None) -> None:
         self.journal: list = []
