@@ -8,6 +8,7 @@ from .chaos import chaos
 from .cluster import cluster
 from .demo import demo
 from .faucet import faucet
+from .guarantor import guarantor
 from .lending import appraiser, borrower, lender, registrar
 from .loan import loan
 from .network import genesis, testnet
@@ -38,6 +39,7 @@ main.add_command(wallet)
 main.add_command(borrower)
 main.add_command(lender)
 main.add_command(sale)
+main.add_command(guarantor)
 main.add_command(registrar)
 main.add_command(appraiser)
 main.add_command(multisig)

@@ -53,9 +53,9 @@ STATUSES = tuple(s for s in GUARANTEE_STATUS.values() if s != "new")
 CLOSED = ("repaid", "settled")
 
 
-def address_of(tx: SignedTx) -> str:
-    """A guarantee's address: one per guarantee transaction."""
-    return keys.derive_address(b"guarantee", tx.hash)
+def address_of(tx_hash: bytes) -> str:
+    """A guarantee's address: one per guarantee transaction, from its hash."""
+    return keys.derive_address(b"guarantee", tx_hash)
 
 
 def _loan_status(led: Ledger, loan: str) -> str:
@@ -101,7 +101,7 @@ def _guarantee(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError(f"a guarantee must be at least {least(principal)} "
                       f"({MIN_GUARANTEE_BPS} bps of the principal {principal})")
     led.require_funds(tx.sender, amount)
-    addr = address_of(tx)
+    addr = address_of(tx.hash)
     led.create_contract(addr, led.state.meta.get("guarantee_code"), tx.sender)
     led.move(tx.sender, addr, amount)
     led.run_contract(addr, [b"init", tx.sender.encode(), to.encode()], tx.sender, amount,

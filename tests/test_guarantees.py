@@ -45,7 +45,7 @@ def application(c: Chain, collateral_bps: int = 0, car: int | None = None) -> tu
 
 def pledge(c: Chain, who: str, to: str, amount: int) -> str:
     """`who` guarantees `to` with `amount`; returns the guarantee's address."""
-    return G.address_of(c.do(who, "guarantee", to=to, amount=amount))
+    return G.address_of(c.do(who, "guarantee", to=to, amount=amount).hash)
 
 
 def fund(c: Chain, offer: str, app: str) -> str:
@@ -493,3 +493,98 @@ def test_gas_of_each_method():
     print(used)
     assert max(used["init", 42], used["init", 64]) * 3 // 2 <= G.INIT_GAS
     assert used["draw"] * 3 <= G.DRAW_GAS and used["release"] * 3 <= G.RELEASE_GAS
+
+
+# --- the command line ---------------------------------------------------------------------
+
+def _cli(*args):
+    from click.testing import CliRunner
+
+    from lendnet.cli.main import main
+    return CliRunner().invoke(main, list(args))
+
+
+@pytest.fixture
+def wallet(tmp_path, monkeypatch):
+    monkeypatch.setenv("LENDNET_KDF", "fast")
+    monkeypatch.setenv("LENDNET_WALLETS", str(tmp_path / "wallets"))
+    monkeypatch.setenv("LENDNET_PASSPHRASE", "pass")
+    assert _cli("wallet", "create", "w").exit_code == 0
+    return tmp_path
+
+
+APP_ID = "ab" * 32
+GUARANTEE = "ln" + "cd" * 20
+
+
+@pytest.mark.parametrize("args,kind,fields", [
+    (("guarantor", "pledge", "--to", APP_ID, "--amount", "250.50"), "guarantee",
+     {"to": APP_ID, "amount": 25_050}),
+    (("guarantor", "pledge", "--to", GUARANTEE, "--amount", "3"), "guarantee",
+     {"to": GUARANTEE, "amount": 300}),
+    (("guarantor", "release", GUARANTEE), "release_guarantee", {"guarantee": GUARANTEE}),
+])
+def test_the_guarantor_commands_sign_their_transactions(wallet, args, kind, fields):
+    import json
+
+    from lendnet.ledger import tx as txm
+    out = wallet / "tx.json"
+    r = _cli(*args, "--wallet", "w", "--offline", "--nonce", "3", "--chain", "c", "--out",
+             str(out), "--json")
+    assert r.exit_code == 0, r.output
+    body = txm.parse(bytes.fromhex(json.loads(out.read_text())["tx"])).body
+    assert body["kind"] == kind and {k: body[k] for k in fields} == fields
+
+
+@pytest.mark.parametrize("args,why", [
+    (("guarantor", "pledge", "--to", "nope", "--amount", "1"), "application id"),
+    (("guarantor", "pledge", "--to", APP_ID, "--amount", "0"), "must be above zero"),
+    (("guarantor", "pledge", "--amount", "1"), "Missing option '--to'"),
+    (("guarantor", "release", "nope"), "must be an address"),
+])
+def test_the_guarantor_commands_say_what_is_wrong(wallet, args, why):
+    r = _cli(*args, "--wallet", "w", "--offline", "--nonce", "0", "--chain", "c", "--out",
+             str(wallet / "tx.json"))
+    assert r.exit_code == 2 and why in r.output and "Traceback" not in r.output, r.output
+
+
+def test_every_guarantor_command_has_help():
+    for cmd in ("pledge", "release", "list", "show"):
+        r = _cli("guarantor", cmd, "--help")
+        assert r.exit_code == 0 and "--json" in r.output, (cmd, r.output)
+    text = " ".join(_cli("guarantor", "pledge", "--help").output.split())
+    assert "before the collateral is sold" in text and "At most 4 guarantees" in text
+
+
+def test_list_and_show_read_the_node(monkeypatch):
+    """The commands against what the API serves (its views of a test chain)."""
+    import json
+
+    from lendnet.cli import guarantor as cli
+    from lendnet.node.daemon.api import jsonable
+    c = Chain(names=NAMES)
+    offer, app = application(c)
+    g = pledge(c, "bob", app, 30_000)
+    seen = []
+
+    def get(node_url, path):
+        seen.append(path)
+        return {"guarantee": g, **jsonable(G.view(c.ledger, path.rsplit("/", 1)[1]))}
+
+    def get_all(node_url, path, records):
+        seen.append(path)
+        return [{"guarantee": g, **jsonable(G.view(c.ledger, g))}]
+
+    monkeypatch.setattr(cli, "get", get)
+    monkeypatch.setattr(cli, "get_all", get_all)
+    r = _cli("guarantor", "show", g, "--node", "http://x", "--json")
+    assert r.exit_code == 0 and json.loads(r.output)["status"] == "held"
+    r = _cli("guarantor", "show", g, "--node", "http://x")
+    assert "holds 300.00" in r.output and c.addr("bob") in r.output
+    r = _cli("guarantor", "list", "--to", app, "--status", "held", "--node", "http://x",
+             "--json")
+    assert json.loads(r.output)["guarantees"][0]["guarantee"] == g
+    assert seen[-1] == f"/v1/guarantees?to={app}&status=held"
+    loan = fund(c, offer, app)
+    r = _cli("guarantor", "list", "--node", "http://x")
+    assert r.exit_code == 0 and "held" in r.output and loan[:10] in r.output
