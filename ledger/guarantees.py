@@ -206,6 +206,13 @@ def _next_held(led: Ledger, loan: str) -> str | None:
     return None
 
 
+def undrawn(led: Ledger, loan: str) -> bool:
+    """Whether the loan has a guarantee still held. A later step that pays a defaulted
+    loan's claim (pledged savings) waits while this is true: guarantees pay first."""
+    rec = led.state.loans.get(loan)
+    return bool(rec and rec.get("guarantees")) and _next_held(led, loan) is not None
+
+
 def after_loan_run(led: Ledger, loan: str, rec: dict) -> None:
     """lending.AFTER_LOAN_RUN's first step. A loan in default draws its guarantees, in the
     order pledged, until its claim is paid; a closed loan returns those still held. An

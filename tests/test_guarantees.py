@@ -402,8 +402,9 @@ def test_a_default_inside_a_transaction_draws_in_the_next_blocks_duties():
             at=due + OFFER_TERMS["default_days"] * DAY + 1)
     assert loan_view(led, loan)["status"] == "defaulted"
     assert record(c, g)["status"] == "held" and led.state.wakes.get(loan) == c.time
+    assert G.undrawn(led, loan)             # what a later step (savings) waits for
     c.advance(60)
-    assert record(c, g)["status"] == "drawn"
+    assert record(c, g)["status"] == "drawn" and not G.undrawn(led, loan)
     assert loan_view(led, loan)["status"] == "settled"
     assert conserved(c)
 
@@ -588,3 +589,34 @@ def test_list_and_show_read_the_node(monkeypatch):
     loan = fund(c, offer, app)
     r = _cli("guarantor", "list", "--node", "http://x")
     assert r.exit_code == 0 and "held" in r.output and loan[:10] in r.output
+
+
+def test_the_explorers_loan_page_shows_the_guarantees():
+    import asyncio
+    import types
+
+    from aiohttp import web
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from lendnet.ledger import portfolio
+    from lendnet.node.daemon import explorer
+    c = Chain(names=NAMES)
+    offer, app = application(c)
+    pledge(c, "bob", app, 150_000)
+    loan = fund(c, offer, app)
+    default(c, loan)
+    node = types.SimpleNamespace(ledger=c.ledger, height=c.ledger.height)
+    daemon = types.SimpleNamespace(node=node, subscribers=set(),
+                                   genesis=types.SimpleNamespace(chain_id="test"))
+
+    async def page() -> str:
+        site = web.Application()
+        explorer.routes(site, daemon, portfolio.Books())
+        async with TestClient(TestServer(site)) as client:
+            r = await client.get(f"/loan/{loan}")
+            assert r.status == 200
+            return await r.text()
+
+    text = asyncio.run(page())
+    row = text[text.index("<h2>Guarantees</h2>"):text.index("<h2>Events</h2>")]
+    assert "1,500.00" in row and "drawn" in row and c.addr("bob")[:12] in row
