@@ -414,14 +414,23 @@ def test_a_default_inside_a_transaction_draws_in_the_next_blocks_duties():
 @settings(max_examples=100, deadline=None,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 @given(pledges=st.lists(st.integers(5_000, 150_000), min_size=0, max_size=4),
-       paid=st.integers(0, 60_000), repay=st.booleans(), car=st.sampled_from([None, 40_000]))
+       paid=st.integers(0, 60_000), repay=st.booleans(), car=st.sampled_from([None, 40_000]),
+       taken_back=st.integers(0, 4), after=st.integers(0, 4))
 def test_money_is_conserved_and_a_guarantor_loses_exactly_what_the_claim_took(
-        pledges, paid, repay, car):
+        pledges, paid, repay, car, taken_back, after):
+    """Some guarantors take theirs back before funding (and pledge again), the last
+    `after` pledge to the loan once it is funded; whatever happens, each loses exactly
+    min(pledge, the claim its turn found left), and only by a draw."""
     c = Chain(names=NAMES)
     offer, app = application(c, car=car)
     who = ("bob", "carol", "dave", "erin")
-    gs = [pledge(c, w, app, a) for w, a in zip(who, pledges)]
+    early = max(0, len(pledges) - after)
+    for w, a in list(zip(who, pledges))[:taken_back]:
+        c.do(w, "release_guarantee", guarantee=pledge(c, w, app, a))
+    gs = [pledge(c, w, app, a) for w, a in list(zip(who, pledges))[:early]]
     loan = fund(c, offer, app)
+    gs += [pledge(c, w, loan, a) for w, a in list(zip(who, pledges))[early:]]
+    consistent(c)
     if paid:                                    # a part prepaid: a smaller claim
         c.do("alice", "repay", loan=loan, amount=paid)
     start = {w: c.balance(w) for w in who}
@@ -443,7 +452,27 @@ def test_money_is_conserved_and_a_guarantor_loses_exactly_what_the_claim_took(
                                                        else "defaulted")
     for g in gs:
         assert record(c, g)["status"] in ("drawn", "released")
+    consistent(c)
     assert conserved(c)
+
+
+def consistent(c: Chain) -> None:
+    """Each guarantee's agreement holds its amount while held and nothing after; what it
+    paid out is its amount, to the loan (drawn) and the guarantor (refunded); the loan
+    records every draw; at most MAX_GUARANTEES are held behind anything."""
+    st_ = c.ledger.state
+    for addr, g in st_.guarantees.rows.items():
+        held = g["status"] == "held"
+        assert c.ledger.balance(addr) == (g["amount"] if held else 0)
+        if g["status"] == "drawn":
+            assert g["drawn"] + g["refunded"] == g["amount"]
+            assert {"guarantee": addr, "guarantor": g["guarantor"], "amount": g["drawn"],
+                    "time": g["closed"]} in st_.loans.get(g["loan"])["guarantee_draws"]
+        elif g["status"] == "released":
+            assert g["refunded"] == g["amount"] and g["drawn"] is None
+    for table in (st_.applications, st_.loans):
+        for rec in table.rows.values():
+            assert len(rec.get("guarantees", [])) <= G.MAX_GUARANTEES
 
 
 # --- gas ----------------------------------------------------------------------------------
