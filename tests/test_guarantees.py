@@ -649,3 +649,53 @@ def test_the_explorers_loan_page_shows_the_guarantees():
     text = asyncio.run(page())
     row = text[text.index("<h2>Guarantees</h2>"):text.index("<h2>Events</h2>")]
     assert "1,500.00" in row and "drawn" in row and c.addr("bob")[:12] in row
+
+
+class _Node:
+    """A node's API over a test chain: what `sign_and_send` talks to."""
+
+    def __init__(self, c: Chain):
+        self.c, self.url, self.receipts = c, "http://test", {}
+
+    def status(self):
+        return {"chain_id": self.c.ledger.chain_id}
+
+    def account(self, address):
+        bal, nonce = self.c.ledger.account(address)
+        return {"balance": bal, "nonce": nonce}
+
+    def submit(self, raw):
+        from lendnet.ledger import tx as txm
+        t = txm.parse(raw)
+        self.receipts[t.id] = self.c.block(t, strict=False).receipts[0]
+        return t.id
+
+    def wait_committed(self, h, timeout):
+        r = self.receipts[h]
+        return {"hash": h, "status": "committed" if r.ok else "failed",
+                "height": self.c.ledger.height, "fee": r.fee, "error": r.error}
+
+
+def test_pledge_and_release_through_the_command_line(wallet, monkeypatch):
+    import json
+
+    from lendnet.cli import common
+    from lendnet.cli.keystore import info
+    c = Chain(names=NAMES)
+    _, app = application(c)
+    me = info("w")["address"]
+    c.do("bob", "transfer", to=me, amount=1_000_000)
+    monkeypatch.setattr(common, "client", lambda url: _Node(c))
+    r = _cli("guarantor", "pledge", "--wallet", "w", "--to", app, "--amount", "500",
+             "--node", "http://test", "--json")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    g = out["guarantee"]
+    assert out["status"] == "committed" and record(c, g)["guarantor"] == me
+    assert c.ledger.balance(g) == 50_000
+    r = _cli("guarantor", "pledge", "--wallet", "w", "--to", app, "--amount", "1",
+             "--node", "http://test")
+    assert r.exit_code == 1 and "a guarantee must be at least 5000" in r.output
+    r = _cli("guarantor", "release", g, "--wallet", "w", "--node", "http://test")
+    assert r.exit_code == 0 and "release_guarantee committed" in r.output, r.output
+    assert record(c, g)["status"] == "released" and c.ledger.balance(g) == 0
