@@ -277,6 +277,17 @@ def test_a_fifth_guarantee_is_refused():
     assert not r.ok and "already has 4 guarantees: at most 4" in r.error
 
 
+def test_a_funded_loan_keeps_its_applications_four_and_takes_no_fifth():
+    c = Chain(names=NAMES)
+    offer, app = application(c)
+    for who in ("bob", "carol", "dave", "erin"):
+        pledge(c, who, app, 10_000)
+    loan = fund(c, offer, app)
+    assert len(c.ledger.state.loans.get(loan)["guarantees"]) == 4
+    r = c.try_do("mallory", "guarantee", to=loan, amount=10_000)
+    assert not r.ok and "already has 4 guarantees: at most 4" in r.error
+
+
 def test_dust_cannot_fill_the_slots():
     c = Chain(names=NAMES)
     _, app = application(c)
