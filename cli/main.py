@@ -9,6 +9,7 @@ from .cluster import cluster
 from .demo import demo
 from .faucet import faucet
 from .group import group
+from .guarantor import guarantor
 from .lending import appraiser, borrower, lender, registrar
 from .loan import loan
 from .network import genesis, testnet
@@ -42,6 +43,7 @@ main.add_command(lender)
 main.add_command(sale)
 main.add_command(savings)
 main.add_command(group)
+main.add_command(guarantor)
 main.add_command(registrar)
 main.add_command(appraiser)
 main.add_command(multisig)

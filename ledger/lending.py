@@ -19,11 +19,12 @@ from typing import Any
 
 from lendnet.contracts.agreements import (LOAN_KEY, LOAN_STATUS, METHOD_CODES, PERIOD_CODES,
                                           PERIOD_NAMES, ReadOnlyHost, call_readonly,
-                                          group_code, instalments, loan_code, loan_storage,
-                                          pool_code, savings_code, schedule)
+                                          group_code, guarantee_code, instalments,
+                                          loan_code, loan_storage, pool_code, savings_code,
+                                          schedule)
 from lendnet.contracts.vm import ContractError, Program
 
-from . import apr, groups, keys, pools, savings, score as scoring, settlement
+from . import apr, groups, guarantees, keys, pools, savings, score as scoring, settlement
 from .ledger import Handler, Ledger, Rules
 from .tx import MAX_ACCEPTED, MAX_RATE_BPS, MAX_TERM, SignedTx, TxError
 
@@ -249,9 +250,12 @@ def match(led: Ledger, app: dict, offer: dict, accepted: dict | None = None, *,
         return tier
     need = -(-app["amount"] * offer["collateral_bps"] // 10_000)
     pledged = sum(c["value"] for c in collateral_cover(led, app, accepted))
-    if pledged < need:
+    # Guarantees held behind the application count at face value, like cash.
+    guaranteed = guarantees.cover(led, app)
+    if pledged + guaranteed < need:
         raise TxError(f"collateral pledged is worth {pledged} (appraised"
-                      f"{' or accepted' if accepted is not None else ''} values only), "
+                      f"{' or accepted' if accepted is not None else ''} values only)"
+                      f"{f' and guarantees {guaranteed}' if guaranteed else ''}, "
                       f"the offer needs {need}")
     return tier
 
@@ -288,6 +292,7 @@ def _originate(led: Ledger, tx: SignedTx, app_id: str, offer_id: str,
                         "offer": offer_id, "application": app_id, "created": led.time,
                         "principal": app["amount"], "collateral": app["collateral"],
                         "cover": collateral_cover(led, app, accepted),
+                        "guarantees": guarantees.on_funded(led, app, loan),
                         "origination_fee": origination_fee(principal, offer),
                         **({"pool": pool} if pool else {})})
     if pool is None:
@@ -503,6 +508,10 @@ def _pledged_to(led: Ledger, holder: str) -> list:
 def release_liens(led: Ledger, holder: str) -> None:
     if holder in led.state.loans:
         settlement.cancel_sales(led, holder)
+        # (a closed loan's guarantees go back in guarantees.after_loan_run, once the
+        # agreement that called this has finished its run)
+    else:
+        guarantees.release_application(led, holder)
     savings.release_pledges(led, holder)
     for asset_id in _pledged_to(led, holder):
         asset = led.state.assets.get(asset_id)
@@ -558,7 +567,8 @@ def _on_contract_event(led: Ledger, contract: str, name: str, values: list) -> N
 # that pay a defaulted loan's claim before its collateral is sold, and the split among a
 # shared loan's lenders of what its agreement paid them. Each is (led, loan, record).
 # Savings pledges are drawn after the guarantees (a default they pay in full draws none).
-AFTER_LOAN_RUN: tuple = (savings.draw_pledges, pools.after_loan_run)
+AFTER_LOAN_RUN: tuple = (guarantees.after_loan_run, savings.draw_pledges,
+                         pools.after_loan_run)
 
 
 def _after_run(led: Ledger, address: str) -> None:
@@ -761,7 +771,8 @@ def loan_view(led: Ledger, loan: str) -> dict | None:
                            else sum(r["owed"] for r in current)),
             "next_due": {"n": nxt["n"], "due": nxt["due"], "amount": nxt["owed"]}
             if nxt else None,
-            "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan)}
+            "principal_outstanding": t["out"], "payoff": loan_payoff(led, loan),
+            "guarantees": guarantees.listing(led, rec)}
 
 
 # The representative example an offer's view shows for each tier: a 12-month annuity of
@@ -858,6 +869,7 @@ HANDLERS: dict[str, Handler] = {
     **settlement.HANDLERS,
     **savings.HANDLERS,
     **groups.HANDLERS,
+    **guarantees.HANDLERS,
     "attest_identity": _attest_identity,
     "appraise": _appraise,
 }
@@ -905,7 +917,7 @@ def params(led: Ledger) -> dict:
 # The agreements genesis stores on the ledger by hash, each under meta "<name>_code": the
 # code every loan, pool, group and savings product runs, for anyone to read and audit.
 AGREEMENTS = {"loan": loan_code, "pool": pool_code, "group": group_code,
-              "savings": savings_code}
+              "savings": savings_code, "guarantee": guarantee_code}
 
 
 def _genesis(led: Ledger, lending_params: dict) -> None:
@@ -930,6 +942,9 @@ def _check_call(led: Ledger, address: str) -> None:
     if address in led.state.groups:
         raise TxError("group contracts are driven by group_join, group_cover, the "
                       "group's loans and chain time")
+    if address in led.state.guarantees:
+        raise TxError("guarantee agreements are driven by guarantee transactions and by "
+                      "the loan they back")
 
 
 def escrowed(led: Ledger) -> int:
@@ -946,8 +961,11 @@ def escrowed(led: Ledger) -> int:
 GAS: dict[str, tuple[int, int]] = {
     "register_borrower": (2_000, 0), "register_lender": (2_000, 0),
     "publish_offer": (3_000, 0), "withdraw_offer": (2_000, 0),
-    # withdrawing an application refunds its pool's slices, if a pool is filling it
-    "apply": (2_000, 0), "withdraw_application": (2_000, pools.POOL_GAS),
+    # withdrawing an application refunds its pool's slices, if a pool is filling it, and
+    # returns its guarantees (up to MAX_GUARANTEES releases)
+    "apply": (2_000, 0),
+    "withdraw_application": (2_000, pools.POOL_GAS
+                             + guarantees.MAX_GUARANTEES * guarantees.RELEASE_GAS),
     "fund": (5_000, FUND_GAS), "accept_offer": (5_000, FUND_GAS),
     **pools.gas(FUND_GAS),
     "repay": (2_000, REPAY_GAS), "prepay": (2_000, REPAY_GAS),
@@ -957,6 +975,7 @@ GAS: dict[str, tuple[int, int]] = {
     **settlement.GAS,
     **savings.GAS,
     **groups.gas(REPAY_GAS),
+    **guarantees.GAS,
     "attest_identity": (3_000, 0),
 }
 

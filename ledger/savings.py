@@ -322,7 +322,7 @@ def draw_pledges(led: Ledger, loan: str, rec: dict) -> None:
             return
         if status not in settlement.CLAIM_OPEN:
             return
-        if led._tx_id is not None:
+        if led.in_transaction:
             # Inside a transaction (a repayment that found the loan past its default
             # date): its gas limit has no room for the draws. The loan's duty draws
             # them in the next block (a defaulted loan's tick does nothing else).

@@ -172,7 +172,7 @@ class State:
               "loans", "assets", "code", "contracts", "storage", "multisigs",
               "history", "wakes", "sales", "identities", "bureau", "savings",
               "savings_pledges", "savings_accounts", "pools", "groups",
-              "group_members", "group_credit")
+              "group_members", "group_credit", "guarantees")
 
     # The tables are set by name in __init__ (setattr over TABLES); declared here so that
     # type checkers see them. Keep in step with TABLES.
@@ -201,7 +201,10 @@ class State:
     group_members: Table  # address -> the group it joined
     group_credit: Table   # subject -> what its groups' record adds to its score
 
-    LISTED = ("offers", "applications", "loans", "sales", "groups")   # the API pages these
+    guarantees: Table     # guarantee address -> its index record (ledger/guarantees.py)
+
+    # the API pages through these
+    LISTED = ("offers", "applications", "loans", "sales", "groups", "guarantees")
 
     def __init__(self, on_wake: Callable[[Any, Any], None] | None = None) -> None:
         self.journal: list = []

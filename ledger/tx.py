@@ -240,6 +240,10 @@ KINDS: dict[str, dict] = {
                      "savings_bps": _int_in(0, 5_000)},
     "group_join": {"group": _address},
     "group_cover": {"loan": _address, "amount": AMOUNT},
+    # A third party escrows `amount` behind an open application or an active loan
+    # (ledger/guarantees.py); release_guarantee takes it back while the application is open.
+    "guarantee": {"to": _loan_target, "amount": AMOUNT},
+    "release_guarantee": {"guarantee": _address},
     "create_multisig": {"threshold": _int_in(1, MAX_SIGS),
                         "members": _list_of(_bytes_len(32), 1, MAX_SIGS)},
     "deploy": {"code": _code, "args": _list_of(_arg, 0, 15, unique=False),

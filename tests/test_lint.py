@@ -33,7 +33,7 @@ def test_mypy_is_clean_over_the_core(tmp_path):
 
 
 # ledger/'s modules that are lending (the rest is the generic ledger they build on).
-LENDING = ("lending", "settlement", "portfolio", "apr", "savings", "pools", "groups")
+LENDING = ("lending", "settlement", "portfolio", "apr", "savings", "pools", "groups", "guarantees")
 
 
 def test_one_direction_between_ledger_and_lending():

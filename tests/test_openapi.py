@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from lendnet.ledger import keys
+from lendnet.ledger import guarantees, keys
 from lendnet.ledger import tx as txm
 from lendnet.node.daemon import home as H
 from lendnet.node.daemon.api import OPENAPI
@@ -111,6 +111,7 @@ def _seed(api: NodeClient) -> dict:
                  max_penalty_bps=0, max_origination_fee_bps=100)
     s.send(borrower, "register_collateral", asset="goats", description_hash=h32,
            value=10_000)
+    guarantee = s.send(lender, "guarantee", to=app, amount=10_000)
     s.send(lender, "fund", application=app, offer=offer, accept=[])
     loan = api.get(f"/v1/applications/{app}")["loan"]
     # a second application, filling in slices: a pool for GET /v1/pools (ledger/pools.py)
@@ -120,7 +121,8 @@ def _seed(api: NodeClient) -> dict:
                     min_default_days=60, max_penalty_bps=0, max_origination_fee_bps=100)
     s.send(lender, "fund_share", application=pooled, offer=offer, amount=5_000)
     return {"offer": offer, "application": app, "loan": loan,
-            "asset": f"{borrower.address}/goats", "pooled": pooled}
+            "asset": f"{borrower.address}/goats", "pooled": pooled,
+            "guarantee": guarantees.address_of(bytes.fromhex(guarantee))}
 
 
 @pytest.fixture(scope="module")
@@ -169,11 +171,18 @@ def test_the_seeded_records_match_the_description(node):
                          "get_quote"),
                         (f"/v1/pools/{ids['pooled']}", "get_pool"),
                         ("/v1/loans?limit=5", "list_loans"), ("/v1/portfolio", "get_portfolio"),
+                        (f"/v1/guarantees/{ids['guarantee']}", "get_guarantee"),
+                        (f"/v1/guarantees?to={ids['application']}", "list_guarantees"),
                         ("/v1/status", "get_status"), ("/v1/lending", "get_lending")):
         op = next(o for ops in OPENAPI["paths"].values() for o in ops.values()
                   if o["operationId"] == op_id)
         schema = op["responses"]["200"]["content"]["application/json"]["schema"]
         validate(api.get(path), schema, cls=OAS30Validator)
+    got = api.get(f"/v1/guarantees?loan={ids['loan']}")["guarantees"]
+    assert [(g["guarantee"], g["status"], g["held"]) for g in got] == [
+        (ids["guarantee"], "held", 10_000)]
+    assert api.get(f"/v1/loans/{ids['loan']}")["guarantees"][0]["guarantee"] == \
+        ids["guarantee"]
 
 
 def test_schemathesis_finds_nothing_against_a_real_node(node, tmp_path):

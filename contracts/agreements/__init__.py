@@ -75,6 +75,15 @@ def group_code() -> bytes:
     return assemble(source("group"))
 
 
+@functools.cache
+def guarantee_code() -> bytes:
+    """The guarantee agreement (guarantee.lasm): one instance per guarantee."""
+    return assemble(source("guarantee"))
+
+
+GUARANTEE_STATUS = {0: "new", 1: "held", 2: "drawn", 3: "released"}
+
+
 class ReadOnlyHost:
     """Host for a read-only call: storage may be read, nothing may change; events are
     collected. Used for quotes (schedule, payoff) that the agreement computes itself."""

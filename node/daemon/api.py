@@ -14,7 +14,7 @@ import re
 
 from aiohttp import web
 from lendnet.consensus import messages as M
-from lendnet.ledger import codec, groups, keys, lending, pools, portfolio, savings
+from lendnet.ledger import codec, groups, guarantees, keys, lending, pools, portfolio, savings
 from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 
@@ -86,7 +86,8 @@ INT_MAX = (1 << 63) - 1
 # The key of each table a listing or a record reads: a loan, a borrower and a lender are
 # addresses; an offer, an application and a sale are ids (64 hex digits).
 KEY_IS_ADDRESS = {"loan": True, "borrower": True, "lender": True, "offer": False,
-                  "application": False, "sale": False, "group": True}
+                  "application": False, "sale": False, "group": True,
+                  "guarantee": True}
 
 
 def _key_ok(what: str, key: str) -> bool:
@@ -113,6 +114,19 @@ def _bool(v: str) -> bool:
 def _status(v: str) -> str:
     if v not in ("open", "funded", "withdrawn"):
         raise ValueError("must be open, funded or withdrawn")
+    return v
+
+
+def _loan_target(v: str) -> str:
+    if txm._loan_target(v):
+        raise ValueError("an application id (64 lowercase hex digits) or a loan address "
+                         "('ln' and 40 lowercase hex digits)")
+    return v
+
+
+def _guarantee_status(v: str) -> str:
+    if v not in guarantees.STATUSES:
+        raise ValueError("must be " + ", ".join(guarantees.STATUSES))
     return v
 
 
@@ -285,6 +299,8 @@ def build_app(daemon) -> web.Application:
                 got = lending.loan_view(node.ledger, key)
             elif what == "group":
                 got = groups.group_view(node.ledger, key)
+            elif what == "guarantee":
+                got = guarantees.view(node.ledger, key)
             else:
                 got = getattr(node.ledger.state, table).get(key)
                 if what == "offer" and got is not None:
@@ -348,6 +364,7 @@ def build_app(daemon) -> web.Application:
                 LIST_SCAN)
             view = {"loan": lambda key, rec: lending.loan_view(node.ledger, key),
                     "group": lambda key, rec: groups.group_view(node.ledger, key),
+                    "guarantee": lambda key, rec: guarantees.view(node.ledger, key),
                     "offer": lambda key, rec: lending.offer_view(rec, node.ledger.time)}.get(
                         what, lambda key, rec: rec)
             out = [{what: key, **jsonable(view(key, rec))} for key, rec in rows]
@@ -578,6 +595,9 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/pools/{application}", get_pool)
     r.add_get("/v1/groups", get_groups)
     r.add_get("/v1/groups/{id}", _record("groups", "group"))
+    r.add_get("/v1/guarantees", _listing("guarantees", "guarantee", {
+        "to": _loan_target, "loan": _addr, "guarantor": _addr, "status": _guarantee_status}))
+    r.add_get("/v1/guarantees/{id}", _record("guarantees", "guarantee"))
     r.add_get("/v1/events", events)
     r.add_get("/metrics", get_metrics)
     r.add_get("/openapi.json", openapi)
@@ -672,6 +692,7 @@ RECORD_LINKS = {
     "offer": {"lender": ("get_lender", "id")},
     "sale": {"loan": ("get_loan", "id"), "asset": ("get_asset", "id")},
     "group": {"leader": ("get_borrower", "id")},
+    "guarantee": {"loan": ("get_loan", "id"), "borrower": ("get_borrower", "id")},
 }
 
 
@@ -814,6 +835,10 @@ OPENAPI = {
                 "links": {"get_application": _link("get_application",
                                                    id="$response.body#/application")}}},
             {"400": BAD, "404": NOT_FOUND})},
+        "/v1/guarantees/{id}": _record_op(
+            "guarantee", "A guarantee: guarantor, what it backs (`to`, the application and "
+            "the loan), amount, status (held, drawn, released), what was drawn into the "
+            "loan and refunded, and `held`, what its agreement holds now."),
         "/v1/quote": {"get": _op(
             "get_quote", "The tier, exact schedule, total cost and APR of an application "
             "on an offer if funded now; whether it is within the application's limits "
@@ -901,6 +926,16 @@ OPENAPI = {
             _query("leader", ADDRESS, "only the groups this address leads"),
             _query("member", ADDRESS, "only the group this address joined (at most one; "
                                       "the page's next is then null)")]),
+        "/v1/guarantees": _listing_op("guarantee", "Guarantees, by what they were pledged "
+                                                   "to, loan, guarantor and status.", [
+            _query("to", {"type": "string", "pattern": "^([0-9a-f]{64}|ln[0-9a-f]{40})$",
+                          "minLength": 42, "maxLength": 64},
+                   "only those pledged to this application id or loan address"),
+            _query("loan", ADDRESS, "only those backing this loan (pledged to it, or to "
+                                    "the application it funded)"),
+            _query("guarantor", ADDRESS, "only this guarantor's"),
+            _query("status", {"type": "string", "enum": list(guarantees.STATUSES)},
+                   "only those in this status")]),
         "/v1/assets/{id}": {"get": _op(
             "get_asset", "A collateral asset: owner, declared and appraised value (and by "
             "whom), lien. The '/' in its id may be sent as is or as %2F.",

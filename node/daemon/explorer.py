@@ -375,6 +375,12 @@ def routes(app: web.Application, daemon, books: portfolio.Books) -> None:
                   money(s["value"]), money(s["reserve"]), money(s["best"]),
                   link(f"/account/{s['bidder']}", short(s["bidder"])) if s["bidder"]
                   else "-", when(s["closes"]), s["status"]] for k, s in sales], "none")),
+            X.section("Guarantees", X.table(
+                ["guarantee", "guarantor", "amount", "status", "drawn", "refunded"],
+                [[short(g["guarantee"], 16), link(f"/account/{g['guarantor']}",
+                                                  short(g["guarantor"])),
+                  money(g["amount"]), g["status"], money(g["drawn"]), money(g["refunded"])]
+                 for g in v.get("guarantees") or []], "none")),
             X.section("Events", join_([h("<p>{}</p>", events_note()),
                                        events_table(events, "none seen")]))])
         return render(f"Loan {loan}", body)
