@@ -8,7 +8,9 @@ group answers for its members:
 
 - a group in arrears (any member's group loan past due, or defaulted with its claim
   unpaid) takes no new loans: group_apply, fund and accept_offer are refused, naming the
-  member and the loan;
+  member and the loan, and so is any loan (an individual one too) to one of its members;
+- a group loan is funded only with the group's compulsory savings (savings_bps of the
+  loan) pledged to the application (ledger/savings.py);
 - any fellow member may cover a member's loan (group_cover): the money passes through
   the group agreement, which records who covered whom, to the loan, whose repay runs
   with the coverer as payer (any surplus comes back to the coverer);
@@ -41,7 +43,7 @@ from typing import Any
 
 from lendnet.contracts.agreements import LOAN_KEY, instalment_key
 
-from . import keys
+from . import keys, savings
 from .ledger import Ledger
 from .tx import SignedTx, TxError
 
@@ -222,10 +224,21 @@ def _group_apply(led: Ledger, tx: SignedTx, b: dict) -> None:
 def after_originate(led: Ledger, app_id: str, app: dict, loan: str) -> None:
     """A loan was funded (fund or accept_offer): for a group application, refuse it while
     the group is in arrears, else tell the group agreement."""
+    # A member of a group in arrears takes no new loan, through the group or alone:
+    # joint liability would mean little if a member could borrow around it.
+    joined = group_of(led, app["borrower"])
+    if joined is not None:
+        _refuse_in_arrears(led, joined)
     group = app.get("group")
     if group is None:
         return
-    _refuse_in_arrears(led, group)
+    need = -(-app["amount"] * _group(led, group)["savings_bps"] // 10_000)
+    have = savings.pledged_to(led, app_id)
+    if have < need:
+        bps = _group(led, group)["savings_bps"]
+        raise TxError(f"the group requires compulsory savings of {bps} bps of the loan "
+                      f"pledged to the application: {need}, and {have} is pledged "
+                      f"(lendnet savings pledge)")
     _run(led, group, [b"loan", app["borrower"].encode(), loan.encode()], "")
 
 

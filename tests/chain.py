@@ -58,7 +58,7 @@ class Chain:
     def addr(self, name: str) -> str:
         return self.keys[name].address
 
-    def tx(self, name: str, kind: str, **fields) -> txm.SignedTx:
+    def tx(self, name: str, kind: str, /, **fields) -> txm.SignedTx:
         """A signed transaction from `name` with its next nonce (counted when built)."""
         kp = self.keys[name]
         body = txm.build(kp, CHAIN, kind, self.nonces[name], **fields)
@@ -74,13 +74,13 @@ class Chain:
                 self.paid[self._names[tx.sender]] += r.fee
         return result
 
-    def do(self, name: str, kind: str, **fields):
+    def do(self, name: str, kind: str, /, **fields):
         """Apply one transaction in its own block; return it (its id names what it made)."""
         t = self.tx(name, kind, **fields)
         self.block(t)
         return t
 
-    def try_do(self, name: str, kind: str, **fields):
+    def try_do(self, name: str, kind: str, /, **fields):
         """Apply one transaction that may fail; return its receipt."""
         t = self.tx(name, kind, **fields)
         r = self.block(t, strict=False).receipts[0]

@@ -55,7 +55,7 @@ def create(c: Chain, who: str, members, **kw):
     return r, keys.derive_address(b"group", t.hash)
 
 
-def form(c: Chain, names=FIVE, savings_bps: int = 1_000) -> str:
+def form(c: Chain, names=FIVE, savings_bps: int = 0) -> str:
     """Create a group led by names[0] and have every other member join: active."""
     r, group = create(c, names[0], names, savings_bps=savings_bps)
     assert r.ok, r.error
@@ -64,8 +64,24 @@ def form(c: Chain, names=FIVE, savings_bps: int = 1_000) -> str:
     return group
 
 
+def save_for(c: Chain, name: str, app: str) -> None:
+    """Pledge the group's compulsory savings to the application, from a savings product
+    the lender runs (made on first use)."""
+    rec = c.ledger.state.applications.get(app)
+    need = -(-rec["amount"] * c.ledger.state.groups.get(rec["group"])["savings_bps"] // 10_000)
+    if not need:
+        return
+    if not hasattr(c, "product"):
+        t = c.do("lender", "savings_product", name="group savings", rate_bps=300,
+                 reserve=100_000)
+        c.product = keys.derive_address(b"savings", t.hash)
+    c.do(name, "savings_deposit", product=c.product, amount=need)
+    c.do(name, "savings_pledge", product=c.product, to=app, amount=need)
+
+
 def borrow(c: Chain, group: str, name: str, off: str, amount: int = 100_000) -> str:
     app = c.do(name, "group_apply", group=group, amount=amount, **APPLY).id
+    save_for(c, name, app)
     c.do("lender", "fund", application=app, offer=off, accept=[])
     return c.ledger.state.applications.get(app)["loan"]
 
@@ -125,7 +141,7 @@ def to_default(c: Chain, loan: str, loans: dict | None = None, payers=()) -> lis
 def test_a_group_of_five_covers_a_member_twice_then_the_member_defaults():
     c = chain()
     off = offer(c)
-    g = form(c)
+    g = form(c, savings_bps=1_000)         # each loan needs 10 % of it saved and pledged
     assert view(c, g)["status"] == "active" and view(c, g)["savings_bps"] == 1_000
     loans = {n: borrow(c, g, n, off) for n in FIVE}
     before = {n: credit_score(c.ledger, c.addr(n))["score"] for n in FIVE}
@@ -180,6 +196,29 @@ def test_a_group_of_five_covers_a_member_twice_then_the_member_defaults():
     assert "in arrears" in err and c.addr("eve") in err and eve in err
     assert conserved(c)
     assert before
+
+
+def test_a_group_loan_needs_the_groups_compulsory_savings_pledged():
+    c = chain()
+    off = offer(c)
+    g = form(c, savings_bps=1_000)
+    app = c.do("ana", "group_apply", group=g, amount=100_000, **APPLY).id
+    why = refused(c, "lender", "fund", application=app, offer=off, accept=[])
+    assert "compulsory savings of 1000 bps" in why and "10000, and 0 is pledged" in why
+    save_for(c, "ana", app)
+    c.do("lender", "fund", application=app, offer=off, accept=[])
+    assert c.ledger.state.applications.get(app)["status"] == "funded"
+
+
+def test_a_member_of_a_group_in_arrears_cannot_borrow_alone_either():
+    c = chain()
+    off = offer(c)
+    g = form(c, savings_bps=0)
+    loans = {n: borrow(c, g, n, off) for n in FIVE[:2]}
+    until_late(c, loans, FIVE[:1])              # ben's loan falls past due
+    app = c.do("cai", "apply", amount=50_000, **APPLY).id
+    assert "is in arrears" in refused(c, "lender", "fund", application=app, offer=off,
+                                      accept=[])
 
 
 def test_fund_and_accept_offer_are_refused_while_the_group_is_in_arrears():

@@ -67,6 +67,14 @@ def test_a_group_through_the_command_line(env):
         js(env, "group", "join", g, "--wallet", name)
     app = js(env, "group", "apply", g, "--wallet", "ben", "--amount", "100", "--term", "4",
              "--period", "weekly", "--min-default-days", "30")["hash"]
+    # the group's compulsory savings: 10 % of the loan, saved and pledged before funding
+    product = js(env, "savings", "product", "--wallet", "lender", "--name", "group savings",
+                 "--rate-bps", "300", "--reserve", "10")["product"]
+    r = run(env, "lender", "fund", "--wallet", "lender", "--application", app, "--offer",
+            offer, ok=False)
+    assert r.exit_code == 1 and "compulsory savings of 1000 bps" in r.output, r.output
+    js(env, "savings", "deposit", product, "10", "--wallet", "ben")
+    js(env, "savings", "pledge", product, "--to", app, "--amount", "10", "--wallet", "ben")
     js(env, "lender", "fund", "--wallet", "lender", "--application", app, "--offer", offer)
     shown = js(env, "group", "show", g)
     ben = [m for m in shown["members"] if m["address"] == addr["ben"]][0]
