@@ -145,14 +145,15 @@ class TwinsRun(Simulation):
     """One scenario: the real nodes (twins included) on the simulator's network, no
     nemesis and no clients — the scenario is the fault — with empty blocks to decide."""
 
-    def __init__(self, space: Space, index: int, trace: bool = False):
+    def __init__(self, space: Space, index: int, trace: bool = False,
+                 quorum_override: int | None = None):
         self.space = space
         self.scenario_index = index
         self.rounds, lie = self.scenario = space.scenario(index)
         super().__init__(index % 2**32, validators=space.n, faults="none", txs=0,
                          liveness_ms=LIVENESS_MS, twins=tuple(range(space.doubled)),
                          leaders=tuple(r.leader for r in self.rounds), trace=trace,
-                         params=TWINS_PARAMS)
+                         params=TWINS_PARAMS, quorum_override=quorum_override)
         if lie:
             self.liars[space.n] = Byzantine(lie, self.genesis.chain_id, self.keys[0],
                                             self.rng, self.votes.record, 0)
@@ -215,8 +216,10 @@ class TwinsRun(Simulation):
                f"delivered)"
 
 
-def run_scenario(space: Space, index: int, trace: bool = False):
-    run = TwinsRun(space, index, trace)
+def run_scenario(space: Space, index: int, trace: bool = False,
+                 quorum_override: int | None = None):
+    """Run scenario `index` of `space` (with a test-only quorum, to convict a mutant)."""
+    run = TwinsRun(space, index, trace, quorum_override)
     return run, run.run()
 
 
