@@ -32,7 +32,7 @@ from typing import Any
 
 from lendnet.contracts.agreements import ReadOnlyHost, call_readonly
 
-from . import keys, settlement
+from . import guarantees, keys, settlement
 from .ledger import Ledger
 from .tx import SignedTx, TxError
 
@@ -328,6 +328,8 @@ def draw_pledges(led: Ledger, loan: str, rec: dict) -> None:
             # them in the next block (a defaulted loan's tick does nothing else).
             led.set_wake(loan, led.time)
             return
+        if guarantees.undrawn(led, loan):
+            return              # the guarantees pay first (lending.AFTER_LOAN_RUN's order)
         _draw(led, loan, key, rows, first, lending.loan_payoff(led, loan) or 0)
 
 
