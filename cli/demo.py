@@ -33,6 +33,7 @@ from lendnet.node.harness.cluster import Cluster, ClusterError
 from lendnet.node.daemon.home import DEV_FAUCET, FAST_CLOCK
 
 from .common import money, pct
+from .demo_group import print_group, run_group
 
 DAY = 86_400
 DEMO_PARAMS = {"time_scale": FAST_CLOCK, "empty_block_ms": 250}   # 1 s = 2 chain days
@@ -48,7 +49,7 @@ class Demo:
         self.say = say
         self.nonces: dict[str, int] = {}
 
-    def send(self, kp, kind: str, what: str, **fields) -> dict:
+    def send(self, kp, kind: str, what: str, /, **fields) -> dict:
         nonce = self.nonces.get(kp.address)
         if nonce is None:
             nonce = self.api.account(kp.address)["nonce"]
@@ -75,9 +76,15 @@ def _wallets(names: list[str]) -> dict[str, keys.Keypair]:
 @click.option("--nodes", type=click.IntRange(4, 7), default=4, show_default=True)
 @click.option("--keep", is_flag=True, help="Leave the cluster running afterwards.")
 @click.option("--json", "as_json", is_flag=True, help="Print the final state as JSON.")
-def demo(nodes, keep, as_json):
+@click.option("--group", "group_act", is_flag=True,
+              help="Run the second act instead: a group loan with compulsory savings, "
+                   "a missed instalment the group covers, and a loan shared by three "
+                   "lenders (docs/PRODUCTS.md).")
+def demo(nodes, keep, as_json, group_act):
     """Run a lender and two borrowers through a loan repaid in full and a loan that
-    defaults, on a fresh local cluster; check every node ends in the same state."""
+    defaults, on a fresh local cluster; check every node ends in the same state.
+    With --group, microfinance's own products instead: group loans, savings, and a
+    loan funded by several lenders."""
     caught: list[int] = []
 
     def interrupt(signum, frame):
@@ -88,7 +95,7 @@ def demo(nodes, keep, as_json):
 
     previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _demo(nodes, keep, as_json)
+        _demo(nodes, keep, as_json, group_act)
     except KeyboardInterrupt:
         caught.append(signal.SIGINT)                   # (in case it was raised otherwise)
         click.echo("interrupted: cluster stopped", err=True)
@@ -98,7 +105,7 @@ def demo(nodes, keep, as_json):
             signal.signal(sig, handler)
 
 
-def _demo(nodes, keep, as_json):
+def _demo(nodes, keep, as_json, group_act=False):
     t0 = time.monotonic()
     step = [0]
 
@@ -119,9 +126,10 @@ def _demo(nodes, keep, as_json):
             raise click.ClickException(f"cannot start the demo cluster: {e}")
         apis = [NodeClient(m.api, timeout=10) for m in members]
         say(f"{nodes} validators committing on " + ", ".join(m.api for m in members))
-        result = _run(Demo(apis[0], apis[0].status()["chain_id"], say), apis, say)
+        d = Demo(apis[0], apis[0].status()["chain_id"], say)
+        result = (run_group(d, apis, say, _wallets) if group_act else _run(d, apis, say))
         finished = True
-    except (ApiError, OSError, TimeoutError) as e:
+    except (ApiError, OSError, TimeoutError, txm.TxError) as e:
         raise click.ClickException(f"the demo failed: {e}")
     except KeyboardInterrupt:
         members = keep = None                          # stop it, and say so only once
@@ -139,7 +147,7 @@ def _demo(nodes, keep, as_json):
     if as_json:
         click.echo(json.dumps(result, indent=2))
     else:
-        _print(result)
+        (print_group if group_act else _print)(result)
     if not result["identical_on_all_nodes"]:
         raise SystemExit(1)
 
