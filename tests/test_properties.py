@@ -38,8 +38,13 @@ done:
 
 def chain() -> Chain:
     return Chain(dict(FUNDS), names=tuple(FUNDS))
-LENDER_KINDS = {"offer", "withdraw", "fund", "writeoff", "take"}
-BORROWER_KINDS = {"apply", "accept", "repay", "prepay", "collateral", "pledge"}
+LENDER_KINDS = {"offer", "withdraw", "fund", "writeoff", "take", "share"}
+BORROWER_KINDS = {"apply", "accept", "repay", "prepay", "collateral", "pledge", "deposit",
+                  "swithdraw", "spledge", "gapply", "cover", "join"}
+# The products of docs/PRODUCTS.md: savings, guarantees, shared funding, a group (alice,
+# bob and the registrar, who also lends: a second lender for pools).
+PRODUCT_KINDS = ["deposit", "swithdraw", "spledge", "guarantee", "grelease", "share",
+                 "share", "gapply", "cover"]
 
 # One action: (kind, actor index, a number that picks amounts and targets). The actor
 # index is overridden by the action's natural role four times in five, so workloads
@@ -47,14 +52,16 @@ BORROWER_KINDS = {"apply", "accept", "repay", "prepay", "collateral", "pledge"}
 actions = st.lists(st.tuples(
     st.sampled_from(["transfer", "offer", "apply", "fund", "accept", "repay", "repay",
                      "prepay", "advance", "withdraw", "collateral", "pledge", "loop", "broke",
-                     "appraise", "writeoff", "restructure", "bid", "settle", "take"]),
+                     "appraise", "writeoff", "restructure", "bid", "settle", "take",
+                     *PRODUCT_KINDS]),
     st.integers(0, 2), st.integers(0, 2**40)), min_size=8, max_size=30)
 
 # Every workload starts with both roles registered, one offer published, the loop
 # contract deployed and an asset for each borrower to pledge. (Sales of collateral are
 # rare here; tests/test_settlement.py's property drives them directly.)
 SETUP = [("register", 0, 1), ("register", 1, 0), ("register", 2, 0), ("offer", 0, 2_999_999),
-         ("deploy", 2, 0), ("collateral", 1, 0), ("collateral", 2, 5)]
+         ("deploy", 2, 0), ("collateral", 1, 0), ("collateral", 2, 5), ("registrar", 0, 0),
+         ("sproduct", 0, 0), ("group", 1, 0), ("join", 2, 0), ("join", 0, 1)]
 
 
 def _limits(n: int) -> dict:
@@ -73,6 +80,10 @@ def _offer_terms(n: int) -> dict:
 
 def _actor(kind, who, n):
     if kind == "appraise" and n % 5:
+        return REGISTRAR
+    if kind == "join" and n % 2:
+        return REGISTRAR
+    if kind == "share" and n % 3 == 0:
         return REGISTRAR
     if n % 5:
         if kind in LENDER_KINDS:
@@ -174,6 +185,44 @@ def run(chain: Chain, script, empty_at=frozenset()) -> list:
             else:
                 t = chain.tx(name, "settle_sale" if kind == "settle" else "take_collateral",
                              sale=sale)
+        elif kind == "registrar":        # the registrar also lends and borrows
+            commit(chain.tx(REGISTRAR, "register_lender", profile_hash=h32("r")), REGISTRAR)
+            t = chain.tx(REGISTRAR, "register_borrower", profile_hash=h32("r"),
+                         docs_hash=h32("d"))
+            name = REGISTRAR
+        elif kind == "sproduct":
+            t = chain.tx(name, "savings_product", name="s", rate_bps=500, reserve=2_000)
+        elif kind == "group":
+            t = chain.tx(name, "group_create", name="g", savings_bps=500,
+                         members=[chain.addr(x) for x in ("alice", "bob", REGISTRAR)])
+        elif kind == "join":
+            t = chain.tx(name, "group_join", group=pick(sorted(led.state.groups.rows)))
+        elif kind in ("deposit", "swithdraw", "spledge"):
+            product = pick(sorted(led.state.savings.rows))
+            if kind == "spledge":
+                t = chain.tx(name, "savings_pledge", product=product, to=pick(apps + loans),
+                             amount=n % 20_000 + 1)
+            else:
+                t = chain.tx(name, "savings_deposit" if kind == "deposit" else
+                             "savings_withdraw", product=product, amount=n % 50_000 + 1)
+        elif kind == "guarantee":
+            t = chain.tx(name, "guarantee", to=pick(apps + loans), amount=n % 100_000 + 1)
+        elif kind == "grelease":
+            t = chain.tx(name, "release_guarantee",
+                         guarantee=pick(sorted(led.state.guarantees.rows))
+                         if led.state.guarantees.rows else chain.addr(name))
+        elif kind == "share":
+            open_apps = [a for a in apps if led.state.applications.get(a)["status"] == "open"]
+            t = chain.tx(name, "fund_share", application=pick(open_apps or apps or ["0" * 64]),
+                         offer=pick(offers), amount=n % 80_000 + 1)
+        elif kind == "gapply":
+            t = chain.tx(name, "group_apply", group=pick(sorted(led.state.groups.rows)),
+                         amount=n % 150_000 + 1_000, purpose="g", term=n % 12 + 1,
+                         period=("monthly", "weekly")[n % 2], method="annuity",
+                         product="consumer", grace=0, docs_hash=h32("g"), **_limits(n))
+        elif kind == "cover":
+            t = chain.tx(name, "group_cover", loan=pick(loans) if loans else chain.addr(name),
+                         amount=n % 30_000 + 1)
         elif kind == "withdraw":
             t = chain.tx(name, "withdraw_offer", offer=pick(offers))
         elif kind == "collateral":
