@@ -244,6 +244,26 @@ def test_demo_runs_the_lifecycle_and_nodes_agree(tmp_path):
     assert res["scores"]["ana"] > res["scores"]["ben"]
 
 
+def test_demo_group_act_shows_a_group_loan_and_a_shared_loan(tmp_path):
+    started = time.monotonic()
+    r = subprocess.run([sys.executable, "-m", "lendnet.cli", "demo", "--group", "--json"],
+                       capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, TMPDIR=str(tmp_path)))
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert time.monotonic() - started < 60                  # the bound
+    assert not list(tmp_path.glob("lendnet-demo-*"))
+    res = json.loads(r.stdout)
+    assert res["identical_on_all_nodes"] is True
+    assert set(res["loans"].values()) == {"repaid"}
+    assert res["group_record"]["covers"] == 1 and res["covered_by_amy"] > 0
+    # fay's lenders got what she paid split 3:2:1 by slice, each within a unit a payment
+    got, slices = res["received"], res["slices"]
+    whole = sum(got.values())
+    for n, share in slices.items():
+        assert abs(got[n] * sum(slices.values()) - whole * share) < 4 * sum(slices.values())
+    assert all(v > 10_000 for v in res["savings_withdrawn"].values())   # with interest
+
+
 def test_accept_pledge_withdraw_and_listings(env, people):
     offer = js(env, "lender", "offer", "--wallet", "lender", "--amount", "300",
                "--tier", "300:2000:300.00", "--collateral-bps", "5000")["hash"]
