@@ -366,7 +366,9 @@ def routes(app: web.Application, daemon, books: portfolio.Books) -> None:
                  "paid"], sched, "no schedule") + Safe("</div>")),
             X.section("Collateral", X.table(
                 ["asset", "counted value", "source"],
-                [[link(f"/asset/{seg(c['asset'])}", c["asset"]), money(c["value"]),
+                # pledged savings are cash in a savings account, not an asset with a page
+                [[c["asset"] if c["source"] == "savings" else
+                  link(f"/asset/{seg(c['asset'])}", c["asset"]), money(c["value"]),
                   c["source"]] for c in v.get("cover") or []], "no collateral")),
             X.section("Collateral sales", X.table(
                 ["sale", "asset", "value", "reserve", "best bid", "bidder", "closes",
