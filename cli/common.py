@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from lendnet.ledger import lending, tx as txm
+from lendnet.ledger import keys, lending, tx as txm
 from lendnet.ledger.ledger import Ledger
 from lendnet.ledger.money import DECIMALS, UNIT, fmt
 from lendnet.node.daemon.client import ApiError, NodeClient
@@ -266,3 +266,16 @@ def pct(bps: int) -> str:
     """Basis points as a percentage, exactly: 1250 -> '12.50%'."""
     sign = "-" if bps < 0 else ""
     return f"{sign}{abs(bps) // 100}.{abs(bps) % 100:02d}%"
+
+
+def check_address(text: str) -> str:
+    """An address given on the command line, or click's usage error saying what one is."""
+    if not keys.is_address(text):
+        raise click.BadParameter(f"{text!r} is not an address ('ln' and 40 lowercase hex "
+                                 f"digits)")
+    return text
+
+
+def address_param(ctx, param, value):
+    """click callback for an address option or argument (None when not given)."""
+    return None if value is None else check_address(value)

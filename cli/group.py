@@ -12,16 +12,9 @@ import click
 
 from lendnet.ledger.groups import FORMING_DAYS, MAX_MEMBERS, MAX_SAVINGS_BPS, MIN_MEMBERS
 
-from .common import (AMOUNT, emit, get, money, node_option, pct, send_options,
-                     sign_and_send, unlock, wallet_option)
+from .common import (AMOUNT, address_param, check_address, emit, get, money, node_option, pct,
+                     send_options, sign_and_send, unlock, wallet_option)
 from .lending import _table, apply_fields, apply_options
-
-
-def _address(text: str) -> str:
-    from lendnet.ledger import keys
-    if not keys.is_address(text):
-        raise click.BadParameter(f"{text!r} is not an address (ln + 40 hex digits)")
-    return text
 
 
 @click.group()
@@ -46,7 +39,7 @@ def group():
 @send_options
 def g_create(wallet_name, title, members, savings_bps, **send):
     kp = unlock(wallet_name)
-    listed = [_address(m) for m in members]
+    listed = [check_address(m) for m in members]
     if kp.address not in listed:
         listed.insert(0, kp.address)
     if len(set(listed)) != len(listed):
@@ -69,7 +62,7 @@ def g_create(wallet_name, title, members, savings_bps, **send):
 
 @group.command("join")
 @wallet_option
-@click.argument("group_address", metavar="GROUP", type=_address)
+@click.argument("group_address", metavar="GROUP", callback=address_param)
 @send_options
 def g_join(wallet_name, group_address, **send):
     """Join GROUP, which lists your address (you must be a registered borrower, and in
@@ -79,7 +72,7 @@ def g_join(wallet_name, group_address, **send):
 
 @group.command("apply")
 @wallet_option
-@click.argument("group_address", metavar="GROUP", type=_address)
+@click.argument("group_address", metavar="GROUP", callback=address_param)
 @apply_options
 @send_options
 def g_apply(wallet_name, group_address, **opts):
@@ -93,7 +86,7 @@ def g_apply(wallet_name, group_address, **opts):
 
 @group.command("cover")
 @wallet_option
-@click.argument("loan", type=_address)
+@click.argument("loan", callback=address_param)
 @click.argument("amount", type=AMOUNT)
 @send_options
 def g_cover(wallet_name, loan, amount, **send):
@@ -105,7 +98,7 @@ def g_cover(wallet_name, loan, amount, **send):
 
 
 @group.command("show")
-@click.argument("group_address", metavar="GROUP", type=_address)
+@click.argument("group_address", metavar="GROUP", callback=address_param)
 @node_option
 @click.option("--json", "as_json", is_flag=True, help="The whole record as JSON.")
 def g_show(group_address, node_url, as_json):

@@ -12,7 +12,7 @@ import click
 from lendnet.ledger import tx as txm
 from lendnet.ledger.guarantees import MAX_GUARANTEES, MIN_GUARANTEE_BPS, STATUSES, address_of
 
-from .common import (AMOUNT, emit, get, get_all, money, node_option, send_options,
+from .common import (AMOUNT, address_param, emit, get, get_all, money, node_option, send_options,
                      sign_and_send, unlock, wallet_option)
 from .lending import _table, _when
 
@@ -21,12 +21,6 @@ def _target(ctx, param, value):
     if value is not None and txm._loan_target(value):
         raise click.BadParameter("must be an application id (64 hex digits) or a loan "
                                  "address (ln + 40 hex digits)")
-    return value
-
-
-def _address(ctx, param, value):
-    if value is not None and txm._address(value):
-        raise click.BadParameter("must be an address (ln + 40 hex digits)")
     return value
 
 
@@ -61,7 +55,7 @@ def g_pledge(wallet_name, to, amount, **send):
 
 @guarantor.command("release")
 @wallet_option
-@click.argument("guarantee", callback=_address)
+@click.argument("guarantee", callback=address_param)
 @send_options
 def g_release(wallet_name, guarantee, **send):
     """Take your GUARANTEE back while the application it backs is still open. Once the
@@ -72,9 +66,9 @@ def g_release(wallet_name, guarantee, **send):
 @guarantor.command("list")
 @click.option("--to", "to", default=None, callback=_target, metavar="ID",
               help="Only those pledged to this application id or loan address.")
-@click.option("--loan", default=None, callback=_address,
+@click.option("--loan", default=None, callback=address_param,
               help="Only those backing this loan (pledged to it or to its application).")
-@click.option("--guarantor", "who", default=None, callback=_address, metavar="ADDR",
+@click.option("--guarantor", "who", default=None, callback=address_param, metavar="ADDR",
               help="Only this guarantor's.")
 @click.option("--status", type=click.Choice(STATUSES), default=None)
 @node_option
@@ -93,7 +87,7 @@ def g_list(to, loan, who, status, node_url, as_json):
 
 
 @guarantor.command("show")
-@click.argument("guarantee", callback=_address)
+@click.argument("guarantee", callback=address_param)
 @node_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 def g_show(guarantee, node_url, as_json):

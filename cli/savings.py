@@ -15,7 +15,7 @@ from lendnet.ledger import keys
 from lendnet.ledger.savings import (MAX_PLEDGES_PER_ACCOUNT, MAX_PLEDGES_PER_TARGET,
                                     MAX_RATE_BPS)
 
-from .common import (AMOUNT, emit, get, money, node_option, pct, send_options,
+from .common import (AMOUNT, address_param, emit, get, money, node_option, pct, send_options,
                      sign_and_send, unlock, wallet_option)
 
 
@@ -23,12 +23,6 @@ def product_address(tx_hash: str) -> str:
     """A product's agreement address: derived from the hash of the transaction that
     published it."""
     return keys.derive_address(b"savings", bytes.fromhex(tx_hash))
-
-
-def _address(ctx, param, value):
-    if value is not None and not keys.is_address(value):
-        raise click.BadParameter("an address is 'ln' and 40 lowercase hex digits")
-    return value
 
 
 @click.group()
@@ -62,7 +56,7 @@ def s_product(wallet_name, name, rate_bps, reserve, **send):
 
 @savings.command("deposit")
 @wallet_option
-@click.argument("product", callback=_address)
+@click.argument("product", callback=address_param)
 @click.argument("amount", type=AMOUNT)
 @send_options
 def s_deposit(wallet_name, product, amount, **send):
@@ -74,7 +68,7 @@ def s_deposit(wallet_name, product, amount, **send):
 
 @savings.command("withdraw")
 @wallet_option
-@click.argument("product", callback=_address)
+@click.argument("product", callback=address_param)
 @click.argument("amount", type=AMOUNT)
 @send_options
 def s_withdraw(wallet_name, product, amount, **send):
@@ -94,7 +88,7 @@ def s_withdraw(wallet_name, product, amount, **send):
                                 f"account, {MAX_PLEDGES_PER_TARGET} accounts per "
                                 f"application or loan.")
 @wallet_option
-@click.argument("product", callback=_address)
+@click.argument("product", callback=address_param)
 @click.option("--to", "target", required=True,
               help="Your application's id or your loan's address.")
 @click.option("--amount", required=True, type=AMOUNT, help="How much to pledge, in LND.")
@@ -106,7 +100,7 @@ def s_pledge(wallet_name, product, target, amount, **send):
 
 @savings.command("fund")
 @wallet_option
-@click.argument("product", callback=_address)
+@click.argument("product", callback=address_param)
 @click.argument("amount", type=AMOUNT)
 @send_options
 def s_fund(wallet_name, product, amount, **send):
@@ -116,8 +110,8 @@ def s_fund(wallet_name, product, amount, **send):
 
 
 @savings.command("show")
-@click.argument("product", callback=_address)
-@click.option("--owner", default=None, callback=_address,
+@click.argument("product", callback=address_param)
+@click.option("--owner", default=None, callback=address_param,
               help="Show this owner's account instead of the product.")
 @node_option
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")

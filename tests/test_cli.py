@@ -46,15 +46,6 @@ LOAN = "ln" + "ab" * 20
 PROPOSAL = "cd" * 32
 
 
-@pytest.fixture
-def wallet(tmp_path, monkeypatch):
-    monkeypatch.setenv("LENDNET_KDF", "fast")
-    monkeypatch.setenv("LENDNET_WALLETS", str(tmp_path / "wallets"))
-    monkeypatch.setenv("LENDNET_PASSPHRASE", "pass")
-    assert run("wallet", "create", "w").exit_code == 0
-    return tmp_path
-
-
 def offline(tmp_path, *args):
     out = tmp_path / "tx.json"
     r = run(*args, "--wallet", "w", "--offline", "--nonce", "3", "--chain", "c", "--out",

@@ -606,16 +606,6 @@ GROUP = "ln" + "ef" * 20
 LOAN_ADDR = "ln" + "ab" * 20
 
 
-@pytest.fixture
-def wallet(tmp_path, monkeypatch):
-    from .test_cli import run
-    monkeypatch.setenv("LENDNET_KDF", "fast")
-    monkeypatch.setenv("LENDNET_WALLETS", str(tmp_path / "wallets"))
-    monkeypatch.setenv("LENDNET_PASSPHRASE", "pass")
-    assert run("wallet", "create", "w").exit_code == 0
-    return tmp_path
-
-
 @pytest.mark.parametrize("args,kind,fields", [
     (("group", "create", "--name", "market women", "--member", MEMBERS[0], "--member",
       MEMBERS[1], "--savings-bps", "1000"), "group_create",

@@ -14,6 +14,7 @@ from lendnet.ledger.portfolio import Books
 from lendnet.ledger.settlement import sale_id
 
 from .chain import DAY, OFFER_TERMS, Chain, h32, limits_for
+from .test_cli import run as _cli
 
 LENDERS = ("lead", "l2", "l3", "l4")
 AMOUNT = 100_000
@@ -552,26 +553,8 @@ def test_gas_of_the_pool_agreement(monkeypatch):
     print("refund", refund)
 
 
-if __name__ == "__main__":
-    pytest.main([__file__, "-q"])
-
-
 # --- the CLI --------------------------------------------------------------------------------------
 
-def _cli(*args):
-    from click.testing import CliRunner
-
-    from lendnet.cli.main import main
-    return CliRunner().invoke(main, list(args))
-
-
-@pytest.fixture
-def wallet(tmp_path, monkeypatch):
-    monkeypatch.setenv("LENDNET_KDF", "fast")
-    monkeypatch.setenv("LENDNET_WALLETS", str(tmp_path / "wallets"))
-    monkeypatch.setenv("LENDNET_PASSPHRASE", "pass")
-    assert _cli("wallet", "create", "w").exit_code == 0
-    return tmp_path
 
 
 def test_cli_lender_fund_share_signs_a_slice_and_refuses_accept(wallet):

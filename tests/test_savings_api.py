@@ -7,15 +7,14 @@ import types
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from click.testing import CliRunner
 
-from lendnet.cli.main import main
 from lendnet.ledger import tx as txm
 from lendnet.node.daemon import api
 from lendnet.node.daemon.home import NodeConfig
 from lendnet.node.daemon.metrics import Metrics
 
 from .chain import Chain
+from .test_cli import run
 from .test_savings import NAMES, borrower_applies, make_product
 
 
@@ -49,17 +48,6 @@ async def test_the_product_and_an_account_with_its_pledges():
         assert r.status == 400
 
 
-def run(*args):
-    return CliRunner().invoke(main, list(args))
-
-
-@pytest.fixture
-def wallet(tmp_path, monkeypatch):
-    monkeypatch.setenv("LENDNET_KDF", "fast")
-    monkeypatch.setenv("LENDNET_WALLETS", str(tmp_path / "wallets"))
-    monkeypatch.setenv("LENDNET_PASSPHRASE", "pass")
-    assert run("wallet", "create", "w").exit_code == 0
-    return tmp_path
 
 
 PRODUCT = "ln" + "ab" * 20
@@ -89,7 +77,7 @@ def test_savings_commands_sign_their_transactions(wallet, args, kind, fields):
     (("product", "--name", "x", "--rate-bps", "2001", "--reserve", "1"), 2, "--rate-bps"),
     (("product", "--name", "x" * 65, "--rate-bps", "1", "--reserve", "1"), 1,
      "1 to 64 characters"),
-    (("deposit", "nope", "1"), 2, "an address is 'ln' and 40"),
+    (("deposit", "nope", "1"), 2, "is not an address ('ln' and 40"),
     (("withdraw", PRODUCT, "0"), 2, "must be above zero"),
     (("pledge", PRODUCT, "--to", "nope", "--amount", "1"), 1,
      "'to' must be an application id or a loan address"),
