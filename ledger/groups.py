@@ -28,7 +28,9 @@ money, runs it, and keeps the indexes the API and the checks need:
                 forming_until, current (member -> its group application id: at most one
                 open application or unclosed loan per member), pending (loan -> the
                 notices not yet passed to the agreement)
-  group_members address -> the group it joined (one at a time, for good: no leaving)
+  group_members address -> the group it joined (one at a time, for good: no leaving);
+                and "id:<identity>" -> the group an address attested as that person
+                joined (so a person's other addresses answer to it: `membership`)
   group_credit  subject (as lending.subject) -> fellow_defaults, covers: the score's input
 
 Notices reach the agreement from the loans' own events. An event arrives while the loan's
@@ -101,6 +103,39 @@ def group_of(led: Ledger, addr: str) -> str | None:
     return g
 
 
+def _person(led: Ledger, addr: str) -> str | None:
+    """The attested identity's key (lending.subject) an address borrows as, or None."""
+    from .lending import subject
+    key = subject(led, addr)
+    return key if key != addr else None
+
+
+def membership(led: Ledger, addr: str) -> str | None:
+    """The group the address answers to: the one it joined, else the one another address
+    of the same attested person joined. A person cannot borrow around its group's
+    arrears, or sit in a second group, from a second address."""
+    mine = group_of(led, addr)
+    person = _person(led, addr)
+    return mine if mine is not None or person is None else group_of(led, person)
+
+
+def _enter(led: Ledger, addr: str, group: str) -> None:
+    """The address joins the group: recorded for it and for the person it is attested
+    as (group_members' "id:" keys; an attestation after joining adds it, on_attested)."""
+    led.state.group_members.put(addr, group)
+    person = _person(led, addr)
+    if person is not None:
+        led.state.group_members.put(person, group)
+
+
+def on_attested(led: Ledger, addr: str, person: str) -> None:
+    """lending's attest_identity: a member attested after joining brings its group to
+    the person's record, unless the person already answers to a live group."""
+    g = group_of(led, addr)
+    if g is not None and group_of(led, person) is None:
+        led.state.group_members.put(person, g)
+
+
 def _group(led: Ledger, group: str) -> dict:
     return led.record("groups", group, "group")
 
@@ -161,7 +196,7 @@ def _group_create(led: Ledger, tx: SignedTx, b: dict) -> None:
     if leader not in led.state.borrowers:
         raise TxError("only a registered borrower can lead a group")
     for m in members:
-        g = group_of(led, m)
+        g = membership(led, m)
         if g is not None:
             raise TxError(f"member {m} already belongs to group {g}: a borrower belongs "
                           f"to one group at a time")
@@ -173,7 +208,7 @@ def _group_create(led: Ledger, tx: SignedTx, b: dict) -> None:
                           "savings_bps": b["savings_bps"], "created": led.time,
                           "forming_until": led.time + FORMING_DAYS * DAY,
                           "current": {}, "pending": {}})
-    st.group_members.put(leader, group)
+    _enter(led, leader, group)
     _run(led, group, [b"init", b["name"].encode(), b["savings_bps"], FORMING_DAYS * DAY,
                       *(m.encode() for m in ordered)], leader, gas=INIT_GAS)
 
@@ -185,10 +220,10 @@ def _group_join(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError("only a member the group lists may join it")
     if tx.sender not in led.state.borrowers:
         raise TxError("only a registered borrower can join a group")
-    mine = group_of(led, tx.sender)
-    if mine == group:
+    if group_of(led, tx.sender) == group:
         raise TxError("you have already joined this group")
-    if mine is not None:
+    mine = membership(led, tx.sender)
+    if mine is not None and mine != group:
         raise TxError(f"you already belong to group {mine}: a borrower belongs to one "
                       f"group at a time")
     state = status(led, group)
@@ -196,7 +231,7 @@ def _group_join(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError(f"the group is {state}: it takes no more members"
                       + (f" (every member had to join within {FORMING_DAYS} days)"
                          if state == "lapsed" else ""))
-    led.state.group_members.put(tx.sender, group)
+    _enter(led, tx.sender, group)
     _run(led, group, [b"join"], tx.sender)
 
 
@@ -226,7 +261,7 @@ def after_originate(led: Ledger, app_id: str, app: dict, loan: str) -> None:
     the group is in arrears, else tell the group agreement."""
     # A member of a group in arrears takes no new loan, through the group or alone:
     # joint liability would mean little if a member could borrow around it.
-    joined = group_of(led, app["borrower"])
+    joined = membership(led, app["borrower"])
     if joined is not None:
         _refuse_in_arrears(led, joined)
     group = app.get("group")
@@ -252,8 +287,11 @@ def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
                       f"be covered")
     if group_of(led, coverer) != group:
         raise TxError(f"only a member of the loan's group {group} can cover it")
-    if coverer == rec["borrower"]:
-        raise TxError("a member cannot cover its own loan: pay it with repay")
+    if subject(led, coverer) == subject(led, rec["borrower"]):
+        # By person, as lending judges self-dealing: covering one's own late instalment
+        # from a second attested address would earn the coverer's credit.
+        raise TxError("a member cannot cover its own loan (the same address or the same "
+                      "attested identity): pay it with repay")
     if coverer == rec["lender"]:
         # What the cover applied is measured by what comes back to the coverer; the
         # lender is paid by the loan itself, so its cover could not be told apart.

@@ -1,0 +1,93 @@
+"""Issue 18's products under attack: strangers, borrowers, lenders, group members,
+guarantors and savers taking whatever advantage the rules leave them. Each test is named
+after the attack; it failed before the fix its docstring names (or is xfail(strict=True)
+where closing it needs a rule the issue did not ask for)."""
+from __future__ import annotations
+
+
+from lendnet.ledger.lending import credit_score, loan_view
+
+from .chain import DAY, Chain, h32
+from .test_groups import APPLY, FIVE, borrow, conserved, form, offer, refused, until_late
+
+
+def chain(names=FIVE, twins=(), unattested=()) -> Chain:
+    """test_groups.chain, plus each (twin, person): a second registered address of
+    `person`, attested as the same identity."""
+    extra = tuple(t for t, _ in twins)
+    c = Chain(names=("lender", *names, *extra, "stranger"),
+              balances={"lender": 50_000_000, "stranger": 0,
+                        **{n: 10_000_000 for n in (*names, *extra)}})
+    c.do("lender", "register_lender", profile_hash=h32("lender"))
+    for n in (*names, *extra):
+        c.do(n, "register_borrower", profile_hash=h32(n), docs_hash=h32("docs"))
+    for n in names:
+        if n not in unattested:
+            c.attest(n)
+    for twin, person in twins:
+        if person in unattested:
+            continue                    # the test attests the twin once it needs to
+        c.attest(twin, identity=person)
+    return c
+
+
+def test_member_covers_its_own_loan_from_a_second_address_of_the_same_identity():
+    """Ana's second address (attested as the same person) is a member too: "covering"
+    her own overdue instalment from it would earn her identity the coverer's score credit
+    for paying her own debt late. The rule is "you cannot cover your own loan", and the
+    ledger judges self-dealing by attested identity (lending, pools, guarantees do).
+    Before the fix, group_cover compared addresses only."""
+    c = chain(names=("ana", "ben", "cai"), twins=(("ana2", "ana"),))
+    off = offer(c)
+    g = form(c, names=("ana", "ben", "cai", "ana2"), savings_bps=0)
+    loans = {"ana": borrow(c, g, "ana", off)}
+    while loan_view(c.ledger, loans["ana"])["days_past_due"] == 0:
+        c.advance(DAY)
+    due = loan_view(c.ledger, loans["ana"])["amount_due"]
+    err = refused(c, "ana2", "group_cover", loan=loans["ana"], amount=due)
+    assert "own loan" in err
+    assert credit_score(c.ledger, c.addr("ana"))["score"] == \
+        credit_score(c.ledger, c.addr("ana2"))["score"]
+    assert conserved(c)
+
+
+def test_member_of_a_group_in_arrears_borrows_alone_from_a_second_address():
+    """Ben's group loan is past due, so no member of his group may take a new loan,
+    through the group or alone. Ben's second address, attested as the same person but in
+    no group, applies alone: the lender's fund must be refused as it would be for ben's
+    own address (a joined member's identity carries its group's arrears)."""
+    c = chain(twins=(("ben2", "ben"),))
+    off = offer(c)
+    g = form(c, savings_bps=0)
+    loans = {n: borrow(c, g, n, off) for n in FIVE[:2]}
+    until_late(c, loans, FIVE[:1])              # ben's loan falls past due
+    app = c.do("ben2", "apply", amount=50_000, **APPLY).id
+    assert "in arrears" in refused(c, "lender", "fund", application=app, offer=off,
+                                   accept=[])
+    assert conserved(c)
+
+
+def test_member_attested_after_joining_borrows_alone_from_a_second_address():
+    """As above, but ben joins unattested and is attested afterwards, then his second
+    address is attested as him: the attestation brings his group to the person."""
+    c = chain(unattested=("ben",), twins=(("ben2", "ben"),))
+    off = offer(c)
+    g = form(c, savings_bps=0)
+    c.attest("ben")
+    c.attest("ben2", identity="ben")
+    loans = {n: borrow(c, g, n, off) for n in FIVE[:2]}
+    until_late(c, loans, FIVE[:1])
+    app = c.do("ben2", "apply", amount=50_000, **APPLY).id
+    assert "in arrears" in refused(c, "lender", "fund", application=app, offer=off,
+                                   accept=[])
+
+
+def test_a_person_sits_in_a_second_group_from_a_second_address():
+    """One group for good: ben2, attested as ben, cannot join or lead another group
+    while ben's group is live (else its arrears and record could be borrowed around)."""
+    c = chain(twins=(("ben2", "ben"),), names=(*FIVE, "fay", "gus"))
+    form(c)
+    r = c.try_do("ben2", "group_create", name="second", savings_bps=0,
+                 members=[c.addr(n) for n in ("ben2", "fay", "gus")])
+    assert not r.ok and "already belongs to group" in r.error
+    assert conserved(c)
