@@ -129,8 +129,16 @@ def _enter(led: Ledger, addr: str, group: str) -> None:
 
 
 def on_attested(led: Ledger, addr: str, person: str) -> None:
-    """lending's attest_identity: a member attested after joining brings its group to
-    the person's record, unless the person already answers to a live group."""
+    """lending's attest_identity: the group record written under the address (fellows'
+    defaults, covers) joins the person's, as its credit history does, so every address
+    attested as the person carries it; and a member attested after joining brings its
+    group to the person, unless the person already answers to a live group."""
+    st = led.state
+    own = st.group_credit.get(addr)
+    if own is not None:
+        theirs = st.group_credit.get(person) or {"fellow_defaults": 0, "covers": 0}
+        st.group_credit.put(person, {f: theirs[f] + own[f] for f in theirs})
+        st.group_credit.delete(addr)
     g = group_of(led, addr)
     if g is not None and group_of(led, person) is None:
         led.state.group_members.put(person, g)
@@ -384,8 +392,9 @@ def _credit(led: Ledger, key: str, field: str) -> None:
 
 
 def group_credit(led: Ledger, addr: str, key: str) -> dict | None:
-    """The group record that feeds an address's score: its subject's, plus the
-    address's own if it was written before an identity was attested."""
+    """The group record that feeds an address's score: its subject's (an attestation
+    moves the address's own row into the person's: on_attested), plus the address's own
+    (a thin file's)."""
     rows = [r for k in dict.fromkeys((key, addr))
             if (r := led.state.group_credit.get(k)) is not None]
     if not rows:

@@ -5,10 +5,12 @@ where closing it needs a rule the issue did not ask for)."""
 from __future__ import annotations
 
 
+from lendnet.ledger import groups
 from lendnet.ledger.lending import credit_score, loan_view
 
 from .chain import DAY, Chain, h32
-from .test_groups import APPLY, FIVE, borrow, conserved, form, offer, refused, until_late
+from .test_groups import (APPLY, FIVE, borrow, conserved, form, offer, refused, to_default,
+                          until_late)
 
 
 def chain(names=FIVE, twins=(), unattested=()) -> Chain:
@@ -91,3 +93,23 @@ def test_a_person_sits_in_a_second_group_from_a_second_address():
                  members=[c.addr(n) for n in ("ben2", "fay", "gus")])
     assert not r.ok and "already belongs to group" in r.error
     assert conserved(c)
+
+
+def test_member_sheds_a_fellows_default_by_borrowing_from_a_newly_attested_address():
+    """Ben is in the group unattested when eve defaults: the fellow-default mark is
+    written under his address. He is then attested, and so is a fresh address of his:
+    the fresh one must carry the group's record too ("its record stays with you and with
+    every address attested as you"). Before the fix, the attestation merged the credit
+    history into the person but left the group record on the old address alone."""
+    c = chain(unattested=("ben",), twins=(("ben2", "ben"),))
+    off = offer(c)
+    g = form(c, savings_bps=0)
+    loans = {"eve": borrow(c, g, "eve", off)}
+    to_default(c, loans["eve"])
+    c.advance(DAY)                                  # the group's tick passes the notice
+    assert groups.group_credit(c.ledger, c.addr("ben"), c.addr("ben"))[
+        "fellow_defaults"] == 1
+    c.attest("ben")
+    c.attest("ben2", identity="ben")
+    ben, ben2 = (credit_score(c.ledger, c.addr(n)) for n in ("ben", "ben2"))
+    assert ben2["components"].get("group") == ben["components"].get("group") < 0
