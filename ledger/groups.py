@@ -231,7 +231,12 @@ def _group_join(led: Ledger, tx: SignedTx, b: dict) -> None:
     if group_of(led, tx.sender) == group:
         raise TxError("you have already joined this group")
     mine = membership(led, tx.sender)
-    if mine is not None and mine != group:
+    if mine == group:
+        # A group is 3 to 10 people: one person in two seats would fake its size and
+        # answer for itself.
+        raise TxError("another address attested as the same person has joined this "
+                      "group: a person holds one seat in a group")
+    if mine is not None:
         raise TxError(f"you already belong to group {mine}: a borrower belongs to one "
                       f"group at a time")
     state = status(led, group)

@@ -9,7 +9,7 @@ from lendnet.ledger import groups
 from lendnet.ledger.lending import credit_score, loan_view
 
 from .chain import DAY, Chain, h32
-from .test_groups import (APPLY, FIVE, borrow, conserved, form, offer, refused, to_default,
+from .test_groups import (APPLY, FIVE, borrow, conserved, create, form, offer, refused, to_default,
                           until_late)
 
 
@@ -39,9 +39,12 @@ def test_member_covers_its_own_loan_from_a_second_address_of_the_same_identity()
     for paying her own debt late. The rule is "you cannot cover your own loan", and the
     ledger judges self-dealing by attested identity (lending, pools, guarantees do).
     Before the fix, group_cover compared addresses only."""
-    c = chain(names=("ana", "ben", "cai"), twins=(("ana2", "ana"),))
+    c = chain(names=("ana", "ben", "cai", "ana2"), unattested=("ana2",))
     off = offer(c)
     g = form(c, names=("ana", "ben", "cai", "ana2"), savings_bps=0)
+    # ana2 joined unattested (a person holds one seat: attested first, it could not
+    # have); the registrar then attests it as ana
+    c.attest("ana2", identity="ana")
     loans = {"ana": borrow(c, g, "ana", off)}
     while loan_view(c.ledger, loans["ana"])["days_past_due"] == 0:
         c.advance(DAY)
@@ -113,3 +116,16 @@ def test_member_sheds_a_fellows_default_by_borrowing_from_a_newly_attested_addre
     c.attest("ben2", identity="ben")
     ben, ben2 = (credit_score(c.ledger, c.addr(n)) for n in ("ben", "ben2"))
     assert ben2["components"].get("group") == ben["components"].get("group") < 0
+
+
+def test_one_person_takes_two_seats_in_a_group():
+    """A group is 3 to 10 people. Cai's second address, attested as cai, is listed too:
+    joining would make a "group of four" of three people, cai answering for cai."""
+    c = chain(names=("ana", "ben", "cai"), twins=(("cai2", "cai"),))
+    r, g = create(c, "ana", ("ana", "ben", "cai", "cai2"), savings_bps=0)
+    assert r.ok
+    for n in ("ben", "cai"):
+        c.do(n, "group_join", group=g)
+    err = refused(c, "cai2", "group_join", group=g)
+    assert "one seat" in err
+    assert groups.status(c.ledger, g) == "forming"
