@@ -274,9 +274,13 @@ def after_originate(led: Ledger, app_id: str, app: dict, loan: str) -> None:
     the group is in arrears, else tell the group agreement."""
     # A member of a group in arrears takes no new loan, through the group or alone:
     # joint liability would mean little if a member could borrow around it.
-    joined = membership(led, app["borrower"])
-    if joined is not None:
-        _refuse_in_arrears(led, joined)
+    # Its own group and its person's: two, if two addresses joined two groups before
+    # either was attested (on_attested keeps the person's first).
+    person = _person(led, app["borrower"])
+    for joined in dict.fromkeys((group_of(led, app["borrower"]),
+                                 person and group_of(led, person))):
+        if joined is not None:
+            _refuse_in_arrears(led, joined)
     group = app.get("group")
     if group is None:
         return

@@ -129,3 +129,21 @@ def test_one_person_takes_two_seats_in_a_group():
     err = refused(c, "cai2", "group_join", group=g)
     assert "one seat" in err
     assert groups.status(c.ledger, g) == "forming"
+
+
+def test_a_person_in_two_groups_borrows_around_one_groups_arrears():
+    """Ben joined group one and, from a second address, group two, both before either
+    address was attested (so neither join could be refused). Once both are attested as
+    ben, group one's arrears must stop a loan to ben's second address too, though that
+    address sits in group two."""
+    c = chain(names=(*FIVE, "ben2", "fay", "gus"), unattested=("ben", "ben2"))
+    off = offer(c)
+    g1 = form(c, savings_bps=0)
+    form(c, names=("fay", "gus", "ben2"), savings_bps=0)
+    c.attest("ben")
+    c.attest("ben2", identity="ben")
+    loans = {n: borrow(c, g1, n, off) for n in FIVE[:2]}
+    until_late(c, loans, FIVE[:1])              # ben's loan in group one falls past due
+    app = c.do("ben2", "apply", amount=50_000, **APPLY).id
+    assert "in arrears" in refused(c, "lender", "fund", application=app, offer=off,
+                                   accept=[])
