@@ -5,12 +5,19 @@ where closing it needs a rule the issue did not ask for)."""
 from __future__ import annotations
 
 
-from lendnet.ledger import groups
+import pytest
+
+from lendnet.ledger import groups, pools
+from lendnet.ledger import guarantees as G
 from lendnet.ledger.lending import credit_score, loan_view
 
-from .chain import DAY, Chain, h32
+from .chain import DAY, OFFER_TERMS, Chain, h32
+from .test_guarantees import NAMES as G_NAMES, PRINCIPAL
+from .test_guarantees import application as g_application, fund as g_fund, \
+    pledge as g_pledge
 from .test_groups import (APPLY, FIVE, borrow, conserved, create, form, offer, refused, to_default,
                           until_late)
+from .test_pools import AMOUNT, PoolChain, setup as pool_setup
 
 
 def chain(names=FIVE, twins=(), unattested=()) -> Chain:
@@ -147,3 +154,58 @@ def test_a_person_in_two_groups_borrows_around_one_groups_arrears():
     app = c.do("ben2", "apply", amount=50_000, **APPLY).id
     assert "in arrears" in refused(c, "lender", "fund", application=app, offer=off,
                                    accept=[])
+
+
+# --- design limits: closing them needs a rule issue 18 did not ask for ------------------
+
+def limit(reason: str):
+    """A design limit: the attack works, by the rules as written (strict: the test fails
+    the day a rule closes it; raises: it must fail at its assertion, not its setup)."""
+    return pytest.mark.xfail(strict=True, raises=AssertionError, reason=reason)
+
+
+@limit("design limit: a guarantor has no say in a "
+       "restructuring; borrower and lender may stretch a guaranteed loan "
+       "(here from 6 to 60 months), holding the guarantee (and growing the "
+       "interest it answers for) for the new term. Needs a rule: guarantors "
+       "consent, or are released, when the terms change")
+def test_borrower_and_lender_stretch_a_guaranteed_loan_without_the_guarantor():
+    c = Chain(names=G_NAMES)
+    off, app = g_application(c)
+    g_pledge(c, "bob", app, 30_000)
+    loan = g_fund(c, off, app)
+    proposal = c.do("alice", "propose_restructure", loan=loan, term=60).id
+    r = c.try_do("lender", "accept_restructure", loan=loan, proposal=proposal)
+    assert not r.ok
+
+
+@limit("design limit (docs/PRODUCTS.md: 'You cannot "
+       "refuse a guarantee'): a funded stranger fills an application's four "
+       "guarantee places with 5 % pledges it may take back at will, and a real "
+       "guarantor is refused; the borrower's remedy is to withdraw and apply "
+       "again. Needs a rule: the borrower accepts guarantees")
+def test_a_stranger_fills_every_guarantee_place_of_an_application():
+    c = Chain(names=G_NAMES)
+    _, app = g_application(c)
+    for _ in range(4):
+        g_pledge(c, "mallory", app, G.least(PRINCIPAL))
+    r = c.try_do("bob", "guarantee", to=app, amount=50_000)
+    assert r.ok
+
+
+@limit("design limit (docs/PRODUCTS.md, 'Not "
+       "modelled'): a lead lender holds an application with one 1/20 slice "
+       "for 14 days, and starts a new pool the moment the old one expires; "
+       "fund and accept_offer are refused meanwhile. The borrower's remedy is "
+       "to withdraw and apply again. Needs a rule: a borrower closes a pool, "
+       "or a lead waits before starting another")
+def test_a_lead_lender_holds_an_application_with_pool_after_pool():
+    c = PoolChain()
+    offer, app = pool_setup(c)
+    first = -(-AMOUNT // pools.MAX_SLICES)
+    c.do("lead", "fund_share", application=app, offer=offer, amount=first)
+    c.advance(pools.SHARE_DAYS * DAY)           # the pool expires, slices refunded
+    c.do("lead", "fund_share", application=app, offer=offer, amount=first)
+    other = c.do("l2", "publish_offer", amount=1_000_000, **OFFER_TERMS).id
+    r = c.try_do("alice", "accept_offer", application=app, offer=other)
+    assert r.ok
