@@ -209,3 +209,25 @@ def test_a_lead_lender_holds_an_application_with_pool_after_pool():
     other = c.do("l2", "publish_offer", amount=1_000_000, **OFFER_TERMS).id
     r = c.try_do("alice", "accept_offer", application=app, offer=other)
     assert r.ok
+
+
+@limit("design limit (docs/PRODUCTS.md: interest is paid 'as far as the reserve goes', "
+       "accounts 'served in the order they are touched'): the provider, or any whale, "
+       "deposits a fortune for a day and takes the whole interest reserve as its own "
+       "interest, so the provider gets back the reserve it may not take back and the "
+       "savers it was promised to go unpaid. Needs a rule: a reserve earmarked per "
+       "account, or shared pro rata")
+def test_the_provider_takes_back_its_reserve_as_interest_on_a_day_long_deposit():
+    from lendnet.ledger import keys, savings
+    c = Chain(names=("prov", "saver"), balances={"prov": 10**12, "saver": 10_000_000})
+    t = c.do("prov", "savings_product", name="s", rate_bps=2_000, reserve=100_000)
+    product = keys.derive_address(b"savings", t.hash)
+    c.do("saver", "savings_deposit", product=product, amount=100_000)
+    c.do("prov", "savings_deposit", product=product, amount=200_000_000)
+    c.advance(DAY)
+    c.do("prov", "savings_withdraw", product=product,
+         amount=savings.account_view(c.ledger, product, c.addr("prov"))["balance"])
+    c.advance(200 * DAY)
+    c.do("saver", "savings_deposit", product=product, amount=1)
+    saver = savings.account_view(c.ledger, product, c.addr("saver"))
+    assert saver["interest_unpaid"] == 0            # the saver's 200 days paid in full
