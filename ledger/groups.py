@@ -43,7 +43,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lendnet.contracts.agreements import LOAN_KEY, instalment_key
+from lendnet.contracts.agreements import LOAN_KEY, instalment_key, instalments
 
 from . import keys, savings
 from .ledger import Ledger
@@ -294,8 +294,20 @@ def after_originate(led: Ledger, app_id: str, app: dict, loan: str) -> None:
     _run(led, group, [b"loan", app["borrower"].encode(), loan.encode()], "")
 
 
+def _late(led: Ledger, loan: str) -> bool:
+    """Whether the loan is behind by its own terms: defaulted, or its oldest unpaid
+    instalment past its due date and the offer's tolerance (when the agreement charges
+    the late fee and the credit bureau counts the instalment late)."""
+    from .lending import loan_status
+    if loan_status(led, loan) in CLAIM_OPEN:
+        return True
+    unpaid = instalments(lambda key: _get(led, loan, key))
+    return bool(unpaid) and led.time > unpaid[0]["due"] + (_get(led, loan, LOAN_KEY["tol"])
+                                                           or 0)
+
+
 def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
-    from .lending import REPAY_GAS, days_past_due, loan_status, subject
+    from .lending import REPAY_GAS, loan_status, subject
     loan, amount, coverer = b["loan"], b["amount"], tx.sender
     rec = led.record("loans", loan, "loan")
     group = loan_group(led, loan)
@@ -317,7 +329,10 @@ def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
     if before in CLOSED:
         raise TxError(f"loan is {before}: nothing is owed")
     led.require_funds(coverer, amount)
-    overdue, ko = days_past_due(led, loan) > 0, _get(led, loan, LOAN_KEY["ko"])
+    # Credit is for rescuing a fellow who is late: within the offer's tolerance the
+    # borrower is not (no late fee, and the bureau counts the instalment on time), so two
+    # members taking turns a day "behind" could otherwise farm it for nothing.
+    overdue, ko = _late(led, loan), _get(led, loan, LOAN_KEY["ko"])
     # Through the group agreement (it checks the coverer, the member and the loan, and
     # pays the loan), then the loan's repay with the coverer as payer: the surplus, if
     # any, comes straight back to the coverer.
@@ -329,7 +344,7 @@ def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
     _run(led, group, [b"covered", rec["borrower"].encode(), loan.encode(), applied],
          coverer)
     after = loan_status(led, loan)
-    # A cover earns score credit only when it clears an overdue instalment (the loan's
+    # A cover earns score credit only when it clears a late instalment (the loan's
     # oldest unpaid one moves on) or settles the claim: once per instalment, never for
     # paying a fellow's loan ahead, so two members cannot farm it with small covers.
     if overdue and (_get(led, loan, LOAN_KEY["ko"]) != ko or after in CLOSED):

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import pytest
 
-from lendnet.ledger import groups, pools
+from lendnet.ledger import groups, lending, pools
 from lendnet.ledger import guarantees as G
-from lendnet.ledger.lending import credit_score, loan_view
+from lendnet.ledger.lending import credit_score, days_past_due, loan_view
 
 from .chain import DAY, OFFER_TERMS, Chain, h32
 from .test_guarantees import NAMES as G_NAMES, PRINCIPAL
@@ -231,3 +231,32 @@ def test_the_provider_takes_back_its_reserve_as_interest_on_a_day_long_deposit()
     c.do("saver", "savings_deposit", product=product, amount=1)
     saver = savings.account_view(c.ledger, product, c.addr("saver"))
     assert saver["interest_unpaid"] == 0            # the saver's 200 days paid in full
+
+
+def test_two_members_farm_cover_credit_by_taking_turns_a_day_behind():
+    """Ana lets each instalment run a day past due, inside the offer's 3-day tolerance:
+    no late fee, and the bureau counts it on time, so it costs her nothing. Ben "covers"
+    it each time. Cover credit is for rescuing a fellow who is late; before the fix
+    (credit whenever days past due > 0), Ben earned the whole +15 for nothing."""
+    c = chain()
+    off = offer(c)
+    g = form(c, savings_bps=0)
+    loan = borrow(c, g, "ana", off)
+    for _ in range(3):
+        while days_past_due(c.ledger, loan) == 0:
+            c.advance(DAY // 4)
+        assert loan_view(c.ledger, loan)["days_past_due"] < OFFER_TERMS["tolerance_days"]
+        c.do("ben", "group_cover", loan=loan, amount=loan_view(c.ledger, loan)["amount_due"])
+    assert covers(c, "ben") == 0
+    # a cover of an instalment past the tolerance still earns it
+    while not groups._late(c.ledger, loan):
+        c.advance(DAY)
+    c.do("ben", "group_cover", loan=loan, amount=loan_view(c.ledger, loan)["amount_due"])
+    assert covers(c, "ben") == 1
+
+
+def covers(c: Chain, name: str) -> int:
+    """The covers that earned `name`'s person score credit."""
+    addr = c.addr(name)
+    row = groups.group_credit(c.ledger, addr, lending.subject(c.ledger, addr))
+    return row["covers"] if row else 0
