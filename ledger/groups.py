@@ -28,7 +28,9 @@ money, runs it, and keeps the indexes the API and the checks need:
                 forming_until, current (member -> its group application id: at most one
                 open application or unclosed loan per member), pending (loan -> the
                 notices not yet passed to the agreement)
-  group_members address -> the group it joined (one at a time, for good: no leaving)
+  group_members address -> the group it joined (one at a time, for good: no leaving);
+                and "id:<identity>" -> the group an address attested as that person
+                joined (so a person's other addresses answer to it: `membership`)
   group_credit  subject (as lending.subject) -> fellow_defaults, covers: the score's input
 
 Notices reach the agreement from the loans' own events. An event arrives while the loan's
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from lendnet.contracts.agreements import LOAN_KEY, instalment_key
+from lendnet.contracts.agreements import LOAN_KEY, instalment_key, instalments
 
 from . import keys, savings
 from .ledger import Ledger
@@ -99,6 +101,47 @@ def group_of(led: Ledger, addr: str) -> str | None:
     if g is None or status(led, g) == "lapsed":
         return None
     return g
+
+
+def _person(led: Ledger, addr: str) -> str | None:
+    """The attested identity's key (lending.subject) an address borrows as, or None."""
+    from .lending import subject
+    key = subject(led, addr)
+    return key if key != addr else None
+
+
+def membership(led: Ledger, addr: str) -> str | None:
+    """The group the address answers to: the one it joined, else the one another address
+    of the same attested person joined. A person cannot borrow around its group's
+    arrears, or sit in a second group, from a second address."""
+    mine = group_of(led, addr)
+    person = _person(led, addr)
+    return mine if mine is not None or person is None else group_of(led, person)
+
+
+def _enter(led: Ledger, addr: str, group: str) -> None:
+    """The address joins the group: recorded for it and for the person it is attested
+    as (group_members' "id:" keys; an attestation after joining adds it, on_attested)."""
+    led.state.group_members.put(addr, group)
+    person = _person(led, addr)
+    if person is not None:
+        led.state.group_members.put(person, group)
+
+
+def on_attested(led: Ledger, addr: str, person: str) -> None:
+    """lending's attest_identity: the group record written under the address (fellows'
+    defaults, covers) joins the person's, as its credit history does, so every address
+    attested as the person carries it; and a member attested after joining brings its
+    group to the person, unless the person already answers to a live group."""
+    st = led.state
+    own = st.group_credit.get(addr)
+    if own is not None:
+        theirs = st.group_credit.get(person) or {"fellow_defaults": 0, "covers": 0}
+        st.group_credit.put(person, {f: theirs[f] + own[f] for f in theirs})
+        st.group_credit.delete(addr)
+    g = group_of(led, addr)
+    if g is not None and group_of(led, person) is None:
+        led.state.group_members.put(person, g)
 
 
 def _group(led: Ledger, group: str) -> dict:
@@ -161,7 +204,7 @@ def _group_create(led: Ledger, tx: SignedTx, b: dict) -> None:
     if leader not in led.state.borrowers:
         raise TxError("only a registered borrower can lead a group")
     for m in members:
-        g = group_of(led, m)
+        g = membership(led, m)
         if g is not None:
             raise TxError(f"member {m} already belongs to group {g}: a borrower belongs "
                           f"to one group at a time")
@@ -173,7 +216,7 @@ def _group_create(led: Ledger, tx: SignedTx, b: dict) -> None:
                           "savings_bps": b["savings_bps"], "created": led.time,
                           "forming_until": led.time + FORMING_DAYS * DAY,
                           "current": {}, "pending": {}})
-    st.group_members.put(leader, group)
+    _enter(led, leader, group)
     _run(led, group, [b"init", b["name"].encode(), b["savings_bps"], FORMING_DAYS * DAY,
                       *(m.encode() for m in ordered)], leader, gas=INIT_GAS)
 
@@ -185,9 +228,14 @@ def _group_join(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError("only a member the group lists may join it")
     if tx.sender not in led.state.borrowers:
         raise TxError("only a registered borrower can join a group")
-    mine = group_of(led, tx.sender)
-    if mine == group:
+    if group_of(led, tx.sender) == group:
         raise TxError("you have already joined this group")
+    mine = membership(led, tx.sender)
+    if mine == group:
+        # A group is 3 to 10 people: one person in two seats would fake its size and
+        # answer for itself.
+        raise TxError("another address attested as the same person has joined this "
+                      "group: a person holds one seat in a group")
     if mine is not None:
         raise TxError(f"you already belong to group {mine}: a borrower belongs to one "
                       f"group at a time")
@@ -196,7 +244,7 @@ def _group_join(led: Ledger, tx: SignedTx, b: dict) -> None:
         raise TxError(f"the group is {state}: it takes no more members"
                       + (f" (every member had to join within {FORMING_DAYS} days)"
                          if state == "lapsed" else ""))
-    led.state.group_members.put(tx.sender, group)
+    _enter(led, tx.sender, group)
     _run(led, group, [b"join"], tx.sender)
 
 
@@ -226,9 +274,13 @@ def after_originate(led: Ledger, app_id: str, app: dict, loan: str) -> None:
     the group is in arrears, else tell the group agreement."""
     # A member of a group in arrears takes no new loan, through the group or alone:
     # joint liability would mean little if a member could borrow around it.
-    joined = group_of(led, app["borrower"])
-    if joined is not None:
-        _refuse_in_arrears(led, joined)
+    # Its own group and its person's: two, if two addresses joined two groups before
+    # either was attested (on_attested keeps the person's first).
+    person = _person(led, app["borrower"])
+    for joined in dict.fromkeys((group_of(led, app["borrower"]),
+                                 person and group_of(led, person))):
+        if joined is not None:
+            _refuse_in_arrears(led, joined)
     group = app.get("group")
     if group is None:
         return
@@ -242,8 +294,20 @@ def after_originate(led: Ledger, app_id: str, app: dict, loan: str) -> None:
     _run(led, group, [b"loan", app["borrower"].encode(), loan.encode()], "")
 
 
+def _late(led: Ledger, loan: str) -> bool:
+    """Whether the loan is behind by its own terms: defaulted, or its oldest unpaid
+    instalment past its due date and the offer's tolerance (when the agreement charges
+    the late fee and the credit bureau counts the instalment late)."""
+    from .lending import loan_status
+    if loan_status(led, loan) in CLAIM_OPEN:
+        return True
+    unpaid = instalments(lambda key: _get(led, loan, key))
+    return bool(unpaid) and led.time > unpaid[0]["due"] + (_get(led, loan, LOAN_KEY["tol"])
+                                                           or 0)
+
+
 def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
-    from .lending import REPAY_GAS, days_past_due, loan_status, subject
+    from .lending import REPAY_GAS, loan_status, subject
     loan, amount, coverer = b["loan"], b["amount"], tx.sender
     rec = led.record("loans", loan, "loan")
     group = loan_group(led, loan)
@@ -252,8 +316,11 @@ def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
                       f"be covered")
     if group_of(led, coverer) != group:
         raise TxError(f"only a member of the loan's group {group} can cover it")
-    if coverer == rec["borrower"]:
-        raise TxError("a member cannot cover its own loan: pay it with repay")
+    if subject(led, coverer) == subject(led, rec["borrower"]):
+        # By person, as lending judges self-dealing: covering one's own late instalment
+        # from a second attested address would earn the coverer's credit.
+        raise TxError("a member cannot cover its own loan (the same address or the same "
+                      "attested identity): pay it with repay")
     if coverer == rec["lender"]:
         # What the cover applied is measured by what comes back to the coverer; the
         # lender is paid by the loan itself, so its cover could not be told apart.
@@ -262,7 +329,10 @@ def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
     if before in CLOSED:
         raise TxError(f"loan is {before}: nothing is owed")
     led.require_funds(coverer, amount)
-    overdue, ko = days_past_due(led, loan) > 0, _get(led, loan, LOAN_KEY["ko"])
+    # Credit is for rescuing a fellow who is late: within the offer's tolerance the
+    # borrower is not (no late fee, and the bureau counts the instalment on time), so two
+    # members taking turns a day "behind" could otherwise farm it for nothing.
+    overdue, ko = _late(led, loan), _get(led, loan, LOAN_KEY["ko"])
     # Through the group agreement (it checks the coverer, the member and the loan, and
     # pays the loan), then the loan's repay with the coverer as payer: the surplus, if
     # any, comes straight back to the coverer.
@@ -274,7 +344,7 @@ def _group_cover(led: Ledger, tx: SignedTx, b: dict) -> None:
     _run(led, group, [b"covered", rec["borrower"].encode(), loan.encode(), applied],
          coverer)
     after = loan_status(led, loan)
-    # A cover earns score credit only when it clears an overdue instalment (the loan's
+    # A cover earns score credit only when it clears a late instalment (the loan's
     # oldest unpaid one moves on) or settles the claim: once per instalment, never for
     # paying a fellow's loan ahead, so two members cannot farm it with small covers.
     if overdue and (_get(led, loan, LOAN_KEY["ko"]) != ko or after in CLOSED):
@@ -346,8 +416,9 @@ def _credit(led: Ledger, key: str, field: str) -> None:
 
 
 def group_credit(led: Ledger, addr: str, key: str) -> dict | None:
-    """The group record that feeds an address's score: its subject's, plus the
-    address's own if it was written before an identity was attested."""
+    """The group record that feeds an address's score: its subject's (an attestation
+    moves the address's own row into the person's: on_attested), plus the address's own
+    (a thin file's)."""
     rows = [r for k in dict.fromkeys((key, addr))
             if (r := led.state.group_credit.get(k)) is not None]
     if not rows:

@@ -681,6 +681,7 @@ def _attest_identity(led: Ledger, tx: SignedTx, b: dict) -> None:
         st.history.delete(addr)
     st.history.put(key, h)
     st.identities.put(addr, {"identity": ident, "registrar": tx.sender, "at": led.time})
+    groups.on_attested(led, addr, key)          # a member's group follows its person
 
 
 # --- read-only views ----------------------------------------------------------------------
