@@ -161,6 +161,9 @@ class Ledger:
         self.time = 0
         self.events: list = []        # this block's events, in order
         self._tx_id: str | None = None
+        # The block gas a running transaction may reach: its gas limit, so that no
+        # contract run (nested ones in hooks included) can take it past what it reserved.
+        self._tx_gas_end = BLOCK_GAS_LIMIT
         self._block_gas = 0
         self._block_fees = 0          # this block's fees, paid into FEES_ADDRESS at its end
 
@@ -426,6 +429,7 @@ class Ledger:
         self._tx_id = tx.id
         fixed = self.fixed_gas(tx)
         gas_before = self._block_gas
+        self._tx_gas_end = gas_before + limit
         self._block_gas += fixed             # so a contract run sees the block's gas left
         error = None
         try:
@@ -436,6 +440,7 @@ class Ledger:
             error = str(e)
         finally:
             self._tx_id = None
+            self._tx_gas_end = BLOCK_GAS_LIMIT
         gas = self._block_gas - gas_before
         if gas > limit:
             raise InvariantError(f"transaction {tx.id} used {gas} gas, over its limit {limit}")
@@ -453,9 +458,11 @@ class Ledger:
         it burns, success or not, counts toward the block's (and the transaction's fee)."""
         inst = self.state.contracts.get(address)
         program = Program.load(self.state.code.get(inst["code"]))
-        limit = min(gas, BLOCK_GAS_LIMIT - self._block_gas)
+        limit = min(gas, BLOCK_GAS_LIMIT - self._block_gas,
+                    self._tx_gas_end - self._block_gas)
         if limit <= 0:
-            raise ContractError("block gas limit reached")
+            raise ContractError("block gas limit reached" if self._tx_id is None else
+                                "the transaction's gas limit is reached")
         try:
             out = execute(program, ContractHost(self, address, caller, value), args, limit)
         except ContractError as e:

@@ -258,6 +258,23 @@ def test_loan_contracts_cannot_be_called_directly():
     assert not r.ok and "driven by repay transactions" in r.error
 
 
+def test_no_contract_run_can_take_a_transaction_past_its_gas_limit(monkeypatch):
+    """A transaction's contract runs, nested ones in hooks included, share its gas limit:
+    one that would pass it runs out of gas and the transaction fails, rolled back (a
+    transaction over its limit would otherwise stop the block with an InvariantError)."""
+    from .test_lending import open_loan
+    c = Chain()
+    _, _, loan, _ = open_loan(c)
+    monkeypatch.setitem(c.ledger.rules.gas, "repay", (2_000, 10))   # far under a run's
+    before = c.ledger.state.root()
+    r = c.try_do("bob", "repay", loan=loan, amount=1_000)
+    assert not r.ok and "out of gas" in r.error and r.gas <= 2_010
+    assert c.ledger.total_money() == c.ledger.supply
+    monkeypatch.undo()
+    assert c.try_do("bob", "repay", loan=loan, amount=1_000).ok
+    assert c.ledger.state.root() != before
+
+
 def test_the_generic_ledger_stands_alone_without_lending():
     """Ledger with no application's rules: native kinds work, nothing of lending is
     there (no loan code at genesis, no escrow), and an application cannot redefine a
