@@ -255,3 +255,45 @@ def test_a_stopped_node_cannot_start_while_it_is_verified(chain_home):
         with pytest.raises(StoreError, match="in use|already open"):
             SQLiteStore(str(home / "node.db"))
     SQLiteStore(str(home / "node.db")).close()
+
+
+# --- a real cluster: verified while running, after kill -9, and stopped --------------------
+
+def test_a_running_four_node_cluster_verifies_before_and_after_kill_9(tmp_path):
+    """Real processes, real 3-of-4 certificates. A running node is read through its own
+    WAL (every block it committed); one killed -9 has its last commits only in the WAL
+    it left, which is read too; a stopped one is left byte for byte as it was."""
+    from lendnet.ledger import keys
+    from lendnet.ledger import tx as txm
+    from lendnet.node.daemon.client import NodeClient
+    from lendnet.node.harness.cluster import Cluster
+
+    c = Cluster(tmp_path / "cluster")
+    try:
+        members = c.up(4, wait_s=60)
+        api = NodeClient(members[0].api)
+        alice, bob = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
+        nonce = api.account(alice.address)["nonce"]
+        hashes = [api.submit(txm.sign(txm.build(alice, "lendnet-dev", "transfer", nonce + i,
+                                                to=bob.address, amount=1 + i), [alice]).raw)
+                  for i in range(40)]
+        committed_at = max(api.wait_committed(h)["height"] for h in hashes)
+        home = members[1].home
+        code, out, err = run("--home", home, "--json")
+        assert code == 0, err
+        got = json.loads(out)
+        assert got["node_running"] is True and got["height"] >= committed_at
+        assert got["txs"] >= 40
+        c.kill_member(members[1].name)
+        code, out, err = run("--home", home, "--json")
+        assert code == 0, err
+        crashed = json.loads(out)
+        assert crashed["node_running"] is False and crashed["height"] >= got["height"]
+        c.down()
+        before = fingerprint(members[2].home)
+        code, out, err = run("--home", members[2].home, "--json")
+        assert code == 0, err
+        assert json.loads(out)["height"] >= committed_at
+        assert fingerprint(members[2].home) == before
+    finally:
+        c.down()
