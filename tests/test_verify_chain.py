@@ -295,5 +295,12 @@ def test_a_running_four_node_cluster_verifies_before_and_after_kill_9(tmp_path):
         assert code == 0, err
         assert json.loads(out)["height"] >= committed_at
         assert fingerprint(members[2].home) == before
+        # a certificate two COMMITs strong, where 3 of the 4 validators make a quorum
+        shutil.copytree(members[2].home, tmp_path / "damaged")
+        cert = stored(tmp_path / "damaged", 2)[1]
+        two = list({m["body"]["r"]: m for m in cert}.values())[:2]
+        rewrite(tmp_path / "damaged", 2, cert=two)
+        code, _, err = run("--home", tmp_path / "damaged")
+        assert code == 1 and "block 2 " in err and "2 of the 3 COMMITs" in err
     finally:
         c.down()
