@@ -313,6 +313,22 @@ def commit_certified(cert: list, h: int, d: bytes, quorum: int) -> bool:
     return any(len(cert_signers(cert, COMMIT, v, h, d)) >= quorum for v in views)
 
 
+def check_commit_cert(cert, h: int, d: bytes, validators: Validators) -> None:
+    """That `cert` makes block `d` at height `h` committed: a bounded list of signed
+    COMMITs, each checked, a quorum of them of one view for this block. Raises
+    MessageError saying what is wrong or how many COMMITs are short. The one check for a
+    block someone hands over: a full node following a peer, `lendnet node verify-chain`."""
+    if type(cert) is not list or len(cert) > 4 * validators.n:
+        raise MessageError("a commit certificate is a list of signed COMMITs")
+    for m in cert:
+        check_message(m, validators)
+    if not commit_certified(cert, h, d, validators.quorum):
+        views = {m["body"]["v"] for m in cert if m["body"]["t"] == COMMIT}
+        best = max((len(cert_signers(cert, COMMIT, v, h, d)) for v in views), default=0)
+        raise MessageError(f"block {h}'s certificate has {best} of the {validators.quorum} "
+                           f"COMMITs (of one view, for this block) a quorum needs")
+
+
 def cert_signers(cert: list, t: str, v: int | None, h: int, d: bytes) -> set[int]:
     """Distinct replicas whose messages in `cert` vote (t, v, h, d); v None = any view."""
     out = set()

@@ -172,12 +172,7 @@ class Node:
         prev = self.block_hash(h - 1) if h > 1 else M.GENESIS_HASH
         if block["header"]["prev"] != prev:
             raise ValueError(f"block {h} does not follow this node's chain")
-        if type(cert) is not list or len(cert) > 4 * self.vals.n:
-            raise ValueError("a commit certificate is a list of signed COMMITs")
-        for m in cert:
-            M.check_message(m, self.vals)
-        if not M.commit_certified(cert, h, M.block_hash(block["header"]), self.vals.quorum):
-            raise ValueError(f"block {h}'s certificate has no quorum of COMMITs")
+        M.check_commit_cert(cert, h, M.block_hash(block["header"]), self.vals)
         root = self.execute(h, block, cert)
         self.flush()
         return Committed(h, block, cert, root, self._results.pop(h))

@@ -40,7 +40,7 @@ _VOTES_FROM = b"\x94" + codec.encode("vote")
 _VOTES_TO = _VOTES_FROM[:-1] + bytes([_VOTES_FROM[-1] + 1])
 
 
-def _decode(data: bytes):
+def decode_row(data: bytes):
     # Our own rows: no size limit, but still the canonical check, which catches damage.
     return codec.decode(data, max_size=len(data))
 
@@ -110,7 +110,7 @@ class SQLiteStore:
             if version != SCHEMA_VERSION:
                 raise StoreError(f"store {self.path} has schema version {version!r}; this "
                                  f"lendnet reads version {SCHEMA_VERSION}")
-            self._height = self._check_heights(db)
+            self._height = check_heights(db, self.path)
             if created:                          # make the new file's name durable too
                 _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except sqlite3.DatabaseError as e:       # e.g. "file is not a database"
@@ -120,22 +120,6 @@ class SQLiteStore:
             db.close()
             raise
         return db
-
-    def _check_heights(self, db) -> int:
-        """The chain is replayed from height 1 on start, so a missing block is fatal;
-        say so now, naming it, rather than fail later on a None. Returns the height."""
-        n, low, high = db.execute(
-            "SELECT count(*), min(height), max(height) FROM blocks").fetchone()
-        if n == 0 or (low == 1 and high == n):
-            return n
-        if low < 1:
-            raise StoreError(f"store {self.path} is corrupt: it holds a block at height "
-                             f"{low}; heights start at 1")
-        missing = 1 if low > 1 else db.execute(
-            "SELECT b.height + 1 FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM blocks c"
-            " WHERE c.height = b.height + 1) ORDER BY b.height LIMIT 1").fetchone()[0]
-        raise StoreError(f"store {self.path} is corrupt: block {missing} is missing "
-                         f"(it holds {n} blocks up to height {high})")
 
     @contextmanager
     def _transaction(self, db=None):
@@ -196,10 +180,10 @@ class SQLiteStore:
         keys = db.execute("SELECT key FROM records WHERE key >= ? AND key < ?",
                           (_VOTES_FROM, _VOTES_TO)).fetchall()
         db.executemany("DELETE FROM records WHERE key = ?",
-                       [(k,) for (k,) in keys if _decode(k)[3] <= height])
+                       [(k,) for (k,) in keys if decode_row(k)[3] <= height])
 
     def load_records(self) -> dict:
-        return {tuple(_decode(k)): _decode(v)
+        return {tuple(decode_row(k)): decode_row(v)
                 for k, v in self._db.execute("SELECT key, value FROM records")}
 
     # --- the chain ----------------------------------------------------------------------
@@ -221,7 +205,7 @@ class SQLiteStore:
                                (height,)).fetchone()
         if row is None:
             return None
-        got = tuple(_decode(blob) for blob in row)
+        got = tuple(decode_row(blob) for blob in row)
         self._cache[height] = got
         if len(self._cache) > CACHE_BLOCKS:
             self._cache.popitem(last=False)       # least recently used
@@ -230,7 +214,7 @@ class SQLiteStore:
     def tx_location(self, tx_hash: str) -> dict | None:
         row = self._db.execute("SELECT height, idx, receipt FROM txs WHERE hash = ?",
                                (tx_hash,)).fetchone()
-        return row and location(row[0], row[1], _decode(row[2]))
+        return row and location(row[0], row[1], decode_row(row[2]))
 
     @property
     def height(self) -> int:
@@ -255,6 +239,23 @@ class SQLiteStore:
             self._db.close()
         finally:
             os.close(self._lock_fd)              # releases the lock
+
+
+def check_heights(db, path: str) -> int:
+    """The chain is replayed from height 1 on start, so a missing block is fatal;
+    say so now, naming it, rather than fail later on a None. Returns the height."""
+    n, low, high = db.execute(
+        "SELECT count(*), min(height), max(height) FROM blocks").fetchone()
+    if n == 0 or (low == 1 and high == n):
+        return n
+    if low < 1:
+        raise StoreError(f"store {path} is corrupt: it holds a block at height "
+                         f"{low}; heights start at 1")
+    missing = 1 if low > 1 else db.execute(
+        "SELECT b.height + 1 FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM blocks c"
+        " WHERE c.height = b.height + 1) ORDER BY b.height LIMIT 1").fetchone()[0]
+    raise StoreError(f"store {path} is corrupt: block {missing} is missing "
+                     f"(it holds {n} blocks up to height {high})")
 
 
 def _fsync_dir(path: str) -> None:
