@@ -115,6 +115,27 @@ class Table:
                 out.append((key, value))
         return out, None
 
+    def group_hashes(self) -> dict[int, bytes]:
+        """Group index -> hash of every non-empty group, as the root covers them (what a
+        snapshot's manifest lists)."""
+        self.root()
+        return dict(self._group_hash)
+
+    def load(self, rows: dict) -> None:
+        """Fill an empty table with rows from outside the journal (a restored snapshot):
+        there is nothing to roll back to, and every row is rehashed at the next root()."""
+        if self.rows or self._state.journal:
+            raise ValueError(f"table {self.name} is not empty, or a transaction is open")
+        self.rows = dict(rows)
+        if self.order is not None:
+            self.order = SortedList(self.rows)
+        self._dirty = dict.fromkeys(self.rows)
+        self._root = None
+
+    def set_hook(self, on_set: Callable[[Any, Any], None] | None) -> None:
+        """Who is told of every put and undo: a restored state is built before its ledger."""
+        self._on_set = on_set
+
     def root(self) -> bytes:
         if self._dirty:
             self._rehash()

@@ -1,0 +1,340 @@
+"""Snapshots (ledger/snapshot.py): a state restored from its manifest and chunks has the
+same root and applies the next blocks exactly like the original; anything a peer could
+get wrong (a byte, a row, a group, a chunk, the manifest) is refused, naming where."""
+from __future__ import annotations
+
+import functools
+
+import pytest
+from hypothesis import HealthCheck, event, given, settings, strategies as st
+
+from lendnet.ledger import codec, keys, lending, snapshot as snap
+from lendnet.ledger.ledger import BlockError
+from lendnet.ledger.state import State
+
+from .chain import CHAIN, T0
+from .test_properties import actions, chain, run
+
+# A workload with loans, repayments, late fees, savings, a guarantee and shared funding.
+BUSY = [("apply", 1, 5), ("fund", 0, 7), ("accept", 1, 3), ("repay", 1, 9), ("advance", 0, 3),
+        ("deposit", 1, 4), ("guarantee", 0, 2), ("share", 0, 11), ("apply", 2, 8),
+        ("fund", 0, 2), ("loop", 1, 77), ("advance", 0, 6), ("repay", 2, 1)]
+
+
+@functools.cache
+def busy():
+    c = chain()
+    run(c, BUSY)
+    return c.ledger
+
+
+def snapshot_of(state: State, max_bytes: int = snap.DEFAULT_CHUNK_BYTES):
+    return snap.manifest(state), list(snap.chunks(state, max_bytes))
+
+
+def strictly_equal(a, b, where=()):
+    """Equal values of the same Python types all the way down (a list is not a tuple)."""
+    assert type(a) is type(b), (where, a, b)
+    if type(a) in (list, tuple):
+        assert len(a) == len(b), where
+        for x, y in zip(a, b):
+            strictly_equal(x, y, where)
+    elif type(a) is dict:
+        assert sorted(a, key=repr) == sorted(b, key=repr), where
+        for k in a:
+            strictly_equal(a[k], b[k], (*where, k))
+    else:
+        assert a == b, where
+
+
+# --- round trips ----------------------------------------------------------------------
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(actions, st.integers(0, 25), st.sampled_from([16 << 10, snap.DEFAULT_CHUNK_BYTES]))
+def test_a_restored_ledger_has_the_root_and_applies_the_next_blocks_like_the_original(
+        script, at, max_bytes):
+    """Snapshot a random chain after block `at`, restore it, then apply every later
+    block to both: the same roots, receipts and events, block after block."""
+    c = chain()
+    led = c.ledger
+    apply = led.apply_block
+    twin = []
+
+    def both(height, time, txs, strict=True):
+        try:
+            res = apply(height, time, txs, strict=strict)
+        except BlockError as e:
+            if twin:
+                with pytest.raises(BlockError, match=str(e)[:40]):
+                    twin[0].apply_block(height, time, txs, strict=strict)
+                assert twin[0].state_root() == led.state_root()
+            raise
+        if twin:
+            other = twin[0].apply_block(height, time, txs, strict=strict)
+            assert other.state_root == res.state_root
+            assert [r.to_json() for r in other.receipts] == [r.to_json() for r in res.receipts]
+            assert other.events == res.events
+        elif height >= at:
+            m, chunks = snapshot_of(led.state, max_bytes)
+            snap.check_manifest(m, res.state_root)
+            state = snap.restore(m, chunks, res.state_root)
+            assert state.root() == res.state_root
+            for name in State.TABLES:
+                strictly_equal(led.state.tables[name].rows, state.tables[name].rows, (name,))
+            restored = lending.from_state(CHAIN, state)
+            assert (restored.height, restored.time) == (led.height, led.time)
+            assert sorted(restored._duties) == sorted(
+                e for e in led._duties if led.state.wakes.get(e[1]) == e[0])
+            twin.append(restored)
+        return res
+
+    led.apply_block = both
+    run(c, script)
+    event("restored" if twin else "snapshot point past the chain's end")
+    if twin:
+        assert twin[0].state_root() == led.state_root()
+        assert twin[0].height == led.height
+
+
+def test_a_snapshot_is_canonical_and_each_chunk_within_its_size():
+    led = busy()
+    m, chunks = snapshot_of(led.state, 16 << 10)
+    assert codec.decode(codec.encode(m)) == m          # the manifest has one encoding
+    assert all(len(c) <= 16 << 10 for c in chunks)
+    assert [snap.chunks(led.state, 16 << 10).__next__()] == chunks[:1]   # deterministic
+    for c in chunks:
+        assert codec.pack_canonical(codec.decode(c, max_size=1 << 24)) == c
+    asm = snap.Assembly(m)
+    rows = [r for c in chunks for r in snap.check_chunk(m, c, asm)]
+    assert len(rows) == sum(len(t) for t in led.state.tables.values())
+
+
+def _many_accounts(n: int):
+    balances = {keys.derive_address(b"snapshot-test", i.to_bytes(4, "big")): 1_000 + i
+                for i in range(n)}
+    return lending.genesis(CHAIN, balances, time=T0)
+
+
+# A chunk size that fits the genesis's largest row (an agreement's code, ~5 KB) and not
+# a group of big()'s accounts (~150 rows of ~55 bytes): those groups are split.
+SPLIT = 6 << 10
+
+
+@functools.cache
+def big():
+    return _many_accounts(40_000)
+
+
+def test_a_group_bigger_than_a_chunk_is_split_and_checked_when_its_last_part_is_in():
+    led = big()
+    m, chunks = snapshot_of(led.state, SPLIT)
+    parts = [c for c in chunks if codec.decode(c)[2][0][2] > 0]
+    assert parts, "some groups must be split at SPLIT bytes"
+    state = snap.restore(m, chunks, led.state_root())
+    assert state.root() == led.state_root()
+    # A part is only consistent so far: it completes nothing; the final part completes
+    # the group, and only then are its rows handed out.
+    asm = snap.Assembly(m)
+    first = next(i for i, c in enumerate(chunks) if codec.decode(c)[2][0][3] is False)
+    assert snap.check_chunk(m, chunks[first], asm) == []
+    k = first + 1
+    while codec.decode(chunks[k])[2][0][3] is False:
+        assert snap.check_chunk(m, chunks[k], asm) == []
+        k += 1
+    assert snap.check_chunk(m, chunks[k], asm)
+
+
+# --- what a bad peer could send ----------------------------------------------------------
+
+def _section_chunk(m, chunks, table):
+    """The index of a chunk with a whole group of `table`, and that group."""
+    for i, c in enumerate(chunks):
+        for sec in codec.decode(c, max_size=1 << 24)[2]:
+            if sec[0] == table and sec[2] == 0 and sec[3]:
+                return i, sec[1]
+    raise AssertionError(f"no whole group of {table}")
+
+
+def _rebuild(obj) -> bytes:
+    return codec.encode(obj)
+
+
+@pytest.mark.parametrize("table", ["accounts", "loans", "borrowers"])
+def test_one_row_changed_is_refused_naming_its_table_and_group(table):
+    led = busy()
+    m, chunks = snapshot_of(led.state)
+    i, g = _section_chunk(m, chunks, table)
+    obj = codec.decode(chunks[i], max_size=1 << 24)
+    sec = next(s for s in obj[2] if s[0] == table and s[1] == g)
+    key, value = sec[4][0]
+    sec[4][0] = [key, [value[0] + 1, value[1]] if table == "accounts" else
+                 {**value, "since": 1} if table == "borrowers" else {**value, "rate": 1}]
+    with pytest.raises(snap.SnapshotError, match=f"table {table} group {g}: its rows hash"):
+        snap.restore(m, [*chunks[:i], _rebuild(obj), *chunks[i + 1:]], led.state_root())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_any_one_byte_changed_in_a_chunk_is_refused(data):
+    led = busy()
+    m, chunks = snapshot_of(led.state, 16 << 10)
+    i = data.draw(st.integers(0, len(chunks) - 1))
+    pos = data.draw(st.integers(0, len(chunks[i]) - 1))
+    bad = bytearray(chunks[i])
+    bad[pos] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(snap.SnapshotError):
+        snap.restore(m, [*chunks[:i], bytes(bad), *chunks[i + 1:]], led.state_root())
+
+
+def test_a_byte_changed_inside_a_row_names_its_table_and_group():
+    led = busy()
+    m, chunks = snapshot_of(led.state)
+    i, g = _section_chunk(m, chunks, "borrowers")
+    obj = codec.decode(chunks[i], max_size=1 << 24)
+    sec = next(s for s in obj[2] if s[0] == "borrowers" and s[1] == g)
+    profile = sec[4][0][1]["profile_hash"]
+    at = chunks[i].index(profile) + 31
+    bad = bytearray(chunks[i])
+    bad[at] ^= 1                                # still canonical: a bin's last byte
+    with pytest.raises(snap.SnapshotError, match=f"table borrowers group {g}: its rows hash"):
+        snap.restore(m, [*chunks[:i], bytes(bad), *chunks[i + 1:]], led.state_root())
+
+
+def test_a_row_moved_to_another_group_is_refused_naming_the_group():
+    led = big()
+    m, chunks = snapshot_of(led.state)
+    obj = codec.decode(chunks[0], max_size=1 << 24)
+    secs = [s for s in obj[2] if s[0] == "accounts"]
+    src, dst = secs[1], secs[0]          # checked first: the row is found in dst
+    dst[4].append(src[4].pop())
+    with pytest.raises(snap.SnapshotError,
+                       match=f"table accounts group {dst[1]}: a row of group {src[1]}"):
+        snap.restore(m, [_rebuild(obj), *chunks[1:]], led.state_root())
+
+
+def test_a_bad_part_of_a_split_group_is_refused_at_its_end_and_the_group_fetched_again():
+    led = big()
+    m, chunks = snapshot_of(led.state, SPLIT)
+    first = next(i for i, c in enumerate(chunks) if codec.decode(c)[2][0][3] is False)
+    obj = codec.decode(chunks[first])
+    name, g = obj[2][0][0], obj[2][0][1]
+    key, value = obj[2][0][4][0]
+    obj[2][0][4][0] = [key, [value[0] + 1, value[1]]]
+    last = first
+    while codec.decode(chunks[last])[2][0][3] is False:
+        last += 1
+    asm = snap.Assembly(m)
+    for c in chunks[:first]:
+        asm.add(c)
+    asm.add(_rebuild(obj))                         # consistent so far: taken
+    for c in chunks[first + 1:last]:
+        asm.add(c)
+    with pytest.raises(snap.SnapshotError, match=f"table {name} group {g}: its rows hash"):
+        asm.add(chunks[last])
+    for c in chunks[first:]:                       # the group again, from an honest peer
+        asm.add(c)
+    assert asm.state().root() == led.state_root()
+
+
+def test_parts_out_of_order_are_refused():
+    led = big()
+    m, chunks = snapshot_of(led.state, SPLIT)
+    first = next(i for i, c in enumerate(chunks) if codec.decode(c)[2][0][3] is False)
+    asm = snap.Assembly(m)
+    with pytest.raises(snap.SnapshotError, match="part 1, expected 0"):
+        asm.add(chunks[first + 1])
+
+
+def test_a_chunk_from_another_snapshot_is_refused():
+    c = chain()
+    run(c, BUSY[:4])
+    m_old, chunks_old = snapshot_of(c.ledger.state)
+    c.advance(60)
+    m, chunks = snapshot_of(c.ledger.state)
+    with pytest.raises(snap.SnapshotError, match="another snapshot"):
+        snap.restore(m, [chunks_old[0], *chunks[1:]], c.ledger.state_root())
+    # relabelled with this snapshot's root, its rows still do not check
+    obj = codec.decode(chunks_old[0], max_size=1 << 24)
+    obj[1] = m["root"]
+    with pytest.raises(snap.SnapshotError, match=r"table meta group \d+: its rows hash"):
+        snap.restore(m, [_rebuild(obj), *chunks[1:]], c.ledger.state_root())
+
+
+def test_a_missing_duplicate_or_extra_chunk_is_refused():
+    led = big()
+    m, chunks = snapshot_of(led.state, 64 << 10)
+    root = led.state_root()
+    with pytest.raises(snap.SnapshotError, match=r"groups missing, first table \w+ group"):
+        snap.restore(m, chunks[:-1], root)
+    with pytest.raises(snap.SnapshotError, match="already restored"):
+        snap.restore(m, [*chunks, chunks[3]], root)
+    # a group the manifest does not list
+    obj = codec.decode(chunks[0], max_size=1 << 24)
+    obj[2][0][0] = "savings"
+    with pytest.raises(snap.SnapshotError, match="is not in the manifest"):
+        snap.restore(m, [_rebuild(obj), *chunks[1:]], root)
+    # the final part of a split group never comes
+    small_m, small = snapshot_of(led.state, SPLIT)
+    last = next(i for i, c in enumerate(small)
+                if codec.decode(c)[2][0][2] > 0 and codec.decode(c)[2][0][3])
+    with pytest.raises(snap.SnapshotError, match="final part is missing"):
+        snap.restore(small_m, [*small[:last], *small[last + 1:]], root)
+
+
+def test_a_manifest_that_does_not_hash_to_the_certified_root_is_refused():
+    led = busy()
+    m = snap.manifest(led.state)
+    root = led.state_root()
+    snap.check_manifest(m, root)
+    bad = {**m, "tables": [list(t) for t in m["tables"]]}
+    name, groups = bad["tables"][1]
+    bad["tables"][1] = [name, [[groups[0][0], bytes(32)], *groups[1:]]]
+    with pytest.raises(snap.SnapshotError, match="give root"):
+        snap.check_manifest(bad, root)
+    with pytest.raises(snap.SnapshotError, match="give root"):
+        snap.restore(bad, [], root)
+    # a consistent manifest of another state is not the certified one
+    other = snap.manifest(big().state)
+    with pytest.raises(snap.SnapshotError, match="not the certified root"):
+        snap.check_manifest(other, root)
+
+
+@pytest.mark.parametrize("mangle, message", [
+    (lambda m: {**m, "extra": 1}, "not a {version, root, tables} map"),
+    (lambda m: {**m, "version": 2}, "manifest version"),
+    (lambda m: {**m, "root": b"x"}, "root is not 32 bytes"),
+    (lambda m: {**m, "tables": m["tables"][:-1]}, "must list the"),
+    (lambda m: {**m, "tables": [m["tables"][1], m["tables"][0], *m["tables"][2:]]},
+     "in order"),
+    (lambda m: {**m, "tables": [[m["tables"][0][0], [[300, bytes(32)]]], *m["tables"][1:]]},
+     "ascending index"),
+    (lambda m: {**m, "tables": [[m["tables"][0][0], [[1, bytes(32)]] * 2],
+                                *m["tables"][1:]]}, "ascending index"),
+    (lambda m: {**m, "tables": [[m["tables"][0][0], [[0, bytes(32)]] * 257],
+                                *m["tables"][1:]]}, "at most 256"),
+])
+def test_a_malformed_manifest_is_refused_with_a_clear_message(mangle, message):
+    led = busy()
+    with pytest.raises(snap.SnapshotError, match=message.replace("{", r"\{").replace("}", r"\}")):
+        snap.check_manifest(mangle(snap.manifest(led.state)), led.state_root())
+
+
+def test_a_chunk_over_the_bounds_is_refused():
+    led = busy()
+    m, chunks = snapshot_of(led.state)
+    with pytest.raises(snap.SnapshotError, match="at most 1000"):
+        snap.Assembly(m, max_chunk_bytes=1000).add(chunks[0])
+    with pytest.raises(snap.SnapshotError, match="not canonical"):
+        snap.Assembly(m).add(b"\xc1")
+    with pytest.raises(snap.SnapshotError, match="1 to 4096 sections"):
+        snap.Assembly(m).add(codec.encode([1, m["root"], []]))
+    with pytest.raises(snap.SnapshotError, match="not \\[version"):
+        snap.Assembly(m).add(codec.encode([True, m["root"], [1]]))
+    with pytest.raises(snap.SnapshotError, match="outside"):
+        list(snap.chunks(led.state, 100))
+
+
+def test_a_ledger_is_only_rebuilt_from_a_state_of_its_chain():
+    state = snap.restore(*snapshot_of(busy().state), busy().state_root())
+    with pytest.raises(ValueError, match="of chain"):
+        lending.from_state("another-chain", state)
