@@ -239,9 +239,14 @@ class Assembly:
         self.max_chunk_bytes = max_chunk_bytes
         self.max_group_bytes = max_group_bytes
         self.rows: dict[str, dict] = {name: {} for name in State.TABLES}
+        # table -> bucket -> encoded key -> leaf, of the verified rows: the restored
+        # tables take them rather than hash every row a second time
+        self.leaves: dict[str, dict[int, dict[bytes, bytes]]] = {
+            name: {} for name in State.TABLES}
         self.done: set[tuple[str, int]] = set()
         # a split group in progress: (table, group) -> its parts so far
         self._partial: dict[tuple[str, int], dict] = {}
+        self._spent = False
 
     def missing(self) -> list[tuple[str, int]]:
         return sorted(set(self.expected) - self.done,
@@ -272,9 +277,10 @@ class Assembly:
         for sec in sections:
             verified.append(self._check_section(sec, alone=len(sections) == 1))
         completed = []
-        for name, g, rows in verified:
+        for name, g, rows, leaves in verified:
             if rows is not None:
                 self.rows[name].update(rows)
+                self.leaves[name].update(leaves)
                 self.done.add((name, g))
                 completed.append((name, g, rows))
         return completed
@@ -310,7 +316,7 @@ class Assembly:
                     raise SnapshotError(f"table {name} group {g}: more than {MAX_PARTS} parts")
                 state["next"] += 1
                 self._partial[tg] = state
-                return name, g, None
+                return name, g, None, None
             got = _group_hash(state["leaves"])
             if got != self.expected[tg]:
                 raise SnapshotError(f"table {name} group {g}: its rows hash to {got.hex()}, "
@@ -319,12 +325,14 @@ class Assembly:
             self._partial.pop(tg, None)
             raise
         self._partial.pop(tg, None)
-        return name, g, state["rows"]
+        return name, g, state["rows"], state["leaves"]
 
     def _check_rows(self, name: str, g: int, rows: list, state: dict) -> None:
-        encode = codec.encode
+        # decode() found the whole chunk canonical, so each part packs back to its own
+        # bytes without another canonical walk.
+        encode = codec.pack_canonical
         last = state["last"]
-        leaves: dict[int, list[bytes]] = state["leaves"]
+        leaves: dict[int, dict[bytes, bytes]] = state["leaves"]
         out: dict = state["rows"]
         tuple_value = name in _TUPLE_VALUES
         for row in rows:
@@ -340,7 +348,7 @@ class Assembly:
             if (b, kb) <= last:
                 raise SnapshotError(f"table {name} group {g}: rows out of order or repeated")
             last = (b, kb)
-            leaves.setdefault(b, []).append(hashlib.sha256(kb + vb).digest())
+            leaves.setdefault(b, {})[kb] = hashlib.sha256(kb + vb).digest()
             state["bytes"] += len(kb) + len(vb)
             out[_thaw(row[0])] = _thaw(row[1]) if tuple_value else row[1]
         if state["bytes"] > self.max_group_bytes:
@@ -350,24 +358,27 @@ class Assembly:
     def state(self) -> State:
         """The restored State, once every group in the manifest is in; SnapshotError
         naming the first missing group otherwise, or if the rows do not give the root."""
+        if self._spent:
+            raise SnapshotError("this assembly's state was taken already")
         missing = self.missing()
         if missing:
             name, g = missing[0]
             raise SnapshotError(f"{len(missing)} groups missing, first table {name} "
                                 f"group {g}")
+        self._spent = True          # the tables now own the rows and leaves
         st = State()
         for name in State.TABLES:
-            st.tables[name].load(self.rows[name])
+            st.tables[name].load(self.rows[name], self.leaves[name])
         if st.root() != self.root:          # the group checks make this a formality
             raise SnapshotError("the restored state does not give the manifest's root")
         return st
 
 
-def _group_hash(leaves: dict[int, list[bytes]]) -> bytes:
+def _group_hash(leaves: dict[int, dict[bytes, bytes]]) -> bytes:
     # As Table._rehash: a bucket covers its leaves in key order (the rows came in that
-    # order), a group its non-empty buckets in index order.
+    # order, so the dict holds them in it), a group its non-empty buckets in index order.
     return hashlib.sha256(b"".join(
-        b.to_bytes(2, "big") + hashlib.sha256(b"".join(leaves[b])).digest()
+        b.to_bytes(2, "big") + hashlib.sha256(b"".join(leaves[b].values())).digest()
         for b in sorted(leaves))).digest()
 
 
