@@ -338,3 +338,45 @@ def test_a_ledger_is_only_rebuilt_from_a_state_of_its_chain():
     state = snap.restore(*snapshot_of(busy().state), busy().state_root())
     with pytest.raises(ValueError, match="of chain"):
         lending.from_state("another-chain", state)
+
+
+# --- the wake-up index is rebuilt from the state -------------------------------------------
+
+# A deploy whose init arms a wake-up and then fails: the failure undoes the wake-up, but
+# the original ledger's heap keeps a stale entry for it. A restored ledger never had it.
+ARM_AND_FAIL = """
+    arg 1
+    wake
+    fail "no"
+"""
+
+
+def test_stale_wake_up_entries_the_original_holds_do_not_change_what_runs(monkeypatch):
+    """What runs in a block must be a function of the state alone, or a node restored
+    from a snapshot (whose heaps hold only live wake-ups) would diverge from one that
+    lived through the history. The per-block limit on wake-ups counts the ones that run,
+    not the stale entries skipped on the way."""
+    from lendnet.contracts.asm import assemble
+    from lendnet.ledger import ledger as ledger_module
+
+    from .chain import DAY, Chain
+    from .test_duties import DEPLOY_GAS, _deploy_wakers
+
+    monkeypatch.setattr(ledger_module, "MAX_TICKS_PER_BLOCK", 3)
+    c = Chain(names=("mallory",), balances={"mallory": 10**12})
+    at = c.time + DAY
+    _deploy_wakers(c, 1, 4, at)
+    for _ in range(8):
+        r = c.try_do("mallory", "deploy", code=assemble(ARM_AND_FAIL), args=[at],
+                     gas=DEPLOY_GAS, gas_price=c.ledger.vm_price())
+        assert not r.ok and r.nonce_used
+    led = c.ledger
+    stale = [e for e in led._user_wakes if led.state.wakes.get(e[1]) != e[0]]
+    assert len(stale) == 8
+    twin = lending.from_state(CHAIN, snap.restore(*snapshot_of(led.state), led.state_root()))
+    assert len(twin._user_wakes) == 4
+    for t in (at, at + 1, at + 2):
+        a = led.apply_block(led.height + 1, t, [])
+        b = twin.apply_block(twin.height + 1, t, [])
+        assert a.state_root == b.state_root
+        assert [e["contract"] for e in a.events] == [e["contract"] for e in b.events]
