@@ -25,7 +25,8 @@ table's hash its non-empty groups, the root every table in order. So:
   refused before its rows are looked at.
 
 Everything that comes from a peer is bounded: manifest shape, chunk bytes, sections and
-rows per chunk, key and row sizes, parts and bytes of one split group.
+rows per chunk, key and row sizes, parts of a split group, and the bytes of all split
+groups held until their final parts are checked.
 """
 from __future__ import annotations
 
@@ -47,7 +48,7 @@ MAX_ROWS = 65_536                          # rows in one section (codec's array 
 MAX_KEY_BYTES = 1_024                      # one encoded key
 MAX_ROW_BYTES = 1 << 20                    # one encoded key plus value
 MAX_PARTS = 65_536                         # parts of one split group
-MAX_GROUP_BYTES = 256 << 20                # rows of one split group, held until it is checked
+MAX_PENDING_BYTES = 256 << 20              # rows of split groups held until they are checked
 
 
 class SnapshotError(ValueError):
@@ -234,10 +235,10 @@ class Assembly:
     (checked first with `check_manifest`), and keeps the rows it has verified."""
 
     def __init__(self, m: dict, max_chunk_bytes: int = MAX_CHUNK_BYTES,
-                 max_group_bytes: int = MAX_GROUP_BYTES) -> None:
+                 max_pending_bytes: int = MAX_PENDING_BYTES) -> None:
         self.root, self.expected = _manifest_groups(m)
         self.max_chunk_bytes = max_chunk_bytes
-        self.max_group_bytes = max_group_bytes
+        self.max_pending_bytes = max_pending_bytes
         self.rows: dict[str, dict] = {name: {} for name in State.TABLES}
         # table -> bucket -> encoded key -> leaf, of the verified rows: the restored
         # tables take them rather than hash every row a second time
@@ -351,8 +352,12 @@ class Assembly:
             leaves.setdefault(b, {})[kb] = hashlib.sha256(kb + vb).digest()
             state["bytes"] += len(kb) + len(vb)
             out[_thaw(row[0])] = _thaw(row[1]) if tuple_value else row[1]
-        if state["bytes"] > self.max_group_bytes:
-            raise SnapshotError(f"table {name} group {g}: over {self.max_group_bytes} bytes")
+        # Every split group in progress counts, not just this one: a peer could start
+        # many and finish none.
+        others = sum(p["bytes"] for tg, p in self._partial.items() if tg != (name, g))
+        if others + state["bytes"] > self.max_pending_bytes:
+            raise SnapshotError(f"table {name} group {g}: split groups not yet checked would "
+                                f"hold over {self.max_pending_bytes} bytes")
         state["last"] = last
 
     def state(self) -> State:

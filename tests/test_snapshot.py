@@ -380,3 +380,16 @@ def test_stale_wake_up_entries_the_original_holds_do_not_change_what_runs(monkey
         b = twin.apply_block(twin.height + 1, t, [])
         assert a.state_root == b.state_root
         assert [e["contract"] for e in a.events] == [e["contract"] for e in b.events]
+
+
+def test_split_groups_held_unchecked_are_bounded_together():
+    """A peer that starts many split groups and finishes none cannot make the node hold
+    more than max_pending_bytes of unchecked rows."""
+    led = big()
+    m, chunks = snapshot_of(led.state, SPLIT)
+    firsts = [c for c in chunks if codec.decode(c)[2][0][2] == 0
+              and codec.decode(c)[2][0][3] is False]
+    asm = snap.Assembly(m, max_pending_bytes=3 * SPLIT)
+    with pytest.raises(snap.SnapshotError, match="split groups not yet checked"):
+        for c in firsts:
+            asm.add(c)
