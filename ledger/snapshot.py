@@ -131,7 +131,8 @@ _SECTION_OVERHEAD = 1 + 32 + 3 + 5 + 1 + 5
 
 def chunks(state: State, max_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes]:
     """The snapshot's chunks, each at most `max_bytes` (see the module docstring for the
-    packing rule). SnapshotError if one row cannot fit in a chunk that size."""
+    packing rule). SnapshotError if one row cannot fit in a chunk that size, or if the
+    state changes before the last chunk is made."""
     if not MIN_CHUNK_BYTES <= max_bytes <= MAX_CHUNK_BYTES:
         raise SnapshotError(f"chunk size {max_bytes} is outside "
                             f"{MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES}")
@@ -140,7 +141,13 @@ def chunks(state: State, max_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes
     sections: list[bytes] = []
     used = 0
     for name in State.TABLES:
-        for g, rows in sorted(_group_rows(state, name).items()):
+        grouped = _group_rows(state, name)
+        # This is a generator: a caller that applies a block between two chunks would
+        # get a mix of two states. Each table's rows are read whole, then the root is
+        # checked to be the one the chunks name.
+        if state.root() != root:
+            raise SnapshotError("the state changed while its snapshot was being made")
+        for g, rows in sorted(grouped.items()):
             size = _SECTION_OVERHEAD + sum(len(r[2]) for r in rows)
             if size <= room and len(rows) <= MAX_ROWS:
                 if used + size > room or len(sections) >= MAX_SECTIONS:

@@ -393,3 +393,13 @@ def test_split_groups_held_unchecked_are_bounded_together():
     with pytest.raises(snap.SnapshotError, match="split groups not yet checked"):
         for c in firsts:
             asm.add(c)
+
+
+def test_a_state_that_changes_while_its_chunks_are_made_is_refused():
+    c = chain()
+    run(c, BUSY[:4])
+    made = snap.chunks(c.ledger.state, SPLIT)
+    next(made)
+    c.advance(60)
+    with pytest.raises(snap.SnapshotError, match="changed while"):
+        list(made)
