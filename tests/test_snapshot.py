@@ -403,3 +403,30 @@ def test_a_state_that_changes_while_its_chunks_are_made_is_refused():
     c.advance(60)
     with pytest.raises(snap.SnapshotError, match="changed while"):
         list(made)
+
+
+def test_a_restored_multisig_account_spends_as_the_original_does():
+    """Multisig records are tuples in the ledger (threshold, members): restored as
+    tuples, and a threshold spend and a refused one give the same receipts and root."""
+    from lendnet.ledger import tx as txm
+
+    from .chain import Chain
+
+    c = Chain(names=("alice", "bob", "carol", "mallory"))
+    members = [c.keys[n].pubkey for n in ("alice", "bob", "carol")]
+    res = c.block(c.tx("alice", "create_multisig", threshold=2, members=members))
+    pool = [e for e in res.events if e["name"] == "multisig_created"][0]["contract"]
+    c.do("alice", "transfer", to=pool, amount=50_000)
+    led = c.ledger
+    twin = lending.from_state(CHAIN, snap.restore(*snapshot_of(led.state), led.state_root()))
+    strictly_equal(led.state.multisigs.rows, twin.state.multisigs.rows)
+    strictly_equal(led.state.accounts.rows, twin.state.accounts.rows)
+    spend = txm.build(c.keys["alice"], CHAIN, "transfer", 0, sender=pool,
+                      to=c.addr("mallory"), amount=10_000)
+    one = txm.sign(spend, [c.keys["alice"]])
+    two = txm.add_signature(one, c.keys["carol"])
+    for txs in ([one], [two]):
+        a = led.apply_block(led.height + 1, led.time + 60, txs, strict=False)
+        b = twin.apply_block(twin.height + 1, twin.time + 60, txs, strict=False)
+        assert [r.to_json() for r in a.receipts] == [r.to_json() for r in b.receipts]
+        assert a.state_root == b.state_root
