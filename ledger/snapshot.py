@@ -281,9 +281,12 @@ class Assembly:
         sections = obj[2]
         if type(sections) is not list or not 0 < len(sections) <= MAX_SECTIONS:
             raise SnapshotError(f"chunk must hold 1 to {MAX_SECTIONS} sections")
-        verified = []           # (table, group, rows) to keep once the whole chunk checks
+        verified: list[tuple] = []   # (table, group, rows, leaves), kept once the chunk checks
         for sec in sections:
-            verified.append(self._check_section(sec, alone=len(sections) == 1))
+            got = self._check_section(sec, alone=len(sections) == 1)
+            if any(v[:2] == got[:2] for v in verified):
+                raise SnapshotError(f"table {got[0]} group {got[1]}: twice in one chunk")
+            verified.append(got)
         completed = []
         for name, g, rows, leaves in verified:
             if rows is not None:

@@ -430,3 +430,26 @@ def test_a_restored_multisig_account_spends_as_the_original_does():
         b = twin.apply_block(twin.height + 1, twin.time + 60, txs, strict=False)
         assert [r.to_json() for r in a.receipts] == [r.to_json() for r in b.receipts]
         assert a.state_root == b.state_root
+
+
+def test_rows_out_of_order_repeated_or_malformed_and_a_group_twice_are_refused():
+    led = big()
+    m, chunks = snapshot_of(led.state)
+    root = led.state_root()
+    obj = codec.decode(chunks[0], max_size=1 << 24)
+    sec = next(s for s in obj[2] if s[0] == "accounts" and len(s[4]) > 2)
+    cases = {
+        "out of order or repeated": lambda s: s[4].reverse(),
+        "rows out of order or repeated": lambda s: s[4].insert(1, s[4][0]),
+        "is not \\[key, value\\]": lambda s: s[4].__setitem__(0, [s[4][0][0]]),
+        "part or final flag": lambda s: s.__setitem__(3, 1),
+    }
+    for message, mangle in cases.items():
+        bad = codec.decode(chunks[0], max_size=1 << 24)
+        mangle(next(s for s in bad[2] if s[0] == "accounts" and s[1] == sec[1]))
+        with pytest.raises(snap.SnapshotError, match=message):
+            snap.restore(m, [_rebuild(bad), *chunks[1:]], root)
+    twice = codec.decode(chunks[0], max_size=1 << 24)
+    twice[2].append(sec)
+    with pytest.raises(snap.SnapshotError, match=f"group {sec[1]}: twice in one chunk"):
+        snap.Assembly(m).add(_rebuild(twice))
