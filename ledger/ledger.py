@@ -191,24 +191,28 @@ class Ledger:
         return led
 
     @classmethod
-    def from_state(cls, chain_id: str, rules: Rules, state: State) -> Ledger:
+    def from_state(cls, chain_id: str, rules: Rules, state: State,
+                   height: int | None = None) -> Ledger:
         """A ledger over a state that was not built here (a restored snapshot): its
-        height and time are the ones the state's `meta` records (they are in the root),
-        and the wake-up heaps are rebuilt from the `wakes` table. `rules` are the chain's
+        height and time are the ones the state's `meta` records (they are in the root;
+        `height`, if given, is the certified block's, and must be the same), and the
+        wake-up heaps are rebuilt from the `wakes` table. `rules` are the chain's
         (`lending.RULES` for lendnet; its genesis hook is not run again)."""
         if state.journal:
             raise ValueError("the state has a transaction open")
         meta = state.meta
         if meta.get("chain") != chain_id:
             raise ValueError(f"the state is of chain {meta.get('chain')!r}, not {chain_id!r}")
-        height, time = meta.get("height"), meta.get("time")
-        if type(height) is not int or type(time) is not int or height < 0 or time < 0:
+        at, time = meta.get("height"), meta.get("time")
+        if type(at) is not int or type(time) is not int or at < 0 or time < 0:
             raise ValueError(f"the state's meta has no valid height and time "
-                             f"({height!r}, {time!r})")
+                             f"({at!r}, {time!r})")
+        if height is not None and at != height:
+            raise ValueError(f"the state is at height {at}, not {height}")
         led = cls(chain_id, rules)
         state.wakes.set_hook(led._on_wake)
         led.state = state
-        led.height, led.time = height, time
+        led.height, led.time = at, time
         # In key order, as _compact_wakes does: the heaps hold exactly the live
         # wake-ups, with none of the stale entries the original's may still hold.
         for addr in sorted(state.wakes.rows):

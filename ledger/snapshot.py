@@ -24,6 +24,11 @@ table's hash its non-empty groups, the root every table in order. So:
 * The `root` in every chunk names its snapshot, so a chunk of another snapshot is
   refused before its rows are looked at.
 
+Telling which peer is bad: a chunk of whole groups is checked on its own, so the peer
+that served a refused one is the culprit. A split group is checked only at its end, so
+a state-sync client should fetch all of one group's parts from the same peer (or, when
+its final part fails, suspect every peer that served a part).
+
 Everything that comes from a peer is bounded: manifest shape, chunk bytes, sections and
 rows per chunk, key and row sizes, parts of a split group, and the bytes of all split
 groups held until their final parts are checked.

@@ -338,6 +338,9 @@ def test_a_ledger_is_only_rebuilt_from_a_state_of_its_chain():
     state = snap.restore(*snapshot_of(busy().state), busy().state_root())
     with pytest.raises(ValueError, match="of chain"):
         lending.from_state("another-chain", state)
+    with pytest.raises(ValueError, match=f"at height {busy().height}, not 1"):
+        lending.from_state(CHAIN, state, height=1)
+    assert lending.from_state(CHAIN, state, height=busy().height).height == busy().height
 
 
 # --- the wake-up index is rebuilt from the state -------------------------------------------
