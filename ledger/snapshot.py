@@ -267,9 +267,9 @@ class Assembly:
 
     def add(self, data: bytes) -> list[tuple[str, int, dict]]:
         """Check one chunk; keep its rows; return the groups it completed, each with its
-        rows (key -> value). SnapshotError
-        (naming the table and group) if it does not check; a chunk that fails adds
-        nothing, and a split group that fails is dropped whole, to be fetched again."""
+        rows (key -> value). SnapshotError, naming the table and group, if it does not
+        check: a chunk that fails adds nothing, and a split group that fails (or is
+        interrupted by a part out of turn) is dropped whole, to be fetched again."""
         if type(data) is not bytes or len(data) > self.max_chunk_bytes:
             raise SnapshotError(f"a chunk must be bytes of at most {self.max_chunk_bytes}")
         try:
