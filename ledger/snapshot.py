@@ -236,6 +236,17 @@ def _thaw(obj):
     return tuple(_thaw(x) for x in obj) if type(obj) is list else obj
 
 
+def _key(obj, name: str, g: int):
+    """A row's key as the ledger holds it; SnapshotError for one no table can hold (a
+    map, or a list with a map in it, is not hashable: no state has such a key)."""
+    key = _thaw(obj)
+    try:
+        hash(key)
+    except TypeError:
+        raise SnapshotError(f"table {name} group {g}: a key that cannot be one") from None
+    return key
+
+
 # Values the ledger stores as tuples (the rest keep decoding's lists and dicts): a
 # restored row must be the same Python value, not just the same bytes, or code that
 # compares or concatenates it would behave differently.
@@ -366,7 +377,7 @@ class Assembly:
             last = (b, kb)
             leaves.setdefault(b, {})[kb] = hashlib.sha256(kb + vb).digest()
             state["bytes"] += len(kb) + len(vb)
-            out[_thaw(row[0])] = _thaw(row[1]) if tuple_value else row[1]
+            out[_key(row[0], name, g)] = _thaw(row[1]) if tuple_value else row[1]
         # Every split group in progress counts, not just this one: a peer could start
         # many and finish none.
         others = sum(p["bytes"] for tg, p in self._partial.items() if tg != (name, g))

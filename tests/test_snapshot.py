@@ -492,3 +492,70 @@ def test_every_product_restored_mid_workload_goes_on_like_the_original(data):
     w.c.advance(60 * 86_400)
     if twin:
         assert twin[0].state_root() == led.state_root()
+
+
+# --- whatever a peer sends, the answer is SnapshotError ---------------------------------
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-2**63, 2**64 - 1) | st.binary(max_size=34)
+    | st.text(max_size=12) | st.sampled_from(["accounts", "meta", "loans"]),
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(st.text(max_size=6), inner,
+                                                                 max_size=3),
+    max_leaves=24)
+
+
+def _paths(obj, path=()):
+    yield path
+    if type(obj) is list:
+        for i, x in enumerate(obj):
+            yield from _paths(x, (*path, i))
+    elif type(obj) is dict:
+        for k, x in obj.items():
+            yield from _paths(x, (*path, k))
+
+
+@settings(max_examples=200, deadline=None)
+@given(_values)
+def test_any_object_as_a_chunk_is_refused_with_a_snapshot_error(junk):
+    m = snap.manifest(busy().state)
+    with pytest.raises(snap.SnapshotError):
+        snap.Assembly(m).add(codec.encode(junk))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_part_of_a_chunk_replaced_is_refused_with_a_snapshot_error(data):
+    """Only SnapshotError ever comes out of a chunk (never a TypeError from a key that
+    cannot be a key, say), whatever part of a real chunk is replaced with whatever."""
+    led = busy()
+    m, chunks = snapshot_of(led.state, 16 << 10)
+    i = data.draw(st.integers(0, len(chunks) - 1))
+    obj = codec.decode(chunks[i], max_size=1 << 24)
+    paths = [p for p in _paths(obj) if p]
+    path = data.draw(st.sampled_from(paths))
+    new = data.draw(_values)
+    parent = obj
+    for step in path[:-1]:
+        parent = parent[step]
+    if parent[path[-1]] == new:
+        return
+    parent[path[-1]] = new
+    asm = snap.Assembly(m)
+    try:
+        asm.add(_rebuild(obj))
+    except snap.SnapshotError:
+        return
+    # accepted only if it still describes the same rows (e.g. a value equal in bytes)
+    for c in chunks[:i] + chunks[i + 1:]:
+        asm.add(c)
+    assert asm.state().root() == led.state_root()
+
+
+def test_a_key_no_table_could_hold_is_refused():
+    m = snap.manifest(busy().state)
+    g = m["tables"][1][1][0][0]                 # a group of accounts the manifest lists
+    key = next({"k": i} for i in range(100_000)
+               if snap._bucket(codec.encode({"k": i})) >> 8 == g)
+    chunk = codec.encode([snap.VERSION, m["root"], [["accounts", g, 0, True, [[key, 1]]]]])
+    with pytest.raises(snap.SnapshotError, match=f"table accounts group {g}: a key that"):
+        snap.Assembly(m).add(chunk)
