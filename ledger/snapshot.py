@@ -189,7 +189,7 @@ def _manifest_groups(m: Any) -> tuple[bytes, dict[tuple[str, int], bytes]]:
     """The manifest's root and (table, group) -> hash, once its shape is checked."""
     if type(m) is not dict or set(m) != {"version", "root", "tables"}:
         raise SnapshotError("the manifest is not a {version, root, tables} map")
-    if m["version"] != VERSION:
+    if type(m["version"]) is not int or m["version"] != VERSION:
         raise SnapshotError(f"manifest version {m['version']!r}, this node reads {VERSION}")
     root, tables = m["root"], m["tables"]
     if type(root) is not bytes or len(root) != 32:

@@ -559,3 +559,24 @@ def test_a_key_no_table_could_hold_is_refused():
     chunk = codec.encode([snap.VERSION, m["root"], [["accounts", g, 0, True, [[key, 1]]]]])
     with pytest.raises(snap.SnapshotError, match=f"table accounts group {g}: a key that"):
         snap.Assembly(m).add(chunk)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_part_of_a_manifest_replaced_is_refused_with_a_snapshot_error(data):
+    led = busy()
+    m = snap.manifest(led.state)
+    junk = data.draw(_values)
+    with pytest.raises(snap.SnapshotError):
+        snap.check_manifest(junk, led.state_root())
+    obj = codec.decode(codec.encode(m), max_size=1 << 24)
+    path = data.draw(st.sampled_from([p for p in _paths(obj) if p]))
+    new = data.draw(_values)
+    parent = obj
+    for step in path[:-1]:
+        parent = parent[step]
+    if parent[path[-1]] == new:
+        return
+    parent[path[-1]] = new
+    with pytest.raises(snap.SnapshotError):
+        snap.check_manifest(obj, led.state_root())
