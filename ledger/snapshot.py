@@ -233,7 +233,11 @@ def check_manifest(m: Any, root: bytes) -> None:
 
 def _thaw(obj):
     # Decoding gives lists where the ledger put tuples; keys must be hashable again.
-    return tuple(_thaw(x) for x in obj) if type(obj) is list else obj
+    if type(obj) is not list:
+        return obj
+    if list not in map(type, obj):
+        return tuple(obj)               # the common case: (balance, nonce), (addr, key)
+    return tuple(_thaw(x) for x in obj)
 
 
 def _key(obj, name: str, g: int):
@@ -298,10 +302,12 @@ class Assembly:
         if type(sections) is not list or not 0 < len(sections) <= MAX_SECTIONS:
             raise SnapshotError(f"chunk must hold 1 to {MAX_SECTIONS} sections")
         verified: list[tuple] = []   # (table, group, rows, leaves), kept once the chunk checks
+        seen: set[tuple[str, int]] = set()
         for sec in sections:
             got = self._check_section(sec, alone=len(sections) == 1)
-            if any(v[:2] == got[:2] for v in verified):
+            if got[:2] in seen:
                 raise SnapshotError(f"table {got[0]} group {got[1]}: twice in one chunk")
+            seen.add(got[:2])
             verified.append(got)
         completed = []
         for name, g, rows, leaves in verified:
