@@ -1005,3 +1005,10 @@ def genesis(chain_id: str, balances: dict[str, int], time: int = 0,
     checked = check_params(lending_params)
     rules = dataclasses.replace(RULES, genesis=lambda led: _genesis(led, checked))
     return Ledger.genesis(chain_id, balances, time, rules=rules, fee_params=fee_params)
+
+
+def from_state(chain_id: str, state, height: int | None = None) -> Ledger:
+    """The lendnet ledger over a restored state (ledger/snapshot.py): lending's rules,
+    the height and time the state records (`height`: the certified block's, checked).
+    The genesis parameters are in the state."""
+    return Ledger.from_state(chain_id, RULES, state, height)

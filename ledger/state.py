@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from sortedcontainers import SortedList
@@ -115,6 +115,36 @@ class Table:
                 out.append((key, value))
         return out, None
 
+    def group_hashes(self) -> dict[int, bytes]:
+        """Group index -> hash of every non-empty group, as the root covers them (what a
+        snapshot's manifest lists)."""
+        self.root()
+        return dict(self._group_hash)
+
+    def load(self, rows: dict, leaves: dict[int, dict[bytes, bytes]] | None = None) -> None:
+        """Fill an empty table with rows from outside the journal (a restored snapshot):
+        there is nothing to roll back to. Without `leaves` every row is rehashed at the
+        next root(); with them (bucket -> encoded key -> leaf, which the caller computed
+        from these very rows: ledger/snapshot.py does as it checks them) only the bucket
+        and group hashes are."""
+        if self.rows or self._state.journal:
+            raise ValueError(f"table {self.name} is not empty, or a transaction is open")
+        self.rows = dict(rows)
+        if self.order is not None:
+            self.order = SortedList(self.rows)
+        self._root = None
+        if leaves is None:
+            self._dirty = dict.fromkeys(self.rows)
+            return
+        if sum(map(len, leaves.values())) != len(self.rows):
+            raise ValueError(f"table {self.name}: leaves and rows differ in number")
+        self._leaves = leaves
+        self._rehash_buckets(sorted(leaves))
+
+    def set_hook(self, on_set: Callable[[Any, Any], None] | None) -> None:
+        """Who is told of every put and undo: a restored state is built before its ledger."""
+        self._on_set = on_set
+
     def root(self) -> bytes:
         if self._dirty:
             self._rehash()
@@ -141,6 +171,10 @@ class Table:
                 bucket.pop(kb, None)
             dirty_buckets[b] = None
         self._dirty = {}
+        self._rehash_buckets(dirty_buckets)
+
+    def _rehash_buckets(self, dirty_buckets: Iterable[int]) -> None:
+        leaves = self._leaves
         dirty_groups: dict[int, None] = {}
         groups = self._groups
         for b in dirty_buckets:
