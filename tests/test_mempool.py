@@ -143,7 +143,24 @@ def test_after_a_block_what_the_sender_can_no_longer_pay_for_goes():
     c.ledger.apply_block(1, c.time + 1, [everything])
     pool.evict_committed([everything])
     assert len(pool) == 0 and alice.address not in pool.reserved
+    # each dropped transaction is remembered with why, for a client waiting on it
+    assert [code for _, code in pool.dropped.values()] == ["cannot-pay", "cannot-pay"]
 
+
+def test_a_transaction_whose_nonce_another_took_is_dropped_and_says_so():
+    """Two wallets share a key (the dev faucet: calls at different nodes): the one that
+    commits first takes the nonce; the other leaves the mempool as "nonce-used", so a
+    client polling its status signs again with the next nonce instead of waiting."""
+    c = Chain()
+    pool = Mempool(c.ledger)
+    alice = c.keys["alice"]
+    mine, theirs = transfer(alice, 0, amount=1), transfer(alice, 0, amount=2)
+    pool.add(mine)
+    c.ledger.apply_block(1, c.time + 1, [theirs])
+    pool.evict_committed([theirs])
+    assert mine.hash not in pool
+    why, code = pool.dropped[mine.id]
+    assert code == "nonce-used" and "nonce 0" in why
 
 def test_three_hundred_junk_keys_cannot_keep_a_funded_user_out():
     """The issue's attack: 313 keys without money × 64 nonces each. None gets in, so a

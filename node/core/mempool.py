@@ -30,6 +30,7 @@ from lendnet.ledger.tx import SignedTx, TxError
 MAX_TXS = 20_000
 MAX_AHEAD = 64           # nonces an account may queue beyond its next one
 MAX_PER_ACCOUNT = 64     # transactions one account may have waiting
+MAX_DROPPED = 4_096      # recent transactions remembered with why they left uncommitted
 GAP_EXPIRY_MS = 60_000   # a transaction behind a nonce gap is dropped after this long
 
 
@@ -52,6 +53,10 @@ class Mempool:
         self._tails: list[tuple] = []
         self.expired = 0
         self.evicted = 0
+        # Why each recent transaction left without committing (hash hex -> (why, code)),
+        # the newest MAX_DROPPED: a client waiting on one learns it will never commit
+        # (and, for a nonce another took, that it may sign again with the next).
+        self.dropped: dict[str, tuple[str, str]] = {}
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -86,6 +91,8 @@ class Mempool:
         self.ledger.check_signers(tx)
         if victim is not None:
             self._remove(victim)
+            self._drop(victim, f"pushed out of a full mempool by a transaction paying gas "
+                               f"price {price}", "mempool-full")
             self._pushtail(victim.sender)
             self.evicted += 1
         self._seq += 1
@@ -161,6 +168,8 @@ class Mempool:
                 continue
             bal, next_nonce = led.account(sender)
             for nonce in [n for n in queue if n < next_nonce]:
+                self._drop(queue[nonce], f"nonce {nonce} of {sender} was used by another "
+                                         f"transaction in the chain", "nonce-used")
                 self._remove(queue[nonce])
             if not queue:
                 continue
@@ -172,6 +181,9 @@ class Mempool:
                     break
             if over is not None:
                 for nonce in [n for n in queue if n >= over]:
+                    self._drop(queue[nonce], f"{sender}'s balance no longer covers the fees "
+                                             f"of its transactions from nonce {over}",
+                               "cannot-pay")
                     self._remove(queue[nonce])
             self._pushtail(sender)
 
@@ -186,6 +198,8 @@ class Mempool:
                 nonce += 1
             stale = [n for n in queue if n > nonce and self._info[queue[n].hash][1] <= cutoff]
             for n in stale:
+                self._drop(queue[n], f"waited {self.gap_expiry_ms} ms behind a missing nonce "
+                                     f"{nonce} of {sender}", "nonce-ahead")
                 self._remove(queue[n])
             if stale:
                 gone += len(stale)
@@ -207,6 +221,11 @@ class Mempool:
         return out
 
     # --- internals ---------------------------------------------------------------------
+
+    def _drop(self, tx: SignedTx, why: str, code: str) -> None:
+        self.dropped[tx.id] = (why, code)
+        if len(self.dropped) > MAX_DROPPED:
+            del self.dropped[next(iter(self.dropped))]
 
     def _remove(self, tx: SignedTx) -> None:
         sender = tx.sender

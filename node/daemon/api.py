@@ -249,8 +249,10 @@ def build_app(daemon) -> web.Application:
             return web.json_response({"hash": h, "status": status, **where})
         if bytes.fromhex(h) in node.mempool:
             return web.json_response({"hash": h, "status": "pending"})
-        if h in daemon.rejected:
-            why, code = daemon.rejected[h]
+        # refused on arrival, or dropped from the mempool since (another took its nonce)
+        gone = daemon.rejected.get(h) or node.mempool.dropped.get(h)
+        if gone is not None:
+            why, code = gone
             return web.json_response({"hash": h, "status": "rejected", "error": why,
                                       "code": code})
         return _error(404, f"transaction {h} is not known to this node")

@@ -205,8 +205,8 @@ def routes(app: web.Application, daemon, books: portfolio.Books) -> None:
             if where.get("error"):
                 info.append(("why it failed" if where["nonce_used"] else "why not included",
                              where["error"]))
-        elif tx_id in daemon.rejected:
-            why, code = daemon.rejected[tx_id]
+        elif tx_id in daemon.rejected or tx_id in node.mempool.dropped:
+            why, code = daemon.rejected.get(tx_id) or node.mempool.dropped[tx_id]
             info = [("status", "rejected"), ("why", why), ("code", code)]
         elif status == "unknown":
             return missing(f"transaction {tx_id} is not known to this node")
@@ -592,7 +592,7 @@ def routes(app: web.Application, daemon, books: portfolio.Books) -> None:
                 if q in st.tables[table]:
                     raise web.HTTPFound(f"/{path}/{q}")
             if (node.store.tx_location(q) is not None or q in daemon.rejected
-                    or bytes.fromhex(q) in node.mempool):
+                    or q in node.mempool.dropped or bytes.fromhex(q) in node.mempool):
                 raise web.HTTPFound(f"/tx/{q}")
             for height in range(node.height, max(0, node.height - SEEN_WINDOW), -1):
                 got = node.store.get_block(height)
