@@ -74,6 +74,9 @@ async def _follow(api, address: str, count, timeout_s, as_json) -> None:
 
     async with aiohttp.ClientSession() as http:
         async with http.ws_connect(api.url + "/v1/events?types=loan", heartbeat=20) as ws:
+            # (on stderr, so --json's stdout stays one object a line): from here on no
+            # event is missed, so a script may act once it reads this
+            click.echo(f"following {address}'s loans at {api.url}", err=True)
             while count is None or seen < count:
                 left = None if deadline is None else deadline - loop.time()
                 if left is not None and left <= 0:

@@ -15,6 +15,9 @@ The cluster is stopped by the fixture, whatever happens.
 from __future__ import annotations
 
 import hashlib
+import json
+import subprocess
+import sys
 import time
 
 import pytest
@@ -97,6 +100,50 @@ def _loan_of(w: Wallets, app: str) -> str:
     return loan
 
 
+def _run_chain_time(w: Wallets, loans: dict, sara_loan: str, gina_loan: str):
+    """Chain time runs (a second is two days): g1-g4 pay when due, g5 pays nothing
+    (g1 then g2 cover one late instalment each, then it defaults), sara pays her second
+    instalment a day late, gina pays nothing (her guarantee is drawn)."""
+    api = w.api
+    # --- chain time runs: who pays what, when ----------------------------------------
+    covers: list[str] = []          # g5's instalments covered by fellow members
+    sara_paid = sara_payments = 0
+    late_done = False
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        now = w.chain_time()
+        acted = False
+        for g in GROUP[:4]:
+            ln = api.get(f"/v1/loans/{loans[g]}")
+            if ln["status"] == "active" and ln["amount_due"] and ln["due_time"] - now <= 2 * DAY:
+                w.do(g, "repay", loan=loans[g], amount=ln["amount_due"])
+                acted = True
+        g5 = api.get(f"/v1/loans/{loans['g5']}")
+        if g5["status"] == "active" and g5["days_past_due"] > 0 and len(covers) < 2:
+            coverer = GROUP[len(covers)]             # g1, then g2
+            w.do(coverer, "group_cover", loan=loans["g5"], amount=g5["arrears"])
+            covers.append(coverer)
+            acted = True
+        ln = api.get(f"/v1/loans/{sara_loan}")
+        if ln["status"] == "active" and ln["amount_due"]:
+            # instalment 2 is paid a day late, with its late fee; the rest on time
+            late = ln["oldest_unpaid"] == 2 and not late_done
+            due_soon = ln["due_time"] - now <= 2 * DAY
+            if (late and ln["days_past_due"] >= 1) or (not late and due_soon):
+                w.do("sara", "repay", loan=sara_loan, amount=ln["amount_due"])
+                sara_paid += ln["amount_due"]
+                sara_payments += 1
+                late_done = late_done or late
+                acted = True
+        closed = {x: api.get(f"/v1/loans/{x}")["status"]
+                  for x in (*loans.values(), sara_loan, gina_loan)}
+        if all(s != "active" for s in closed.values()):
+            break
+        if not acted:
+            time.sleep(0.1)
+    return covers, sara_paid, sara_payments, late_done
+
+
 def test_group_shared_and_guaranteed_loans_and_savings_on_a_real_cluster(cluster):
     api = cluster[0]
     names = ["lead", "l2", "l3", "l4", *GROUP, "sara", "gina", "quinn"]
@@ -139,43 +186,23 @@ def test_group_shared_and_guaranteed_loans_and_savings_on_a_real_cluster(cluster
     assert api.get(f"/v1/loans/{sara_loan}")["lender"] != w.addr("lead")   # the pool's
     lenders_before = {n: w.balance(n) for n in SLICES}
     quinn_before = w.balance("quinn")
+    # g3 follows the chain's alerts as a member would: its group's notices of g5's loan
+    watcher = subprocess.Popen([sys.executable, "-m", "lendnet.cli", "watch", "--address",
+                                w.addr("g3"), "--json", "--timeout", "120", "--node",
+                                api.url], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        assert "following" in watcher.stderr.readline()
+        covers, sara_paid, sara_payments, late_done = _run_chain_time(w, loans, sara_loan,
+                                                                      gina_loan)
+    finally:
+        watcher.terminate()
+        out, _ = watcher.communicate(timeout=30)
+    seen = [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    about_g5 = {e["event"] for e in seen if e["loan"] == loans["g5"]}
+    assert {"member_late", "member_covered", "member_defaulted"} <= about_g5, seen
+    assert all(e["role"] == "group member" for e in seen if e["loan"] == loans["g5"])
 
-    # --- chain time runs: who pays what, when ----------------------------------------
-    covers: list[str] = []          # g5's instalments covered by fellow members
-    sara_paid = sara_payments = 0
-    late_done = False
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        now = w.chain_time()
-        acted = False
-        for g in GROUP[:4]:
-            ln = api.get(f"/v1/loans/{loans[g]}")
-            if ln["status"] == "active" and ln["amount_due"] and ln["due_time"] - now <= 2 * DAY:
-                w.do(g, "repay", loan=loans[g], amount=ln["amount_due"])
-                acted = True
-        g5 = api.get(f"/v1/loans/{loans['g5']}")
-        if g5["status"] == "active" and g5["days_past_due"] > 0 and len(covers) < 2:
-            coverer = GROUP[len(covers)]             # g1, then g2
-            w.do(coverer, "group_cover", loan=loans["g5"], amount=g5["arrears"])
-            covers.append(coverer)
-            acted = True
-        ln = api.get(f"/v1/loans/{sara_loan}")
-        if ln["status"] == "active" and ln["amount_due"]:
-            # instalment 2 is paid a day late, with its late fee; the rest on time
-            late = ln["oldest_unpaid"] == 2 and not late_done
-            due_soon = ln["due_time"] - now <= 2 * DAY
-            if (late and ln["days_past_due"] >= 1) or (not late and due_soon):
-                w.do("sara", "repay", loan=sara_loan, amount=ln["amount_due"])
-                sara_paid += ln["amount_due"]
-                sara_payments += 1
-                late_done = late_done or late
-                acted = True
-        closed = {x: api.get(f"/v1/loans/{x}")["status"]
-                  for x in (*loans.values(), sara_loan, gina_loan)}
-        if all(s != "active" for s in closed.values()):
-            break
-        if not acted:
-            time.sleep(0.1)
     views = {x: api.get(f"/v1/loans/{x}") for x in (*loans.values(), sara_loan, gina_loan)}
     status = {k: v["status"] for k, v in views.items()}
     assert all(status[loans[g]] == "repaid" for g in GROUP[:4]), status

@@ -215,7 +215,8 @@ def test_watch_prints_loan_alerts(env, people):
                                text=True, env={**os.environ, **{k: str(v) for k, v in
                                                                 env.items() if k != "root"}})
     try:
-        time.sleep(1.5)                                  # let it subscribe
+        # it says on stderr once it follows the stream; from then it misses nothing
+        assert "following" in watcher.stderr.readline()
         js(env, "lender", "fund", "--wallet", "lender", "--application", app["hash"],
            "--offer", offer)
         out, err = watcher.communicate(timeout=40)

@@ -537,11 +537,17 @@ def build_app(daemon) -> web.Application:
                                f"readers ({mine} from {who}); at most {MAX_READERS}, "
                                f"{MAX_READERS_PER_CLIENT} per client", "busy")
         ws = web.WebSocketResponse(heartbeat=20)
-        await ws.prepare(request)
         q: asyncio.Queue = asyncio.Queue(STREAM_QUEUE)
         q.types = types
         q.who = who
+        # Subscribed before the handshake: a reader that has its answer sees every event
+        # committed after it (what it sends next, say), none lost in between.
         daemon.subscribers.add(q)
+        try:
+            await ws.prepare(request)
+        except BaseException:
+            daemon.subscribers.discard(q)
+            raise
         # Read what the client sends, so its close (or a ping) is answered at once; a
         # reader has nothing to say, so anything else ends the stream.
         listening = asyncio.create_task(_until_closed(ws))
