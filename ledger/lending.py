@@ -981,7 +981,7 @@ GAS: dict[str, tuple[int, int]] = {
 }
 
 
-def _is_loan(led: Ledger, address: str) -> bool:
+def _is_duty(led: Ledger, address: str) -> bool:
     """A loan's deadlines (instalments due, late fees, default, lien release), a
     pool's (expiry, splitting what its loan paid it) and passing a group its members'
     loans' notices (ledger/groups.py) are the chain's duties: they run before anything
@@ -992,7 +992,7 @@ def _is_loan(led: Ledger, address: str) -> bool:
 
 RULES = Rules(handlers=HANDLERS, genesis=lambda led: _genesis(led, check_params(None)),
               on_event=_on_contract_event,
-              check_call=_check_call, duty=_is_loan, escrowed=escrowed,
+              check_call=_check_call, duty=_is_duty, escrowed=escrowed,
               release_liens=release_liens, seize_liens=seize_liens, gas=GAS,
               after_run=_after_run)
 
