@@ -209,16 +209,17 @@ def test_any_damaged_chunk_byte_falls_back(built, seed, what):
 
 # --- kill -9 ---------------------------------------------------------------------------
 
-# A lone validator with a snapshot every 3 blocks, writing to its SQLite store as the
-# daemon does; it prints each height once flushed. Killed at any moment, a snapshot's
-# write included, its store must restart to the root stored with its height.
+# A lone validator with a snapshot every `every` blocks, writing to its SQLite store as
+# the daemon does; it prints each height once flushed. Killed at any moment, a
+# snapshot's write included, its store must restart to the root stored with its height.
+# With every=1 each write holds a snapshot, so every kill lands in or between them.
 _CHILD = r"""
 import sys
 sys.path.insert(0, sys.argv[2])
 from lendnet.node.core.node import Node
 from lendnet.node.daemon.sqlstore import SQLiteStore
 from tests.test_restart import KP, T0, drive, make_genesis
-genesis, workload = make_genesis(int(sys.argv[3]), 100_000, 3)
+genesis, workload = make_genesis(int(sys.argv[3]), 100_000, int(sys.argv[4]))
 store = SQLiteStore(sys.argv[1])
 node = Node(genesis, KP, store, T0 * 1000)
 now, last = T0 * 1000 + store.height * 1000, store.height
@@ -230,11 +231,11 @@ while True:
 """
 
 
-def _run_until_killed(path: str, lines: int, seed: int, errfile: str) -> int:
+def _run_until_killed(path: str, lines: int, seed: int, every: int, errfile: str) -> int:
     last = None
     with open(errfile, "w+") as err:
         child = subprocess.Popen([sys.executable, "-c", _CHILD, path,
-                                  str(ROOT), str(seed)], cwd=ROOT,
+                                  str(ROOT), str(seed), str(every)], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=err, text=True)
         watchdog = threading.Timer(120, child.kill)       # a hung child fails, not hangs
         watchdog.start()
@@ -257,18 +258,28 @@ def _run_until_killed(path: str, lines: int, seed: int, errfile: str) -> int:
 
 
 def test_kill_9_at_any_moment_restarts_to_the_stored_root(tmp_path):
-    for i, lines in enumerate((5, 13, 29)):      # fresh stores: each child's own workload
+    # fresh stores: each child its own workload; each kill after a different count
+    for i, (lines, every) in enumerate(((5, 3), (13, 1), (29, 3), (41, 1))):
         path = str(tmp_path / f"node{i}.db")
-        reported = _run_until_killed(path, lines, i + 1, str(tmp_path / "child.err"))
-        genesis, _ = make_genesis(i + 1, 100_000, 3)
+        reported = _run_until_killed(path, lines, i + 1, every, str(tmp_path / "child.err"))
+        genesis, _ = make_genesis(i + 1, 100_000, every)
         disk = SQLiteStore(path)
         try:
             assert disk.height >= reported
             heights = disk.snapshot_heights()
-            assert heights and all(h % 3 == 0 for h in heights)
-            assert len(heights) <= SNAPSHOTS_KEPT
+            assert heights and all(h % every == 0 for h in heights)
+            assert len(heights) <= SNAPSHOTS_KEPT and heights[0] == disk.height // every * every
             node = Node(genesis, KP, disk, T0 * 1000)
             assert node.recovery[-1].startswith("restored the state from the snapshot")
             assert node.ledger.state_root() == disk.get_block(disk.height)[2]
+        finally:
+            disk.close()
+        replayed = MemoryStore()                # and the same state as a full replay
+        disk = SQLiteStore(path)
+        try:
+            for h in range(1, disk.height + 1):
+                replayed.put_block(h, *disk.get_block(h))
+            assert answers(Node(genesis, KP, replayed, T0 * 1000)) == \
+                answers(Node(genesis, KP, disk, T0 * 1000))
         finally:
             disk.close()
