@@ -66,6 +66,10 @@ class Config:
     msg_delay_ms: int = 15_000         # a proposal may arrive this late and still be timely
     time_scale: int = 1                # chain seconds per real second (dev: accelerated)
     fetch_timeout_ms: int = 500
+    # A node stores a snapshot of its state with every block at a multiple of this
+    # height (0: never), and restarts from the latest one instead of replaying the
+    # chain from genesis (node/core/node.py). Not a consensus rule: nodes may differ.
+    snapshot_every: int = 1_000
 
     def chain_time(self, now_ms: int) -> int:
         return self.genesis_time + max(0, now_ms - self.genesis_time * 1000) \
@@ -82,7 +86,7 @@ class Config:
                   "batch_delay_ms": (0, 60_000), "empty_block_ms": (0, 3_600_000),
                   "view_timeout_ms": (10, 600_000), "clock_skew_ms": (0, 3_600_000),
                   "msg_delay_ms": (0, 3_600_000), "time_scale": (1, 10**7),
-                  "fetch_timeout_ms": (10, 600_000)}
+                  "fetch_timeout_ms": (10, 600_000), "snapshot_every": (0, 10**9)}
         for name, (lo, hi) in limits.items():
             v = getattr(self, name)
             if type(v) is not int or not lo <= v <= hi:

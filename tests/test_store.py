@@ -295,7 +295,8 @@ def test_schema_stats_and_cache(tmp_path):
         assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == (1,)
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
-                                         "'table'")} == {"blocks", "records", "txs", "meta"}
+                                         "'table'")} == {"blocks", "records", "txs", "meta",
+                                                         "snapshots", "snapshot_chunks"}
     db.close()
 
 

@@ -13,6 +13,7 @@ of its loop, however many events that turn held (group commit).
 from __future__ import annotations
 
 import hashlib
+import logging
 
 from collections import Counter
 from collections.abc import Sequence
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field, replace
 from lendnet.consensus import messages as M
 from lendnet.consensus.effects import Committed, Evidence, Persist
 from lendnet.consensus.replica import Config, Replica
-from lendnet.ledger import lending, tx as txm
+from lendnet.ledger import lending, snapshot, tx as txm
 from lendnet.ledger.ledger import TX_GAS_ROOM, USER_VM_KINDS, USER_VM_ROOM, BlockResult
 
 from .mempool import MAX_TXS, Mempool
@@ -34,6 +35,8 @@ TX_CACHE = 2 * MAX_TXS
 EVIDENCE_KEPT = 16                 # evidence records kept per (kind, validator)
 NONCES_IN_FLIGHT = 1 << 62         # a proposal's nonces may run any way ahead of execution
 EXPIRY_SWEEP_MS = 1_000            # how often the mempool drops what waited behind a gap
+
+log = logging.getLogger("lendnet.node")
 
 
 @dataclass
@@ -81,7 +84,6 @@ class Node:
                       if keypair.pubkey in self.vals.pubkeys else None)
         self.ledger = lending.genesis(genesis.chain_id, genesis.balances, genesis.time,
                                       genesis.fees, genesis.lending)
-        self.mempool = Mempool(self.ledger)
         # The latest time a shell passed in (ms): when a transaction arrived, for the
         # mempool's expiry of those behind a nonce gap (swept every EXPIRY_SWEEP_MS).
         self.now = now
@@ -92,8 +94,14 @@ class Node:
         self.rejected_messages = 0
         self._unsaved_records: list[tuple] = []       # written by flush()
         self._unsaved_blocks: list[tuple] = []
+        self._unsaved_snapshots: list[tuple] = []
         self._results: dict[int, BlockResult] = {}    # executed, its Committed not yet out
-        for h in range(1, store.height + 1):                # recover: replay the chain
+        # Recover: from the latest good snapshot, else from genesis, then replay the
+        # blocks after it. What happened is in `recovery` (and logged).
+        self.recovery: list[str] = []
+        start = self._restore_snapshot()
+        self.mempool = Mempool(self.ledger)
+        for h in range(start + 1, store.height + 1):
             block, cert, root = store.get_block(h)
             if self._apply(h, block).state_root != root:
                 raise StoreError(f"stored block {h} replays to another state root than "
@@ -153,12 +161,16 @@ class Node:
                 else e for e in effects if type(e) is not Persist]
 
     def flush(self) -> None:
-        """Write the records and blocks of every event since the last flush in one store
-        transaction (one fsync)."""
+        """Write the records, blocks and snapshots of every event since the last flush
+        in one store transaction (one fsync)."""
         if self._unsaved_records or self._unsaved_blocks:
             records, self._unsaved_records = self._unsaved_records, []
             blocks, self._unsaved_blocks = self._unsaved_blocks, []
-            self.store.put_batch(records, blocks)
+            snaps, self._unsaved_snapshots = self._unsaved_snapshots, []
+            if snaps:
+                self.store.put_batch(records, blocks, snaps)
+            else:                                 # (a store without snapshots works too)
+                self.store.put_batch(records, blocks)
 
     def follow(self, block: dict, cert: list):
         """A full node (not a validator) takes a committed block a peer passed on: if it
@@ -262,6 +274,13 @@ class Node:
         self._results[h] = result                 # until its Committed passes _persist
         self._unsaved_blocks.append((h, block, cert, result.state_root,
                                      [r.to_json() for r in result.receipts]))
+        every = self.config.snapshot_every
+        if every and h % every == 0:
+            # Taken now, before the next block changes the state; written with this
+            # block in the same store transaction, so a crash keeps both or neither.
+            state = self.ledger.state
+            self._unsaved_snapshots.append((h, snapshot.manifest(state),
+                                            list(snapshot.chunks(state))))
         return result.state_root
 
     # --- internals --------------------------------------------------------------------
@@ -274,6 +293,44 @@ class Node:
                 del self._txs[next(iter(self._txs))]
             self._txs[raw] = tx
         return tx
+
+    def _restore_snapshot(self) -> int:
+        """Replace the genesis ledger with the latest stored snapshot that checks
+        against the root stored with its block, and rebuild the recent heights' headers
+        from the store; return its height (0: none, replay from genesis). A damaged
+        snapshot is not fatal: the one before it, or genesis, is used, and said so."""
+        heights: list[int] = getattr(self.store, "snapshot_heights", list)()
+        for s in heights:
+            if s > self.store.height:
+                self._note(f"snapshot at height {s} is above the stored chain "
+                           f"({self.store.height}): skipped")
+                continue
+            try:
+                got = self.store.get_snapshot(s)
+                if got is None:
+                    raise snapshot.SnapshotError("it is gone")
+                m, chunk_iter = got
+                state = snapshot.restore(m, chunk_iter, self.store.get_block(s)[2])
+                ledger = lending.from_state(self.genesis.chain_id, state, s)
+            except ValueError as e:               # SnapshotError, or a bad meta
+                self._note(f"snapshot at height {s} is damaged ({e}): falling back to "
+                           f"{'an older snapshot' if s != heights[-1] else 'replay from genesis'}")
+                continue
+            self.ledger = ledger
+            # What replay would have left in _recent: the last 4 windows' headers.
+            for h in range(max(1, s - 4 * self.config.window + 1), s + 1):
+                block, _, root = self.store.get_block(h)
+                self._recent[h] = (block["header"], M.block_hash(block["header"]), root)
+            self._note(f"restored the state from the snapshot at height {s}; "
+                       f"replaying {self.store.height - s} blocks after it", warn=False)
+            return s
+        if heights:
+            self._note("no usable snapshot: replaying the chain from genesis")
+        return 0
+
+    def _note(self, message: str, warn: bool = True) -> None:
+        self.recovery.append(message)
+        log.log(logging.WARNING if warn else logging.INFO, "%s", message)
 
     def _apply(self, h: int, block: dict) -> BlockResult:
         """Execute a committed block: one with 2f+1 COMMITs (or read back from our own

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 from lendnet.ledger import codec
 
+SNAPSHOTS_KEPT = 2      # the latest, and one to fall back on if it is found damaged
+
 
 class StoreError(Exception):
     """A store that cannot be used: locked by another process, corrupt, or too new."""
@@ -57,6 +59,23 @@ def check_block(stored_height: int, height: int, block: dict, cert: list, root: 
             [codec.encode(r) for r in receipts])
 
 
+def check_snapshots(height: int, snapshots) -> list[tuple[int, bytes, list[bytes]]]:
+    """Refuse a snapshot not at a stored (or now stored) height; return each as
+    (height, encoded manifest, chunks). A snapshot is `(height, manifest, chunks)`,
+    its chunks already bytes (ledger/snapshot.py `chunks`); it is checked against the
+    block's root when it is read back, not here."""
+    out = []
+    for s in snapshots:
+        h, m, cs = s
+        if type(h) is not int or not 1 <= h <= height:
+            raise ValueError(f"snapshot height {h!r} is not a stored height (1..{height})")
+        cs = list(cs)
+        if any(type(c) is not bytes for c in cs):
+            raise ValueError(f"the snapshot at height {h} has a chunk that is not bytes")
+        out.append((h, codec.encode(m), cs))
+    return out
+
+
 def location(height: int, index: int, receipt: dict) -> dict:
     """What `tx_location` answers: where the transaction is and its receipt."""
     return {"height": height, "index": index,
@@ -73,6 +92,7 @@ class MemoryStore:
         self.records: dict = {}                    # ("vote", t, v, h) / ("view",) / ...
         self.blocks: dict[int, tuple] = {}         # height -> (block, cert, state root)
         self.txs: dict[str, tuple] = {}            # tx hash hex -> (height, index, receipt)
+        self.snapshots: dict[int, tuple] = {}      # height -> (manifest, chunks)
 
     # consensus records: written before the message they protect leaves the node
     def put_record(self, key: tuple, value) -> None:
@@ -82,8 +102,9 @@ class MemoryStore:
         """Several records at once, in order; all of them or, if one is refused, none."""
         self.put_batch(items)
 
-    def put_batch(self, records=(), blocks=()) -> None:
-        """Records (in order) and blocks (put_block's arguments) at once; all or none."""
+    def put_batch(self, records=(), blocks=(), snapshots=()) -> None:
+        """Records (in order), blocks (put_block's arguments) and snapshots
+        (check_snapshots) at once; all or none."""
         records = list(records)
         for key, value in records:                # check all before changing anything
             check_record(key, value)
@@ -91,6 +112,7 @@ class MemoryStore:
         for h, block, cert, root, *receipts in blocks:
             check_block(height, h, block, cert, root, receipts[0] if receipts else ())
             height = h
+        snaps = check_snapshots(height, snapshots)
         for key, value in records:
             if key == ("gc",):
                 for k in [k for k in self.records if k[0] == "vote" and k[3] <= value]:
@@ -102,6 +124,20 @@ class MemoryStore:
             for i, r in enumerate(receipts[0] if receipts else ()):
                 if r["nonce_used"] or r["tx"] not in self.txs:
                     self.txs[r["tx"]] = (h, i, dict(r))
+        for h, m, cs in snaps:
+            # Kept as read back from disk (the manifest decoded, tuples become lists),
+            # so a simulated restart restores what the daemon's would.
+            self.snapshots[h] = (codec.decode(m, max_size=len(m)), cs)
+        for h in sorted(self.snapshots)[:-SNAPSHOTS_KEPT]:
+            del self.snapshots[h]
+
+    def snapshot_heights(self) -> list[int]:
+        """The heights of the snapshots kept, latest first."""
+        return sorted(self.snapshots, reverse=True)
+
+    def get_snapshot(self, height: int):
+        """(manifest, chunks) of the snapshot at `height`, or None."""
+        return self.snapshots.get(height)
 
     def load_records(self) -> dict:
         return dict(self.records)

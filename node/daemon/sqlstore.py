@@ -19,7 +19,8 @@ from collections import OrderedDict
 from contextlib import contextmanager
 
 from lendnet.ledger import codec
-from lendnet.node.core.store import StoreError, check_block, check_record, location
+from lendnet.node.core.store import (SNAPSHOTS_KEPT, StoreError, check_block, check_record,
+                                     check_snapshots, location)
 
 SCHEMA_VERSION = 1
 CACHE_BLOCKS = 64                 # recent blocks kept decoded: peers catching up ask for them
@@ -32,6 +33,12 @@ _SCHEMA = [
     "CREATE TABLE IF NOT EXISTS txs (hash TEXT PRIMARY KEY, height INTEGER NOT NULL,"
     " idx INTEGER NOT NULL, receipt BLOB NOT NULL) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value)",
+    # State snapshots (node.py): added to schema 1 without a version change, since a
+    # store without them is read the same way (the node replays from genesis).
+    "CREATE TABLE IF NOT EXISTS snapshots (height INTEGER PRIMARY KEY, manifest BLOB"
+    " NOT NULL, chunks INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS snapshot_chunks (height INTEGER NOT NULL, idx INTEGER"
+    " NOT NULL, data BLOB NOT NULL, PRIMARY KEY (height, idx)) WITHOUT ROWID",
 ]
 
 # Every ("vote", t, v, h) key encodes as a 4-element array header then "vote", and SQLite
@@ -144,11 +151,13 @@ class SQLiteStore:
         """Several records in one transaction (one fsync), applied in order."""
         self.put_batch(items)
 
-    def put_batch(self, records=(), blocks=()) -> None:
-        """Consensus records (applied in order) and executed blocks — each a tuple of
-        put_block's arguments — in one transaction with one fsync: the daemon writes all
-        that one turn of its loop produced at once, which under load is many votes and
-        blocks. All or nothing: anything refused refuses the whole batch."""
+    def put_batch(self, records=(), blocks=(), snapshots=()) -> None:
+        """Consensus records (applied in order), executed blocks — each a tuple of
+        put_block's arguments — and state snapshots (store.check_snapshots) in one
+        transaction with one fsync: the daemon writes all that one turn of its loop
+        produced at once, which under load is many votes and blocks. All or nothing:
+        anything refused refuses the whole batch, and a crash leaves a snapshot's block
+        without it only if it left the block out too."""
         # Encode and check all first, so nothing is refused halfway through.
         rows = [(key, value, *check_record(key, value)) for key, value in records]
         checked, height = [], self._height
@@ -157,6 +166,7 @@ class SQLiteStore:
             checked.append((h, receipts, check_block(height, h, block, cert, root,
                                                      receipts)))
             height = h
+        snaps = check_snapshots(height, snapshots)
         with self._transaction() as db:
             for key, value, k, v in rows:
                 if key == ("gc",):
@@ -172,6 +182,19 @@ class SQLiteStore:
                 db.executemany("INSERT OR IGNORE INTO txs VALUES (?, ?, ?, ?)",
                                [(rc["tx"], h, i, blob) for i, (rc, blob)
                                 in enumerate(zip(receipts, encoded)) if not rc["nonce_used"]])
+            for h, m, cs in snaps:
+                db.execute("DELETE FROM snapshot_chunks WHERE height = ?", (h,))
+                db.execute("INSERT OR REPLACE INTO snapshots VALUES (?, ?, ?)",
+                           (h, m, len(cs)))
+                db.executemany("INSERT INTO snapshot_chunks VALUES (?, ?, ?)",
+                               [(h, i, c) for i, c in enumerate(cs)])
+            if snaps:                             # keep the latest SNAPSHOTS_KEPT
+                old = [h for (h,) in db.execute(
+                    "SELECT height FROM snapshots ORDER BY height DESC LIMIT -1 OFFSET ?",
+                    (SNAPSHOTS_KEPT,))]
+                for h in old:
+                    db.execute("DELETE FROM snapshot_chunks WHERE height = ?", (h,))
+                    db.execute("DELETE FROM snapshots WHERE height = ?", (h,))
         self._height = height                     # only once committed
 
     def _gc(self, db, height: int) -> None:
@@ -210,6 +233,29 @@ class SQLiteStore:
         if len(self._cache) > CACHE_BLOCKS:
             self._cache.popitem(last=False)       # least recently used
         return got
+
+    def snapshot_heights(self) -> list[int]:
+        """The heights of the snapshots kept, latest first."""
+        return [h for (h,) in self._db.execute(
+            "SELECT height FROM snapshots ORDER BY height DESC")]
+
+    def get_snapshot(self, height: int):
+        """(manifest, chunks) of the snapshot at `height`, or None. The chunks are read
+        one at a time as they are iterated; a missing one ends them early, which
+        restore refuses (a group missing)."""
+        row = self._db.execute("SELECT manifest, chunks FROM snapshots WHERE height = ?",
+                               (height,)).fetchone()
+        if row is None:
+            return None
+        return decode_row(row[0]), self._chunks(height, row[1])
+
+    def _chunks(self, height: int, n: int):
+        for i in range(n):
+            got = self._db.execute("SELECT data FROM snapshot_chunks WHERE height = ?"
+                                   " AND idx = ?", (height, i)).fetchone()
+            if got is None:
+                return
+            yield got[0]
 
     def tx_location(self, tx_hash: str) -> dict | None:
         row = self._db.execute("SELECT height, idx, receipt FROM txs WHERE hash = ?",

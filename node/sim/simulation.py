@@ -37,6 +37,7 @@ from .checker import EvidenceWatch, VoteLedger, check, check_times
 T0 = 1_767_225_600                       # chain time at genesis (2026-01-01)
 FAULT_CLASSES = ("crash", "network", "byzantine", "clock")
 PARAMS = {"view_timeout_ms": 400, "checkpoint_interval": 8, "window": 32,
+          "snapshot_every": 4,                 # often, so crash/restart faults restore one
           "batch_delay_ms": 5, "max_block_txs": 200, "fetch_timeout_ms": 200,
           "empty_block_ms": 1_000, "clock_skew_ms": 1_000, "msg_delay_ms": 15_000,
           "time_scale": FAST_CLOCK}          # as in the demo: loans move while it runs
