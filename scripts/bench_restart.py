@@ -28,11 +28,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from tests.stored_chain import Alone, _ahead  # noqa: E402  (the tests' chain builder)
+from tests.stored_chain import run_alone  # noqa: E402  (the tests' chain builder)
 
 from lendnet.ledger.keys import Keypair  # noqa: E402
 from lendnet.node.core.node import Genesis, Node  # noqa: E402
-from lendnet.node.core.shell import carry_out  # noqa: E402
 from lendnet.node.daemon import home as H  # noqa: E402
 from lendnet.node.daemon.sqlstore import SQLiteStore  # noqa: E402
 from lendnet.node.harness.workload import Client, LendingWorkload  # noqa: E402
@@ -85,21 +84,8 @@ def build(path: str, txs: int, every: int, burst: int,
     store = SQLiteStore(path)
     t = time.perf_counter()
     try:
-        now = T0 * 1000
-        node, shell = Node(genesis, kp, store, now), Alone()
-        waiting: list[bytes] = []
-        idle = 0
-        for _ in range(200 * txs + 10_000):
-            for _ in range(burst):             # clients' steps per 25 ms: bigger blocks
-                waiting = [raw for raw in waiting + workload.step(node.ledger)
-                           if not node.receive_tx(raw) and _ahead(node, raw)]
-            now += 25
-            before = node.height
-            carry_out(node, node.tick(now), shell)
-            done = workload.done_creating and not waiting
-            idle = idle + 1 if done and node.height == before else 0
-            if idle >= 40:
-                break
+        node = Node(genesis, kp, store, T0 * 1000)
+        run_alone(node, workload, txs, burst)
         committed = sum(len(store.get_block(h)[0]["txs"]) for h in range(1, store.height + 1))
         info = {"height": store.height, "txs": committed,
                 "snapshots": store.snapshot_heights(), "build_s": time.perf_counter() - t,

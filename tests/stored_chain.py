@@ -39,6 +39,26 @@ def _ahead(node: Node, raw: bytes) -> bool:
             and tx.nonce not in node.mempool.by_sender.get(tx.sender, {}))
 
 
+def run_alone(node: Node, workload, txs: int, burst: int = 1) -> None:
+    """Drive a lone validator on a virtual clock (25 ms a step, `burst` workload steps
+    each: more makes bigger blocks) until the workload has made its transactions and a
+    second of chain time passes with nothing new to commit."""
+    now, shell = node.now, Alone()
+    waiting: list[bytes] = []               # signed, not yet admitted (ahead of its
+    idle = 0                                # sender's nonce): offered again
+    for _ in range(200 * txs + 10_000):     # bounded, whatever happens
+        for _ in range(burst):
+            waiting = [raw for raw in waiting + workload.step(node.ledger)
+                       if not node.receive_tx(raw) and _ahead(node, raw)]
+        now += 25
+        before = node.height
+        carry_out(node, node.tick(now), shell)
+        done = workload.done_creating and not waiting
+        idle = idle + 1 if done and node.height == before else 0
+        if idle >= 40:                      # a second of chain time with nothing new
+            return
+
+
 def build_home(home: Path, txs: int, seed: int = 1) -> dict:
     """Write a home whose store holds a chain of about `txs` lending transactions (every
     product of the workload, and transfers). Returns {"height", "txs"} as stored."""
@@ -49,20 +69,8 @@ def build_home(home: Path, txs: int, seed: int = 1) -> dict:
     H.init_home(home, H.NodeConfig(), kp=kp, genesis=genesis)
     store = SQLiteStore(str(home / "node.db"))
     try:
-        now = T0 * 1000
-        node, shell = Node(genesis, kp, store, now), Alone()
-        waiting: list[bytes] = []               # signed, not yet admitted (ahead of
-        idle = 0                                # its sender's nonce): offered again
-        for _ in range(200 * txs + 10_000):     # bounded, whatever happens
-            waiting = [raw for raw in waiting + workload.step(node.ledger)
-                       if not node.receive_tx(raw) and _ahead(node, raw)]
-            now += 25
-            before = node.height
-            carry_out(node, node.tick(now), shell)
-            done = workload.done_creating and not waiting
-            idle = idle + 1 if done and node.height == before else 0
-            if idle >= 40:                      # a second of chain time with nothing new
-                break
+        node = Node(genesis, kp, store, T0 * 1000)
+        run_alone(node, workload, txs)
         committed = sum(len(store.get_block(h)[0]["txs"]) for h in range(1, store.height + 1))
         return {"height": store.height, "txs": committed}
     finally:

@@ -6,10 +6,6 @@ from __future__ import annotations
 
 import copy
 import random
-import signal
-import subprocess
-import sys
-import threading
 from pathlib import Path
 
 import pytest
@@ -25,6 +21,7 @@ from lendnet.node.daemon.sqlstore import SQLiteStore
 from lendnet.node.harness.workload import LendingWorkload
 
 from .stored_chain import Alone, _ahead
+from .test_store import run_until_killed
 
 ROOT = Path(__file__).resolve().parents[1]
 T0 = 1_767_225_600
@@ -235,37 +232,12 @@ while True:
 """
 
 
-def _run_until_killed(path: str, lines: int, seed: int, every: int, errfile: str) -> int:
-    last = None
-    with open(errfile, "w+") as err:
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, path,
-                                  str(ROOT), str(seed), str(every)], cwd=ROOT,
-                                 stdout=subprocess.PIPE, stderr=err, text=True)
-        watchdog = threading.Timer(120, child.kill)       # a hung child fails, not hangs
-        watchdog.start()
-        try:
-            for _ in range(lines):
-                line = child.stdout.readline()
-                if not line:
-                    break
-                last = int(line)
-            child.send_signal(signal.SIGKILL)
-        finally:
-            watchdog.cancel()
-            if child.poll() is None:
-                child.kill()
-            child.wait()
-            child.stdout.close()
-        err.seek(0)
-        assert last is not None and child.returncode == -signal.SIGKILL, err.read()
-    return last
-
-
 def test_kill_9_at_any_moment_restarts_to_the_stored_root(tmp_path):
     # fresh stores: each child its own workload; each kill after a different count
     for i, (lines, every) in enumerate(((5, 3), (13, 1), (29, 3), (41, 1))):
         path = str(tmp_path / f"node{i}.db")
-        reported = _run_until_killed(path, lines, i + 1, every, str(tmp_path / "child.err"))
+        reported = run_until_killed([_CHILD, path, str(ROOT), str(i + 1), str(every)], lines,
+                                    str(tmp_path / "child.err"), timeout=120)
         genesis, _ = make_genesis(i + 1, 100_000, every)
         disk = SQLiteStore(path)
         try:

@@ -387,14 +387,16 @@ for h in range(s.height + 1, 100_001):
 """
 
 
-def _write_until_killed(path: str, lines: int, errfile: str) -> int:
-    """Run the writer, SIGKILL it once it has reported `lines` heights (it is writing
-    the next ones meanwhile); return the last height it reported as finished."""
+def run_until_killed(argv: list[str], lines: int, errfile: str, timeout: float = 60) -> int:
+    """Run a writer child (`python -c argv...`, printing each height it has finished),
+    SIGKILL it once it has reported `lines` heights (it is writing the next ones
+    meanwhile); return the last height it reported. A hung child fails the test after
+    `timeout` s, and the child is gone when this returns, whatever happened."""
     last = None
     with open(errfile, "w+") as err:
-        child = subprocess.Popen([sys.executable, "-c", _CHILD, path], cwd=ROOT,
+        child = subprocess.Popen([sys.executable, "-c", *argv], cwd=ROOT,
                                  stdout=subprocess.PIPE, stderr=err, text=True)
-        watchdog = threading.Timer(60, child.kill)        # a hung child fails, not hangs
+        watchdog = threading.Timer(timeout, child.kill)
         watchdog.start()
         try:
             for _ in range(lines):
@@ -417,7 +419,7 @@ def _write_until_killed(path: str, lines: int, errfile: str) -> int:
 def test_kill_9_loses_no_committed_write(tmp_path):
     path = str(tmp_path / "node.db")
     for lines in (37, 211, 400):             # three kills, each resuming the same store
-        reported = _write_until_killed(path, lines, str(tmp_path / "child.err"))
+        reported = run_until_killed([_CHILD, path], lines, str(tmp_path / "child.err"))
         s = SQLiteStore(path)
         try:
             assert s.height >= reported
