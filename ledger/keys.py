@@ -31,6 +31,15 @@ def is_address(s: object) -> TypeGuard[str]:
     return type(s) is str and ADDRESS_RE.fullmatch(s) is not None
 
 
+def pubkey_from_hex(text: str) -> bytes | None:
+    """A public key written as 64 hex digits, or None when `text` is not one."""
+    try:
+        pk = bytes.fromhex(text)
+    except ValueError:
+        return None
+    return pk if len(pk) == PUBKEY_LEN else None
+
+
 # Signatures already found good: key + signature -> sha256 of what was signed. The same
 # signed bytes reach a node many times (a relayed proposal, a duplicated frame, votes
 # carried again inside certificates and view changes), and checking a digest costs a small

@@ -103,11 +103,8 @@ def parse_peer(s: str) -> tuple[bytes | None, str, int]:
     key, at, addr = str(s).rpartition("@")
     pubkey = None
     if at:
-        try:
-            pubkey = bytes.fromhex(key)
-        except ValueError:
-            pubkey = b""
-        if len(pubkey) != keys.PUBKEY_LEN:
+        pubkey = keys.pubkey_from_hex(key)
+        if pubkey is None:
             raise HomeError(f"peer {s!r}: before the @ must be the peer's public key, "
                             f"{2 * keys.PUBKEY_LEN} hex digits")
     host, sep, port = addr.rpartition(":")

@@ -55,11 +55,8 @@ def parse_validator(text: str) -> Validator:
     """`PUBKEYHEX@HOST:PORT` (how peers will dial it) or a bare `PUBKEYHEX`."""
     text = str(text).strip()
     if "@" not in text:
-        try:
-            pk = bytes.fromhex(text)
-        except ValueError:
-            pk = b""
-        if len(pk) != keys.PUBKEY_LEN:
+        pk = keys.pubkey_from_hex(text)
+        if pk is None:
             raise NetworkError(f"validator {text!r}: must be PUBKEYHEX@HOST:PORT (or "
                                f"PUBKEYHEX), the key {2 * keys.PUBKEY_LEN} hex digits")
         return Validator(pk)
