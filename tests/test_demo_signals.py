@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from lendnet.node.harness.cluster import Cluster, Member
+from .waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 POPEN = subprocess.Popen          # the real one, for when a test stands in for it
@@ -36,17 +37,6 @@ def _nodes(tag: str) -> list[int]:
         if b"node\0start\0" in cmd and tag.encode() in cmd:
             pids.append(int(d.name))
     return pids
-
-
-def _until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.02)
 
 
 class Run:
@@ -97,7 +87,7 @@ MOMENTS = {
 def test_interrupted_demo_leaves_no_node(tmp_path, sig, moment):
     run = Run(tmp_path, "demo")
     try:
-        _until(lambda: MOMENTS[moment](run) or run.p.poll() is not None, 30,
+        until(lambda: MOMENTS[moment](run) or run.p.poll() is not None, 30,
                f"the demo reaching {moment}")
         assert run.p.poll() is None, run.output()
         if sig == signal.SIGINT:
@@ -108,7 +98,7 @@ def test_interrupted_demo_leaves_no_node(tmp_path, sig, moment):
         run.reader.join(5)
         assert run.lines[-1] == "interrupted: cluster stopped", run.output()
         assert "Traceback" not in run.output()
-        _until(lambda: not _nodes(run.tag), 5, "the demo's nodes gone")
+        until(lambda: not _nodes(run.tag), 5, "the demo's nodes gone")
     finally:
         run.close()
 
@@ -117,12 +107,12 @@ def test_killed_demo_takes_its_nodes_along(tmp_path):
     """SIGKILL runs no cleanup: the nodes go because the kernel tells them (PDEATHSIG)."""
     run = Run(tmp_path, "demo")
     try:
-        _until(lambda: any("validators committing" in ln for ln in run.lines)
+        until(lambda: any("validators committing" in ln for ln in run.lines)
                or run.p.poll() is not None, 30, "the demo's cluster up")
         assert len(_nodes(run.tag)) == 4, run.output()
         run.p.kill()
         run.p.wait(5)
-        _until(lambda: not _nodes(run.tag), 15, "the killed demo's nodes gone")
+        until(lambda: not _nodes(run.tag), 15, "the killed demo's nodes gone")
     finally:
         run.close()
 

@@ -28,6 +28,7 @@ from lendnet.node.core.node import Genesis
 from lendnet.node.daemon import home as H
 from lendnet.node.daemon.client import NodeClient
 from lendnet.node.harness.cluster import Cluster
+from .waiting import until
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = 2 * 86_400                       # `--time-scale 2d`
@@ -71,17 +72,6 @@ def _stop_all(home: Path) -> None:
             os.kill(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-
-
-def until(cond, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"not within {timeout} s: {what}")
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")
