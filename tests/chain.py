@@ -101,5 +101,18 @@ class Chain:
     def balance(self, name: str) -> int:
         return self.ledger.balance(self.addr(name))
 
+    def pledge_asset(self, name: str, asset: str, value: int, to: str,
+                     appraise: bool = True) -> str:
+        """`name` registers `asset` at `value`, the registrar appraises it at that value
+        (unless `appraise` is false) and `name` pledges it `to` an application or loan;
+        returns the asset's id."""
+        aid = f"{self.addr(name)}/{asset}"
+        self.do(name, "register_collateral", asset=asset, description_hash=h32(asset),
+                value=value)
+        if appraise:
+            self.do(REGISTRAR, "appraise", asset=aid, value=value)
+        self.do(name, "pledge", asset=aid, to=to)
+        return aid
+
     def events(self, result, name=None):
         return [e for e in result.events if name is None or e["name"] == name]

@@ -36,11 +36,7 @@ def application(c: Chain, collateral_bps: int = 0, car: int | None = None) -> tu
                period="monthly", method="annuity", product="business", grace=0,
                docs_hash=h32("p"), **APPLY_LIMITS).id
     if car is not None:
-        aid = f"{c.addr('alice')}/car"
-        c.do("alice", "register_collateral", asset="car", description_hash=h32("car"),
-             value=car)
-        c.do("registrar", "appraise", asset=aid, value=car)
-        c.do("alice", "pledge", asset=aid, to=app)
+        c.pledge_asset("alice", "car", car, app)
     return offer, app
 
 

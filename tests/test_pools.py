@@ -48,11 +48,7 @@ def setup(c: PoolChain, lenders=LENDERS, amount=AMOUNT, fee_bps=0, car: int | No
                method="annuity", product="business", grace=0, docs_hash=h32("p"),
                **limits_for(terms)).id
     if car is not None:
-        asset = f"{c.addr('alice')}/car"
-        c.do("alice", "register_collateral", asset="car", description_hash=h32("car"),
-             value=car)
-        c.do("registrar", "appraise", asset=asset, value=car)
-        c.do("alice", "pledge", asset=asset, to=app)
+        c.pledge_asset("alice", "car", car, app)
     return offer, app
 
 

@@ -28,12 +28,7 @@ def defaulted_loan(c: Chain, worth: int = CAR, appraise: bool = True, paid: int 
     app = c.do("alice", "apply", amount=100_000, purpose="a van", term=6, period="monthly",
                method="annuity", product="business", grace=0, docs_hash=h32("p"),
                **APPLY_LIMITS).id
-    car = f"{c.addr('alice')}/car"
-    c.do("alice", "register_collateral", asset="car", description_hash=h32("car"),
-         value=worth)
-    if appraise:
-        c.do("registrar", "appraise", asset=car, value=worth)
-    c.do("alice", "pledge", asset=car, to=app)
+    car = c.pledge_asset("alice", "car", worth, app, appraise=appraise)
     c.do("lender", "fund", application=app, offer=offer, accept=[])
     loan = c.ledger.state.applications.get(app)["loan"]
     if paid:
