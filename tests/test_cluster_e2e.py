@@ -25,6 +25,7 @@ from lendnet.node.daemon.client import ApiError, NodeClient, http_json
 from lendnet.node.harness.cluster import Cluster
 from lendnet.node.daemon.transport import DOMAIN, HandshakeError, client_handshake
 from lendnet.node.harness.workload import LIMITS, OFFER
+from .waiting import same_chain
 
 CHAIN = "lendnet-dev"
 ALICE, BOB = keys.Keypair.from_name("alice"), keys.Keypair.from_name("bob")
@@ -52,15 +53,6 @@ def cluster(tmp_path_factory):
         yield c, members, [NodeClient(m.api) for m in members]
     finally:
         c.down()
-
-
-def _wait_same_chain(clients, height: int, timeout: float = 30.0) -> list[dict]:
-    """Every node reaches `height`; their blocks and state roots there agree."""
-    for cl in clients:
-        cl.wait_height(height, timeout)
-    blocks = [cl.get(f"/v1/blocks/{height}") for cl in clients]
-    assert len({(b["hash"], b["state_root"]) for b in blocks}) == 1, blocks
-    return blocks
 
 
 def test_a_loan_through_one_node_is_committed_identically_on_all_four(cluster):
@@ -91,7 +83,7 @@ def test_a_loan_through_one_node_is_committed_identically_on_all_four(cluster):
     # Read back on every node: the same transactions at the same heights, same chain.
     where = [cl.wait_committed(repay) for cl in clients]
     assert len({(w["height"], w["index"]) for w in where}) == 1
-    _wait_same_chain(clients, where[0]["height"])
+    same_chain(clients, where[0]["height"])
     loans = [cl.get(f"/v1/loans/{app['loan']}") for cl in clients]
     assert all(x == loans[0] for x in loans)
     score = clients[3].get(f"/v1/scores/{BORROWER.address}")
@@ -200,7 +192,7 @@ def test_a_batch_of_transactions_is_judged_one_by_one(cluster):
     assert "signature" in answer["results"][2]["error"]
     # the accepted two commit, in nonce order, and reach every node by gossip frames
     assert api.wait_committed(answer["results"][3]["hash"])["status"] == "committed"
-    _wait_same_chain(clients, api.status()["height"])
+    same_chain(clients, api.status()["height"])
     for body in ({"txs": []}, {"txs": "00"}, {"tx": first.hex()},
                  {"txs": ["00"] * 2_001}):
         status, answer = http_json(api.url + "/v1/txs", 5, body)
@@ -268,7 +260,7 @@ def test_bad_peer_frames_are_refused_and_the_node_keeps_going(cluster):
     assert _metric(text, "lendnet_consensus_messages_rejected_total") >= 1
     assert http_json(api.url + "/v1/status")[1]["banned_peers"] >= 2
     # Still committing with the others.
-    _wait_same_chain(clients, st0["height"] + 2)
+    same_chain(clients, st0["height"] + 2)
 
 
 def test_a_peer_gossiping_bad_signatures_is_banned_after_a_few(cluster):
@@ -325,7 +317,7 @@ def test_a_validator_killed_mid_load_catches_up_after_restart(cluster):
     assert last["status"] == "committed"
     c.start_member("node3")
     clients[3].wait_height(last["height"], timeout=60)
-    _wait_same_chain(clients, last["height"])
+    same_chain(clients, last["height"])
     assert clients[3].wait_committed(sent[-1])["height"] == last["height"]
 
 
@@ -346,7 +338,7 @@ def test_killing_the_primary_changes_the_view_and_commits_resume(cluster):
     assert min(views) > st["view"], views
     assert resumed < 30, resumed
     c.start_member(f"node{primary}")
-    _wait_same_chain(clients, where["height"] + 1, timeout=60)
+    same_chain(clients, where["height"] + 1, timeout=60)
 
 
 def test_oversized_peer_frame_closes_the_link(cluster):
@@ -407,7 +399,7 @@ def test_a_new_full_node_syncs_the_chain_and_follows_it(cluster, tmp_path):
         top = clients[0].status()["height"]
         full.wait_height(top, timeout=60)
         assert full.status()["validator"] is None
-        _wait_same_chain([clients[0], full], top)
+        same_chain([clients[0], full], top)
         # And it keeps up: a transaction committed by the validators reaches it.
         alice = Wallet(ALICE, clients[1])
         h = clients[1].submit(alice.sign("transfer", to=BOB.address, amount=7))
@@ -455,7 +447,7 @@ def test_a_primary_whose_proposal_is_refused_is_replaced_and_it_is_counted(clust
                f"{primary}: time-ahead" in log
         assert f"view change {v} -> {v + 1}: " in log and f"height {h}" in log
     top = max(cl.status()["height"] for cl in clients)
-    _wait_same_chain(clients, top + 2, timeout=60)
+    same_chain(clients, top + 2, timeout=60)
 
 
 def _big_calls(count: int, senders: int = 10) -> list[bytes]:
@@ -503,7 +495,7 @@ def test_a_mempool_of_big_transactions_cannot_stop_the_chain(cluster):
     last = [api.wait_committed(txm.parse(raw).id, timeout=90) for raw in big[-10:]]
     assert all(st["status"] == "failed" for st in last), last
     top = max(cl.status()["height"] for cl in clients)
-    _wait_same_chain(clients, top, timeout=60)
+    same_chain(clients, top, timeout=60)
     assert all(cl.status()["view"] > 0 for cl in clients)
     heights = {api.tx(txm.parse(raw).id)["height"] for raw in big}
     sizes = [api.get(f"/v1/blocks/{h}")["txs_bytes"] for h in sorted(heights)]

@@ -28,7 +28,7 @@ from lendnet.node.core.node import Genesis
 from lendnet.node.daemon import home as H
 from lendnet.node.daemon.client import NodeClient
 from lendnet.node.harness.cluster import Cluster
-from .waiting import until
+from .waiting import same_chain, until
 
 ROOT = Path(__file__).resolve().parent.parent
 SCALE = 2 * 86_400                       # `--time-scale 2d`
@@ -99,16 +99,6 @@ def _clients(home: Path) -> dict[str, NodeClient]:
     return {r["name"]: NodeClient(r["api"]) for r in st["nodes"]}
 
 
-def _same_chain(clients, timeout: float = 60) -> int:
-    """Every node reaches a common height; their blocks and state roots there agree."""
-    top = max(c.status()["height"] for c in clients)
-    for c in clients:
-        c.wait_height(top, timeout)
-    blocks = [c.get(f"/v1/blocks/{top}") for c in clients]
-    assert len({(b["hash"], b["state_root"]) for b in blocks}) == 1, blocks
-    return top
-
-
 def test_up_prints_the_scale_and_the_dev_hints(dev):
     home, out = dev
     assert out["time_scale"] == SCALE and out["started"] == ["node0", "node1", "node2", "node3"]
@@ -156,7 +146,7 @@ def test_the_faucet_funds_a_new_wallet(whole, tmp_path):
     ben = keys.Keypair.generate().address
     got = as_json("faucet", "--to", ben, "--amount", "12.5", "--node", clients["node2"].url)
     assert got["balance"] == 1_250
-    _same_chain(list(clients.values()))
+    same_chain(list(clients.values()), timeout=60)
     for c in clients.values():
         assert c.account(ana)["balance"] == 100_000 and c.account(ben)["balance"] == 1_250
     # calls at once, at different nodes, each get their own nonce of the faucet's
@@ -174,7 +164,7 @@ def test_the_faucet_funds_a_new_wallet(whole, tmp_path):
                 p.wait()
     assert [p.returncode for p in procs] == [0] * 4, outs
     assert all(json.loads(o)["status"] == "committed" for o, _ in outs)
-    _same_chain(list(clients.values()))
+    same_chain(list(clients.values()), timeout=60)
     assert [clients["node3"].account(a)["balance"] for a in many] == [300] * 4
     # bounded per call
     p = lendnet("faucet", "--to", ben, "--amount", "100000.01", "--node", clients["node0"].url,
@@ -204,7 +194,7 @@ def test_a_killed_member_shows_dead_and_up_brings_back_just_it(whole):
     assert {n: p for n, p in pids.items() if n != "node2"} == \
         {n: p for n, p in before.items() if n != "node2"}               # not touched
     assert clients["node2"].status()["height"] >= got["height"]        # caught up
-    top = _same_chain(list(clients.values()))
+    top = same_chain(list(clients.values()), timeout=60)
     assert top >= got["height"]
     st = as_json("cluster", "status", "--home", str(home))
     assert st["dead"] == [] and all(r["state"] == "running" for r in st["nodes"])
@@ -238,7 +228,7 @@ def test_a_member_that_cannot_start_again_is_stopped_and_the_others_left_alone(w
         squatter.close()
     out = as_json("cluster", "up", "--home", str(home))
     assert out["started"] == ["node3"]
-    _same_chain(list(_clients(home).values()))
+    same_chain(list(_clients(home).values()), timeout=60)
 
 
 def test_up_refuses_to_start_a_member_someone_started_by_hand(whole):
@@ -263,7 +253,7 @@ def test_up_refuses_to_start_a_member_someone_started_by_hand(whole):
             by_hand.kill()
             by_hand.wait()
     assert as_json("cluster", "up", "--home", str(home))["started"] == ["node1"]
-    _same_chain(list(_clients(home).values()))
+    same_chain(list(_clients(home).values()), timeout=60)
 
 
 def test_restart_one_member(whole):
@@ -275,7 +265,7 @@ def test_restart_one_member(whole):
     assert {n: p for n, p in after.items() if n != "node1"} == \
         {n: p for n, p in before.items() if n != "node1"}
     assert before["node1"] not in _nodes(str(home))                    # the old one is gone
-    _same_chain(list(_clients(home).values()))
+    same_chain(list(_clients(home).values()), timeout=60)
     p = lendnet("cluster", "restart", "node9", "--home", str(home), check=False)
     assert p.returncode == 1 and "no node9" in p.stderr
 

@@ -17,3 +17,15 @@ def until(cond, timeout: float, what: str, interval: float = 0.02):
         if time.monotonic() > deadline:
             pytest.fail(f"not within {timeout} s: {what}")
         time.sleep(interval)
+
+
+def same_chain(clients, height: int | None = None, timeout: float = 30.0) -> int:
+    """Every node (a NodeClient each) reaches `height` (default: the highest any of them
+    has now); their blocks and state roots there agree. Returns that height."""
+    if height is None:
+        height = max(c.status()["height"] for c in clients)
+    for c in clients:
+        c.wait_height(height, timeout)
+    blocks = [c.get(f"/v1/blocks/{height}") for c in clients]
+    assert len({(b["hash"], b["state_root"]) for b in blocks}) == 1, blocks
+    return height
