@@ -439,3 +439,37 @@ def test_kill_9_loses_no_committed_write(tmp_path):
                              list(range(low + 1, s.height + 2)))
         finally:
             s.close()
+
+
+# --- a store that does not start at genesis: state sync's base, pruning ----------------
+
+@pytest.mark.parametrize("kind", ["memory", "sqlite"])
+def test_a_store_can_start_after_a_base_and_forget_old_blocks(kind, tmp_path):
+    store = MemoryStore() if kind == "memory" else SQLiteStore(str(tmp_path / "s.db"))
+    try:
+        block = lambda h: {"header": {"height": h}, "txs": [b"x"]}   # noqa: E731
+        with pytest.raises(ValueError, match="not the next height 1"):
+            store.put_block(5, block(5), [], b"r")
+        store.put_batch(blocks=[(5, block(5), [], b"r5")], base=4)
+        assert (store.base, store.height) == (4, 5)
+        assert store.get_block(4) is None and store.get_block(5)[2] == b"r5"
+        with pytest.raises(ValueError, match="only before its first block"):
+            store.put_batch(base=9)
+        for h in range(6, 11):
+            store.put_block(h, block(h), [], b"r%d" % h,
+                            [{"tx": f"t{h}", "nonce_used": True}])
+        assert store.tx_location("t6")["height"] == 6
+        with pytest.raises(ValueError, match="keeps at least the last one"):
+            store.prune(11)
+        assert store.prune(8) == 3
+        assert (store.base, store.height) == (7, 10)
+        assert store.get_block(7) is None and store.get_block(8) is not None
+        assert store.tx_location("t6") is None and store.tx_location("t8") is not None
+        assert store.prune(3) == 0 and store.base == 7
+        if kind == "sqlite":                     # the base outlives the process
+            store.close()
+            store = SQLiteStore(str(tmp_path / "s.db"))
+            assert (store.base, store.height) == (7, 10)
+            assert store.stats()["blocks"] == 3
+    finally:
+        store.close()

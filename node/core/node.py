@@ -100,6 +100,12 @@ class Node:
         # blocks after it. What happened is in `recovery` (and logged).
         self.recovery: list[str] = []
         start = self._restore_snapshot()
+        base = getattr(store, "base", 0)
+        if start < base:
+            raise StoreError(f"the store keeps blocks from height {base + 1} only (pruned "
+                             f"or state-synced) and has no usable snapshot at or after "
+                             f"{base}: the state cannot be rebuilt; start this node again "
+                             f"with --state-sync")
         self.mempool = Mempool(self.ledger)
         for h in range(start + 1, store.height + 1):
             block, cert, root = store.get_block(h)
@@ -318,7 +324,8 @@ class Node:
                 continue
             self.ledger = ledger
             # What replay would have left in _recent: the last 4 windows' headers.
-            for h in range(max(1, s - 4 * self.config.window + 1), s + 1):
+            first = max(1, s - 4 * self.config.window + 1, getattr(self.store, "base", 0) + 1)
+            for h in range(first, s + 1):
                 block, _, root = self.store.get_block(h)
                 self._recent[h] = (block["header"], M.block_hash(block["header"]), root)
             self._note(f"restored the state from the snapshot at height {s}; "

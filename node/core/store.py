@@ -19,6 +19,12 @@ from lendnet.ledger import codec
 
 SNAPSHOTS_KEPT = 2      # the latest, and one to fall back on if it is found damaged
 
+# A store need not hold the chain from genesis. Its `base` is the height below its first
+# block: 0 for an archive, which keeps every block; s - 1 for a node that began from a
+# state-synced snapshot at height s (it stores block s for its header, certificate and
+# root, and the snapshot as its state); and it rises as a pruned node forgets old blocks
+# (`prune`). Heights base+1 .. height are all stored; below, `get_block` answers None.
+
 
 class StoreError(Exception):
     """A store that cannot be used: locked by another process, corrupt, or too new."""
@@ -59,6 +65,23 @@ def check_block(stored_height: int, height: int, block: dict, cert: list, root: 
             [codec.encode(r) for r in receipts])
 
 
+def check_base(blocks_stored: bool, base) -> int:
+    """Refuse a base (see above) that cannot be set: only an empty store starts at one."""
+    if type(base) is not int or base < 0:
+        raise ValueError(f"store base {base!r} is not a height (an int >= 0)")
+    if blocks_stored:
+        raise ValueError("a store's base can be set only before its first block: use "
+                         "prune() to forget old blocks")
+    return base
+
+
+def check_prune(base: int, height: int, keep_from) -> None:
+    """Refuse a prune that would leave no block, or reach above the chain."""
+    if type(keep_from) is not int or not 1 <= keep_from <= height:
+        raise ValueError(f"cannot prune below height {keep_from!r}: the store holds "
+                         f"blocks {base + 1}..{height}, and keeps at least the last one")
+
+
 def check_snapshots(height: int, snapshots) -> list[tuple[int, bytes, list[bytes]]]:
     """Refuse a snapshot not at a stored (or now stored) height; return each as
     (height, encoded manifest, chunks). A snapshot is `(height, manifest, chunks)`,
@@ -93,6 +116,7 @@ class MemoryStore:
         self.blocks: dict[int, tuple] = {}         # height -> (block, cert, state root)
         self.txs: dict[str, tuple] = {}            # tx hash hex -> (height, index, receipt)
         self.snapshots: dict[int, tuple] = {}      # height -> (manifest, chunks)
+        self.base = 0                              # see check_base
 
     # consensus records: written before the message they protect leaves the node
     def put_record(self, key: tuple, value) -> None:
@@ -102,17 +126,20 @@ class MemoryStore:
         """Several records at once, in order; all of them or, if one is refused, none."""
         self.put_batch(items)
 
-    def put_batch(self, records=(), blocks=(), snapshots=()) -> None:
+    def put_batch(self, records=(), blocks=(), snapshots=(), base=None) -> None:
         """Records (in order), blocks (put_block's arguments) and snapshots
-        (check_snapshots) at once; all or none."""
+        (check_snapshots) at once, on an empty store after `base` (check_base) if
+        given; all or none."""
         records = list(records)
         for key, value in records:                # check all before changing anything
             check_record(key, value)
-        height = self.height
+        height = self.height if base is None else check_base(bool(self.blocks), base)
         for h, block, cert, root, *receipts in blocks:
             check_block(height, h, block, cert, root, receipts[0] if receipts else ())
             height = h
         snaps = check_snapshots(height, snapshots)
+        if base is not None:
+            self.base = base
         for key, value in records:
             if key == ("gc",):
                 for k in [k for k in self.records if k[0] == "vote" and k[3] <= value]:
@@ -135,6 +162,18 @@ class MemoryStore:
         """The heights of the snapshots kept, latest first."""
         return sorted(self.snapshots, reverse=True)
 
+    def prune(self, keep_from: int) -> int:
+        """Forget the blocks below `keep_from` and their transactions' index entries
+        (check_prune); return how many blocks went. Snapshots stay."""
+        check_prune(self.base, self.height, keep_from)
+        gone = [h for h in range(self.base + 1, keep_from) if h in self.blocks]
+        for h in gone:
+            del self.blocks[h]
+        for tx in [t for t, (h, _, _) in self.txs.items() if h < keep_from]:
+            del self.txs[tx]
+        self.base = max(self.base, keep_from - 1)
+        return len(gone)
+
     def get_snapshot(self, height: int):
         """(manifest, chunks) of the snapshot at `height`, or None."""
         return self.snapshots.get(height)
@@ -156,7 +195,7 @@ class MemoryStore:
 
     @property
     def height(self) -> int:
-        return max(self.blocks, default=0)
+        return max(self.blocks, default=self.base)
 
     def close(self) -> None:
         pass                                      # nothing to release

@@ -77,7 +77,7 @@ class ChainReader:
                 raise StoreError(f"store {self.path} has schema version "
                                  f"{row and row[0]!r}; this lendnet reads version "
                                  f"{SCHEMA_VERSION}")
-            self.height = check_heights(db, self.path)
+            self.base, self.height = check_heights(db, self.path)
         except sqlite3.DatabaseError as e:        # not a database, or no such table
             db.close()
             raise StoreError(f"store {self.path} cannot be read: {e}") from e

@@ -19,8 +19,8 @@ from collections import OrderedDict
 from contextlib import contextmanager
 
 from lendnet.ledger import codec
-from lendnet.node.core.store import (SNAPSHOTS_KEPT, StoreError, check_block, check_record,
-                                     check_snapshots, location)
+from lendnet.node.core.store import (SNAPSHOTS_KEPT, StoreError, check_base, check_block,
+                                     check_prune, check_record, check_snapshots, location)
 
 SCHEMA_VERSION = 1
 CACHE_BLOCKS = 64                 # recent blocks kept decoded: peers catching up ask for them
@@ -117,7 +117,7 @@ class SQLiteStore:
             if version != SCHEMA_VERSION:
                 raise StoreError(f"store {self.path} has schema version {version!r}; this "
                                  f"lendnet reads version {SCHEMA_VERSION}")
-            self._height = check_heights(db, self.path)
+            self.base, self._height = check_heights(db, self.path)
             if created:                          # make the new file's name durable too
                 _fsync_dir(os.path.dirname(os.path.abspath(self.path)))
         except sqlite3.DatabaseError as e:       # e.g. "file is not a database"
@@ -151,16 +151,19 @@ class SQLiteStore:
         """Several records in one transaction (one fsync), applied in order."""
         self.put_batch(items)
 
-    def put_batch(self, records=(), blocks=(), snapshots=()) -> None:
+    def put_batch(self, records=(), blocks=(), snapshots=(), base=None) -> None:
         """Consensus records (applied in order), executed blocks — each a tuple of
         put_block's arguments — and state snapshots (store.check_snapshots) in one
         transaction with one fsync: the daemon writes all that one turn of its loop
         produced at once, which under load is many votes and blocks. All or nothing:
         anything refused refuses the whole batch, and a crash leaves a snapshot's block
-        without it only if it left the block out too."""
+        without it only if it left the block out too. `base`: an empty store's chain
+        starts after that height (store.check_base)."""
         # Encode and check all first, so nothing is refused halfway through.
         rows = [(key, value, *check_record(key, value)) for key, value in records]
         checked, height = [], self._height
+        if base is not None:
+            height = check_base(self._height > self.base, base)
         for h, block, cert, root, *receipts in blocks:
             receipts = receipts[0] if receipts else ()
             checked.append((h, receipts, check_block(height, h, block, cert, root,
@@ -168,6 +171,8 @@ class SQLiteStore:
             height = h
         snaps = check_snapshots(height, snapshots)
         with self._transaction() as db:
+            if base is not None:
+                db.execute("INSERT OR REPLACE INTO meta VALUES ('base', ?)", (base,))
             for key, value, k, v in rows:
                 if key == ("gc",):
                     self._gc(db, value)
@@ -196,6 +201,24 @@ class SQLiteStore:
                     db.execute("DELETE FROM snapshot_chunks WHERE height = ?", (h,))
                     db.execute("DELETE FROM snapshots WHERE height = ?", (h,))
         self._height = height                     # only once committed
+        if base is not None:
+            self.base = base
+
+    def prune(self, keep_from: int) -> int:
+        """Forget the blocks below `keep_from` and their transactions' index entries, in
+        one transaction (store.check_prune); return how many blocks went. Snapshots stay.
+        The file does not shrink: SQLite reuses the freed pages for new blocks."""
+        check_prune(self.base, self._height, keep_from)
+        if keep_from <= self.base + 1:
+            return 0
+        with self._transaction() as db:
+            gone = db.execute("DELETE FROM blocks WHERE height < ?", (keep_from,)).rowcount
+            db.execute("DELETE FROM txs WHERE height < ?", (keep_from,))
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('base', ?)", (keep_from - 1,))
+        self.base = keep_from - 1
+        for h in [h for h in self._cache if h < keep_from]:
+            del self._cache[h]
+        return gone
 
     def _gc(self, db, height: int) -> None:
         """Forget the votes for heights up to a stable checkpoint: no view change can
@@ -274,7 +297,8 @@ class SQLiteStore:
         (records,) = self._db.execute("SELECT count(*) FROM records").fetchone()
         size = sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
                    if os.path.exists(p))
-        return {"blocks": self._height, "records": records, "bytes": size}
+        return {"blocks": self._height - self.base, "base": self.base, "records": records,
+                "bytes": size}
 
     def close(self) -> None:
         if self._closed:
@@ -287,17 +311,22 @@ class SQLiteStore:
             os.close(self._lock_fd)              # releases the lock
 
 
-def check_heights(db, path: str) -> int:
-    """The chain is replayed from height 1 on start, so a missing block is fatal;
-    say so now, naming it, rather than fail later on a None. Returns the height."""
+def check_heights(db, path: str) -> tuple[int, int]:
+    """The blocks after the store's base (see store.py) are replayed on start, so a
+    missing one is fatal; say so now, naming it, rather than fail later on a None.
+    Returns (base, height)."""
+    got = db.execute("SELECT value FROM meta WHERE key = 'base'").fetchone()
+    base = 0 if got is None else got[0]
+    if type(base) is not int or base < 0:
+        raise StoreError(f"store {path} is corrupt: its base height is {base!r}")
     n, low, high = db.execute(
         "SELECT count(*), min(height), max(height) FROM blocks").fetchone()
-    if n == 0 or (low == 1 and high == n):
-        return n
-    if low < 1:
+    if n == 0 or (low == base + 1 and high == base + n):
+        return base, base + n
+    if low <= base:
         raise StoreError(f"store {path} is corrupt: it holds a block at height "
-                         f"{low}; heights start at 1")
-    missing = 1 if low > 1 else db.execute(
+                         f"{low}; its first is {base + 1}")
+    missing = base + 1 if low > base + 1 else db.execute(
         "SELECT b.height + 1 FROM blocks b WHERE NOT EXISTS (SELECT 1 FROM blocks c"
         " WHERE c.height = b.height + 1) ORDER BY b.height LIMIT 1").fetchone()[0]
     raise StoreError(f"store {path} is corrupt: block {missing} is missing "

@@ -72,6 +72,10 @@ def verify_chain(home: Path, from_height: int = 1, to_height: int | None = None)
     roots = {0: ledger.state_root()}
     prev, txs_total = M.GENESIS_HASH, 0
     with ChainReader(Path(home) / "node.db") as reader:
+        if reader.base:
+            raise StoreError(f"this store keeps blocks from height {reader.base + 1} only "
+                             f"(a pruned or state-synced node): replay from genesis needs "
+                             f"an archive node's store")
         last = reader.height if to_height is None else to_height
         if last > reader.height:
             raise StoreError(f"--to-height {last} is above the {reader.height} blocks stored")
