@@ -634,8 +634,12 @@ class Replica:
         in_flight: list[bytes] = []
         for hh in range(self.app.height + 1, h):
             d = self.my_votes.get((M.PREPARE, self.view, hh))
-            if d is not None:                     # no vote: no block hash, no transactions
-                in_flight.extend(self.slots[hh].txs.get(d, ()))
+            slot = self.slots.get(hh)
+            # No vote: no block hash, no transactions. A vote without its slot is one
+            # this replica signed before it restarted (votes are kept on disk, slots
+            # are not): its transactions are unknown here, as when they never came.
+            if d is not None and slot is not None:
+                in_flight.extend(slot.txs.get(d, ()))
         err = self.app.check_txs(txs, in_flight)
         return None if err is None else ("txs", err)
 
