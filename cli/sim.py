@@ -72,6 +72,8 @@ def sim(validators, seeds, seed, faults, txs, twins, rounds, doubled, replay, as
         "committed_txs": sum(r.committed_txs for r in results),
         "view_changes": sum(r.view_changes for r in results),
         "evidence": sum(r.evidence for r in results),
+        # crashed nodes booted again, by where their state came from (snapshot, genesis)
+        "restarts": _sum_counts(r.restarts for r in results),
         "seeds_failed": [r.seed for r in failed],
     }
     if as_json:
@@ -83,9 +85,19 @@ def sim(validators, seeds, seed, faults, txs, twins, rounds, doubled, replay, as
                    f"{summary['liveness_failures']} liveness failures, "
                    f"{summary['time_violations']} time-rule violations, "
                    f"{summary['committed_txs']} transactions committed"
+                   + (f"; restarts from {', '.join(f'{k} {v}' for k, v in summary['restarts'].items())}"
+                      if summary["restarts"] else "")
                    + (f"; replay with --replay {failed[0].replay}" if failed else ""))
     if failed:
         raise SystemExit(1)
+
+
+def _sum_counts(counts) -> dict:
+    total: dict[str, int] = {}
+    for c in counts:
+        for k, v in c.items():
+            total[k] = total.get(k, 0) + v
+    return dict(sorted(total.items()))
 
 
 def _problems(r) -> None:

@@ -37,6 +37,34 @@ def test_seven_validators(faults):
     assert _failures(7, faults, range(1, 13), txs=60) == []
 
 
+def test_crash_restarts_go_through_the_snapshot_path():
+    """The late restart (crash faults) kills an honest node once the chain is a few
+    snapshots long, so restarts restore a snapshot and replay its tail, as a daemon's
+    do: most crash runs have one, and every one of them checks out."""
+    runs = [run_seed(seed, validators=4, faults="crash", txs=100) for seed in range(1, 11)]
+    assert all(r.ok for r in runs), [r.safety_violations for r in runs if not r.ok]
+    assert sum(r.restarts.get("snapshot", 0) for r in runs) >= 7, [r.restarts for r in runs]
+
+
+def test_a_restore_that_forgets_the_wake_ups_is_caught(monkeypatch):
+    """A known restart bug: the ledger rebuilt from a snapshot without its wake-up
+    indexes, so loan deadlines stop running on that node. The restarted node's replay
+    of its stored blocks, or its next blocks, must disagree with its peers'."""
+    from lendnet.ledger.ledger import Ledger
+    from_state = Ledger.from_state.__func__
+
+    def forgetful(cls, *args, **kw):
+        led = from_state(cls, *args, **kw)
+        led._duties, led._user_wakes = [], []
+        return led
+
+    monkeypatch.setattr(Ledger, "from_state", classmethod(forgetful))
+    r = _first_failure(range(1, 21), faults="all", txs=200)
+    assert r is not None and any("replays to another state root" in v or "agreement" in v
+                                 or "divergence" in v for v in r.safety_violations), \
+        r and r.safety_violations
+
+
 def test_byzantine_runs_inject_and_record():
     runs = [run_seed(seed, faults="byzantine", txs=40) for seed in range(1, 41)]
     assert [r.replay for r in runs if not r.ok] == []

@@ -100,6 +100,9 @@ class Node:
         # blocks after it. What happened is in `recovery` (and logged).
         self.recovery: list[str] = []
         start = self._restore_snapshot()
+        # Where the state came from: "genesis" (replayed every stored block, if any) or
+        # "snapshot". The simulator counts it, to show its restarts take each path.
+        self.started_from = "snapshot" if start else "genesis"
         base = getattr(store, "base", 0)
         if start < base:
             raise StoreError(f"the store keeps blocks from height {base + 1} only (pruned "

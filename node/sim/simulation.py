@@ -44,6 +44,7 @@ PARAMS = {"view_timeout_ms": 400, "checkpoint_interval": 8, "window": 32,
 BOOT_SPREAD_MS = 3_000                   # nodes come up this far apart, at most
 DRIFT_PPM = 200                          # a clock's drift, at most (a cheap crystal)
 HICCUP_EVERY_MS = (500, 5_000)           # a node stalls for a while this often
+LATE_RESTART_POLL_MS = 250               # how often the late restart looks at the chain
 
 
 class Clocks:
@@ -96,6 +97,8 @@ class RunResult:
     byzantine: dict = field(default_factory=dict)
     faults_injected: int = 0
     refusals: dict = field(default_factory=dict)    # reason -> proposals refused (honest)
+    restarts: dict = field(default_factory=dict)    # crashed nodes booted again, by where
+                                                    # their state came from (node.py)
     sim_ms: int = 0
     replay: str = ""                                  # `lendnet sim --replay` this
     history: list = field(default_factory=list)       # on failure, when traced
@@ -164,6 +167,7 @@ class Simulation:
         self.oversleep: str | None = None          # see _check_sleep
         self.invariant: str | None = None          # the first replica invariant broken
         self.watch = EvidenceWatch()
+        self.restarts: dict[str, int] = {}         # node.started_from -> restarts so
         self.clients_started = False
         self.trace: list | None = [] if trace else None
 
@@ -312,17 +316,33 @@ class Simulation:
 
     def _recover_one(self) -> None:
         if self.crashed:
-            i = min(self.crashed)
-            self.crashed.discard(i)
-            self.nodes[i] = self._boot(i)          # from what it persisted, nothing else
-            self.watch.forget(i)
-            self._note("restart", i)
-            self._tick_at(i, self.clocks.local(i, self.now) + 1)
+            self._reboot(min(self.crashed))
         elif self.paused:
             i = min(self.paused)
             for event in self.paused.pop(i):
                 self._at(self.now + 1, event)
             self._tick_at(i, self.clocks.local(i, self.now) + 1)
+
+    def _reboot(self, i: int) -> None:
+        """Start crashed node i again from what it persisted, nothing else."""
+        self.crashed.discard(i)
+        self.nodes[i] = node = self._boot(i)
+        self.restarts[node.started_from] = self.restarts.get(node.started_from, 0) + 1
+        self.watch.forget(i)
+        self._note("restart", i, node.started_from)
+        self._tick_at(i, self.clocks.local(i, self.now) + 1)
+
+    def _late_restart(self, i: int, down_ms: int, height: int) -> None:
+        """Kill node i once every honest node has committed `height` (looking again
+        every LATE_RESTART_POLL_MS), and boot it again `down_ms` later."""
+        low = min(n.height for n in self._honest().values())
+        down = i in self.crashed or i in self.paused or i in self.crash_in_send
+        if low < height or down:                    # (the nemesis has it down: wait)
+            self._at(self.now + LATE_RESTART_POLL_MS, ("restart", i, down_ms, height))
+            return
+        self.crashed.add(i)
+        self._note("crash", i, "late restart")
+        self._at(self.now + down_ms, ("reboot", i))
 
     def _heal(self) -> None:
         self.partition, self.drop_pct, self.dup_pct = None, 0, 0
@@ -426,6 +446,11 @@ class Simulation:
             self._nemesis()
         elif kind == "heal":
             self._heal()
+        elif kind == "restart":
+            self._late_restart(*event[1:])
+        elif kind == "reboot":
+            if event[1] in self.crashed:           # (unless the heal booted it first)
+                self._reboot(event[1])
 
     def _deliver(self, i: int, node: Node, event: tuple, local: int) -> None:
         _, _, raw, msg, src = event
@@ -467,6 +492,19 @@ class Simulation:
         if self.faults:
             self._at(self.now + 50, ("nemesis",))
             self._at(self.fault_until, ("heal",))
+        if "crash" in self.faults:
+            # The nemesis's crashes fall while the chain is short (most chains are
+            # still at height 0 when its window closes), so its restarts find empty
+            # stores. One late kill and reboot, once the chain is a few snapshots
+            # long, restarts an honest node from a store with blocks and snapshots
+            # behind it, as a daemon's restart does. It draws from an rng of its own,
+            # so everything else in a seed's run is drawn as before.
+            late = random.Random(f"late-restart:{self.seed}")
+            every = self.params.get("snapshot_every") or 4
+            honest = [i for i in range(len(self.nodes)) if self.index[i] not in self.faulty]
+            self._at(self.now + LATE_RESTART_POLL_MS,
+                     ("restart", late.choice(honest), late.randint(50, 1_500),
+                      late.randint(2 * every, 5 * every)))
 
     def run(self, max_events: int = 2_000_000) -> RunResult:
         self._start()
@@ -520,6 +558,7 @@ class Simulation:
                                                   for n in honest.values()),
             evidence=len(self.evidence), byzantine=dict(sorted(self.byzantine.items())),
             faults_injected=self.faults_injected, refusals=dict(sorted(refusals.items())),
+            restarts=dict(sorted(self.restarts.items())),
             sim_ms=self.now - T0 * 1000, replay=self.replay_spec())
 
 
