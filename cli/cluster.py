@@ -203,6 +203,18 @@ def restart(node, home, wait_s, as_json):
     click.echo(f"{m.name} restarted: {m.api}  pid {m.pid}, at height {out['height']}")
 
 
+def blocks_kept(status: dict) -> str:
+    """Which blocks a node keeps, from its /v1/status: "archive" (all, from genesis) or
+    "pruned (last K, from height X)" (node/core/pruning.py); a node that state-synced
+    and does not prune keeps everything from its snapshot on."""
+    first = status.get("first_block", 1)
+    if status.get("archive", True):
+        return "archive"
+    if status.get("keep_blocks") is None:
+        return f"from height {first} (state-synced)"
+    return f"pruned (last {status['keep_blocks']}, from height {first})"
+
+
 @cluster.command("status")
 @_home_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -225,7 +237,8 @@ def status(home, as_json):
         rows.append({"name": m.name, "state": state, "running": state == "running",
                      "answering": st is not None,
                      "pid": m.pid if state != "stopped" else None,
-                     "api": m.api if m.port else None, **(st or {})})
+                     "api": m.api if m.port else None, **(st or {}),
+                     "keeps": blocks_kept(st) if st else None})
     dead = [r["name"] for r in rows if r["state"] == "dead"]
     if as_json:
         click.echo(json.dumps({"home": str(home), "time_scale": scale,
@@ -235,7 +248,8 @@ def status(home, as_json):
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f"cluster {home}", caption=f"chain clock: {_scale_text(scale)}")
-    for col in ("node", "state", "height", "view", "primary", "peers", "mempool", "api"):
+    for col in ("node", "state", "height", "view", "primary", "peers", "mempool", "blocks",
+                "api"):
         t.add_column(col)
     for r in rows:
         state = r["state"] + ("" if r["state"] != "dead" else f" (pid {r['pid']} gone)") \
@@ -243,7 +257,7 @@ def status(home, as_json):
         t.add_row(r["name"], state, str(r.get("height", "-")),
                   str(r.get("view", "-")), str(r.get("primary", "-")),
                   str(len(r.get("peers", []))) if "peers" in r else "-",
-                  str(r.get("mempool", "-")), r["api"] or "-")
+                  str(r.get("mempool", "-")), r["keeps"] or "-", r["api"] or "-")
     Console().print(t)
     flag = "" if home == DEFAULT_HOME else f" --home {home}"
     if dead:
