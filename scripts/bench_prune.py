@@ -98,8 +98,9 @@ def run(d: str, txs: int, per_block: int, keep: int, every: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--txs", type=int, default=50_000)
-    ap.add_argument("--per-block", type=int, default=10,
-                    help="transactions the clients sign each 25 ms tick (about a block's)")
+    ap.add_argument("--per-block", type=int, default=5,
+                    help="transactions the clients sign each 25 ms tick (fewer: more, "
+                         "smaller blocks; 5 makes blocks of about 10)")
     ap.add_argument("--keep", type=int, default=1_000, help="K: the pruned node's blocks")
     ap.add_argument("--every", type=int, default=1_000, help="snapshot_every")
     ap.add_argument("--json", action="store_true")

@@ -4,7 +4,9 @@ its kept snapshot to the same root, verify-chain replays it from that snapshot a
 catches a damaged block, and its API says which blocks it keeps (410 "pruned" below)."""
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import random
 import sqlite3
 from pathlib import Path
@@ -246,9 +248,11 @@ async def _ask(home: Path, paths: list[str]) -> list[tuple[int, object]]:
 async def test_a_pruned_node_says_so_and_answers_410_below_its_first_block(pruned):
     home, got = pruned
     first, top = got["base"] + 1, got["height"]        # (top: kept however it prunes on)
-    (st, status), (b1, block1), (s1, sync1), (bt, _), (stop, _), (e1, _) = await _ask(
-        home, ["/v1/status", "/v1/blocks/1", "/v1/sync/1", f"/v1/blocks/{top}",
-               f"/v1/sync/{top}", "/block/1"])
+    old_tx = next(t for t, h in got["txs"].items() if h < first)
+    (st, status), (b1, block1), (s1, sync1), (bt, _), (stop, _), (e1, _), (t1, tx1) = \
+        await _ask(home, ["/v1/status", "/v1/blocks/1", "/v1/sync/1", f"/v1/blocks/{top}",
+                          f"/v1/sync/{top}", "/block/1", f"/v1/tx/{old_tx}"])
+    assert t1 == 404 and "an older transaction is not indexed here" in tx1["error"]
     assert st == 200 and status["archive"] is False and status["keep_blocks"] == KEEP
     assert status["first_block"] >= first             # it may prune again as it runs
     for code, body in ((b1, block1), (s1, sync1)):
@@ -283,3 +287,41 @@ def test_keep_blocks_is_set_by_init_overridden_by_start_and_refused_if_unsafe(tm
         d.store.close()
     with pytest.raises(H.HomeError, match="keep-blocks-too-small"):
         Daemon(tmp_path / "b", keep_blocks=5)
+
+
+async def _until(cond, timeout: float, what: str):
+    """tests/waiting.until for a test whose nodes run on this very event loop: poll
+    without blocking it."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not (value := cond()):
+        if asyncio.get_running_loop().time() > deadline:
+            pytest.fail(f"not within {timeout} s: {what}")
+        await asyncio.sleep(0.02)
+    return value
+
+
+async def test_a_full_node_told_pruned_says_so_once_and_syncs_from_another_peer(
+        pruned, tmp_path, caplog):
+    home, got = pruned
+    archive = tmp_path / "archive"
+    assert build(archive, None)["root"] == got["root"]    # the same chain, kept whole
+    caplog.set_level(logging.INFO, logger="lendnet.node")
+    servers = [Daemon(home), Daemon(archive)]
+    full = None
+    try:
+        for d in servers:
+            await d.start()
+        peers = [f"127.0.0.1:{d.port}" for d in servers]         # the pruned one first
+        H.init_home(tmp_path / "full", H.NodeConfig(peers=peers), kp=Keypair.from_name(
+            "prune-follower"), genesis=H.load_genesis(home))
+        full = Daemon(tmp_path / "full")
+        await full.start()
+        await _until(lambda: full.node.height >= got["height"], 30, "the full node syncs")
+        assert full.store.get_block(got["height"])[2] == got["root"]
+        told = [r.getMessage() for r in caplog.records if "keeps blocks from" in
+                r.getMessage()]                 # (the number moves as the peer prunes on)
+        assert len(told) == 1 and told[0].startswith(f"peer {peers[0]} keeps blocks from ") \
+            and told[0].endswith(" only: start with --state-sync or add an archive peer"), told
+    finally:
+        for d in ([full] if full else []) + servers:
+            await d.stop()

@@ -262,7 +262,9 @@ def build_app(daemon) -> web.Application:
             why, code = gone
             return web.json_response({"hash": h, "status": "rejected", "error": why,
                                       "code": code})
-        return _error(404, f"transaction {h} is not known to this node")
+        return _error(404, f"transaction {h} is not known to this node" + (
+            f" (it keeps blocks from {node.store.base + 1} only: an older transaction is "
+            f"not indexed here)" if node.store.base else ""))
 
     async def get_block(request: web.Request):
         try:
