@@ -327,8 +327,8 @@ class Daemon(Shell):
                                 if not self._follow_one(block, cert):
                                     break
                                 got += 1
-                        elif resp.status == 410:
-                            self._peer_pruned(peer, await resp.read(), pruned)
+                        elif resp.status == 410:           # (a short JSON error: bounded)
+                            self._peer_pruned(peer, await resp.content.read(4096), pruned)
                 except (TimeoutError, aiohttp.ClientError, OSError, codec.EncodingError,
                         ValueError, TypeError, M.MessageError) as e:
                     log.info("sync from %s: %s", peer, e)
@@ -348,7 +348,7 @@ class Daemon(Shell):
         """A peer answered 410 to a sync request: it does not keep the blocks we need.
         Say so once per peer (it stays true), with what would help."""
         try:
-            first = json.loads(body[:4096])["first_block"]
+            first = json.loads(body)["first_block"]
         except (ValueError, KeyError, TypeError) as e:
             raise ValueError(f"a 410 without a first_block: {e}") from None
         if type(first) is not int or first < 1:
