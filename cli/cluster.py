@@ -248,8 +248,7 @@ def status(home, as_json):
     from rich.console import Console
     from rich.table import Table
     t = Table(title=f"cluster {home}", caption=f"chain clock: {_scale_text(scale)}")
-    for col in ("node", "state", "height", "view", "primary", "peers", "mempool", "blocks",
-                "api"):
+    for col in ("node", "state", "height", "view", "primary", "peers", "mempool", "api"):
         t.add_column(col)
     for r in rows:
         state = r["state"] + ("" if r["state"] != "dead" else f" (pid {r['pid']} gone)") \
@@ -257,8 +256,13 @@ def status(home, as_json):
         t.add_row(r["name"], state, str(r.get("height", "-")),
                   str(r.get("view", "-")), str(r.get("primary", "-")),
                   str(len(r.get("peers", []))) if "peers" in r else "-",
-                  str(r.get("mempool", "-")), r["keeps"] or "-", r["api"] or "-")
+                  str(r.get("mempool", "-")), r["api"] or "-")
     Console().print(t)
+    # Under the table, not a column: "pruned (last K, from height X)" would squeeze the
+    # table past a terminal's 80 columns.
+    kept = [f"{r['name']} {r['keeps']}" for r in rows if r["keeps"]]
+    if kept:
+        click.echo("blocks kept: " + "; ".join(kept))
     flag = "" if home == DEFAULT_HOME else f" --home {home}"
     if dead:
         click.echo(f"dead: {', '.join(dead)} (see `lendnet cluster logs {dead[0]}{flag}`); "

@@ -351,8 +351,8 @@ def test_status_shows_a_pruned_member_and_the_archive_ones(whole):
         assert rows["node1"]["keeps"] == "pruned (last 256, from height 1)", rows["node1"]
         assert (rows["node1"]["archive"], rows["node1"]["keep_blocks"]) == (False, 256)
         assert [rows[n]["keeps"] for n in ("node0", "node2", "node3")] == ["archive"] * 3
-        assert "pruned (last 256, from height 1)" in lendnet(      # wide: one line a row
-            "cluster", "status", "--home", str(home), env={"COLUMNS": "300"}).stdout
+        text = lendnet("cluster", "status", "--home", str(home)).stdout
+        assert "node1 pruned (last 256, from height 1)" in text and "node0 archive" in text
     finally:
         cfg.keep_blocks = 0                      # the others' tests expect archives
         H.write_config(node1, cfg)
