@@ -106,7 +106,8 @@ def _show(home: Path, as_json: bool) -> None:
            "validator": kp.pubkey in H.load_genesis(home).validators,
            "peer_address": f"{kp.pubkey.hex()}@"
            + ("<this machine's name or address>" if cfg.host in WILDCARD else cfg.host)
-           + (f":{cfg.port}" if cfg.port else ":<port>"), "peers": list(cfg.peers)}
+           + (f":{cfg.port}" if cfg.port else ":<port>"), "peers": list(cfg.peers),
+           "keep_blocks": cfg.keep_blocks or None}         # None: an archive node
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -115,6 +116,8 @@ def _show(home: Path, as_json: bool) -> None:
                   "full node)"))
     click.echo(f"peers dial it as {out['peer_address']}"
                + ("" if cfg.port else " (port 0: the one it picks at start, which it logs)"))
+    click.echo(f"it keeps the last {cfg.keep_blocks} blocks (a pruned node)" if cfg.keep_blocks
+               else "it keeps every block (an archive node)")
 
 
 @node.command("show")
@@ -139,9 +142,10 @@ def show(home, as_json):
 @click.option("--quorum-override", type=click.IntRange(1, 64), default=None, hidden=True,
               help="TEST ONLY: accept this many votes as a quorum (a broken node).")
 @click.option("--keep-blocks", "keep_blocks", type=click.IntRange(0), default=None,
-              help="Keep only the last K blocks instead of the config's keep_blocks (a pruned node: it answers 410 'pruned' "
-                   "below them); 0: every block (an archive node). K must be at least 4 "
-                   "consensus windows (256 with the default window).")
+              help="Keep only the last K blocks, over the config's keep_blocks (a pruned "
+                   "node: it answers 410 'pruned' below them); 0: every block (an archive "
+                   "node). K must be at least 4 consensus windows (256 with the default "
+                   "window).")
 def start(home, log_format, log_level, byzantine, quorum_override, keep_blocks):
     """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
     from lendnet.node.core.store import StoreError

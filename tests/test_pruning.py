@@ -280,6 +280,7 @@ def test_keep_blocks_is_set_by_init_overridden_by_start_and_refused_if_unsafe(tm
     ok = run(cli, ["node", "init", "--home", str(tmp_path / "b"), "--keep-blocks", "300"])
     assert ok.exit_code == 0, ok.output
     assert H.load_config(tmp_path / "b").keep_blocks == 300
+    assert "keeps the last 300 blocks (a pruned node)" in ok.output
     d = Daemon(tmp_path / "b", keep_blocks=0)                           # start's flag wins
     try:
         assert d.keep_blocks is None and d.pruner is None
@@ -325,3 +326,21 @@ async def test_a_full_node_told_pruned_says_so_once_and_syncs_from_another_peer(
     finally:
         for d in ([full] if full else []) + servers:
             await d.stop()
+
+
+async def test_the_daemon_prunes_as_it_commits_and_counts_it(pruned):
+    home, _ = pruned
+    d = Daemon(home)
+    await d.start()
+    try:
+        base = d.store.base
+        await _until(lambda: d.store.base > base, 30, "the daemon prunes")
+        assert pruning.min_keep_blocks(d.node.config) == KEEP <= d.store.height - d.store.base
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{d.port}/metrics") as r:
+                text = await r.text()
+        pruned_total = next(float(line.split()[1]) for line in text.splitlines()
+                            if line.startswith("lendnet_blocks_pruned_total "))
+        assert pruned_total >= d.store.base - base > 0
+    finally:
+        await d.stop()
