@@ -203,6 +203,18 @@ def restart(node, home, wait_s, as_json):
     click.echo(f"{m.name} restarted: {m.api}  pid {m.pid}, at height {out['height']}")
 
 
+def blocks_kept(status: dict) -> str:
+    """Which blocks a node keeps, from its /v1/status: "archive" (all, from genesis) or
+    "pruned (last K, from height X)" (node/core/pruning.py); a node that state-synced
+    and does not prune keeps everything from its snapshot on."""
+    first = status.get("first_block", 1)
+    if status.get("archive", True):
+        return "archive"
+    if status.get("keep_blocks") is None:
+        return f"from height {first} (state-synced)"
+    return f"pruned (last {status['keep_blocks']}, from height {first})"
+
+
 @cluster.command("status")
 @_home_option
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
@@ -225,7 +237,8 @@ def status(home, as_json):
         rows.append({"name": m.name, "state": state, "running": state == "running",
                      "answering": st is not None,
                      "pid": m.pid if state != "stopped" else None,
-                     "api": m.api if m.port else None, **(st or {})})
+                     "api": m.api if m.port else None, **(st or {}),
+                     "keeps": blocks_kept(st) if st else None})
     dead = [r["name"] for r in rows if r["state"] == "dead"]
     if as_json:
         click.echo(json.dumps({"home": str(home), "time_scale": scale,
@@ -245,6 +258,11 @@ def status(home, as_json):
                   str(len(r.get("peers", []))) if "peers" in r else "-",
                   str(r.get("mempool", "-")), r["api"] or "-")
     Console().print(t)
+    # Under the table, not a column: "pruned (last K, from height X)" would squeeze the
+    # table past a terminal's 80 columns.
+    kept = [f"{r['name']} {r['keeps']}" for r in rows if r["keeps"]]
+    if kept:
+        click.echo("blocks kept: " + "; ".join(kept))
     flag = "" if home == DEFAULT_HOME else f" --home {home}"
     if dead:
         click.echo(f"dead: {', '.join(dead)} (see `lendnet cluster logs {dead[0]}{flag}`); "

@@ -35,8 +35,12 @@ def node():
                                                            path_type=Path),
               help="Join this chain's genesis.json instead of starting a one-validator "
                    "dev chain whose demo accounts are funded.")
+@click.option("--keep-blocks", "keep_blocks", type=click.IntRange(0), default=0, show_default=True,
+              help="Keep only the last K blocks (a pruned node: it answers 410 'pruned' "
+                   "below them); 0: every block (an archive node). K must be at least 4 "
+                   "consensus windows (256 with the default window).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def init(home, host, port, peers, chain_id, genesis_file, as_json):
+def init(home, host, port, peers, chain_id, genesis_file, keep_blocks, as_json):
     """Write a home: a new node key (0600), config.json and genesis.json."""
     try:
         for p in peers:
@@ -46,8 +50,8 @@ def init(home, host, port, peers, chain_id, genesis_file, as_json):
         genesis = None
         if genesis_file is not None:
             genesis = H.load_genesis_file(genesis_file)
-        H.init_home(home, H.NodeConfig(host, port, list(peers)), genesis=genesis,
-                    chain_id=chain_id)
+        H.init_home(home, H.NodeConfig(host, port, list(peers), keep_blocks=keep_blocks),
+                    genesis=genesis, chain_id=chain_id)
     except H.HomeError as e:
         raise click.ClickException(str(e))
     _show(home, as_json)
@@ -102,7 +106,8 @@ def _show(home: Path, as_json: bool) -> None:
            "validator": kp.pubkey in H.load_genesis(home).validators,
            "peer_address": f"{kp.pubkey.hex()}@"
            + ("<this machine's name or address>" if cfg.host in WILDCARD else cfg.host)
-           + (f":{cfg.port}" if cfg.port else ":<port>"), "peers": list(cfg.peers)}
+           + (f":{cfg.port}" if cfg.port else ":<port>"), "peers": list(cfg.peers),
+           "keep_blocks": cfg.keep_blocks or None}         # None: an archive node
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
@@ -111,6 +116,8 @@ def _show(home: Path, as_json: bool) -> None:
                   "full node)"))
     click.echo(f"peers dial it as {out['peer_address']}"
                + ("" if cfg.port else " (port 0: the one it picks at start, which it logs)"))
+    click.echo(f"it keeps the last {cfg.keep_blocks} blocks (a pruned node)" if cfg.keep_blocks
+               else "it keeps every block (an archive node)")
 
 
 @node.command("show")
@@ -134,13 +141,19 @@ def show(home, as_json):
               help="TEST ONLY: make this validator lie (for `lendnet chaos`).")
 @click.option("--quorum-override", type=click.IntRange(1, 64), default=None, hidden=True,
               help="TEST ONLY: accept this many votes as a quorum (a broken node).")
-def start(home, log_format, log_level, byzantine, quorum_override):
+@click.option("--keep-blocks", "keep_blocks", type=click.IntRange(0), default=None,
+              help="Keep only the last K blocks, over the config's keep_blocks (a pruned "
+                   "node: it answers 410 'pruned' below them); 0: every block (an archive "
+                   "node). K must be at least 4 consensus windows (256 with the default "
+                   "window).")
+def start(home, log_format, log_level, byzantine, quorum_override, keep_blocks):
     """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
     from lendnet.node.core.store import StoreError
     from lendnet.node.daemon.daemon import run  # the daemon's imports only when one is run
     from lendnet.node.harness.faults import hooks_for   # the test modes, as daemon hooks
     try:
-        run(home, log_format, log_level, hooks_for(home, byzantine, quorum_override))
+        run(home, log_format, log_level, hooks_for(home, byzantine, quorum_override),
+            keep_blocks)
     except (H.HomeError, StoreError) as e:
         raise click.ClickException(str(e))
     except OSError as e:
@@ -161,8 +174,10 @@ class CannotVerify(click.ClickException):
 @click.option("--json", "as_json", is_flag=True, help="Print the result as one JSON object.")
 def verify_chain(home, from_height, to_height, as_json):
     """Replay the stored chain from genesis and check every block: its transactions,
-    hash link, commit certificate and state root. Reads the home only (a running node
-    is fine). Exit 0: all reproduced; 1: a block differs (named); 2: cannot be read."""
+    hash link, commit certificate and state root. A pruned store is replayed from its
+    oldest kept snapshot instead (the summary says so). Reads the home only (a running
+    node is fine). Exit 0: all reproduced; 1: a block differs (named); 2: cannot be
+    read, or a pruned store without a usable snapshot."""
     from lendnet.node.core.store import StoreError
     from lendnet.node.daemon.verify import Mismatch
     from lendnet.node.daemon.verify import verify_chain as run
@@ -181,8 +196,12 @@ def verify_chain(home, from_height, to_height, as_json):
         click.echo(json.dumps(out, indent=2))
         return
     rate = f"{out['tx_per_s']:,} tx/s" if out["tx_per_s"] is not None else "- tx/s"
+    start = ("from genesis" if out["from"] == "genesis" else
+             f"from the snapshot at height {out['snapshot']} (the store keeps blocks from "
+             f"{out['first_block']})")
     click.echo(f"verified {home}: height {out['height']}, {out['blocks']:,} blocks and "
-               f"{out['txs']:,} transactions replayed in {out['seconds']:.2f} s ({rate}); "
+               f"{out['txs']:,} transactions replayed {start} in {out['seconds']:.2f} s "
+               f"({rate}); "
                f"every root reproduced"
                + (f", checks from height {from_height}" if from_height > 1 else "")
                + f"; final state root {out['root']}")

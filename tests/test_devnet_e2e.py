@@ -337,3 +337,23 @@ def test_bad_options_are_explained():
         assert r.exit_code == 0 and "--json" in r.output
     assert "dev chain" in CliRunner().invoke(main, ["faucet", "--help"]).output
     assert "dead" in CliRunner().invoke(main, ["cluster", "status", "--help"]).output
+
+
+def test_status_shows_a_pruned_member_and_the_archive_ones(whole):
+    home, _ = whole
+    node1 = home / "node1"
+    cfg = H.load_config(node1)
+    cfg.keep_blocks = 256                        # the least a default window allows
+    H.write_config(node1, cfg)
+    try:
+        lendnet("cluster", "restart", "1", "--home", str(home), "--json")
+        rows = {r["name"]: r for r in as_json("cluster", "status", "--home", str(home))["nodes"]}
+        assert rows["node1"]["keeps"] == "pruned (last 256, from height 1)", rows["node1"]
+        assert (rows["node1"]["archive"], rows["node1"]["keep_blocks"]) == (False, 256)
+        assert [rows[n]["keeps"] for n in ("node0", "node2", "node3")] == ["archive"] * 3
+        text = lendnet("cluster", "status", "--home", str(home)).stdout
+        assert "node1 pruned (last 256, from height 1)" in text and "node0 archive" in text
+    finally:
+        cfg.keep_blocks = 0                      # the others' tests expect archives
+        H.write_config(node1, cfg)
+        lendnet("cluster", "restart", "1", "--home", str(home), check=False)

@@ -17,6 +17,7 @@ from lendnet.consensus import messages as M
 from lendnet.ledger import codec, groups, guarantees, keys, lending, pools, portfolio, savings
 from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
+from lendnet.node.core import pruning
 
 from . import explorer
 from .blobs import BLOB_MAX, BlobError
@@ -35,7 +36,7 @@ MAX_READERS_PER_CLIENT = 8                    # and from one client address (not
 # The code of an error the API answers itself (a transaction's refusal carries its own,
 # txm.CODES), and the HTTP status of each transaction refusal code.
 HTTP_CODES = {400: "bad-request", 404: "not-found", 405: "method-not-allowed",
-              413: "too-large", 429: "rate-limited", 503: "busy", 507: "no-space"}
+              410: "pruned", 413: "too-large", 429: "rate-limited", 503: "busy", 507: "no-space"}
 BLOB_STATUS = {"unsigned": 401, "quota": 403, "too-large": 413, "no-space": 507}
 TX_STATUS = {"malformed": 400, "too-large": 413, "wrong-chain": 400, "bad-signature": 400,
              "unauthorised": 400, "refused": 400, "nonce-used": 422, "nonce-ahead": 422,
@@ -176,6 +177,12 @@ def build_app(daemon) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[limit, _json_errors])
     r = app.router
 
+    def pruned(height: int) -> web.Response:
+        """410 Gone: a block below this node's first kept one (pruned, or before the
+        snapshot it state-synced from)."""
+        return web.json_response(pruning.pruned_error(height, node.store.base + 1),
+                                 status=410)
+
     async def read_field(request: web.Request, limit: int, field: str, kind: type,
                          shape: str):
         """The one field of a JSON body `{field: <kind>}`, or an error Response saying
@@ -255,13 +262,17 @@ def build_app(daemon) -> web.Application:
             why, code = gone
             return web.json_response({"hash": h, "status": "rejected", "error": why,
                                       "code": code})
-        return _error(404, f"transaction {h} is not known to this node")
+        return _error(404, f"transaction {h} is not known to this node" + (
+            f" (it keeps blocks from {node.store.base + 1} only: an older transaction is "
+            f"not indexed here)" if node.store.base else ""))
 
     async def get_block(request: web.Request):
         try:
             h = _int(request.match_info["height"], 1, INT_MAX)
         except ValueError as e:
             return _error(400, f"height {e}")
+        if h <= node.store.base:
+            return pruned(h)
         got = node.store.get_block(h) if h <= node.height else None
         if got is None:
             return _error(404, f"no block at height {h} (height is {node.height})")
@@ -321,6 +332,8 @@ def build_app(daemon) -> web.Application:
         except ValueError:
             return _error(400, f"from height must be an integer 1 to {INT_MAX} and count "
                                f"1 to 256")
+        if start <= node.store.base:
+            return pruned(start)                  # a follower then asks another peer
         # Bounded by the bytes a follower accepts in one answer (it decodes with
         # M.MAX_MSG_BYTES), measured, not guessed: 5 bytes for the array's header.
         out, size = [], 5
@@ -673,6 +686,14 @@ RATE_LIMITED = {"description": "more requests a second than the node allows this
 BAD = _err("a parameter or the body is not what this description says (the error says "
            "which)", "bad-request")
 NOT_FOUND = _err("well formed, but this node knows no such thing", "not-found")
+PRUNED = {"description": "a block below the first this node keeps (it is pruned, or the "
+                         "node state-synced past it): ask an archive node",
+          "content": {"application/json": {"schema": {
+              "type": "object", "required": ["error", "code", "first_block"],
+              "additionalProperties": False, "properties": {
+                  "error": {"type": "string", "description": "for a person"},
+                  "code": {"type": "string", "enum": ["pruned"]},
+                  "first_block": {**HEIGHT, "description": "the first block it keeps"}}}}}}
 
 
 def _op(op_id: str, summary: str, params=(), ok=None, errors=None, body=None) -> dict:
@@ -799,7 +820,7 @@ OPENAPI = {
                 height=HEIGHT, hash=HASH, header={"type": "object"}, state_root=HASH,
                 txs={"type": "array", "items": HASH}, txs_bytes={"type": "integer"},
                 certificate={"type": "object"}))},
-            {"400": BAD, "404": _err("no block there yet", "not-found")})},
+            {"400": BAD, "404": _err("no block there yet", "not-found"), "410": PRUNED})},
         "/v1/accounts/{address}": {"get": _op(
             "get_account", "Balance and next nonce (an unknown address: 0 and 0).",
             [_path("address", ADDRESS, "the account")],
@@ -871,7 +892,8 @@ OPENAPI = {
              _query("count", {"type": "integer", "minimum": 1, "maximum": 256,
                               "default": 64}, "blocks at most")],
             {"200": {"description": "msgpack", "content": {"application/msgpack": {
-                "schema": {"type": "string", "format": "binary"}}}}})},
+                "schema": {"type": "string", "format": "binary"}}}}},
+            {"400": BAD, "410": PRUNED})},
         "/v1/loans": _listing_op("loan", "Loans, filtered by borrower and lender.", [
             _query("borrower", ADDRESS, "only this borrower's"),
             _query("lender", ADDRESS, "only this lender's")]),
@@ -981,13 +1003,19 @@ OPENAPI = {
         "/v1/status": {"get": _op(
             "get_status", "Height, view, primary, peers, mempool size; the chain clock's "
             "time_scale (chain seconds a real second) and dev_faucet (the dev faucet's "
-            "address, or null on a chain whose genesis does not fund it).", errors={},
+            "address, or null on a chain whose genesis does not fund it); archive, "
+            "keep_blocks and first_block: which blocks the node keeps and serves.", errors={},
             ok={"200": _json("the node's status", _obj(
                 ["chain_id", "height", "view", "mempool"], chain_id={"type": "string"},
                 height={"type": "integer"}, view={"type": "integer"},
                 mempool={"type": "integer"}, time_scale={"type": "integer"},
                 dev_faucet={"type": "string", "nullable": True,
-                            "pattern": "^ln[0-9a-f]{40}$"}))})},
+                            "pattern": "^ln[0-9a-f]{40}$"},
+                archive={"type": "boolean", "description": "keeps every block from genesis"},
+                keep_blocks={"type": "integer", "nullable": True, "minimum": 1,
+                             "description": "a pruned node: the blocks it keeps; null: all"},
+                first_block={**HEIGHT, "description": "the first block it keeps: 1 on an "
+                             "archive node"}))})},
         "/v1/supply": {"get": _op(
             "get_supply", "All balances and escrows summed, and the genesis supply: equal "
             "unless money was made or lost; fees: the fees collected (burned, counted in "

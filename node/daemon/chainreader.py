@@ -26,7 +26,7 @@ from urllib.parse import quote
 
 from lendnet.node.core.store import StoreError
 
-from .sqlstore import SCHEMA_VERSION, check_heights
+from .sqlstore import SCHEMA_VERSION, check_heights, read_snapshot, snapshot_heights
 
 READ_CHUNK = 256          # blocks per query: a short read transaction, so a running
                           # node's WAL can still be checkpointed while we read
@@ -99,6 +99,15 @@ class ChainReader:
                                  f"there")
             for h, block, cert, root in rows:
                 yield h, (block, cert, root)
+
+    def snapshot_heights(self) -> list[int]:
+        """The heights of the stored snapshots, latest first."""
+        return snapshot_heights(self._db)
+
+    def snapshot(self, height: int):
+        """(manifest, chunks) of the snapshot at `height`, or None; the chunks are read
+        as they are iterated, each in its own short read (as `blocks`)."""
+        return read_snapshot(self._db, height)
 
     def _release(self) -> None:
         if self._lock_fd is not None:

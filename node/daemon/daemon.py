@@ -11,6 +11,7 @@ description and /metrics.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -26,6 +27,7 @@ from lendnet.ledger import codec
 from lendnet.ledger.groups import GROUP_LOAN_EVENTS
 from lendnet.ledger import tx as txm
 from lendnet.node.core.node import Genesis, Node
+from lendnet.node.core.pruning import Pruner
 from lendnet.node.core.shell import Shell, carry_out
 
 from . import home as H
@@ -54,12 +56,17 @@ class Daemon(Shell):
     """The node's shell in a real process: it carries out the node's effects
     (`carry_out`) on sockets, the clock and the disk."""
 
-    def __init__(self, home: Path, hooks: Hooks | None = None):
+    def __init__(self, home: Path, hooks: Hooks | None = None,
+                 keep_blocks: int | None = None):
+        """`keep_blocks`: `node start --keep-blocks`, over the config's (None: the config's)."""
         self.hooks = hooks = hooks or Hooks()
         self.home = Path(home)
         self.kp = H.load_key(self.home)
         self.cfg = H.load_config(self.home)
         self.genesis = H.load_genesis(self.home)
+        # K, or None for an archive node; refused before the store is opened
+        self.keep_blocks = H.check_keep_blocks(
+            self.cfg.keep_blocks if keep_blocks is None else keep_blocks, self.genesis)
         self.store = SQLiteStore(str(self.home / "node.db"))
         self.blobs = BlobStore(self.home / "blobs")
         self.node = Node(self.genesis, self.kp, self.store, now_ms(),
@@ -70,6 +77,8 @@ class Daemon(Shell):
         self.metrics = Metrics(lambda: len(self.transport.connected()),
                                lambda: self.node.replica)
         self.metrics.height.set(self.node.height)
+        self.pruner = (Pruner(self.store, self.keep_blocks)
+                       if self.keep_blocks is not None else None)
         self.evidence_count = sum(1 for k in self.store.load_records() if k[0] == "evidence")
         self.metrics.evidence.inc(self.evidence_count)
         self._refusals_logged: dict[str, tuple] = {}  # reason -> (when logged, since then)
@@ -303,6 +312,7 @@ class Daemon(Shell):
         every certificate; then pushed blocks keep it current. Peers in turn."""
         peers = [addr for addr, _ in self.peers]
         turn = 0
+        pruned: dict[str, int] = {}                # peer -> the first block it keeps
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             while peers:
                 peer = peers[turn % len(peers)]
@@ -317,16 +327,36 @@ class Daemon(Shell):
                                 if not self._follow_one(block, cert):
                                     break
                                 got += 1
+                        elif resp.status == 410:           # (a short JSON error: bounded)
+                            self._peer_pruned(peer, await resp.content.read(4096), pruned)
                 except (TimeoutError, aiohttp.ClientError, OSError, codec.EncodingError,
                         ValueError, TypeError, M.MessageError) as e:
                     log.info("sync from %s: %s", peer, e)
                 if got:
                     continue                               # more may be waiting
+                if peer in pruned and any(pruned.get(p, 0) <= self.node.height + 1
+                                          for p in peers):
+                    continue                  # a peer that may have the blocks: ask it now
                 self._sync_wanted.clear()
                 try:
                     await asyncio.wait_for(self._sync_wanted.wait(), 2.0)
                 except TimeoutError:
                     continue                               # look again anyway, now and then
+
+    @staticmethod
+    def _peer_pruned(peer: str, body: bytes, pruned: dict[str, int]) -> None:
+        """A peer answered 410 to a sync request: it does not keep the blocks we need.
+        Say so once per peer (it stays true), with what would help."""
+        try:
+            first = json.loads(body)["first_block"]
+        except (ValueError, KeyError, TypeError) as e:
+            raise ValueError(f"a 410 without a first_block: {e}") from None
+        if type(first) is not int or first < 1:
+            raise ValueError(f"a 410 whose first_block is {first!r}")
+        if peer not in pruned:
+            log.warning("peer %s keeps blocks from %d only: start with --state-sync or add "
+                        "an archive peer", peer, first)
+        pruned[peer] = first
 
     # --- effects ------------------------------------------------------------------------
 
@@ -364,6 +394,17 @@ class Daemon(Shell):
         self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
         self._timer_at = at
 
+    def _prune(self, height: int) -> None:
+        started = time.perf_counter()
+        gone = self.pruner.after_commit(height)
+        if gone is None:
+            return                                    # not due
+        seconds = time.perf_counter() - started
+        self.metrics.pruned_blocks.inc(gone)
+        self.metrics.prune_seconds.inc(seconds)
+        log.debug("pruned %d blocks in %.3f s: keeping blocks from %d (keep_blocks %d)",
+                  gone, seconds, self.store.base + 1, self.keep_blocks)
+
     def evidence(self, e: Evidence) -> None:
         self.evidence_count += 1
         self.metrics.evidence.inc()
@@ -396,6 +437,8 @@ class Daemon(Shell):
     def committed(self, e: Committed) -> None:
         self.transport.push_inbound("block", codec.encode([e.block, e.cert]),
                                     skip=self._validator_keys)   # full nodes follow
+        if self.pruner is not None:                   # the block is durable: see carry_out
+            self._prune(e.height)
         node = self.node
         m = self.metrics
         m.height.set(e.height)
@@ -463,14 +506,18 @@ class Daemon(Shell):
             "time_scale": self.genesis.params.get("time_scale", 1),
             # the dev faucet's address when the genesis funds it (a dev chain), else null
             "dev_faucet": H.faucet_address() if H.is_dev(self.genesis) else None,
+            # pruning (node/core/pruning.py): blocks below first_block are not served
+            "archive": self.keep_blocks is None and self.store.base == 0,
+            "keep_blocks": self.keep_blocks,
+            "first_block": self.store.base + 1,
         }
 
 
 def run(home: Path, log_format: str = "text", level: str = "INFO",
-        hooks: Hooks | None = None) -> None:
+        hooks: Hooks | None = None, keep_blocks: int | None = None) -> None:
     """Run a node in the foreground until SIGTERM/SIGINT."""
     configure_logging(log_format, level)
-    daemon = Daemon(home, hooks)
+    daemon = Daemon(home, hooks, keep_blocks)
     profile_to = os.environ.get("LENDNET_PROFILE")   # a file ({pid} allowed): cProfile the run
     if not profile_to:
         code = asyncio.run(daemon.serve_forever())

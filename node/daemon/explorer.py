@@ -24,6 +24,7 @@ from lendnet.consensus import messages as M
 from lendnet.contracts.agreements import METHOD_CODES, PERIOD_NAMES, schedule
 from lendnet.ledger import keys, lending, portfolio
 from lendnet.ledger import tx as txm
+from lendnet.node.core import pruning
 
 from . import explorer_html as X
 from .explorer_html import Safe, h, link, money, pct, seg, short, when
@@ -141,6 +142,9 @@ def routes(app: web.Application, daemon, books: portfolio.Books) -> None:
         if not raw.isdigit() or len(raw) > 18:
             return bad("a block height is a positive integer")
         height = int(raw)
+        if 1 <= height <= node.store.base:
+            return render("Pruned", h("<p>{}</p>", pruning.pruned_error(
+                height, node.store.base + 1)["error"]), 410)
         got = node.store.get_block(height) if 1 <= height <= node.height else None
         if got is None:
             return missing(f"no block at height {height} (height is {node.height})")

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lendnet.ledger import fees, keys, lending
+from lendnet.node.core import pruning
 from lendnet.node.core.node import Genesis
 
 # Dev genesis: named demo accounts a wallet can use at once (keys from the name).
@@ -73,14 +74,18 @@ class NodeConfig:
     api_rate: int = 50
     api_burst: int = 200
     api_exempt: list = field(default_factory=lambda: list(API_EXEMPT))
+    # Keep only the last keep_blocks blocks (a pruned node, node/core/pruning.py); 0: every
+    # block from genesis (an archive node). Checked against the genesis at start.
+    keep_blocks: int = 0
 
     def to_json(self) -> dict:
         return {"host": self.host, "port": self.port, "peers": list(self.peers),
                 "admin": self.admin, "api_rate": self.api_rate, "api_burst": self.api_burst,
-                "api_exempt": list(self.api_exempt)}
+                "api_exempt": list(self.api_exempt), "keep_blocks": self.keep_blocks}
 
 
 API_EXEMPT = ("127.0.0.1", "::1")
+MAX_KEEP_BLOCKS = 10**12           # a bound on the number read, not a useful setting
 
 
 def _ip(text: str) -> bool:
@@ -174,7 +179,11 @@ def load_config(home: Path) -> NodeConfig:
                      peers=list(d.get("peers", [])), admin=bool(d.get("admin", False)),
                      api_rate=d.get("api_rate", default.api_rate),
                      api_burst=d.get("api_burst", default.api_burst),
-                     api_exempt=d.get("api_exempt", default.api_exempt))
+                     api_exempt=d.get("api_exempt", default.api_exempt),
+                     keep_blocks=d.get("keep_blocks", 0))
+    if type(cfg.keep_blocks) is not int or not 0 <= cfg.keep_blocks <= MAX_KEEP_BLOCKS:
+        raise HomeError(f"{path}: keep_blocks must be an integer from 0 (an archive node) "
+                        f"to {MAX_KEEP_BLOCKS}")
     if (type(cfg.api_exempt) is not list or len(cfg.api_exempt) > 64
             or not all(type(a) is str and _ip(a) for a in cfg.api_exempt)):
         raise HomeError(f"{path}: api_exempt must be a list of at most 64 IP addresses")
@@ -254,11 +263,21 @@ def init_home(home: Path, cfg: NodeConfig, kp: keys.Keypair | None = None,
     if (home / "node.key").exists():
         raise HomeError(f"{home} already holds a node key; refusing to overwrite it")
     kp = kp or keys.Keypair.generate()
-    write_key(home, kp)
-    write_config(home, cfg)
     if genesis is None:
         genesis = Genesis(chain_id, int(time.time()) if at is None else at,
                           dev_balances(), (kp.pubkey,), dict(DAEMON_PARAMS),
                           lending=dev_lending())
+    check_keep_blocks(cfg.keep_blocks, genesis)       # before anything is written
+    write_key(home, kp)
+    write_config(home, cfg)
     write_genesis(home, genesis)
     return kp
+
+
+def check_keep_blocks(keep_blocks: int, genesis: Genesis) -> int | None:
+    """A node's keep_blocks (0: archive) checked against its chain: K, or None for an
+    archive node; HomeError (saying why, with the rule's code) if it is not safe."""
+    try:
+        return pruning.check_keep_blocks(keep_blocks, genesis.config())
+    except pruning.KeepBlocksError as e:
+        raise HomeError(f"{e} [{e.code}]") from None

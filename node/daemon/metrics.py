@@ -68,6 +68,11 @@ class Metrics:
         self.commit_latency = Histogram("lendnet_commit_latency_seconds",
                                         "from a client's submission to this node's commit",
                                         buckets=LATENCY_BUCKETS, registry=r)
+        # a pruned node's prunes (node/core/pruning.py): blocks forgotten, time spent
+        self.pruned_blocks = Counter("lendnet_blocks_pruned", "old blocks deleted by "
+                                     "pruning (keep_blocks)", registry=r)
+        self.prune_seconds = Counter("lendnet_prune_seconds", "time spent pruning old "
+                                     "blocks", registry=r)
         r.register(_Live(self))
 
     def exposition(self) -> bytes:

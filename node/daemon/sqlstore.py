@@ -259,26 +259,11 @@ class SQLiteStore:
 
     def snapshot_heights(self) -> list[int]:
         """The heights of the snapshots kept, latest first."""
-        return [h for (h,) in self._db.execute(
-            "SELECT height FROM snapshots ORDER BY height DESC")]
+        return snapshot_heights(self._db)
 
     def get_snapshot(self, height: int):
-        """(manifest, chunks) of the snapshot at `height`, or None. The chunks are read
-        one at a time as they are iterated; a missing one ends them early, which
-        restore refuses (a group missing)."""
-        row = self._db.execute("SELECT manifest, chunks FROM snapshots WHERE height = ?",
-                               (height,)).fetchone()
-        if row is None:
-            return None
-        return decode_row(row[0]), self._chunks(height, row[1])
-
-    def _chunks(self, height: int, n: int):
-        for i in range(n):
-            got = self._db.execute("SELECT data FROM snapshot_chunks WHERE height = ?"
-                                   " AND idx = ?", (height, i)).fetchone()
-            if got is None:
-                return
-            yield got[0]
+        """(manifest, chunks) of the snapshot at `height`, or None (`read_snapshot`)."""
+        return read_snapshot(self._db, height)
 
     def tx_location(self, tx_hash: str) -> dict | None:
         row = self._db.execute("SELECT height, idx, receipt FROM txs WHERE hash = ?",
@@ -309,6 +294,31 @@ class SQLiteStore:
             self._db.close()
         finally:
             os.close(self._lock_fd)              # releases the lock
+
+
+def snapshot_heights(db) -> list[int]:
+    """The heights of the snapshots a store keeps, latest first."""
+    return [h for (h,) in db.execute("SELECT height FROM snapshots ORDER BY height DESC")]
+
+
+def read_snapshot(db, height: int):
+    """(manifest, chunks) of a store's snapshot at `height`, or None. The chunks are read
+    one at a time as they are iterated; a missing one ends them early, which restore
+    refuses (a group missing). Shared by the store and verify-chain's reader."""
+    row = db.execute("SELECT manifest, chunks FROM snapshots WHERE height = ?",
+                     (height,)).fetchone()
+    if row is None:
+        return None
+    return decode_row(row[0]), _chunks(db, height, row[1])
+
+
+def _chunks(db, height: int, n: int):
+    for i in range(n):
+        got = db.execute("SELECT data FROM snapshot_chunks WHERE height = ? AND idx = ?",
+                         (height, i)).fetchone()
+        if got is None:
+            return
+        yield got[0]
 
 
 def check_heights(db, path: str) -> tuple[int, int]:
