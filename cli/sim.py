@@ -85,7 +85,8 @@ def sim(validators, seeds, seed, faults, txs, twins, rounds, doubled, replay, as
                    f"{summary['liveness_failures']} liveness failures, "
                    f"{summary['time_violations']} time-rule violations, "
                    f"{summary['committed_txs']} transactions committed"
-                   + (f"; restarts from {', '.join(f'{k} {v}' for k, v in summary['restarts'].items())}"
+                   + ("; restarts from " + ", ".join(
+                       f"{k} {v}" for k, v in summary["restarts"].items())
                       if summary["restarts"] else "")
                    + (f"; replay with --replay {failed[0].replay}" if failed else ""))
     if failed:
