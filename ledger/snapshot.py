@@ -280,6 +280,11 @@ class Assembly:
         return sorted(set(self.expected) - self.done,
                       key=lambda tg: (State.TABLES.index(tg[0]), tg[1]))
 
+    def drop_partial(self) -> None:
+        """Forget the split groups in progress: a state-sync client that refuses one of
+        their parts fetches them again from their first part."""
+        self._partial.clear()
+
     def add(self, data: bytes) -> list[tuple[str, int, dict]]:
         """Check one chunk; keep its rows; return the groups it completed, each with its
         rows (key -> value). SnapshotError, naming the table and group, if it does not

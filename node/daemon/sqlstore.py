@@ -274,11 +274,24 @@ class SQLiteStore:
 
     def _chunks(self, height: int, n: int):
         for i in range(n):
-            got = self._db.execute("SELECT data FROM snapshot_chunks WHERE height = ?"
-                                   " AND idx = ?", (height, i)).fetchone()
+            got = self.get_chunk(height, i)
             if got is None:
                 return
-            yield got[0]
+            yield got
+
+    def snapshot_size(self, height: int) -> tuple[int, int] | None:
+        """(chunks, bytes) of the snapshot at `height`, or None: what a peer is offered,
+        without reading the chunks."""
+        row = self._db.execute("SELECT s.chunks, (SELECT coalesce(sum(length(data)), 0)"
+                               " FROM snapshot_chunks c WHERE c.height = s.height)"
+                               " FROM snapshots s WHERE s.height = ?", (height,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def get_chunk(self, height: int, index: int) -> bytes | None:
+        """One chunk of the snapshot at `height` (what a peer serves), or None."""
+        got = self._db.execute("SELECT data FROM snapshot_chunks WHERE height = ?"
+                               " AND idx = ?", (height, index)).fetchone()
+        return None if got is None else got[0]
 
     def tx_location(self, tx_hash: str) -> dict | None:
         row = self._db.execute("SELECT height, idx, receipt FROM txs WHERE hash = ?",
