@@ -349,15 +349,15 @@ def build_app(daemon) -> web.Application:
             s = _int(request.match_info["height"], 1, INT_MAX)
         except ValueError as e:
             return _error(400, f"height {e}")
+        kept = node.store.snapshot_heights()
+        for gone in [h for h in proofs if h not in kept]:
+            del proofs[gone]
         if s not in proofs:
-            got = statesync.proof(node.store, s, node.config.window)
+            got = statesync.proof(node.store, s, node.config.window) if s in kept else None
             if got is None:
                 return _error(404, f"no snapshot at height {s} that this node can prove "
-                                   f"yet (kept: {node.store.snapshot_heights()}; a proof "
-                                   f"needs a later block certifying its root)")
-            kept = set(node.store.snapshot_heights())
-            for old in [h for h in proofs if h not in kept]:
-                del proofs[old]
+                                   f"(kept: {kept}; a proof needs a later block certifying "
+                                   f"its root)")
             proofs[s] = codec.encode(got)
         return web.Response(body=proofs[s], content_type="application/msgpack")
 

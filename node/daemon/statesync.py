@@ -85,6 +85,7 @@ AHEAD = 16                         # chunks fetched but not yet checked, at most
 STRIKES = 3                        # failed requests before a peer is avoided
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5, sock_read=20)
 PROGRESS_S = 2.0                   # a progress line at most this often
+BUSY_TRIES, BUSY_WAIT_S = 5, 5     # a peer's 429s waited out: how often, how long each
 
 
 class ProofError(ValueError):
@@ -244,15 +245,24 @@ class StateSync:
             self.avoid(peer, f"{STRIKES} failed requests, the last: {why}")
 
     async def _get(self, peer: Peer, path: str, limit: int) -> bytes:
-        """The body of a 200 answer, at most `limit` bytes; PeerFailed otherwise."""
-        try:
-            async with self.http.get(f"http://{peer.addr}{path}") as resp:
-                if resp.status != 200:
-                    body = (await resp.content.read(512)).decode("utf-8", "replace")
-                    raise PeerFailed(f"GET {path}: HTTP {resp.status} {body}")
-                return await _read_bounded(resp, limit, f"GET {path}")
-        except (TimeoutError, aiohttp.ClientError, OSError) as e:
-            raise PeerFailed(f"GET {path}: {type(e).__name__} {e}") from None
+        """The body of a 200 answer, at most `limit` bytes; PeerFailed otherwise. A 429
+        (the peer's per-client rate limit) is not a failure: its Retry-After is waited
+        out (BUSY_WAIT_S at most) up to BUSY_TRIES times."""
+        for _ in range(BUSY_TRIES):
+            try:
+                async with self.http.get(f"http://{peer.addr}{path}") as resp:
+                    if resp.status == 429:
+                        wait = resp.headers.get("Retry-After", "1")
+                        wait = min(int(wait), BUSY_WAIT_S) if wait.isdigit() else 1
+                    elif resp.status != 200:
+                        body = (await resp.content.read(512)).decode("utf-8", "replace")
+                        raise PeerFailed(f"GET {path}: HTTP {resp.status} {body}")
+                    else:
+                        return await _read_bounded(resp, limit, f"GET {path}")
+            except (TimeoutError, aiohttp.ClientError, OSError) as e:
+                raise PeerFailed(f"GET {path}: {type(e).__name__} {e}") from None
+            await asyncio.sleep(wait)
+        raise PeerFailed(f"GET {path}: still rate-limited (429) after {BUSY_TRIES} tries")
 
     # --- the whole --------------------------------------------------------------------
 
