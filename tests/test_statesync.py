@@ -19,6 +19,7 @@ from aiohttp import web
 from lendnet.consensus import messages as M
 from lendnet.ledger import codec, snapshot
 from lendnet.ledger.keys import Keypair
+from lendnet.ledger.state import State
 from lendnet.node.core.node import Genesis, Node
 from lendnet.node.core.store import MemoryStore
 from lendnet.node.daemon import home as H
@@ -213,7 +214,7 @@ async def test_a_root_certified_above_the_snapshot_is_reached_by_replaying_to_it
             cert = statesync.Certified(s, m, len(chunks), hashes, e, exec_root)
             sync = statesync.StateSync([f"127.0.0.1:{good.port}"], genesis.chain_id,
                                        cfg.validators, cfg.window)
-            sync.peers[0].offers[s] = m["root"]
+            sync.peers[0].offers[s] = (m["root"], len(chunks))
             state = snapshot.restore(m, chunks, m["root"])
             async with aiohttp.ClientSession() as sync.http:
                 blocks = await sync._blocks(cert, state)
@@ -224,3 +225,84 @@ async def test_a_root_certified_above_the_snapshot_is_reached_by_replaying_to_it
                 assert blocks is None and "not the certified" in sync.peers[0].avoided
     finally:
         await good.stop()
+
+
+# --- who is blamed: InOrder on a state whose groups are split over chunks ---------------
+
+def _split_state():
+    st = State()
+    for i in range(1_000):           # a few a group: several groups to a chunk
+        st.tables["accounts"].put(f"ln{i:040x}", (i, 0))
+    for i in range(12_000):          # ~47 a group: over a 1 KiB chunk, split
+        st.tables["lenders"].put(f"ln{i:040x}", 1)
+    m = snapshot.manifest(st)
+    cs = list(snapshot.chunks(st, max_bytes=1_024))
+    return m, cs
+
+
+def _sections(chunk: bytes) -> list:
+    return codec.decode(chunk, len(chunk))[2]
+
+
+@pytest.fixture(scope="module")
+def split():
+    m, cs = _split_state()
+    parts = [i for i, c in enumerate(cs) if len(_sections(c)) == 1 and not _sections(c)[0][3]]
+    assert parts, "no split group: the test state is too small"
+    return m, cs, parts
+
+
+def _feed(order: statesync.InOrder, cs: list, who) -> list:
+    out = []
+    while order.next < len(cs) and not out:
+        i = order.next
+        got = order.add(cs[i], who(i))
+        if got is not None:
+            out.append(got)
+    return out
+
+
+def test_chunks_in_order_from_several_peers_make_the_state(split):
+    m, cs, _ = split
+    order = statesync.InOrder(m, len(cs))
+    assert _feed(order, cs, lambda i: "AB"[i % 2]) == []
+    assert order.asm.state().root() == m["root"] and order.chunks == cs
+
+
+def test_a_bad_last_part_of_a_split_group_from_one_peer_blames_it(split):
+    m, cs, parts = split
+    first = parts[0]
+    last = first + 1
+    while not _sections(cs[last])[0][3]:       # the group's final part
+        last += 1
+    bad = list(cs)
+    sec = _sections(cs[last])
+    sec[0][4][-1][1] = 2                       # a changed value in the final part
+    bad[last] = codec.encode([snapshot.VERSION, m["root"], sec])
+    order = statesync.InOrder(m, len(cs))
+    got = _feed(order, bad, lambda i: "L")
+    assert got and got[0][1] == {"L"} and "does not check" in got[0][2]
+    assert got[0][0] < first + 1 and order.next == got[0][0]
+    # mixed peers: both suspected, and everything from the previous unit taken back
+    order = statesync.InOrder(m, len(cs))
+    got = _feed(order, bad, lambda i: "L" if i == last else "A")
+    assert got[0][1] == {"A", "L"}
+    assert _feed(order, cs, lambda i: "A") == [] and order.asm.state().root() == m["root"]
+
+
+def test_a_chunk_that_leaves_out_groups_is_found_at_the_next_one(split):
+    m, cs, _ = split
+    i = next(i for i, c in enumerate(cs) if len(_sections(c)) >= 2)
+    short = list(cs)
+    short[i] = codec.encode([snapshot.VERSION, m["root"], _sections(cs[i])[:-1]])
+    order = statesync.InOrder(m, len(cs))
+    got = _feed(order, short, lambda j: "L" if j == i else "B")
+    assert got[0][1] == {"L", "B"} and "out of place" in got[0][2], got
+    assert order.next == i                     # L's chunk taken back, B's too
+    assert _feed(order, cs, lambda j: "B") == [] and order.asm.state().root() == m["root"]
+    # the same from one peer: it alone is blamed; and a last chunk that ends early
+    order = statesync.InOrder(m, len(cs))
+    assert _feed(order, short, lambda j: "L")[0][1] == {"L"}
+    order = statesync.InOrder(m, len(cs) - 1)
+    got = _feed(order, cs[:-1], lambda j: "L")
+    assert got and "groups are missing" in got[0][2]

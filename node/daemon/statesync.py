@@ -31,17 +31,21 @@ without executing anything.
   anything written to the store.
 
 **Fetching.** Every peer is asked for its snapshots; the highest height that some peer
-can prove is taken (a peer whose proof does not verify is avoided, and the height below
-tried if nobody proves this one). Chunks are fetched from every peer that offers that
-snapshot (the same root), round-robin, IN_FLIGHT at once, and checked in index order by
-`snapshot.Assembly` (a group split across chunks must arrive part by part): at most
-AHEAD chunks wait to be checked. A peer that serves a chunk that does not check, a
-proof that does not verify, or that fails STRIKES requests (timeouts, errors, answers
-over the bounds) is logged once with the reason and avoided for the rest of the sync;
-its chunks are fetched again from the others. A split group is checked only at its
-final part: if its parts came from one peer, that peer is the culprit; if from several,
-none is blamed yet and the whole group is fetched again from one peer, which is then
-the culprit if it fails again.
+can prove is taken (a peer whose proof does not verify, or disagrees with its own
+listing, is avoided, and another peer's proof, then the height below, tried). Chunks are
+fetched from every peer that lists that snapshot as the proof has it (root and chunk
+count), round-robin, IN_FLIGHT at once, and added in index order (`InOrder`): each must
+check against the manifest (`snapshot.Assembly`) and continue the manifest's groups
+exactly where the previous chunk ended (chunks are packed in that order, a split
+group's parts consecutive), and the last must end them; at most AHEAD chunks wait to be
+added. A chunk that does not check or is out of place may be its server's fault or the
+previous chunk's (which may have ended early, or begun a split group that does not
+exist): both are taken back. If one peer served both, it is logged once with the reason
+and avoided for the rest of the sync; if two, both are fetched again from one peer,
+which answers for them next time. A peer that fails STRIKES requests (timeouts, errors,
+answers over the bounds; a 429 is waited out) is avoided too, and what it had to serve
+is fetched from the others. If the chosen snapshot cannot be had after all, the peer
+that proved it is avoided and another peer's proof of the same height is tried.
 
 **The result** goes to the empty store in one transaction: block s (its header certified
 by the proof, its certificate checked too), the blocks s+1..e if any, the snapshot at s
@@ -132,13 +136,15 @@ def proof(store, s: int, window: int) -> dict | None:
 @dataclass
 class Certified:
     """A verified proof: the snapshot at `height`, and the root certified at
-    `exec_height` (== height, or above: then blocks height+1..exec_height replay to it)."""
+    `exec_height` (== height, or above: then blocks height+1..exec_height replay to it).
+    `chunks` is the proof peer's word (nothing certifies it); `peer` who gave it."""
     height: int
     manifest: dict
     chunks: int
     hashes: dict[int, bytes]         # height -> certified block hash, height..h'
     exec_height: int
     exec_root: bytes
+    peer: object = None
 
 
 def check_proof(obj, s: int, vals: M.Validators, window: int) -> Certified:
@@ -220,6 +226,84 @@ async def _read_bounded(resp: aiohttp.ClientResponse, limit: int, what: str) -> 
     return bytes(data)
 
 
+class InOrder:
+    """A snapshot's chunks added to an `Assembly` in index order, and who to blame when
+    one does not fit.
+
+    `snapshot.chunks` packs groups in the manifest's order, and a split group's parts
+    are consecutive chunks; so each chunk's groups must continue exactly where the
+    previous chunk's ended, and the last chunk must end the manifest. A *unit* is one
+    chunk of whole groups, or the chunks of one split group. A unit that does not check,
+    or is out of place, may be its server's fault or the previous unit's (which may have
+    ended early, or begun a split that does not exist): both are taken back, and their
+    servers are the suspects."""
+
+    def __init__(self, manifest: dict, n: int):
+        self.asm = snapshot.Assembly(manifest)
+        self.order = self.asm.missing()        # every group, in the manifest's order
+        self.n = n
+        self.pos = 0                           # groups in place so far
+        self.chunks: list[bytes] = []          # added, in order
+        self.bytes = 0
+        self.unit: tuple[int, set] = (0, set())            # the unit being added
+        self.prev: tuple[int, set, list] | None = None     # the last one added whole
+
+    @property
+    def next(self) -> int:
+        return len(self.chunks)
+
+    def add(self, data: bytes, peer) -> tuple[int, set, str] | None:
+        """Add chunk `next`: None if it checks and is in place; else (the first chunk to
+        fetch again, the suspects, why), everything from that chunk on taken back."""
+        i = self.next
+        try:
+            completed = self.asm.add(data)
+        except snapshot.SnapshotError as e:
+            completed, why = [], f"chunk {i}, which does not check: {e}"
+        else:
+            why = self._misplaced(i, completed)
+            if why:
+                self.asm.forget(completed)
+        start, servers = self.unit[0], self.unit[1] | {peer}
+        if why is None:
+            self.chunks.append(data)
+            self.bytes += len(data)
+            if completed:
+                self.pos += len(completed)
+                self.prev, self.unit = (start, servers, completed), (i + 1, set())
+            else:
+                self.unit = (start, servers)
+            return None
+        self.asm.drop_partial()
+        if self.prev is not None:
+            pstart, pservers, pcompleted = self.prev
+            self.asm.forget(pcompleted)
+            self.pos -= len(pcompleted)
+            start, servers = pstart, servers | pservers
+        self.prev, self.unit = None, (start, set())
+        self.bytes -= sum(map(len, self.chunks[start:]))
+        del self.chunks[start:]
+        return start, servers, why
+
+    def _misplaced(self, i: int, completed: list) -> str | None:
+        names = [(t, g) for t, g, _ in completed]
+        progress = self.asm.in_progress()
+        expected = self.order[self.pos] if self.pos < len(self.order) else None
+        if names and names != self.order[self.pos:self.pos + len(names)]:
+            return (f"chunk {i}, out of place: its groups begin at {names[0]}, the next in "
+                    f"the manifest is {expected}")
+        if names and progress:
+            return (f"chunk {i}, out of place: it completes groups while the split group "
+                    f"{progress[0]} has not ended")
+        if not names and progress != [expected]:
+            return (f"chunk {i}, out of place: a part of {progress}, the next group in the "
+                    f"manifest is {expected}")
+        if i == self.n - 1 and self.pos + len(names) != len(self.order):
+            return (f"chunk {i}, the last of {self.n}, yet "
+                    f"{len(self.order) - self.pos - len(names)} groups are missing")
+        return None
+
+
 class StateSync:
     """One state sync of an empty store from `peers` (host:port each)."""
 
@@ -276,14 +360,16 @@ class StateSync:
             if not heights:
                 log.warning("state sync: no peer offers a snapshot")
             for s in heights:
-                cert = await self._prove(s)
-                if cert is None:
-                    continue
-                try:
-                    got = await self._fetch(cert)
-                except NoSource as e:
-                    log.warning("state sync: snapshot at height %d: %s", s, e)
-                    continue
+                got = None
+                # Another peer's proof of the same height, while the last one's snapshot
+                # proved bad (its proof peer avoided, so each peer is tried once).
+                while got is None and (cert := await self._prove(s)) is not None:
+                    try:
+                        got = await self._fetch(cert)
+                    except NoSource as e:
+                        # (it is one of the sources: its chunk count is the sources')
+                        self.avoid(cert.peer, f"the snapshot at height {s} it proved could "
+                                              f"not be had: {e}")
                 if got is None:
                     continue
                 chunks, nbytes, blocks, replayed = got
@@ -317,7 +403,12 @@ class StateSync:
                 self.avoid(peer, f"its snapshot listing has a bad entry {o!r:.200}")
                 peer.offers.clear()
                 return
-            peer.offers[h] = root
+            chunks = o.get("chunks")
+            if type(chunks) is not int or not 1 <= chunks <= MAX_CHUNKS:
+                self.avoid(peer, f"its snapshot listing has a bad chunk count {o!r:.200}")
+                peer.offers.clear()
+                return
+            peer.offers[h] = (root, chunks)
         log.info("state sync: peer %s offers snapshots at %s", peer.addr,
                  sorted(peer.offers, reverse=True) or "no height")
 
@@ -337,6 +428,11 @@ class StateSync:
                 self.avoid(peer, f"its proof of the snapshot at height {s} does not "
                                  f"verify: {e}")
                 continue
+            if peer.offers[s] != (cert.manifest["root"], cert.chunks):
+                self.avoid(peer, f"its proof of the snapshot at height {s} does not agree "
+                                 f"with its listing (root, chunk count)")
+                continue
+            cert.peer = peer
             log.info("state sync: chose the snapshot at height %d (%d chunks, root %s, "
                      "certified by block %d at height %d), proof from %s", s, cert.chunks,
                      cert.manifest["root"].hex()[:16], max(cert.hashes), cert.exec_height,
@@ -346,8 +442,10 @@ class StateSync:
         return None
 
     def _sources(self, cert: Certified) -> list[Peer]:
-        root = cert.manifest["root"]
-        return [p for p in self.peers if not p.avoided and p.offers.get(cert.height) == root]
+        """The peers that list this snapshot as the proof has it: its root, its chunk
+        count (a peer's own listing and proof must agree, `_prove`)."""
+        want = (cert.manifest["root"], cert.chunks)
+        return [p for p in self.peers if not p.avoided and p.offers.get(cert.height) == want]
 
     def _pick(self, cert: Certified, pinned: Peer | None) -> Peer:
         if pinned is not None and not pinned.avoided:
@@ -367,32 +465,26 @@ class StateSync:
         (chunks, bytes, blocks, replayed), or None if the snapshot proved bad after all
         (its peer is avoided)."""
         s, n = cert.height, cert.chunks
-        asm = snapshot.Assembly(cert.manifest)
-        chunks: list[bytes] = []                 # checked, in order
-        nbytes = 0
+        order = InOrder(cert.manifest, n)
         got: dict[int, tuple[bytes, Peer]] = {}  # fetched, not yet checked
         tasks: dict[asyncio.Task, tuple[int, Peer]] = {}
         retry: deque[int] = deque()
-        pinned: dict[int, Peer] = {}             # a split group fetched again from one peer
-        next_fetch = next_add = 0
-        split_from: int | None = None            # first chunk of a split group being added
-        split_peers: set = set()
+        pinned: dict[int, Peer] = {}             # chunks fetched again from one peer
+        next_fetch = 0
         started = last_log = time.monotonic()
         log.info("state sync: fetching %d chunks of the snapshot at height %d from %s", n,
                  s, ", ".join(p.addr for p in self._sources(cert)))
         try:
-            while next_add < n:
+            while order.next < n:
                 while len(tasks) < IN_FLIGHT:
                     if retry:
                         i = retry.popleft()
-                    elif next_fetch < min(n, next_add + AHEAD):
+                    elif next_fetch < min(n, order.next + AHEAD):
                         i, next_fetch = next_fetch, next_fetch + 1
                     else:
                         break
                     peer = self._pick(cert, pinned.get(i))
                     tasks[asyncio.create_task(self._chunk(peer, s, i))] = (i, peer)
-                if not tasks:
-                    raise NoSource("nothing left to fetch it from")   # (not reached)
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
                 for t in done:
                     i, peer = tasks.pop(t)
@@ -406,67 +498,56 @@ class StateSync:
                         retry.append(i)
                         continue
                     got[i] = (data, peer)
-                while next_add in got:
-                    data, peer = got.pop(next_add)
-                    try:
-                        completed = asm.add(data)
-                    except snapshot.SnapshotError as e:
-                        start = next_add if split_from is None else split_from
-                        culprits = split_peers | {peer}
-                        asm.drop_partial()
-                        if len(culprits) == 1:
-                            self.avoid(peer, f"served chunk {next_add} of the snapshot at "
-                                             f"height {s}, which does not check: {e}")
-                        else:
-                            # parts of one group from several peers: fetch them all
-                            # from one, which answers for them
-                            honest = [p for p in self._sources(cert) if p not in culprits]
-                            one = (honest or [p for p in self._sources(cert)] or [peer])[0]
-                            log.info("state sync: a group split over chunks %d..%d, served "
-                                     "by %s, does not check (%s): fetching it again from %s",
-                                     start, next_add, ", ".join(p.addr for p in culprits),
-                                     e, one.addr)
-                            for j in range(start, next_add + 1):
-                                pinned[j] = one
-                        for j in range(start, next_add + 1):
-                            got.pop(j, None)
-                            retry.append(j)
-                        nbytes -= sum(len(c) for c in chunks[start:])
-                        del chunks[start:]
-                        next_add, split_from, split_peers = start, None, set()
-                        # what an avoided peer fetched ahead is fetched again
-                        for j in [j for j, (_, p) in got.items() if p.avoided]:
-                            del got[j]
-                            retry.append(j)
-                        break
-                    chunks.append(data)
-                    nbytes += len(data)
-                    if completed:
-                        split_from, split_peers = None, set()
+                while order.next in got:
+                    i = order.next
+                    data, peer = got.pop(i)
+                    bad = order.add(data, peer)
+                    if bad is None:
+                        pinned.pop(i, None)
+                        continue
+                    start, suspects, why = bad
+                    if len(suspects) == 1:
+                        self.avoid(peer, f"it served {why} (snapshot at height {s})")
                     else:
-                        split_from = next_add if split_from is None else split_from
-                        split_peers.add(peer)
-                    pinned.pop(next_add, None)
-                    next_add += 1
+                        # The chunk, or the one before it, is wrong: fetch both from one
+                        # peer, which then answers for them.
+                        pool = self._sources(cert)
+                        pool = [p for p in pool if p not in suspects] or pool
+                        if not pool:
+                            raise NoSource("every peer that offers it is avoided")
+                        log.info("state sync: chunks %d..%d, served by %s, do not fit "
+                                 "together (%s): fetching them again from %s", start, i,
+                                 ", ".join(sorted(p.addr for p in suspects)), why,
+                                 pool[0].addr)
+                        for j in range(start, i + 1):
+                            pinned[j] = pool[0]
+                    for j in range(start, i + 1):
+                        got.pop(j, None)
+                        retry.append(j)
+                    # what an avoided peer fetched ahead is fetched again
+                    for j in [j for j, (_, p) in got.items() if p.avoided]:
+                        del got[j]
+                        retry.append(j)
+                    break
                 now = time.monotonic()
                 if now - last_log >= PROGRESS_S:
                     last_log = now
-                    log.info("state sync: %d/%d chunks, %d bytes, %.1f s", next_add, n,
-                             nbytes, now - started)
+                    log.info("state sync: %d/%d chunks, %d bytes, %.1f s", order.next, n,
+                             order.bytes, now - started)
         finally:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         try:
-            state = asm.state()
-        except snapshot.SnapshotError as e:         # every group checked: not expected
+            state = order.asm.state()
+        except snapshot.SnapshotError as e:         # every group placed: not expected
             raise NoSource(f"the chunks do not make the whole state: {e}") from None
         log.info("state sync: %d chunks, %d bytes checked in %.1f s; the state gives root "
-                 "%s", n, nbytes, time.monotonic() - started, state.root().hex()[:16])
+                 "%s", n, order.bytes, time.monotonic() - started, state.root().hex()[:16])
         blocks = await self._blocks(cert, state)
         if blocks is None:
             return None
-        return chunks, nbytes, blocks, cert.exec_height - s
+        return order.chunks, order.bytes, blocks, cert.exec_height - s
 
     async def _blocks(self, cert: Certified, state) -> list[tuple] | None:
         """Blocks s..e as the store takes them (each its certified one, with a checked
