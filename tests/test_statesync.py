@@ -5,6 +5,7 @@ middleware: no production code knows of it) to corrupt a chunk or a proof, and t
 syncing node must notice, avoid it, and finish from the other with the certified root."""
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 import random
@@ -306,3 +307,21 @@ def test_a_chunk_that_leaves_out_groups_is_found_at_the_next_one(split):
     order = statesync.InOrder(m, len(cs) - 1)
     got = _feed(order, cs[:-1], lambda j: "L")
     assert got and "groups are missing" in got[0][2]
+
+
+async def test_a_peer_that_keeps_timing_out_is_avoided(tmp_path, chain, caplog, monkeypatch):
+    @web.middleware
+    async def slow(request: web.Request, handler):
+        if "/chunks/" in request.path:
+            await asyncio.sleep(1.0)           # past the (shortened) request timeout
+        return await handler(request)
+    monkeypatch.setattr(statesync, "REQUEST_TIMEOUT", aiohttp.ClientTimeout(total=0.2))
+    got, node, store, good, bad = await _sync(
+        tmp_path, chain, Hooks(routes=lambda app: app.middlewares.append(slow)), caplog)
+    try:
+        why = got.avoided[f"127.0.0.1:{bad.port}"]
+        assert f"{statesync.STRIKES} failed requests" in why and "Timeout" in why, why
+        with _reopen(chain[0]) as v:
+            assert node.ledger.state_root() == v.get_block(node.height)[2]
+    finally:
+        store.close()
