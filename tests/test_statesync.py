@@ -24,7 +24,7 @@ from lendnet.ledger.state import State
 from lendnet.node.core.node import Genesis, Node
 from lendnet.node.core.store import MemoryStore
 from lendnet.node.daemon import home as H
-from lendnet.node.daemon import statesync
+from lendnet.node.daemon import snapproof, statesync
 from lendnet.node.daemon.daemon import Daemon
 from lendnet.node.daemon.hooks import Hooks
 from lendnet.node.daemon.sqlstore import SQLiteStore
@@ -162,9 +162,9 @@ def test_a_proof_is_checked_link_by_link(chain):
     cfg = genesis.config()
     with _reopen(src) as store:
         s = store.snapshot_heights()[0]
-        p = statesync.proof(store, s, cfg.window)
+        p = snapproof.proof(store, s, cfg.window)
     assert p is not None
-    got = statesync.check_proof(p, s, cfg.validators, cfg.window)
+    got = snapproof.check_proof(p, s, cfg.validators, cfg.window)
     assert got.height == s and got.exec_height >= s
     bad = [dict(p, height=s + 1),
            dict(p, chunks=0),
@@ -174,8 +174,8 @@ def test_a_proof_is_checked_link_by_link(chain):
            dict(p, manifest=dict(p["manifest"], root=bytes(32))),
            {k: v for k, v in p.items() if k != "cert"}]
     for b in bad:
-        with pytest.raises(statesync.ProofError):
-            statesync.check_proof(b, s, cfg.validators, cfg.window)
+        with pytest.raises(snapproof.ProofError):
+            snapproof.check_proof(b, s, cfg.validators, cfg.window)
 
 
 def test_a_memory_store_serves_chunks_as_the_disk_store_does(chain):
@@ -191,7 +191,7 @@ def test_a_memory_store_serves_chunks_as_the_disk_store_does(chain):
             assert st.snapshot_size(s) == (len(chunks), sum(map(len, chunks)))
             assert [st.get_chunk(s, i) for i in range(len(chunks))] == chunks
             assert st.get_chunk(s, len(chunks)) is None and st.get_chunk(s + 1, 0) is None
-        assert statesync.offers(mem) == statesync.offers(disk)[:1]
+        assert snapproof.offers(mem) == snapproof.offers(disk)[:1]
 
 
 async def test_a_root_certified_above_the_snapshot_is_reached_by_replaying_to_it(chain):
@@ -212,7 +212,7 @@ async def test_a_root_certified_above_the_snapshot_is_reached_by_replaying_to_it
     await good.start()
     try:
         for exec_root, ok in ((root_e, True), (bytes(32), False)):
-            cert = statesync.Certified(s, m, len(chunks), hashes, e, exec_root)
+            cert = snapproof.Certified(s, m, len(chunks), hashes, e, exec_root)
             sync = statesync.StateSync([f"127.0.0.1:{good.port}"], genesis.chain_id,
                                        cfg.validators, cfg.window)
             sync.peers[0].offers[s] = (m["root"], len(chunks))

@@ -18,7 +18,7 @@ from lendnet.ledger import codec, groups, guarantees, keys, lending, pools, port
 from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 
-from . import explorer, statesync
+from . import explorer, snapproof
 from .blobs import BLOB_MAX, BlobError
 from .ratelimit import RateLimiter
 
@@ -335,14 +335,14 @@ def build_app(daemon) -> web.Application:
             out.append([block, cert])
         return web.Response(body=codec.encode(out), content_type="application/msgpack")
 
-    # Snapshots for a state-syncing node (statesync.py says what each answer proves).
+    # Snapshots for a state-syncing node (snapproof.py says what each answer proves).
     # A proof costs up to 2*window+1 block reads: it is kept per snapshot height, and
     # only for the snapshots the store still keeps.
     proofs: dict[int, bytes] = {}
 
     async def get_snapshots(request: web.Request):
         return web.json_response({"height": node.height,
-                                  "snapshots": statesync.offers(node.store)})
+                                  "snapshots": snapproof.offers(node.store)})
 
     async def get_snapshot(request: web.Request):
         try:
@@ -353,7 +353,7 @@ def build_app(daemon) -> web.Application:
         for gone in [h for h in proofs if h not in kept]:
             del proofs[gone]
         if s not in proofs:
-            got = statesync.proof(node.store, s, node.config.window) if s in kept else None
+            got = snapproof.proof(node.store, s, node.config.window) if s in kept else None
             if got is None:
                 return _error(404, f"no snapshot at height {s} that this node can prove "
                                    f"(kept: {kept}; a proof needs a later block certifying "
@@ -364,7 +364,7 @@ def build_app(daemon) -> web.Application:
     async def get_chunk(request: web.Request):
         try:
             s = _int(request.match_info["height"], 1, INT_MAX)
-            i = _int(request.match_info["index"], 0, statesync.MAX_CHUNKS - 1)
+            i = _int(request.match_info["index"], 0, snapproof.MAX_CHUNKS - 1)
         except ValueError as e:
             return _error(400, f"height and index: {e}")
         data = node.store.get_chunk(s, i)
@@ -927,7 +927,7 @@ OPENAPI = {
             "get_snapshot", "The proof of the snapshot at `height`, canonical msgpack "
             "{height, manifest, chunks, headers, cert}: its manifest, and the block "
             "headers from `height` to the first block certifying a state root at or after "
-            "it, with that block's commit certificate (node/daemon/statesync.py).",
+            "it, with that block's commit certificate (node/daemon/snapproof.py).",
             [_path("height", HEIGHT, "the snapshot's height")],
             {"200": {"description": "msgpack", "content": {"application/msgpack": {
                 "schema": {"type": "string", "format": "binary"}}}}},
@@ -937,7 +937,7 @@ OPENAPI = {
             "snapshot.py: canonical msgpack, checked by the reader against the manifest).",
             [_path("height", HEIGHT, "the snapshot's height"),
              _path("index", {"type": "integer", "minimum": 0,
-                             "maximum": statesync.MAX_CHUNKS - 1}, "the chunk's index")],
+                             "maximum": snapproof.MAX_CHUNKS - 1}, "the chunk's index")],
             {"200": {"description": "its bytes", "content": {"application/octet-stream": {
                 "schema": {"type": "string", "format": "binary"}}}}},
             {"400": BAD, "404": NOT_FOUND})},
