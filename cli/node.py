@@ -137,6 +137,13 @@ def show(home, as_json):
               show_default=True, help="json: one structured object per line.")
 @click.option("--log-level", type=click.Choice(["DEBUG", "INFO", "WARNING"]), default="INFO",
               show_default=True)
+@click.option("--state-sync", is_flag=True,
+              help="If the store is empty: take the latest snapshot a peer can prove "
+                   "certified (its chunks fetched from every peer that has it, each "
+                   "checked; a peer serving a bad one is avoided) instead of replaying "
+                   "the chain from genesis, then follow blocks from there. With no such "
+                   "snapshot, syncs block by block (logged as a warning). A store that "
+                   "is not empty resumes as usual.")
 @click.option("--byzantine", type=click.Choice(MODES), default=None, hidden=True,
               help="TEST ONLY: make this validator lie (for `lendnet chaos`).")
 @click.option("--quorum-override", type=click.IntRange(1, 64), default=None, hidden=True,
@@ -146,14 +153,15 @@ def show(home, as_json):
                    "node: it answers 410 'pruned' below them); 0: every block (an archive "
                    "node). K must be at least 4 consensus windows (256 with the default "
                    "window).")
-def start(home, log_format, log_level, byzantine, quorum_override, keep_blocks):
+def start(home, log_format, log_level, state_sync, byzantine, quorum_override,
+          keep_blocks):
     """Run the node in the foreground until SIGTERM or Ctrl-C, which stop it cleanly."""
     from lendnet.node.core.store import StoreError
     from lendnet.node.daemon.daemon import run  # the daemon's imports only when one is run
     from lendnet.node.harness.faults import hooks_for   # the test modes, as daemon hooks
     try:
         run(home, log_format, log_level, hooks_for(home, byzantine, quorum_override),
-            keep_blocks)
+            keep_blocks=keep_blocks, state_sync=state_sync)
     except (H.HomeError, StoreError) as e:
         raise click.ClickException(str(e))
     except OSError as e:

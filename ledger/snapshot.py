@@ -280,6 +280,28 @@ class Assembly:
         return sorted(set(self.expected) - self.done,
                       key=lambda tg: (State.TABLES.index(tg[0]), tg[1]))
 
+    def in_progress(self) -> list[tuple[str, int]]:
+        """The split groups some of whose parts, but not the final one, were added."""
+        return sorted(self._partial)
+
+    def forget(self, completed: list[tuple[str, int, dict]]) -> None:
+        """Take back groups `add` returned as completed: their rows are right (they
+        checked), but a state-sync client that finds the chunks around them out of
+        place fetches them again, and would otherwise be refused them as duplicates."""
+        for name, g, rows in completed:
+            self.done.discard((name, g))
+            table = self.rows[name]
+            for k in rows:
+                table.pop(k, None)
+            leaves = self.leaves[name]
+            for b in [b for b in leaves if b >> _GROUP_SHIFT == g]:
+                del leaves[b]
+
+    def drop_partial(self) -> None:
+        """Forget the split groups in progress: a state-sync client that refuses one of
+        their parts fetches them again from their first part."""
+        self._partial.clear()
+
     def add(self, data: bytes) -> list[tuple[str, int, dict]]:
         """Check one chunk; keep its rows; return the groups it completed, each with its
         rows (key -> value). SnapshotError, naming the table and group, if it does not

@@ -67,6 +67,7 @@ class Transfers:
         out = []
         for _ in range(min(self.per_step, self.total - self.created)):
             c = self.clients[self.turn % len(self.clients)]
+            c.settle(ledger)        # else each client keeps every transaction it signed
             to = self.clients[(self.turn * 7 + 1) % len(self.clients)].kp.address
             self.turn += 1
             out.append(c.sign(CHAIN, "transfer", to=to, amount=1 + self.turn % 1_000))

@@ -178,6 +178,16 @@ class MemoryStore:
         """(manifest, chunks) of the snapshot at `height`, or None."""
         return self.snapshots.get(height)
 
+    def snapshot_size(self, height: int) -> tuple[int, int] | None:
+        """(chunks, bytes) of the snapshot at `height`, or None."""
+        got = self.snapshots.get(height)
+        return None if got is None else (len(got[1]), sum(map(len, got[1])))
+
+    def get_chunk(self, height: int, index: int) -> bytes | None:
+        """One chunk of the snapshot at `height` (what a peer serves), or None."""
+        got = self.snapshots.get(height)
+        return got[1][index] if got is not None and 0 <= index < len(got[1]) else None
+
     def load_records(self) -> dict:
         return dict(self.records)
 

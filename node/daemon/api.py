@@ -19,7 +19,7 @@ from lendnet.ledger.settlement import SALE_STATUSES
 from lendnet.ledger import tx as txm
 from lendnet.node.core import pruning
 
-from . import explorer
+from . import explorer, snapproof
 from .blobs import BLOB_MAX, BlobError
 from .ratelimit import RateLimiter
 
@@ -348,6 +348,43 @@ def build_app(daemon) -> web.Application:
             out.append([block, cert])
         return web.Response(body=codec.encode(out), content_type="application/msgpack")
 
+    # Snapshots for a state-syncing node (snapproof.py says what each answer proves).
+    # A proof costs up to 2*window+1 block reads: it is kept per snapshot height, and
+    # only for the snapshots the store still keeps.
+    proofs: dict[int, bytes] = {}
+
+    async def get_snapshots(request: web.Request):
+        return web.json_response({"height": node.height,
+                                  "snapshots": snapproof.offers(node.store)})
+
+    async def get_snapshot(request: web.Request):
+        try:
+            s = _int(request.match_info["height"], 1, INT_MAX)
+        except ValueError as e:
+            return _error(400, f"height {e}")
+        kept = node.store.snapshot_heights()
+        for gone in [h for h in proofs if h not in kept]:
+            del proofs[gone]
+        if s not in proofs:
+            got = snapproof.proof(node.store, s, node.config.window) if s in kept else None
+            if got is None:
+                return _error(404, f"no snapshot at height {s} that this node can prove "
+                                   f"(kept: {kept}; a proof needs a later block certifying "
+                                   f"its root)")
+            proofs[s] = codec.encode(got)
+        return web.Response(body=proofs[s], content_type="application/msgpack")
+
+    async def get_chunk(request: web.Request):
+        try:
+            s = _int(request.match_info["height"], 1, INT_MAX)
+            i = _int(request.match_info["index"], 0, snapproof.MAX_CHUNKS - 1)
+        except ValueError as e:
+            return _error(400, f"height and index: {e}")
+        data = node.store.get_chunk(s, i)
+        if data is None:
+            return _error(404, f"no chunk {i} of a snapshot at height {s}")
+        return web.Response(body=data, content_type="application/octet-stream")
+
     def _listing(table: str, what: str, filters: dict):
         """GET /v1/{table}?field=value&after=ID&limit=N: matching records in id order,
         a page at a time. Each request looks at no more than LIST_SCAN records (an
@@ -606,6 +643,9 @@ def build_app(daemon) -> web.Application:
     r.add_get("/v1/offers/{id}", _record("offers", "offer"))
     r.add_get("/v1/applications/{id}", _record("applications", "application"))
     r.add_get("/v1/sync/{from_h}", get_sync)
+    r.add_get("/v1/snapshots", get_snapshots)
+    r.add_get("/v1/snapshots/{height}", get_snapshot)
+    r.add_get("/v1/snapshots/{height}/chunks/{index}", get_chunk)
     r.add_get("/v1/status", get_status)
     r.add_get("/v1/supply", get_supply)
     r.add_get("/v1/portfolio", get_portfolio)
@@ -894,6 +934,35 @@ OPENAPI = {
             {"200": {"description": "msgpack", "content": {"application/msgpack": {
                 "schema": {"type": "string", "format": "binary"}}}}},
             {"400": BAD, "410": PRUNED})},
+        "/v1/snapshots": {"get": _op(
+            "list_snapshots", "The state snapshots this node keeps, latest first: height, "
+            "chunks, bytes and the state root its manifest names (a claim: "
+            "/v1/snapshots/{height} proves it). What `lendnet node start --state-sync` "
+            "asks every peer first.", errors={},
+            ok={"200": _json("the snapshots", _obj(
+                ["height", "snapshots"], height={"type": "integer"},
+                snapshots={"type": "array", "items": _obj(
+                    ["height", "chunks", "bytes", "root"], height=HEIGHT,
+                    chunks={"type": "integer", "minimum": 1},
+                    bytes={"type": "integer", "minimum": 0}, root=HASH)}))})},
+        "/v1/snapshots/{height}": {"get": _op(
+            "get_snapshot", "The proof of the snapshot at `height`, canonical msgpack "
+            "{height, manifest, chunks, headers, cert}: its manifest, and the block "
+            "headers from `height` to the first block certifying a state root at or after "
+            "it, with that block's commit certificate (node/daemon/snapproof.py).",
+            [_path("height", HEIGHT, "the snapshot's height")],
+            {"200": {"description": "msgpack", "content": {"application/msgpack": {
+                "schema": {"type": "string", "format": "binary"}}}}},
+            {"400": BAD, "404": NOT_FOUND})},
+        "/v1/snapshots/{height}/chunks/{index}": {"get": _op(
+            "get_snapshot_chunk", "One chunk of the snapshot at `height` (ledger/"
+            "snapshot.py: canonical msgpack, checked by the reader against the manifest).",
+            [_path("height", HEIGHT, "the snapshot's height"),
+             _path("index", {"type": "integer", "minimum": 0,
+                             "maximum": snapproof.MAX_CHUNKS - 1}, "the chunk's index")],
+            {"200": {"description": "its bytes", "content": {"application/octet-stream": {
+                "schema": {"type": "string", "format": "binary"}}}}},
+            {"400": BAD, "404": NOT_FOUND})},
         "/v1/loans": _listing_op("loan", "Loans, filtered by borrower and lender.", [
             _query("borrower", ADDRESS, "only this borrower's"),
             _query("lender", ADDRESS, "only this lender's")]),
@@ -1004,7 +1073,8 @@ OPENAPI = {
             "get_status", "Height, view, primary, peers, mempool size; the chain clock's "
             "time_scale (chain seconds a real second) and dev_faucet (the dev faucet's "
             "address, or null on a chain whose genesis does not fund it); archive, "
-            "keep_blocks and first_block: which blocks the node keeps and serves.", errors={},
+            "keep_blocks and first_block: which blocks the node keeps and serves; "
+            "synced_from.", errors={},
             ok={"200": _json("the node's status", _obj(
                 ["chain_id", "height", "view", "mempool"], chain_id={"type": "string"},
                 height={"type": "integer"}, view={"type": "integer"},
@@ -1015,7 +1085,10 @@ OPENAPI = {
                 keep_blocks={"type": "integer", "nullable": True, "minimum": 1,
                              "description": "a pruned node: the blocks it keeps; null: all"},
                 first_block={**HEIGHT, "description": "the first block it keeps: 1 on an "
-                             "archive node"}))})},
+                             "archive node"},
+                synced_from={"type": "integer", "nullable": True,
+                             "description": "the snapshot height this run state-synced "
+                                            "to (node start --state-sync), else null"}))})},
         "/v1/supply": {"get": _op(
             "get_supply", "All balances and escrows summed, and the genesis supply: equal "
             "unless money was made or lost; fees: the fees collected (burned, counted in "

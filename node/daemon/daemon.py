@@ -36,6 +36,7 @@ from .blobs import BlobStore
 from .hooks import Hooks
 from .metrics import Metrics
 from .sqlstore import SQLiteStore
+from .statesync import StateSync
 from .transport import Transport
 
 log = logging.getLogger("lendnet.node")
@@ -57,8 +58,10 @@ class Daemon(Shell):
     (`carry_out`) on sockets, the clock and the disk."""
 
     def __init__(self, home: Path, hooks: Hooks | None = None,
-                 keep_blocks: int | None = None):
-        """`keep_blocks`: `node start --keep-blocks`, over the config's (None: the config's)."""
+                 keep_blocks: int | None = None, state_sync: bool = False):
+        """`keep_blocks`: `node start --keep-blocks`, over the config's (None: the
+        config's). `state_sync`: on start, fill an empty store from a peer's snapshot
+        (statesync.py) rather than replay the chain from genesis."""
         self.hooks = hooks = hooks or Hooks()
         self.home = Path(home)
         self.kp = H.load_key(self.home)
@@ -69,8 +72,10 @@ class Daemon(Shell):
             self.cfg.keep_blocks if keep_blocks is None else keep_blocks, self.genesis)
         self.store = SQLiteStore(str(self.home / "node.db"))
         self.blobs = BlobStore(self.home / "blobs")
-        self.node = Node(self.genesis, self.kp, self.store, now_ms(),
-                         (hooks.config or Genesis.config)(self.genesis))
+        self.config = (hooks.config or Genesis.config)(self.genesis)
+        self.node = Node(self.genesis, self.kp, self.store, now_ms(), self.config)
+        self.state_sync = state_sync
+        self.synced_from: int | None = None           # the snapshot state sync took
         self.lie = hooks.lie
         if hooks.warning:
             log.warning("%s", hooks.warning)
@@ -108,6 +113,8 @@ class Daemon(Shell):
     # --- lifecycle ----------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.state_sync:
+            await self._state_sync()
         app = build_app(self)
         app.router.add_get("/p2p", self.transport.handle)
         if self.hooks.routes is not None:
@@ -132,6 +139,31 @@ class Daemon(Shell):
             else self.cfg.host, self.port), " (it listens on every interface)"
             if everywhere else "")
         self._hold(self.node.tick(now_ms()))
+
+    async def _state_sync(self) -> None:
+        """Before anything reads the node: fill an empty store from the best snapshot a
+        peer proves, then rebuild the node over it (statesync.py)."""
+        if self.store.height:
+            log.info("state sync skipped: the store already holds the chain to height %d; "
+                     "the node resumes from it", self.store.height)
+            return
+        if not self.peers:
+            log.warning("state sync: no peers configured: syncing block by block from "
+                        "genesis")
+            return
+        got = await StateSync([addr for addr, _ in self.peers], self.genesis.chain_id,
+                              self.config.validators, self.config.window).sync(self.store)
+        if got is None:
+            log.warning("state sync: no peer served a snapshot that checks: falling back "
+                        "to block-by-block sync from genesis")
+            return
+        self.node = Node(self.genesis, self.kp, self.store, now_ms(), self.config)
+        self.metrics.height.set(self.node.height)
+        self.synced_from = got.height
+        log.info("state-synced to height %d in %.1f s (%d chunks, %d bytes, %d blocks "
+                 "replayed to its certified root, peers avoided: %s)", got.height,
+                 got.seconds, got.chunks, got.bytes, got.replayed,
+                 "; ".join(f"{a} ({why})" for a, why in got.avoided.items()) or "none")
 
     async def stop(self) -> None:
         if self._timer:
@@ -510,14 +542,17 @@ class Daemon(Shell):
             "archive": self.keep_blocks is None and self.store.base == 0,
             "keep_blocks": self.keep_blocks,
             "first_block": self.store.base + 1,
+            # the snapshot height this run state-synced to (--state-sync), else null
+            "synced_from": self.synced_from,
         }
 
 
 def run(home: Path, log_format: str = "text", level: str = "INFO",
-        hooks: Hooks | None = None, keep_blocks: int | None = None) -> None:
+        hooks: Hooks | None = None, keep_blocks: int | None = None,
+        state_sync: bool = False) -> None:
     """Run a node in the foreground until SIGTERM/SIGINT."""
     configure_logging(log_format, level)
-    daemon = Daemon(home, hooks, keep_blocks)
+    daemon = Daemon(home, hooks, keep_blocks, state_sync)
     profile_to = os.environ.get("LENDNET_PROFILE")   # a file ({pid} allowed): cProfile the run
     if not profile_to:
         code = asyncio.run(daemon.serve_forever())

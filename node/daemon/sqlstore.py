@@ -265,6 +265,18 @@ class SQLiteStore:
         """(manifest, chunks) of the snapshot at `height`, or None (`read_snapshot`)."""
         return read_snapshot(self._db, height)
 
+    def snapshot_size(self, height: int) -> tuple[int, int] | None:
+        """(chunks, bytes) of the snapshot at `height`, or None: what a peer is offered,
+        without reading the chunks."""
+        row = self._db.execute("SELECT s.chunks, (SELECT coalesce(sum(length(data)), 0)"
+                               " FROM snapshot_chunks c WHERE c.height = s.height)"
+                               " FROM snapshots s WHERE s.height = ?", (height,)).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    def get_chunk(self, height: int, index: int) -> bytes | None:
+        """One chunk of the snapshot at `height` (what a peer serves), or None."""
+        return read_chunk(self._db, height, index)
+
     def tx_location(self, tx_hash: str) -> dict | None:
         row = self._db.execute("SELECT height, idx, receipt FROM txs WHERE hash = ?",
                                (tx_hash,)).fetchone()
@@ -314,11 +326,16 @@ def read_snapshot(db, height: int):
 
 def _chunks(db, height: int, n: int):
     for i in range(n):
-        got = db.execute("SELECT data FROM snapshot_chunks WHERE height = ? AND idx = ?",
-                         (height, i)).fetchone()
+        got = read_chunk(db, height, i)
         if got is None:
             return
-        yield got[0]
+        yield got
+
+
+def read_chunk(db, height: int, index: int) -> bytes | None:
+    got = db.execute("SELECT data FROM snapshot_chunks WHERE height = ? AND idx = ?",
+                     (height, index)).fetchone()
+    return None if got is None else got[0]
 
 
 def check_heights(db, path: str) -> tuple[int, int]:
