@@ -108,8 +108,8 @@ def test_a_new_node_state_syncs_follows_and_restarts_from_its_store(cluster, tmp
         # it holds no block below the snapshot, yet has the cluster's state there
         assert full.get(f"/v1/blocks/{s}")["state_root"] == \
             api.get(f"/v1/blocks/{s}")["state_root"]
-        status, _ = _get(full, "/v1/blocks/1")
-        assert status == 404
+        status, body = _get(full, "/v1/blocks/1")
+        assert status == 410 and body["code"] == "pruned" and body["first_block"] == s, body
         top = same_chain([api, full])
         assert full.get(f"/v1/loans/{api.get(f'/v1/applications/{sent[3]}')['loan']}")[
             "status"] == "active"
