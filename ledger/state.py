@@ -39,6 +39,7 @@ from . import codec
 
 _MISSING = object()
 _GONE = object()        # StoredTable: a row deleted since the last flush, or known absent
+_NO_GROUP: dict = {}
 _BUCKETS = 1 << 16
 _GROUP_SHIFT = 8
 DEFAULT_CACHE_ROWS = 100_000     # decoded rows a StoredTable keeps, per table
@@ -365,15 +366,22 @@ class StoredTable(Table):
     def _current(self, key):
         """The row's value, or _GONE."""
         v = self._pending.get(key, _MISSING)
-        if v is not _MISSING:
-            return v
-        cache = self._cache
-        v = cache.get(key, _MISSING)
-        if v is not _MISSING:
-            cache.move_to_end(key)
-            return v
+        if v is _MISSING:
+            v = self._cache.get(key, _MISSING)
+            if v is _MISSING:
+                return self._load(key)
+            self._cache.move_to_end(key)
+        return v
+
+    def _load(self, key):
+        """Read a row not pending nor cached from the backing (not even that when its
+        bucket is empty there), check it against its leaf, and cache it."""
         kb = codec.encode(key)
-        got = self._backing.read(self._tid, kb)
+        b = bucket_of(kb)
+        flushed = self._flushed_buckets
+        stored_hash = (flushed[b] if b in flushed
+                       else self._groups.get(b >> _GROUP_SHIFT, _NO_GROUP).get(b))
+        got = None if stored_hash is None else self._backing.read(self._tid, kb)
         if got is None:
             v = _GONE
         else:
@@ -394,7 +402,14 @@ class StoredTable(Table):
             cache.popitem(last=False)             # least recently used
 
     def get(self, key, default=None):
-        v = self._current(key)
+        # _current inlined: this is the ledger's hottest call
+        v = self._pending.get(key, _MISSING)
+        if v is _MISSING:
+            v = self._cache.get(key, _MISSING)
+            if v is _MISSING:
+                v = self._load(key)
+            else:
+                self._cache.move_to_end(key)
         return default if v is _GONE else v
 
     def __contains__(self, key):
@@ -466,20 +481,20 @@ class StoredTable(Table):
             got[kb] = leaf
             dirty_buckets[b] = None
         self._dirty = {}
-        wanted = list(dirty_buckets)
+        groups, flushed = self._groups, self._flushed_buckets
+        for b in dirty_buckets:                   # the stored hash, before it changes
+            if b not in flushed:
+                flushed[b] = groups.get(b >> _GROUP_SHIFT, _NO_GROUP).get(b)
+        wanted = [b for b in dirty_buckets if flushed[b] is not None]   # (else empty)
         stored: dict[int, list[tuple[bytes, bytes]]] = {}
         for i in range(0, len(wanted), _READ_BATCH):
             for b, kb, leaf in self._backing.bucket_leaves(self._tid,
                                                            wanted[i:i + _READ_BATCH]):
                 stored.setdefault(b, []).append((kb, leaf))
-        groups, flushed = self._groups, self._flushed_buckets
         changed: dict[int, bytes | None] = {}
-        for b in wanted:
+        for b in dirty_buckets:
             on_disk = stored.get(b, ())
-            if b in flushed:
-                expect = flushed[b]
-            else:
-                expect = flushed[b] = groups.get(b >> _GROUP_SHIFT, {}).get(b)
+            expect = flushed[b]
             got = _bucket_hash(leaf for _, leaf in on_disk) if on_disk else None
             if got != expect:
                 self._backing.damaged(f"table {self.name}: stored bucket {b} does not "

@@ -4,6 +4,7 @@ after any puts, deletes and rolled-back transactions, across flushes and reopeni
 node restarts from it without replay; damage to it is found and the node rebuilds it."""
 from __future__ import annotations
 
+import json
 import sqlite3
 
 import pytest
@@ -204,3 +205,13 @@ def test_node_reopens_its_stored_state_and_rebuilds_a_damaged_one(home):
         assert node.recovery[-1].endswith("replayed 0 blocks")
     finally:
         store.close()
+
+
+def test_the_cache_size_comes_from_the_node_config(tmp_path):
+    H.init_home(tmp_path, H.NodeConfig(state_cache_rows=5_000))
+    assert H.load_config(tmp_path).state_cache_rows == 5_000
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    for bad in (10, "many", 10**9):
+        (tmp_path / "config.json").write_text(json.dumps({**cfg, "state_cache_rows": bad}))
+        with pytest.raises(H.HomeError, match="state_cache_rows must be an integer"):
+            H.load_config(tmp_path)

@@ -60,7 +60,7 @@ class Daemon(Shell):
         self.kp = H.load_key(self.home)
         self.cfg = H.load_config(self.home)
         self.genesis = H.load_genesis(self.home)
-        self.store = SQLiteStore(str(self.home / "node.db"))
+        self.store = SQLiteStore(str(self.home / "node.db"), self.cfg.state_cache_rows)
         self.blobs = BlobStore(self.home / "blobs")
         self.node = Node(self.genesis, self.kp, self.store, now_ms(),
                          (hooks.config or Genesis.config)(self.genesis))

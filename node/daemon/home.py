@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lendnet.ledger import fees, keys, lending
+from lendnet.ledger.state import DEFAULT_CACHE_ROWS
 from lendnet.node.core.node import Genesis
 
 # Dev genesis: named demo accounts a wallet can use at once (keys from the name).
@@ -73,11 +74,14 @@ class NodeConfig:
     api_rate: int = 50
     api_burst: int = 200
     api_exempt: list = field(default_factory=lambda: list(API_EXEMPT))
+    # Decoded ledger rows kept in memory per table (the state itself is in node.db):
+    # what bounds the node's memory as the state grows.
+    state_cache_rows: int = DEFAULT_CACHE_ROWS
 
     def to_json(self) -> dict:
         return {"host": self.host, "port": self.port, "peers": list(self.peers),
                 "admin": self.admin, "api_rate": self.api_rate, "api_burst": self.api_burst,
-                "api_exempt": list(self.api_exempt)}
+                "api_exempt": list(self.api_exempt), "state_cache_rows": self.state_cache_rows}
 
 
 API_EXEMPT = ("127.0.0.1", "::1")
@@ -170,11 +174,16 @@ def load_config(home: Path) -> NodeConfig:
         v = d.get(name, getattr(default, name))
         if type(v) is not int or not 1 <= v <= 1_000_000:
             raise HomeError(f"{path}: {name} must be an integer from 1 to 1000000")
+    cache_rows = d.get("state_cache_rows", default.state_cache_rows)
+    if type(cache_rows) is not int or not 1_000 <= cache_rows <= 100_000_000:
+        raise HomeError(f"{path}: state_cache_rows must be an integer from 1000 to "
+                        "100000000")
     cfg = NodeConfig(host=str(d.get("host", "127.0.0.1")), port=_port(d.get("port", 0), path),
                      peers=list(d.get("peers", [])), admin=bool(d.get("admin", False)),
                      api_rate=d.get("api_rate", default.api_rate),
                      api_burst=d.get("api_burst", default.api_burst),
-                     api_exempt=d.get("api_exempt", default.api_exempt))
+                     api_exempt=d.get("api_exempt", default.api_exempt),
+                     state_cache_rows=cache_rows)
     if (type(cfg.api_exempt) is not list or len(cfg.api_exempt) > 64
             or not all(type(a) is str and _ip(a) for a in cfg.api_exempt)):
         raise HomeError(f"{path}: api_exempt must be a list of at most 64 IP addresses")
