@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -127,6 +128,7 @@ def main() -> None:
                   f" MiB), store {row['db_mib']} MiB, built in {row['build_s']} s",
                   flush=True)
     store.close()
+    shutil.rmtree(work)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
