@@ -105,7 +105,8 @@ def _group_rows(state: State, name: str) -> Iterator[tuple[int, list[tuple[int, 
     """(group, [(bucket, encoded key, encoded [key, value])]) in group order, rows in the
     hash's order: streamed from `Table.items()` (root order), one group held at a time."""
     encode = codec.encode
-    g_now, rows = -1, []
+    g_now = -1
+    rows: list[tuple[int, bytes, bytes]] = []
     for key, value in state.tables[name].items():
         kb = encode(key)
         b = _bucket(kb)

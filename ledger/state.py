@@ -283,7 +283,7 @@ class Table:
     def changed_rows(self) -> dict:
         """key -> value (None: deleted) of every row written since the last flush."""
         rows = self.rows
-        return {key: rows.get(key) for key in self._changed}
+        return {key: rows.get(key) for key in self._changed or ()}
 
     def flushed(self) -> None:
         if self._changed is not None:
@@ -356,7 +356,7 @@ class StoredTable(Table):
         # The stored hash (None: empty) of each bucket rehashed since the last flush.
         self._flushed_buckets: dict[int, bytes | None] = {}
         self._count = backing.count(self._tid)
-        hashes = {}
+        hashes: dict[int, bytes | None] = {}
         for b, h in backing.bucket_hashes(self._tid):
             hashes[b] = h
         self._set_buckets(hashes)
@@ -475,10 +475,10 @@ class StoredTable(Table):
                 vb = encode(v)
                 leaf = sha256(kb + vb).digest()
             enc[key] = (kb, b, vb, leaf)
-            got = pbuckets.get(b)
-            if got is None:
-                got = pbuckets[b] = {}
-            got[kb] = leaf
+            mine = pbuckets.get(b)
+            if mine is None:
+                mine = pbuckets[b] = {}
+            mine[kb] = leaf
             dirty_buckets[b] = None
         self._dirty = {}
         groups, flushed = self._groups, self._flushed_buckets
@@ -499,9 +499,9 @@ class StoredTable(Table):
             if got != expect:
                 self._backing.damaged(f"table {self.name}: stored bucket {b} does not "
                                       "hash to the bucket hash the root covers")
-            merged = dict(on_disk)
+            merged: dict[bytes, bytes | None] = dict(on_disk)
             merged.update(pbuckets[b])
-            live = [merged[k] for k in sorted(merged) if merged[k] is not None]
+            live = [leaf for k in sorted(merged) if (leaf := merged[k]) is not None]
             changed[b] = _bucket_hash(live) if live else None
         self._set_buckets(changed)
 
@@ -711,6 +711,7 @@ class State:
                 d.rows[name] = rows
                 d.counts[name] = len(table)
                 if d.encoded is not None:
+                    assert isinstance(table, StoredTable)
                     d.encoded[name] = table.encoded_changes()
         return d
 

@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from lendnet.ledger import tx as txm
-from lendnet.ledger.keys import Keypair, address_of
+from lendnet.ledger.keys import Keypair
 from lendnet.node.core.node import Genesis, Node
 from lendnet.node.daemon import home as H
 from lendnet.node.daemon.sqlstore import SQLiteStore
