@@ -329,7 +329,8 @@ class StoredTable(Table):
     reported (StateDamaged) rather than executed on."""
 
     __slots__ = ("_tid", "_backing", "_cache", "_cache_rows", "_pending", "_enc",
-                 "_pending_buckets", "_flushed_buckets", "_count", "_tuple_values")
+                 "_pending_buckets", "_flushed_buckets", "_count", "_tuple_values",
+                 "_leaf_cache", "_leaf_buckets")
 
     def __init__(self, name: str, state: State, backing: StateBacking, cache_rows: int,
                  on_set: Callable[[Any, Any], None] | None = None,
@@ -355,6 +356,11 @@ class StoredTable(Table):
         self._pending_buckets: dict[int, dict[bytes, bytes | None]] = {}
         # The stored hash (None: empty) of each bucket rehashed since the last flush.
         self._flushed_buckets: dict[int, bytes | None] = {}
+        # The stored leaves of recently rehashed buckets (bucket -> encoded key -> leaf),
+        # already checked: a hot row's bucket is not read again every block. LRU, at
+        # most cache_rows // 16 buckets.
+        self._leaf_cache: OrderedDict[int, dict[bytes, bytes]] = OrderedDict()
+        self._leaf_buckets = max(2, cache_rows // 16)
         self._count = backing.count(self._tid)
         hashes: dict[int, bytes | None] = {}
         for b, h in backing.bucket_hashes(self._tid):
@@ -485,21 +491,29 @@ class StoredTable(Table):
         for b in dirty_buckets:                   # the stored hash, before it changes
             if b not in flushed:
                 flushed[b] = groups.get(b >> _GROUP_SHIFT, _NO_GROUP).get(b)
-        wanted = [b for b in dirty_buckets if flushed[b] is not None]   # (else empty)
+        lcache = self._leaf_cache
+        # (a bucket empty on disk is not read)
+        wanted = [b for b in dirty_buckets if flushed[b] is not None and b not in lcache]
         stored: dict[int, list[tuple[bytes, bytes]]] = {}
         for i in range(0, len(wanted), _READ_BATCH):
             for b, kb, leaf in self._backing.bucket_leaves(self._tid,
                                                            wanted[i:i + _READ_BATCH]):
                 stored.setdefault(b, []).append((kb, leaf))
-        changed: dict[int, bytes | None] = {}
-        for b in dirty_buckets:
+        for b in wanted:
             on_disk = stored.get(b, ())
-            expect = flushed[b]
             got = _bucket_hash(leaf for _, leaf in on_disk) if on_disk else None
-            if got != expect:
+            if got != flushed[b]:
                 self._backing.damaged(f"table {self.name}: stored bucket {b} does not "
                                       "hash to the bucket hash the root covers")
-            merged: dict[bytes, bytes | None] = dict(on_disk)
+            lcache[b] = dict(on_disk)
+            if len(lcache) > self._leaf_buckets:
+                lcache.popitem(last=False)
+        changed: dict[int, bytes | None] = {}
+        for b in dirty_buckets:
+            cached = lcache.get(b)
+            if cached is not None:
+                lcache.move_to_end(b)
+            merged: dict[bytes, bytes | None] = dict(cached or ())
             merged.update(pbuckets[b])
             live = [leaf for k in sorted(merged) if (leaf := merged[k]) is not None]
             changed[b] = _bucket_hash(live) if live else None
@@ -604,6 +618,20 @@ class StoredTable(Table):
         """The store committed the pending writes: they become clean cached rows."""
         for key, v in self._pending.items():
             self._cache_put(key, v)
+        lcache = self._leaf_cache
+        for b, leaves in self._pending_buckets.items():
+            cached = lcache.get(b)
+            if cached is None:
+                if self._flushed_buckets.get(b, 1) is not None:
+                    continue                  # not cached: read when next needed
+                cached = lcache[b] = {}       # it was empty: now it is what we wrote
+                if len(lcache) > self._leaf_buckets:
+                    lcache.popitem(last=False)
+            for kb, leaf in leaves.items():
+                if leaf is None:
+                    cached.pop(kb, None)
+                else:
+                    cached[kb] = leaf
         self._pending = {}
         self._enc = {}
         self._pending_buckets = {}
