@@ -499,24 +499,31 @@ class StoredTable(Table):
             for b, kb, leaf in self._backing.bucket_leaves(self._tid,
                                                            wanted[i:i + _READ_BATCH]):
                 stored.setdefault(b, []).append((kb, leaf))
+        fresh: dict[int, dict[bytes, bytes]] = {}
         for b in wanted:
             on_disk = stored.get(b, ())
             got = _bucket_hash(leaf for _, leaf in on_disk) if on_disk else None
             if got != flushed[b]:
                 self._backing.damaged(f"table {self.name}: stored bucket {b} does not "
                                       "hash to the bucket hash the root covers")
-            lcache[b] = dict(on_disk)
-            if len(lcache) > self._leaf_buckets:
-                lcache.popitem(last=False)
+            fresh[b] = dict(on_disk)
         changed: dict[int, bytes | None] = {}
         for b in dirty_buckets:
-            cached = lcache.get(b)
-            if cached is not None:
+            if flushed[b] is None:
+                base: dict[bytes, bytes] = {}
+            elif b in fresh:
+                base = fresh[b]
+            else:                                 # (cached: nothing is evicted until
+                base = lcache[b]                  # every dirty bucket is merged)
                 lcache.move_to_end(b)
-            merged: dict[bytes, bytes | None] = dict(cached or ())
+            merged: dict[bytes, bytes | None] = dict(base)
             merged.update(pbuckets[b])
             live = [leaf for k in sorted(merged) if (leaf := merged[k]) is not None]
             changed[b] = _bucket_hash(live) if live else None
+        for b, leaves in fresh.items():
+            lcache[b] = leaves
+            if len(lcache) > self._leaf_buckets:
+                lcache.popitem(last=False)
         self._set_buckets(changed)
 
     # --- walks ------------------------------------------------------------------------
