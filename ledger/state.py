@@ -328,7 +328,7 @@ class StoredTable(Table):
     committed, which the opened root covers: damage is found when it is touched, and
     reported (StateDamaged) rather than executed on."""
 
-    __slots__ = ("_tid", "_backing", "_cache", "_cache_rows", "_pending", "_enc",
+    __slots__ = ("_tid", "_backing", "_young", "_old", "_half", "_pending", "_enc",
                  "_pending_buckets", "_flushed_buckets", "_count", "_tuple_values",
                  "_leaf_cache", "_leaf_buckets")
 
@@ -347,8 +347,14 @@ class StoredTable(Table):
         self._tid = State.TABLES.index(name)
         self._tuple_values = name in TUPLE_VALUES
         self._backing = backing
-        self._cache: OrderedDict = OrderedDict()    # key -> value or _GONE, as stored
-        self._cache_rows = cache_rows
+        # The row cache, key -> value or _GONE: two generations of plain dicts (an
+        # approximate LRU without bookkeeping on a hit, which is most reads). Writes go
+        # to `_young` as well as `_pending`, so a hit needs one lookup; when `_young`
+        # holds half the cache it becomes `_old` and the previous `_old` is dropped: at
+        # most cache_rows rows, the recently used ones.
+        self._young: dict = {}
+        self._old: dict = {}
+        self._half = max(1, cache_rows // 2)
         self._pending: dict = {}     # key -> value or _GONE: written since the last flush
         # For pending keys already rehashed: key -> (encoded key, bucket, encoded value
         # or None, leaf or None); and bucket -> encoded key -> leaf or None.
@@ -371,12 +377,18 @@ class StoredTable(Table):
 
     def _current(self, key):
         """The row's value, or _GONE."""
+        v = self._young.get(key, _MISSING)
+        return self._miss(key) if v is _MISSING else v
+
+    def _miss(self, key):
+        """A key not in the young generation: pending (dropped from the cache, not yet
+        written), old, or stored."""
         v = self._pending.get(key, _MISSING)
         if v is _MISSING:
-            v = self._cache.get(key, _MISSING)
+            v = self._old.get(key, _MISSING)
             if v is _MISSING:
                 return self._load(key)
-            self._cache.move_to_end(key)
+        self._cache_put(key, v)
         return v
 
     def _load(self, key):
@@ -402,20 +414,16 @@ class StoredTable(Table):
         return v
 
     def _cache_put(self, key, v) -> None:
-        cache = self._cache
-        cache[key] = v
-        if len(cache) > self._cache_rows:
-            cache.popitem(last=False)             # least recently used
+        young = self._young
+        young[key] = v
+        if len(young) >= self._half:
+            self._old, self._young = young, {}
 
     def get(self, key, default=None):
         # _current inlined: this is the ledger's hottest call
-        v = self._pending.get(key, _MISSING)
+        v = self._young.get(key, _MISSING)
         if v is _MISSING:
-            v = self._cache.get(key, _MISSING)
-            if v is _MISSING:
-                v = self._load(key)
-            else:
-                self._cache.move_to_end(key)
+            v = self._miss(key)
         return default if v is _GONE else v
 
     def __contains__(self, key):
@@ -432,6 +440,7 @@ class StoredTable(Table):
             return
         self._state.journal.append((self, key, _MISSING if old is _GONE else old))
         self._pending[key] = value
+        self._cache_put(key, value)
         if old is _GONE:
             self._count += 1
         self._dirty[key] = None
@@ -443,6 +452,7 @@ class StoredTable(Table):
         if old is not _GONE:
             self._state.journal.append((self, key, old))
             self._pending[key] = _GONE
+            self._cache_put(key, _GONE)
             self._count -= 1
             self._dirty[key] = None
             if self._on_set:
@@ -452,10 +462,12 @@ class StoredTable(Table):
         there = self._current(key) is not _GONE
         if old is _MISSING:
             self._pending[key] = _GONE
+            self._cache_put(key, _GONE)
             self._count -= there
             old = None
         else:
             self._pending[key] = old
+            self._cache_put(key, old)
             self._count += not there
         self._dirty[key] = None
         if self._on_set:
@@ -623,8 +635,7 @@ class StoredTable(Table):
 
     def flushed(self) -> None:
         """The store committed the pending writes: they become clean cached rows."""
-        for key, v in self._pending.items():
-            self._cache_put(key, v)
+        # (the pending values are in the row cache already, or were dropped from it)
         lcache = self._leaf_cache
         for b, leaves in self._pending_buckets.items():
             cached = lcache.get(b)
