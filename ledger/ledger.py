@@ -218,8 +218,9 @@ class Ledger:
         led.height, led.time = at, time
         # In key order, as _compact_wakes does: the heaps hold exactly the live
         # wake-ups, with none of the stale entries the original's may still hold.
-        for addr in sorted(state.wakes.rows):
-            led._on_wake(addr, state.wakes.rows[addr])
+        # O(live wake-ups): the heaps stay in memory (they are O(scheduled contracts)).
+        for addr, at in sorted(state.wakes.items()):
+            led._on_wake(addr, at)
         return led
 
     @property
@@ -270,8 +271,9 @@ class Ledger:
 
     def total_money(self) -> int:
         """Balances plus what the application holds in escrow: must always equal the
-        supply."""
-        return (sum(b for b, _ in self.state.accounts.rows.values())
+        supply. O(accounts + offers + sales): a whole-state check (the simulator's
+        checker, benchmarks; the API caches it per height)."""
+        return (sum(b for _, (b, _) in self.state.accounts.items())
                 + self.rules.escrowed(self))
 
     @property
@@ -572,8 +574,8 @@ class Ledger:
         if len(self._duties) + len(self._user_wakes) <= 2 * len(wakes) + 1_024:
             return
         self._duties, self._user_wakes = [], []
-        for addr in sorted(wakes.rows):
-            self._on_wake(addr, wakes.rows[addr])
+        for addr, at in sorted(wakes.items()):
+            self._on_wake(addr, at)
 
     # --- liens (called by contracts through the host; the application keeps them) -------
 

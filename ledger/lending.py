@@ -951,7 +951,7 @@ def _check_call(led: Ledger, address: str) -> None:
 def escrowed(led: Ledger) -> int:
     """What offers hold in escrow (published, not yet lent or withdrawn) and the best
     bids of open collateral sales."""
-    return (sum(o["available"] for o in led.state.offers.rows.values())
+    return (sum(o["available"] for _, o in led.state.offers.items())
             + settlement.escrowed(led))
 
 

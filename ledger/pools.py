@@ -236,10 +236,10 @@ def pool_view(led: Ledger, app_id: str) -> dict | None:
 
 
 def shares_of(led: Ledger, lender: str) -> list[tuple[str, dict, dict]]:
-    """The funded pools `lender` holds a slice of: (pool address, record, its slice row)."""
+    """The funded pools `lender` holds a slice of: (pool address, record, its slice row).
+    O(pools): only through portfolio.Portfolios, which keeps the answer per height."""
     out = []
-    for addr in sorted(led.state.pools.rows):
-        pool = led.state.pools.rows[addr]
+    for addr, pool in sorted(led.state.pools.items()):
         if pool["status"] != "funded" or all(s[0] != lender for s in pool["slices"]):
             continue
         for row in slice_rows(led, addr, pool):

@@ -109,7 +109,8 @@ class Books:
         if kept is None or kept[0] != led.height:
             if len(self._kept) >= self.MOST:
                 self._kept.clear()
-            views = [v for loan, rec in led.state.loans.rows.items()
+            # O(loans + pools) once per (lender, height): kept, at most MOST of them.
+            views = [v for loan, rec in led.state.loans.items()
                      if lender is None or rec["lender"] == lender
                      if (v := loan_view(led, loan)) is not None]
             shared = [] if lender is None else shared_views(led, lender)

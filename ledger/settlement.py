@@ -184,7 +184,7 @@ def _take_collateral(led: Ledger, tx: SignedTx, b: dict) -> None:
 
 def escrowed(led: Ledger) -> int:
     """The best bids of open sales, held until the sale settles or is outbid."""
-    return sum(s["best"] for s in led.state.sales.rows.values() if s["status"] == "open")
+    return sum(s["best"] for _, s in led.state.sales.items() if s["status"] == "open")
 
 
 HANDLERS = {"bid": _bid, "settle_sale": _settle_sale, "take_collateral": _take_collateral}

@@ -41,7 +41,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any
 
 from . import codec
-from .state import _BUCKETS, _GROUP_SHIFT, State
+from .state import _BUCKETS, _GROUP_SHIFT, TUPLE_VALUES, State, thaw
 
 VERSION = 1
 GROUPS = _BUCKETS >> _GROUP_SHIFT          # 256
@@ -101,21 +101,26 @@ def _array_header(n: int) -> bytes:
     return b"\xdd" + n.to_bytes(4, "big")
 
 
-def _group_rows(state: State, name: str) -> dict[int, list[tuple[int, bytes, bytes]]]:
-    """group -> [(bucket, encoded key, encoded [key, value])] in the hash's order."""
+def _group_rows(state: State, name: str) -> Iterator[tuple[int, list[tuple[int, bytes, bytes]]]]:
+    """(group, [(bucket, encoded key, encoded [key, value])]) in group order, rows in the
+    hash's order: streamed from `Table.items()` (root order), one group held at a time."""
     encode = codec.encode
-    groups: dict[int, list[tuple[int, bytes, bytes]]] = {}
-    for key, value in state.tables[name].rows.items():
+    g_now = -1
+    rows: list[tuple[int, bytes, bytes]] = []
+    for key, value in state.tables[name].items():
         kb = encode(key)
         b = _bucket(kb)
         row = b"\x92" + kb + encode(value)
         if len(kb) > MAX_KEY_BYTES or len(row) > MAX_ROW_BYTES:
             raise SnapshotError(f"table {name}: a row of {len(row)} bytes (key {len(kb)}) "
                                 f"is over the snapshot's limits")
-        groups.setdefault(b >> _GROUP_SHIFT, []).append((b, kb, row))
-    for rows in groups.values():
-        rows.sort()
-    return groups
+        if b >> _GROUP_SHIFT != g_now:
+            if rows:
+                yield g_now, rows
+            g_now, rows = b >> _GROUP_SHIFT, []
+        rows.append((b, kb, row))
+    if rows:
+        yield g_now, rows
 
 
 def _section(name: str, g: int, part: int, final: bool, rows: list[bytes]) -> bytes:
@@ -146,13 +151,12 @@ def chunks(state: State, max_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes
     sections: list[bytes] = []
     used = 0
     for name in State.TABLES:
-        grouped = _group_rows(state, name)
         # This is a generator: a caller that applies a block between two chunks would
-        # get a mix of two states. Each table's rows are read whole, then the root is
-        # checked to be the one the chunks name.
+        # get a mix of two states. The root is checked to be the one the chunks name
+        # before each table and after the last.
         if state.root() != root:
             raise SnapshotError("the state changed while its snapshot was being made")
-        for g, rows in sorted(grouped.items()):
+        for g, rows in _group_rows(state, name):
             size = _SECTION_OVERHEAD + sum(len(r[2]) for r in rows)
             if size <= room and len(rows) <= MAX_ROWS:
                 if used + size > room or len(sections) >= MAX_SECTIONS:
@@ -179,6 +183,8 @@ def chunks(state: State, max_bytes: int = DEFAULT_CHUNK_BYTES) -> Iterator[bytes
                 part_used += len(row)
             for i, part in enumerate(parts):
                 yield _chunk(root, [_section(name, g, i, i == len(parts) - 1, part)])
+    if state.root() != root:
+        raise SnapshotError("the state changed while its snapshot was being made")
     if sections:
         yield _chunk(root, sections)
 
@@ -231,30 +237,15 @@ def check_manifest(m: Any, root: bytes) -> None:
                             f"certified root {root.hex()}")
 
 
-def _thaw(obj):
-    # Decoding gives lists where the ledger put tuples; keys must be hashable again.
-    if type(obj) is not list:
-        return obj
-    if list not in map(type, obj):
-        return tuple(obj)               # the common case: (balance, nonce), (addr, key)
-    return tuple(_thaw(x) for x in obj)
-
-
 def _key(obj, name: str, g: int):
     """A row's key as the ledger holds it; SnapshotError for one no table can hold (a
     map, or a list with a map in it, is not hashable: no state has such a key)."""
-    key = _thaw(obj)
+    key = thaw(obj)
     try:
         hash(key)
     except TypeError:
         raise SnapshotError(f"table {name} group {g}: a key that cannot be one") from None
     return key
-
-
-# Values the ledger stores as tuples (the rest keep decoding's lists and dicts): a
-# restored row must be the same Python value, not just the same bytes, or code that
-# compares or concatenates it would behave differently.
-_TUPLE_VALUES = frozenset({"accounts", "multisigs"})
 
 
 class Assembly:
@@ -389,7 +380,7 @@ class Assembly:
         last = state["last"]
         leaves: dict[int, dict[bytes, bytes]] = state["leaves"]
         out: dict = state["rows"]
-        tuple_value = name in _TUPLE_VALUES
+        tuple_value = name in TUPLE_VALUES
         for row in rows:
             if type(row) is not list or len(row) != 2:
                 raise SnapshotError(f"table {name} group {g}: a row is not [key, value]")
@@ -405,7 +396,7 @@ class Assembly:
             last = (b, kb)
             leaves.setdefault(b, {})[kb] = hashlib.sha256(kb + vb).digest()
             state["bytes"] += len(kb) + len(vb)
-            out[_key(row[0], name, g)] = _thaw(row[1]) if tuple_value else row[1]
+            out[_key(row[0], name, g)] = thaw(row[1]) if tuple_value else row[1]
         # Every split group in progress counts, not just this one: a peer could start
         # many and finish none.
         others = sum(p["bytes"] for tg, p in self._partial.items() if tg != (name, g))

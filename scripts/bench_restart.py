@@ -90,7 +90,7 @@ def build(path: str, txs: int, every: int, burst: int,
         committed = sum(len(store.get_block(h)[0]["txs"]) for h in range(1, store.height + 1))
         info = {"height": store.height, "txs": committed,
                 "snapshots": store.snapshot_heights(), "build_s": time.perf_counter() - t,
-                "state_rows": sum(len(getattr(node.ledger.state, n).rows)
+                "state_rows": sum(len(getattr(node.ledger.state, n))
                                   for n in node.ledger.state.TABLES)}
     finally:
         store.close()

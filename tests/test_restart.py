@@ -1,7 +1,9 @@
-"""A node restarts from its latest stored snapshot (issue 19): the same state, answers
-and next blocks as a node that replayed its chain from genesis; a damaged snapshot
-falls back to the one before it, or to genesis; a daemon's store killed with kill -9 at
-any moment, a snapshot's write included, restarts to the root stored with its height."""
+"""A node restarts from the state its store keeps, replaying nothing (issue 19); without
+one (an older store, or one found damaged) from its latest stored snapshot: the same
+state, answers and next blocks as a node that replayed its chain from genesis; a damaged
+snapshot falls back to the one before it, or to genesis; a daemon's store killed with
+kill -9 at any moment, mid-write included, restarts to the root stored with its height
+from its stored state, and from its snapshot when the stored state is taken away."""
 from __future__ import annotations
 
 import copy
@@ -52,10 +54,21 @@ def drive(nodes: list[Node], workload: LendingWorkload, now: int, steps: int) ->
     return now
 
 
-def without_snapshots(store: MemoryStore) -> MemoryStore:
+def without_state(store: MemoryStore) -> MemoryStore:
+    """A copy of the store as an older lendnet left it: no stored state, so a node
+    restarts from a snapshot (or genesis) and replays."""
     other = copy.deepcopy(store)
+    other.state_rows, other.state_height = {}, None
+    return other
+
+
+def without_snapshots(store: MemoryStore) -> MemoryStore:
+    other = without_state(store)
     other.snapshots.clear()
     return other
+
+
+NO_STATE = "the store holds no state: rebuilding it from a snapshot or genesis"
 
 
 def answers(node: Node) -> dict:
@@ -64,7 +77,7 @@ def answers(node: Node) -> dict:
     st_ = node.ledger.state
     return {"root": node.ledger.state_root(), "height": node.height,
             "time": node.ledger.time,
-            "rows": {name: sorted(getattr(st_, name).rows.items(), key=repr)
+            "rows": {name: sorted(getattr(st_, name).items(), key=repr)
                      for name in st_.TABLES},
             "recent": [(node.header_at(h), node.block_hash(h), node.root_at(h))
                        for h in range(max(0, node.height - 70), node.height + 1)]}
@@ -81,14 +94,22 @@ def built():
     return genesis, workload, store, now
 
 
+def test_restart_from_stored_state_replays_nothing(built):
+    genesis, _, store, now = built
+    node = Node(genesis, KP, copy.deepcopy(store), now)
+    assert node.recovery == [f"opened the stored state at height {store.height}: "
+                             "replayed 0 blocks"]
+    assert answers(node) == answers(Node(genesis, KP, without_snapshots(store), now))
+
+
 def test_restart_from_snapshot_is_replay_from_genesis(built):
     genesis, workload, store, now = built
-    a_store, b_store = copy.deepcopy(store), without_snapshots(store)
+    a_store, b_store = without_state(store), without_snapshots(store)
     a = Node(genesis, KP, a_store, now)
     b = Node(genesis, KP, b_store, now)
     s = max(store.snapshots)
     assert a.recovery[-1].startswith(f"restored the state from the snapshot at height {s}")
-    assert b.recovery == []
+    assert b.recovery == [NO_STATE]
     assert answers(a) == answers(b)
     assert a.ledger.state_root() == store.get_block(store.height)[2]
     # and the same next blocks: the same transactions and ticks to both
@@ -122,17 +143,18 @@ def test_damaged_snapshot_falls_back(built, what):
     genesis, _, store, now = built
     want = answers(Node(genesis, KP, without_snapshots(store), now))
     latest, older = sorted(store.snapshots, reverse=True)
-    one = copy.deepcopy(store)
+    one = without_state(store)
     _damage(one, latest, what)
     node = Node(genesis, KP, one, now)
-    assert f"snapshot at height {latest} is damaged" in node.recovery[0]
-    assert "an older snapshot" in node.recovery[0]
-    assert node.recovery[1].startswith(f"restored the state from the snapshot at height {older}")
+    assert node.recovery[0] == NO_STATE
+    assert f"snapshot at height {latest} is damaged" in node.recovery[1]
+    assert "an older snapshot" in node.recovery[1]
+    assert node.recovery[2].startswith(f"restored the state from the snapshot at height {older}")
     assert answers(node) == want
-    both = copy.deepcopy(one)
+    both = without_state(one)
     _damage(both, older, what)
     node = Node(genesis, KP, both, now)
-    assert "replay from genesis" in node.recovery[1]
+    assert "replay from genesis" in node.recovery[2]
     assert node.recovery[-1] == "no usable snapshot: replaying the chain from genesis"
     assert answers(node) == want
 
@@ -175,13 +197,21 @@ def test_sqlite_restart_from_snapshot_and_fallback(tmp_path, built):
     want = answers(Node(genesis, KP, without_snapshots(store), now))
     disk = SQLiteStore(path)
     try:
+        # a store an older lendnet wrote (no state): restored from its snapshot, and
+        # the state written, so the next start opens it
         node = Node(genesis, KP, disk, now)
-        assert "restored" in node.recovery[0] and answers(node) == want
+        assert node.recovery[0].startswith("the store holds no state")
+        assert "restored" in node.recovery[1] and answers(node) == want
+        node = Node(genesis, KP, disk, now)
+        assert node.recovery == [f"opened the stored state at height {disk.height}: "
+                                 "replayed 0 blocks"]
+        assert answers(node) == want
         latest = disk.snapshot_heights()[0]
         disk._db.execute("UPDATE snapshot_chunks SET data = x'00' WHERE height = ?",
                          (latest,))
+        disk._db.execute("DELETE FROM meta WHERE key = 'state_height'")
         node = Node(genesis, KP, disk, now)
-        assert "damaged" in node.recovery[0] and answers(node) == want
+        assert "damaged" in node.recovery[1] and answers(node) == want
     finally:
         disk.close()
 
@@ -192,7 +222,7 @@ def test_sqlite_restart_from_snapshot_and_fallback(tmp_path, built):
 def test_any_damaged_chunk_byte_falls_back(built, seed, what):
     genesis, _, store, now = built
     latest = max(store.snapshots)
-    one = copy.deepcopy(store)
+    one = without_state(store)
     m, cs = one.snapshots[latest]
     rng = random.Random(seed)
     if what == "chunk":
@@ -211,9 +241,11 @@ def test_any_damaged_chunk_byte_falls_back(built, seed, what):
 # --- kill -9 ---------------------------------------------------------------------------
 
 # A lone validator with a snapshot every `every` blocks, writing to its SQLite store as
-# the daemon does; it prints each height once flushed. Killed at any moment, a
-# snapshot's write included, its store must restart to the root stored with its height.
-# With every=1 each write holds a snapshot, so every kill lands in or between them.
+# the daemon does; it prints each height once flushed. Killed at any moment (it writes
+# without pause, so most kills land inside a write: block, state and snapshot), its
+# store must restart to the root stored with its height, from the stored state with
+# nothing replayed, and from the snapshot once the stored state is taken away. With
+# every=1 each write holds a snapshot, so every kill lands in or between them.
 _CHILD = r"""
 import sys
 sys.path.insert(0, sys.argv[2])
@@ -245,6 +277,11 @@ def test_kill_9_at_any_moment_restarts_to_the_stored_root(tmp_path):
             heights = disk.snapshot_heights()
             assert heights and all(h % every == 0 for h in heights)
             assert len(heights) <= SNAPSHOTS_KEPT and heights[0] == disk.height // every * every
+            node = Node(genesis, KP, disk, T0 * 1000)
+            assert node.recovery == [f"opened the stored state at height {disk.height}: "
+                                     "replayed 0 blocks"]
+            assert node.ledger.state_root() == disk.get_block(disk.height)[2]
+            disk._db.execute("DELETE FROM meta WHERE key = 'state_height'")
             node = Node(genesis, KP, disk, T0 * 1000)
             assert node.recovery[-1].startswith("restored the state from the snapshot")
             assert node.ledger.state_root() == disk.get_block(disk.height)[2]

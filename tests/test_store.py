@@ -296,7 +296,9 @@ def test_schema_stats_and_cache(tmp_path):
         assert db.execute("PRAGMA journal_mode").fetchone() == ("wal",)
         assert {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = "
                                          "'table'")} == {"blocks", "records", "txs", "meta",
-                                                         "snapshots", "snapshot_chunks"}
+                                                         "snapshots", "snapshot_chunks",
+                                                         "state_rows", "state_buckets",
+                                                         "state_counts"}
     db.close()
 
 

@@ -96,25 +96,38 @@ class Node:
         self._unsaved_blocks: list[tuple] = []
         self._unsaved_snapshots: list[tuple] = []
         self._results: dict[int, BlockResult] = {}    # executed, its Committed not yet out
-        # Recover: from the latest good snapshot, else from genesis, then replay the
-        # blocks after it. What happened is in `recovery` (and logged).
+        # Recover: open the state the store keeps at its height, checked against the
+        # root stored with that block; replay nothing. Else (an older store, or a stored
+        # state that does not check) from the latest good snapshot or genesis, replaying
+        # the blocks after it, and write the result to the store as its state. What
+        # happened is in `recovery` (and logged).
         self.recovery: list[str] = []
-        start = self._restore_snapshot()
-        # Where the state came from: "genesis" (replayed every stored block, if any) or
-        # "snapshot". The simulator counts it, to show its restarts take each path.
-        self.started_from = "snapshot" if start else "genesis"
-        base = getattr(store, "base", 0)
-        if start < base:
-            raise StoreError(f"the store keeps blocks from height {base + 1} only (pruned "
-                             f"or state-synced) and has no usable snapshot at or after "
-                             f"{base}: the state cannot be rebuilt; start this node again "
-                             f"with --state-sync")
+        self._stores_state = hasattr(store, "open_state")
+        # Where the state came from: "store" (opened, nothing replayed), or "snapshot" or
+        # "genesis" and the blocks after it replayed. The simulator counts it, to show
+        # its restarts take each path.
+        self.started_from = "store"
+        if not (self._stores_state and self._open_stored_state()):
+            start = self._restore_snapshot()
+            self.started_from = "snapshot" if start else "genesis"
+            base = getattr(store, "base", 0)
+            if start < base:
+                raise StoreError(f"the store keeps blocks from height {base + 1} only "
+                                 f"(pruned or state-synced) and has no usable snapshot at "
+                                 f"or after {base}: the state cannot be rebuilt; start "
+                                 f"this node again with --state-sync")
+            self.mempool = Mempool(self.ledger)   # (empty: replay only evicts from it)
+            for h in range(start + 1, store.height + 1):
+                block, cert, root = store.get_block(h)
+                if self._apply(h, block).state_root != root:
+                    raise StoreError(f"stored block {h} replays to another state root "
+                                     f"than the one recorded with it: the store is damaged")
+            if self._stores_state:
+                store.put_state_base(store.height, self.ledger.state)
+                if not self._open_stored_state(rebuilt=True):
+                    raise StoreError("the state just written to the store does not open "
+                                     "to its root: the store is damaged")
         self.mempool = Mempool(self.ledger)
-        for h in range(start + 1, store.height + 1):
-            block, cert, root = store.get_block(h)
-            if self._apply(h, block).state_root != root:
-                raise StoreError(f"stored block {h} replays to another state root than "
-                                 f"the one recorded with it: the store is damaged")
         records = store.load_records()
         # Evidence kept per (kind, validator): enough to show any court, bounded however
         # much a faulty validator signs (the shell still counts every case it reports).
@@ -176,10 +189,14 @@ class Node:
             records, self._unsaved_records = self._unsaved_records, []
             blocks, self._unsaved_blocks = self._unsaved_blocks, []
             snaps, self._unsaved_snapshots = self._unsaved_snapshots, []
-            if snaps:
+            if not self._stores_state:            # (a store without state works too)
                 self.store.put_batch(records, blocks, snaps)
-            else:                                 # (a store without snapshots works too)
-                self.store.put_batch(records, blocks)
+                return
+            state = self.ledger.state
+            delta = state.delta(self.ledger.height) if blocks else None
+            self.store.put_batch(records, blocks, snaps, state=delta)
+            if delta is not None:
+                state.flushed()
 
     def follow(self, block: dict, cert: list):
         """A full node (not a validator) takes a committed block a peer passed on: if it
@@ -303,6 +320,40 @@ class Node:
             self._txs[raw] = tx
         return tx
 
+    def _open_stored_state(self, rebuilt: bool = False) -> bool:
+        """Take the state the store keeps if its root is the one stored with the
+        store's last block (the genesis root at height 0), and rebuild the recent
+        heights' headers; False (said in `recovery`) if there is none or it does not
+        check."""
+        h = self.store.height
+        state, why = self.store.open_state()
+        if state is not None:
+            expect = self.store.get_block(h)[2] if h else self._recent[0][2]
+            if state.root() == expect:
+                try:
+                    ledger = lending.from_state(self.genesis.chain_id, state, h)
+                except ValueError as e:           # a meta that does not fit the chain
+                    why = f"the stored state does not fit this chain ({e})"
+                else:
+                    self.ledger = ledger
+                    self._recent_from_store(h)
+                    if not rebuilt:
+                        self._note(f"opened the stored state at height {h}: replayed "
+                                   "0 blocks", warn=False)
+                    return True
+            else:
+                why = (f"the stored state's root is not the one stored with block {h}: "
+                       "it is damaged")
+        self._note(f"{why}: rebuilding it from a snapshot or genesis", warn=h > 0)
+        return False
+
+    def _recent_from_store(self, s: int) -> None:
+        """What replay would have left in _recent: the last 4 windows' headers."""
+        first = max(1, s - 4 * self.config.window + 1, getattr(self.store, "base", 0) + 1)
+        for h in range(first, s + 1):
+            block, _, root = self.store.get_block(h)
+            self._recent[h] = (block["header"], M.block_hash(block["header"]), root)
+
     def _restore_snapshot(self) -> int:
         """Replace the genesis ledger with the latest stored snapshot that checks
         against the root stored with its block, and rebuild the recent heights' headers
@@ -326,11 +377,7 @@ class Node:
                            f"{'an older snapshot' if s != heights[-1] else 'replay from genesis'}")
                 continue
             self.ledger = ledger
-            # What replay would have left in _recent: the last 4 windows' headers.
-            first = max(1, s - 4 * self.config.window + 1, getattr(self.store, "base", 0) + 1)
-            for h in range(first, s + 1):
-                block, _, root = self.store.get_block(h)
-                self._recent[h] = (block["header"], M.block_hash(block["header"]), root)
+            self._recent_from_store(s)
             self._note(f"restored the state from the snapshot at height {s}; "
                        f"replaying {self.store.height - s} blocks after it", warn=False)
             return s

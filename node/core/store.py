@@ -16,6 +16,7 @@ values positionally, which works on both).
 from __future__ import annotations
 
 from lendnet.ledger import codec
+from lendnet.ledger.state import State, StateDelta
 
 SNAPSHOTS_KEPT = 2      # the latest, and one to fall back on if it is found damaged
 
@@ -117,6 +118,10 @@ class MemoryStore:
         self.txs: dict[str, tuple] = {}            # tx hash hex -> (height, index, receipt)
         self.snapshots: dict[int, tuple] = {}      # height -> (manifest, chunks)
         self.base = 0                              # see check_base
+        # The ledger state at `state_height` (None: none yet): table -> key -> value, as
+        # the node's state held them when the store committed them.
+        self.state_rows: dict[str, dict] = {}
+        self.state_height: int | None = None
 
     # consensus records: written before the message they protect leaves the node
     def put_record(self, key: tuple, value) -> None:
@@ -126,10 +131,12 @@ class MemoryStore:
         """Several records at once, in order; all of them or, if one is refused, none."""
         self.put_batch(items)
 
-    def put_batch(self, records=(), blocks=(), snapshots=(), base=None) -> None:
-        """Records (in order), blocks (put_block's arguments) and snapshots
-        (check_snapshots) at once, on an empty store after `base` (check_base) if
-        given; all or none."""
+    def put_batch(self, records=(), blocks=(), snapshots=(), base=None,
+                  state=None) -> None:
+        """Records (in order), blocks (put_block's arguments), snapshots
+        (check_snapshots) and the state's changes up to the last block
+        (ledger.state.StateDelta) at once, on an empty store after `base` (check_base)
+        if given; all or none."""
         records = list(records)
         for key, value in records:                # check all before changing anything
             check_record(key, value)
@@ -138,6 +145,9 @@ class MemoryStore:
             check_block(height, h, block, cert, root, receipts[0] if receipts else ())
             height = h
         snaps = check_snapshots(height, snapshots)
+        if state is not None and (type(state) is not StateDelta or state.height != height):
+            raise ValueError(f"the state delta {state!r} is not at the height the blocks "
+                             f"stored with it end at ({height})")
         if base is not None:
             self.base = base
         for key, value in records:
@@ -157,6 +167,39 @@ class MemoryStore:
             self.snapshots[h] = (codec.decode(m, max_size=len(m)), cs)
         for h in sorted(self.snapshots)[:-SNAPSHOTS_KEPT]:
             del self.snapshots[h]
+        if state is not None:
+            for name, rows in state.rows.items():
+                kept = self.state_rows.setdefault(name, {})
+                for key, value in rows.items():
+                    if value is None:
+                        kept.pop(key, None)
+                    else:
+                        kept[key] = value
+            self.state_height = state.height
+
+    def open_state(self) -> tuple[State | None, str]:
+        """(the stored state, "") or (None, why not): a new in-memory State holding the
+        stored rows (the simulator's states are small: this rehashes them all), which
+        tracks its writes for the next put_batch."""
+        if self.state_height is None:
+            return None, "the store holds no state"
+        if self.state_height != self.height:
+            return None, (f"the stored state is at height {self.state_height}, the chain "
+                          f"at {self.height}")
+        state = State()
+        for name, rows in self.state_rows.items():
+            state.tables[name].load(rows)
+        state.track()
+        return state, ""
+
+    def put_state_base(self, height: int, state: State) -> None:
+        """Replace the stored state with a copy of `state`'s rows at `height` (the
+        stored chain's)."""
+        if height != self.height:
+            raise ValueError(f"a state base at height {height}, the chain is at "
+                             f"{self.height}")
+        self.state_rows = {name: dict(table.items()) for name, table in state.tables.items()}
+        self.state_height = height
 
     def snapshot_heights(self) -> list[int]:
         """The heights of the snapshots kept, latest first."""

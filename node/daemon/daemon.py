@@ -24,6 +24,7 @@ from lendnet.consensus import messages as M
 from lendnet.consensus.effects import Committed, Evidence, Refused, ViewChange, ViewEntered
 from lendnet.consensus.replica import Diverged
 from lendnet.ledger import codec
+from lendnet.ledger.state import StateDamaged
 from lendnet.ledger.groups import GROUP_LOAN_EVENTS
 from lendnet.ledger import tx as txm
 from lendnet.node.core.node import Genesis, Node
@@ -70,7 +71,7 @@ class Daemon(Shell):
         # K, or None for an archive node; refused before the store is opened
         self.keep_blocks = H.check_keep_blocks(
             self.cfg.keep_blocks if keep_blocks is None else keep_blocks, self.genesis)
-        self.store = SQLiteStore(str(self.home / "node.db"))
+        self.store = SQLiteStore(str(self.home / "node.db"), self.cfg.state_cache_rows)
         self.blobs = BlobStore(self.home / "blobs")
         self.config = (hooks.config or Genesis.config)(self.genesis)
         self.node = Node(self.genesis, self.kp, self.store, now_ms(), self.config)
@@ -192,8 +193,10 @@ class Daemon(Shell):
         return self.exit_code
 
     def _halt(self, e: Exception) -> None:
-        """This node's state differs from what a quorum certified: it must not vote or
-        serve another block. Stop, and say so (exit code 3)."""
+        """This node's state differs from what a quorum certified (Diverged), or its
+        stored state was found damaged (StateDamaged: recorded in the store, so the
+        next start rebuilds it): it must not vote or serve another block. Stop, and say
+        so (exit code 3)."""
         log.critical("stopping: %s", e)
         self.exit_code = 3
         self.stopping.set()
@@ -208,7 +211,7 @@ class Daemon(Shell):
             before = self.node.rejected_messages
             try:
                 effects = self.node.deliver(payload, now_ms())
-            except Diverged as e:
+            except (Diverged, StateDamaged) as e:
                 self._halt(e)
                 return
             if self.node.rejected_messages != before:
@@ -303,12 +306,17 @@ class Daemon(Shell):
         self._timer = None
         self._timer_at = None
         if not self.exit_code:
-            self._hold(self.node.tick(now_ms()))
+            try:
+                self._hold(self.node.tick(now_ms()))
+            except StateDamaged as e:
+                self._halt(e)
 
     def _follow(self, payload: bytes, peer: bytes) -> None:
         try:
             block, cert = codec.decode(payload, M.MAX_MSG_BYTES)
             self._follow_one(block, cert)
+        except StateDamaged as e:
+            self._halt(e)
         except (codec.EncodingError, ValueError, TypeError, KeyError, M.MessageError) as e:
             log.warning("ignored a committed block from a peer: %s", e)
             self.transport.penalise(peer, f"pushed a block that does not verify: {e}")
@@ -361,6 +369,9 @@ class Daemon(Shell):
                                 got += 1
                         elif resp.status == 410:           # (a short JSON error: bounded)
                             self._peer_pruned(peer, await resp.content.read(4096), pruned)
+                except StateDamaged as e:
+                    self._halt(e)
+                    return
                 except (TimeoutError, aiohttp.ClientError, OSError, codec.EncodingError,
                         ValueError, TypeError, M.MessageError) as e:
                     log.info("sync from %s: %s", peer, e)

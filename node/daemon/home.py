@@ -24,6 +24,7 @@ from pathlib import Path
 
 from lendnet.ledger import fees, keys, lending
 from lendnet.node.core import pruning
+from lendnet.ledger.state import DEFAULT_CACHE_ROWS
 from lendnet.node.core.node import Genesis
 
 # Dev genesis: named demo accounts a wallet can use at once (keys from the name).
@@ -77,11 +78,15 @@ class NodeConfig:
     # Keep only the last keep_blocks blocks (a pruned node, node/core/pruning.py); 0: every
     # block from genesis (an archive node). Checked against the genesis at start.
     keep_blocks: int = 0
+    # Decoded ledger rows kept in memory per table (the state itself is in node.db):
+    # what bounds the node's memory as the state grows.
+    state_cache_rows: int = DEFAULT_CACHE_ROWS
 
     def to_json(self) -> dict:
         return {"host": self.host, "port": self.port, "peers": list(self.peers),
                 "admin": self.admin, "api_rate": self.api_rate, "api_burst": self.api_burst,
-                "api_exempt": list(self.api_exempt), "keep_blocks": self.keep_blocks}
+                "api_exempt": list(self.api_exempt), "keep_blocks": self.keep_blocks,
+                "state_cache_rows": self.state_cache_rows}
 
 
 API_EXEMPT = ("127.0.0.1", "::1")
@@ -175,12 +180,16 @@ def load_config(home: Path) -> NodeConfig:
         v = d.get(name, getattr(default, name))
         if type(v) is not int or not 1 <= v <= 1_000_000:
             raise HomeError(f"{path}: {name} must be an integer from 1 to 1000000")
+    cache_rows = d.get("state_cache_rows", default.state_cache_rows)
+    if type(cache_rows) is not int or not 1_000 <= cache_rows <= 100_000_000:
+        raise HomeError(f"{path}: state_cache_rows must be an integer from 1000 to "
+                        "100000000")
     cfg = NodeConfig(host=str(d.get("host", "127.0.0.1")), port=_port(d.get("port", 0), path),
                      peers=list(d.get("peers", [])), admin=bool(d.get("admin", False)),
                      api_rate=d.get("api_rate", default.api_rate),
                      api_burst=d.get("api_burst", default.api_burst),
                      api_exempt=d.get("api_exempt", default.api_exempt),
-                     keep_blocks=d.get("keep_blocks", 0))
+                     keep_blocks=d.get("keep_blocks", 0), state_cache_rows=cache_rows)
     if type(cfg.keep_blocks) is not int or not 0 <= cfg.keep_blocks <= MAX_KEEP_BLOCKS:
         raise HomeError(f"{path}: keep_blocks must be an integer from 0 (an archive node) "
                         f"to {MAX_KEEP_BLOCKS}")

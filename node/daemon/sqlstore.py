@@ -19,6 +19,9 @@ from collections import OrderedDict
 from contextlib import contextmanager
 
 from lendnet.ledger import codec
+from lendnet.ledger.state import DEFAULT_CACHE_ROWS, State
+
+from . import statedb
 from lendnet.node.core.store import (SNAPSHOTS_KEPT, StoreError, check_base, check_block,
                                      check_prune, check_record, check_snapshots, location)
 
@@ -39,6 +42,9 @@ _SCHEMA = [
     " NOT NULL, chunks INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS snapshot_chunks (height INTEGER NOT NULL, idx INTEGER"
     " NOT NULL, data BLOB NOT NULL, PRIMARY KEY (height, idx)) WITHOUT ROWID",
+    # The ledger state (statedb.py), likewise added without a version change: a store
+    # without it has no `state_height`, and the node rebuilds and writes it once.
+    *statedb.SCHEMA,
 ]
 
 # Every ("vote", t, v, h) key encodes as a 4-element array header then "vote", and SQLite
@@ -53,8 +59,9 @@ def decode_row(data: bytes):
 
 
 class SQLiteStore:
-    def __init__(self, path: str):
+    def __init__(self, path: str, state_cache_rows: int = DEFAULT_CACHE_ROWS):
         self.path = str(path)
+        self.state_cache_rows = state_cache_rows
         self._closed = False
         self._lock_fd = self._lock()
         try:
@@ -151,14 +158,18 @@ class SQLiteStore:
         """Several records in one transaction (one fsync), applied in order."""
         self.put_batch(items)
 
-    def put_batch(self, records=(), blocks=(), snapshots=(), base=None) -> None:
+    def put_batch(self, records=(), blocks=(), snapshots=(), base=None,
+                  state=None) -> None:
         """Consensus records (applied in order), executed blocks — each a tuple of
         put_block's arguments — and state snapshots (store.check_snapshots) in one
         transaction with one fsync: the daemon writes all that one turn of its loop
         produced at once, which under load is many votes and blocks. All or nothing:
         anything refused refuses the whole batch, and a crash leaves a snapshot's block
         without it only if it left the block out too. `base`: an empty store's chain
-        starts after that height (store.check_base)."""
+        starts after that height (store.check_base). `state`: the ledger state's
+        changes up to the last of these blocks (ledger.state.StateDelta of a state this
+        store opened), written in the same transaction: the stored state is always at
+        the stored chain's height."""
         # Encode and check all first, so nothing is refused halfway through.
         rows = [(key, value, *check_record(key, value)) for key, value in records]
         checked, height = [], self._height
@@ -170,6 +181,8 @@ class SQLiteStore:
                                                      receipts)))
             height = h
         snaps = check_snapshots(height, snapshots)
+        if state is not None:
+            statedb.check_delta(height, state)
         with self._transaction() as db:
             if base is not None:
                 db.execute("INSERT OR REPLACE INTO meta VALUES ('base', ?)", (base,))
@@ -200,6 +213,8 @@ class SQLiteStore:
                 for h in old:
                     db.execute("DELETE FROM snapshot_chunks WHERE height = ?", (h,))
                     db.execute("DELETE FROM snapshots WHERE height = ?", (h,))
+            if state is not None:
+                statedb.write_delta(db, state)
         self._height = height                     # only once committed
         if base is not None:
             self.base = base
@@ -219,6 +234,37 @@ class SQLiteStore:
         for h in [h for h in self._cache if h < keep_from]:
             del self._cache[h]
         return gone
+
+    # --- the ledger state (statedb.py) ----------------------------------------------------
+
+    def open_state(self) -> tuple[State | None, str]:
+        """(the stored ledger state at the store's height, "") or (None, why not). Cheap:
+        bucket hashes and counts only. The caller checks its root against the block's."""
+        why = statedb.usable(self._db, self._height)
+        if why is not None:
+            return None, why
+        backing = statedb.SQLiteBacking(self._db, self._mark_state_damaged)
+        return State.open(backing, self.state_cache_rows), ""
+
+    def put_state_base(self, height: int, state: State) -> None:
+        """Replace the stored state with `state` (in memory: restored from a snapshot,
+        rebuilt by replay, or genesis) at `height`, which must be the stored chain's,
+        in one transaction; refused if its root is not the one stored with that block."""
+        if height != self._height:
+            raise ValueError(f"a state base at height {height}, the chain is at "
+                             f"{self._height}")
+        if state.backing is not None:
+            raise ValueError("the state base must be an in-memory state")
+        if height and state.root() != self.get_block(height)[2]:
+            raise ValueError(f"the state base's root is not the one stored with block "
+                             f"{height}")
+        with self._transaction() as db:
+            statedb.write_base(db, height, state)
+
+    def _mark_state_damaged(self, message: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES ('state_damaged', ?)",
+                       (message[:500],))
 
     def _gc(self, db, height: int) -> None:
         """Forget the votes for heights up to a stable checkpoint: no view change can

@@ -117,11 +117,11 @@ class LendingWorkload:
         return [self._new(c, "transfer", to=to, amount=self.rng.randint(1, 100_000))]
 
     def _open_apps(self, st) -> list[str]:
-        return sorted(a for a, rec in st.applications.rows.items()
+        return sorted(a for a, rec in st.applications.items()
                       if rec["status"] == "open" and a not in self.funded)
 
     def _offer(self, st) -> str | None:
-        offers = sorted(o for o, rec in st.offers.rows.items()
+        offers = sorted(o for o, rec in st.offers.items()
                         if rec["lender"] == self.lender.kp.address and rec["active"])
         return offers[0] if offers else None
 
@@ -156,7 +156,7 @@ class LendingWorkload:
             self.stage[c.name] = 1
             return [self._new(c, "register_lender", profile_hash=H(c.name.encode()).digest())]
         # fill what is left of a pool the lender started
-        for app, rec in sorted(st.applications.rows.items()):
+        for app, rec in sorted(st.applications.items()):
             pool = st.pools.get(rec["pool"]) if rec.get("pool") else None
             if rec["status"] == "open" and pool and pool["status"] == "open" and \
                     rec["pool"] not in self.filled:
@@ -188,9 +188,9 @@ class LendingWorkload:
         if c in self.members[1:] and self.group and c.name not in self.joined:
             self.joined.add(c.name)
             return [self._new(c, "group_join", group=self.group)]
-        mine = sorted(a for a, rec in st.applications.rows.items()
+        mine = sorted(a for a, rec in st.applications.items()
                       if rec["borrower"] == me and rec["status"] == "open")
-        loans = sorted(ln for ln, rec in st.loans.rows.items() if rec["borrower"] == me)
+        loans = sorted(ln for ln, rec in st.loans.items() if rec["borrower"] == me)
         active = [ln for ln in loans if st.storage.get((ln, LOAN_KEY["st"])) == ACTIVE]
         roll = self.rng.randrange(20)
         if active and roll < 10:
@@ -206,7 +206,7 @@ class LendingWorkload:
             return [self._new(c, "savings_withdraw", product=self.product,
                               amount=self.rng.randint(1, 5_000))]
         if c in self.members and roll == 13:
-            fellows = sorted(ln for ln, rec in st.loans.rows.items()
+            fellows = sorted(ln for ln, rec in st.loans.items()
                              if rec["borrower"] != me and st.storage.get(
                                  (ln, LOAN_KEY["st"])) == ACTIVE and st.applications.get(
                                  rec["application"]).get("group") == self.group)
