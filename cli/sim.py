@@ -3,6 +3,7 @@ random faults or Twins scenarios; replay one run and read what went wrong."""
 from __future__ import annotations
 
 import json
+import logging
 import time
 
 import click
@@ -48,6 +49,9 @@ def sim(validators, seeds, seed, faults, txs, twins, rounds, doubled, replay, as
     money, chain time and liveness after the faults heal. Exit status 1 if any
     run fails.
     """
+    # The simulated nodes' own log lines (how a restarted node rebuilt its state) would
+    # be the same few lines from every node of every seed: the run's trace has them.
+    logging.getLogger("lendnet").addHandler(logging.NullHandler())
     if replay:
         return _replay(replay, as_json)
     if twins:

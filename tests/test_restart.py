@@ -58,7 +58,7 @@ def without_state(store: MemoryStore) -> MemoryStore:
     """A copy of the store as an older lendnet left it: no stored state, so a node
     restarts from a snapshot (or genesis) and replays."""
     other = copy.deepcopy(store)
-    other.state_rows, other.state_height = {}, None
+    other.drop_state()
     return other
 
 

@@ -192,6 +192,12 @@ class MemoryStore:
         state.track()
         return state, ""
 
+    def drop_state(self) -> None:
+        """Forget the stored state, as a deleted or damaged state database leaves a
+        store: the next node over it rebuilds the state from a snapshot (or genesis) and
+        the blocks after it. The simulator's late restart does this to half its nodes."""
+        self.state_rows, self.state_height = {}, None
+
     def put_state_base(self, height: int, state: State) -> None:
         """Replace the stored state with a copy of `state`'s rows at `height` (the
         stored chain's)."""

@@ -332,16 +332,21 @@ class Simulation:
         self._note("restart", i, node.started_from)
         self._tick_at(i, self.clocks.local(i, self.now) + 1)
 
-    def _late_restart(self, i: int, down_ms: int, height: int) -> None:
+    def _late_restart(self, i: int, down_ms: int, height: int, lose_state: bool) -> None:
         """Kill node i once every honest node has committed `height` (looking again
-        every LATE_RESTART_POLL_MS), and boot it again `down_ms` later."""
+        every LATE_RESTART_POLL_MS), losing its stored state if `lose_state`, and boot
+        it again `down_ms` later."""
         low = min(n.height for n in self._honest().values())
         down = i in self.crashed or i in self.paused or i in self.crash_in_send
         if low < height or down:                    # (the nemesis has it down: wait)
-            self._at(self.now + LATE_RESTART_POLL_MS, ("restart", i, down_ms, height))
+            self._at(self.now + LATE_RESTART_POLL_MS,
+                     ("restart", i, down_ms, height, lose_state))
             return
         self.crashed.add(i)
-        self._note("crash", i, "late restart")
+        if lose_state:
+            self.stores[i].drop_state()
+        self._note("crash", i, "late restart" + (", its stored state lost" if lose_state
+                                                 else ""))
         self._at(self.now + down_ms, ("reboot", i))
 
     def _heal(self) -> None:
@@ -497,14 +502,17 @@ class Simulation:
             # still at height 0 when its window closes), so its restarts find empty
             # stores. One late kill and reboot, once the chain is a few snapshots
             # long, restarts an honest node from a store with blocks and snapshots
-            # behind it, as a daemon's restart does. It draws from an rng of its own,
-            # so everything else in a seed's run is drawn as before.
+            # behind it, as a daemon's restart does; in half the runs its stored state
+            # is lost too (a damaged or deleted state database), so the node takes the
+            # snapshot path: restore the latest snapshot, replay the blocks after it.
+            # It draws from an rng of its own, so everything else in a seed's run is
+            # drawn as before.
             late = random.Random(f"late-restart:{self.seed}")
             every = self.params.get("snapshot_every") or 4
             honest = [i for i in range(len(self.nodes)) if self.index[i] not in self.faulty]
             self._at(self.now + LATE_RESTART_POLL_MS,
                      ("restart", late.choice(honest), late.randint(50, 1_500),
-                      late.randint(2 * every, 5 * every)))
+                      late.randint(2 * every, 5 * every), bool(late.randrange(2))))
 
     def run(self, max_events: int = 2_000_000) -> RunResult:
         self._start()
