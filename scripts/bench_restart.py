@@ -12,7 +12,7 @@ simulator's lending workload as clients, a virtual clock) commits a chain of abo
 and both must reach the root stored with the last block.
 
     python scripts/bench_restart.py [--txs N] [--every N] [--burst N]
-                                    [--workload lending|transfer] [--json]
+                                    [--workload lending|transfer|accounts] [--json]
 """
 from __future__ import annotations
 
@@ -28,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from bench_state import fresh_address  # noqa: E402
 from tests.stored_chain import run_alone  # noqa: E402  (the tests' chain builder)
 
 from lendnet.ledger.keys import Keypair  # noqa: E402
@@ -43,12 +44,14 @@ CHAIN = "lendnet-bench-restart"
 class Transfers:
     """Plain transfers among `senders` clients, `per_step` at a time while fewer than
     `backlog` wait: the lending workload scans its tables every step, too slow for a
-    chain of 100,000 transactions."""
+    chain of 100,000 transactions. `fresh`: each to a new address instead, so every
+    transaction adds an account (a state as big as the chain is long)."""
 
     def __init__(self, total: int, senders: int = 1_000, per_step: int = 250,
-                 backlog: int = 2_000):
+                 backlog: int = 2_000, fresh: bool = False):
         self.clients = [Client(f"transfer-{i}", 1) for i in range(senders)]
         self.total, self.per_step, self.backlog = total, per_step, backlog
+        self.fresh = fresh
         self.created, self.turn = 0, 0
 
     def balances(self) -> dict[str, int]:
@@ -68,18 +71,24 @@ class Transfers:
         for _ in range(min(self.per_step, self.total - self.created)):
             c = self.clients[self.turn % len(self.clients)]
             c.settle(ledger)        # else each client keeps every transaction it signed
-            to = self.clients[(self.turn * 7 + 1) % len(self.clients)].kp.address
+            to = (fresh_address(self.turn) if self.fresh
+                  else self.clients[(self.turn * 7 + 1) % len(self.clients)].kp.address)
             self.turn += 1
             out.append(c.sign(CHAIN, "transfer", to=to, amount=1 + self.turn % 1_000))
         self.created += len(out)
         return out
 
 
+WORKLOADS = ("lending", "transfer", "accounts")
+
+
 def build(path: str, txs: int, every: int, burst: int,
-          transfers: bool) -> tuple[Genesis, Keypair, dict]:
+          kind: str) -> tuple[Genesis, Keypair, dict]:
+    """A chain of about `txs` transactions of a kind of WORKLOADS (accounts: transfers
+    to fresh addresses) in the store at `path`; (genesis, the validator's key, counts)."""
     kp = Keypair.from_name("bench-restart")
-    workload = (Transfers(txs) if transfers
-                else LendingWorkload(CHAIN, 1, random.Random(1), txs))
+    workload = (LendingWorkload(CHAIN, 1, random.Random(1), txs) if kind == "lending"
+                else Transfers(txs, fresh=kind == "accounts"))
     genesis = Genesis(CHAIN, T0, workload.balances(), (kp.pubkey,),
                       dict(H.DAEMON_PARAMS, snapshot_every=every), lending=H.dev_lending())
     store = SQLiteStore(path)
@@ -109,19 +118,28 @@ def restart(genesis: Genesis, kp: Keypair, path: str) -> tuple[float, list[str]]
         store.close()
 
 
+def report(info: dict, as_json: bool) -> None:
+    """Print a benchmark's figures: one JSON object, or a line each."""
+    if as_json:
+        print(json.dumps(info, indent=1))
+    else:
+        for k, v in info.items():
+            print(f"{k}: {v}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--txs", type=int, default=10_000)
     ap.add_argument("--every", type=int, default=1_000)
     ap.add_argument("--burst", type=int, default=1,
                     help="workload steps per 25 ms tick (more: fewer, fuller blocks)")
-    ap.add_argument("--workload", choices=["lending", "transfer"], default="lending")
+    ap.add_argument("--workload", choices=WORKLOADS, default="lending")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         path, bare = f"{d}/node.db", f"{d}/bare.db"
         genesis, kp, info = build(path, args.txs, args.every, args.burst,
-                                 args.workload == "transfer")
+                                 args.workload)
         shutil.copy(path, bare)
         with sqlite3.connect(bare) as db:
             db.execute("DELETE FROM snapshot_chunks")
@@ -130,11 +148,7 @@ def main() -> None:
         info["snapshot_restart_s"], info["snapshot_log"] = restart(genesis, kp, path)
         info["replay_restart_s"], _ = restart(genesis, kp, bare)
         info["every"], info["burst"], info["workload"] = args.every, args.burst, args.workload
-    if args.json:
-        print(json.dumps(info, indent=1))
-    else:
-        for k, v in info.items():
-            print(f"{k}: {v}")
+    report(info, args.json)
 
 
 if __name__ == "__main__":

@@ -13,7 +13,8 @@ Nothing here holds the chain in memory: the builder keeps only the ledger's stat
 the node does) and the counts come from the store a block at a time.
 
     python scripts/bench_sync.py [--txs N] [--every N] [--burst N]
-                                 [--workload transfer|lending] [--timeout S] [--json]
+                                 [--workload transfer|lending|accounts] [--timeout S]
+                                 [--json]
 """
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ import urllib.request
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_restart import build  # noqa: E402  (the same chain builder)
+from bench_restart import WORKLOADS, build, report  # noqa: E402  (the same builder)
 
 from lendnet.node.daemon import home as H  # noqa: E402
 
@@ -126,7 +127,9 @@ def main() -> None:
     ap.add_argument("--every", type=int, default=10, help="a snapshot every N blocks")
     ap.add_argument("--burst", type=int, default=4,
                     help="workload steps per 25 ms tick (more: fewer, fuller blocks)")
-    ap.add_argument("--workload", choices=["lending", "transfer"], default="transfer")
+    ap.add_argument("--workload", choices=WORKLOADS, default="transfer",
+                    help="accounts: transfers to fresh addresses (the state grows with "
+                         "the chain)")
     ap.add_argument("--timeout", type=float, default=3_600,
                     help="seconds a node may take to reach the head")
     ap.add_argument("--json", action="store_true")
@@ -136,7 +139,7 @@ def main() -> None:
         vhome = root / "validator"
         vhome.mkdir()
         genesis, kp, info = build(str(vhome / "node.db"), args.txs, args.every, args.burst,
-                                  args.workload == "transfer")
+                                  args.workload)
         H.init_home(vhome, H.NodeConfig("127.0.0.1", 0, []), kp=kp, genesis=genesis)
         info.update(every=args.every, burst=args.burst, workload=args.workload)
         with Proc(vhome, []) as v:
@@ -146,11 +149,7 @@ def main() -> None:
             info["state_sync"] = catch_up(root, "synced", genesis, validator, True,
                                           args.timeout)
     info.pop("snapshot_log", None)
-    if args.json:
-        print(json.dumps(info, indent=1))
-    else:
-        for k, v in info.items():
-            print(f"{k}: {v}")
+    report(info, args.json)
 
 
 if __name__ == "__main__":

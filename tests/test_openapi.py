@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
@@ -26,6 +25,8 @@ from lendnet.node.daemon import home as H
 from lendnet.node.daemon.api import OPENAPI
 from lendnet.node.daemon.client import NodeClient
 from lendnet.node.harness.cluster import free_ports
+
+from .waiting import stop
 
 openapi_spec_validator = pytest.importorskip("openapi_spec_validator")
 pytest.importorskip("schemathesis")
@@ -149,13 +150,7 @@ def node(tmp_path_factory):
                 time.sleep(0.2)
         yield api, _seed(api), home
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         log.close()
 
 

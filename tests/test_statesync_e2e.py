@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -20,7 +19,7 @@ from lendnet.node.daemon.client import NodeClient
 from lendnet.node.harness.cluster import Cluster
 from lendnet.node.harness.workload import LIMITS, OFFER
 
-from .waiting import same_chain, until
+from .waiting import same_chain, stop, until
 
 CHAIN = "lendnet-dev"
 EVERY = 8
@@ -39,16 +38,6 @@ def _start(home: Path, log: Path) -> subprocess.Popen:
                                  "--home", str(home), "--state-sync"],
                                 stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _api(log: Path, after: int) -> str | None:
@@ -119,7 +108,7 @@ def test_a_new_node_state_syncs_follows_and_restarts_from_its_store(cluster, tmp
                                     to=lender.address, amount=7))
         assert full.wait_committed(h, timeout=30) == clients[1].wait_committed(h)
         # and restarts from its own store (state sync is skipped)
-        _stop(proc)
+        stop(proc, 10)
         assert proc.returncode == 0, log.read_text()[-2000:]
         size = log.stat().st_size
         proc = _start(home, log)
@@ -128,7 +117,7 @@ def test_a_new_node_state_syncs_follows_and_restarts_from_its_store(cluster, tmp
         assert "state sync skipped" in log.read_text()[size:]
         same_chain([api, again], max(top, api.status()["height"]))
     finally:
-        _stop(proc)
+        stop(proc, 10)
 
 
 def _get(client: NodeClient, path: str) -> tuple[int, dict]:

@@ -1,6 +1,8 @@
 """Waiting for a condition in tests that drive real processes: never a fixed sleep."""
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 import pytest
@@ -29,3 +31,15 @@ def same_chain(clients, height: int | None = None, timeout: float = 30.0) -> int
     blocks = [c.get(f"/v1/blocks/{height}") for c in clients]
     assert len({(b["hash"], b["state_root"]) for b in blocks}) == 1, blocks
     return height
+
+
+def stop(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Stop a process a test started: SIGTERM, and SIGKILL if it is not gone within
+    `grace` s. Its output is the caller's (a file, or read after)."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()

@@ -711,6 +711,11 @@ def _json(why: str, schema: dict) -> dict:
     return {"description": why, "content": {"application/json": {"schema": schema}}}
 
 
+def _bytes(why: str, media: str) -> dict:
+    return {"description": why, "content": {media: {"schema": {"type": "string",
+                                                             "format": "binary"}}}}
+
+
 def _obj(required=(), **props) -> dict:
     return {"type": "object", "required": list(required), "properties": props}
 
@@ -937,8 +942,7 @@ OPENAPI = {
             [_path("from_h", HEIGHT, "the first height"),
              _query("count", {"type": "integer", "minimum": 1, "maximum": 256,
                               "default": 64}, "blocks at most")],
-            {"200": {"description": "msgpack", "content": {"application/msgpack": {
-                "schema": {"type": "string", "format": "binary"}}}}},
+            {"200": _bytes("msgpack", "application/msgpack")},
             {"400": BAD, "410": PRUNED})},
         "/v1/snapshots": {"get": _op(
             "list_snapshots", "The state snapshots this node keeps, latest first: height, "
@@ -957,8 +961,7 @@ OPENAPI = {
             "headers from `height` to the first block certifying a state root at or after "
             "it, with that block's commit certificate (node/daemon/snapproof.py).",
             [_path("height", HEIGHT, "the snapshot's height")],
-            {"200": {"description": "msgpack", "content": {"application/msgpack": {
-                "schema": {"type": "string", "format": "binary"}}}}},
+            {"200": _bytes("msgpack", "application/msgpack")},
             {"400": BAD, "404": NOT_FOUND})},
         "/v1/snapshots/{height}/chunks/{index}": {"get": _op(
             "get_snapshot_chunk", "One chunk of the snapshot at `height` (ledger/"
@@ -966,8 +969,7 @@ OPENAPI = {
             [_path("height", HEIGHT, "the snapshot's height"),
              _path("index", {"type": "integer", "minimum": 0,
                              "maximum": snapproof.MAX_CHUNKS - 1}, "the chunk's index")],
-            {"200": {"description": "its bytes", "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}},
+            {"200": _bytes("its bytes", "application/octet-stream")},
             {"400": BAD, "404": NOT_FOUND})},
         "/v1/loans": _listing_op("loan", "Loans, filtered by borrower and lender.", [
             _query("borrower", ADDRESS, "only this borrower's"),
@@ -1072,8 +1074,7 @@ OPENAPI = {
                 "maxLength": BLOB_MAX}}}})},
         "/v1/blobs/{hash}": {"get": _op(
             "get_blob", "A stored blob's bytes.", [_path("hash", HASH, "its sha256")],
-            {"200": {"description": "its bytes", "content": {"application/octet-stream": {
-                "schema": {"type": "string", "format": "binary"}}}}},
+            {"200": _bytes("its bytes", "application/octet-stream")},
             {"400": BAD, "404": NOT_FOUND})},
         "/v1/status": {"get": _op(
             "get_status", "Height, view, primary, peers, mempool size; the chain clock's "
