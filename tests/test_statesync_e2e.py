@@ -16,6 +16,7 @@ from lendnet.ledger import keys
 from lendnet.ledger import tx as txm
 from lendnet.node.daemon import home as H
 from lendnet.node.daemon.client import NodeClient
+from lendnet.node.daemon.verify import verify_chain
 from lendnet.node.harness.cluster import Cluster
 from lendnet.node.harness.workload import LIMITS, OFFER
 
@@ -110,6 +111,9 @@ def test_a_new_node_state_syncs_follows_and_restarts_from_its_store(cluster, tmp
         # and restarts from its own store (state sync is skipped)
         stop(proc, 10)
         assert proc.returncode == 0, log.read_text()[-2000:]
+        # its chain checks out from the snapshot it synced to: it has no block below
+        checked = verify_chain(home)
+        assert checked["from"] == "snapshot" and checked["snapshot"] >= s, checked
         size = log.stat().st_size
         proc = _start(home, log)
         again = NodeClient(until(lambda: _api(log, size), 60, "the restarted node's API"))
