@@ -330,7 +330,7 @@ class StoredTable(Table):
 
     __slots__ = ("_tid", "_backing", "_young", "_old", "_half", "_pending", "_enc",
                  "_pending_buckets", "_flushed_buckets", "_count", "_tuple_values",
-                 "_leaf_cache", "_leaf_buckets")
+                 "_leaf_cache", "_leaf_buckets", "_leaf_rows")
 
     def __init__(self, name: str, state: State, backing: StateBacking, cache_rows: int,
                  on_set: Callable[[Any, Any], None] | None = None,
@@ -364,9 +364,10 @@ class StoredTable(Table):
         self._flushed_buckets: dict[int, bytes | None] = {}
         # The stored leaves of recently rehashed buckets (bucket -> encoded key -> leaf),
         # already checked: a hot row's bucket is not read again every block. LRU, at
-        # most cache_rows // 16 buckets.
+        # most cache_rows // 16 buckets holding about cache_rows leaves (_leaf_limit).
         self._leaf_cache: OrderedDict[int, dict[bytes, bytes]] = OrderedDict()
         self._leaf_buckets = max(2, cache_rows // 16)
+        self._leaf_rows = cache_rows
         self._count = backing.count(self._tid)
         hashes: dict[int, bytes | None] = {}
         for b, h in backing.bucket_hashes(self._tid):
@@ -532,11 +533,21 @@ class StoredTable(Table):
             merged.update(pbuckets[b])
             live = [leaf for k in sorted(merged) if (leaf := merged[k]) is not None]
             changed[b] = _bucket_hash(live) if live else None
+        limit = self._leaf_limit()
         for b, leaves in fresh.items():
             lcache[b] = leaves
-            if len(lcache) > self._leaf_buckets:
+            while len(lcache) > limit:
                 lcache.popitem(last=False)
         self._set_buckets(changed)
+
+    def _leaf_limit(self) -> int:
+        """How many buckets the leaf cache may hold: cache_rows // 16, but no more than
+        about cache_rows leaves at the table's mean bucket size. A bucket's leaves grow
+        with the table (15 a bucket at 1,000,000 rows, 30 at 2,000,000), so a cap in
+        buckets alone let the cache, and the node's memory, grow with the state."""
+        n = self._count
+        per_bucket = max(1, n // _BUCKETS)
+        return max(2, min(self._leaf_buckets, self._leaf_rows // per_bucket))
 
     # --- walks ------------------------------------------------------------------------
 
@@ -643,7 +654,7 @@ class StoredTable(Table):
                 if self._flushed_buckets.get(b, 1) is not None:
                     continue                  # not cached: read when next needed
                 cached = lcache[b] = {}       # it was empty: now it is what we wrote
-                if len(lcache) > self._leaf_buckets:
+                while len(lcache) > self._leaf_limit():
                     lcache.popitem(last=False)
             for kb, leaf in leaves.items():
                 if leaf is None:
