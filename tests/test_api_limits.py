@@ -112,3 +112,25 @@ async def test_event_stream_readers_are_capped_per_client(tmp_path):
                     await ws.close()
     finally:
         await d.stop()
+
+
+async def test_a_snapshot_chunk_costs_more_than_a_status_call(tmp_path):
+    """A chunk is up to 1 MiB: it takes api.ROUTE_COST tokens, a status call one."""
+    from lendnet.node.daemon.api import ROUTE_COST
+    cost = ROUTE_COST["/v1/snapshots/{height}/chunks/{index}"]
+    H.init_home(tmp_path, H.NodeConfig(api_rate=1, api_burst=2 * cost, api_exempt=[]))
+    d = Daemon(tmp_path)
+    await d.start()
+    try:
+        got = []
+        async with aiohttp.ClientSession() as s:
+            for _ in range(3):
+                async with s.get(f"http://127.0.0.1:{d.port}/v1/snapshots/16/chunks/0") as r:
+                    got.append((r.status, r.headers.get("Retry-After")))
+        assert [st for st, _ in got] == [404, 404, 429], got     # the burst: two chunks
+        assert int(got[2][1]) >= cost - 1, got                 # a chunk's tokens to wait
+    finally:
+        await d.stop()
+    lim = RateLimiter(rate=1, burst=2, clock=lambda: 0.0)
+    assert lim.wait("a", cost=5) == 0 and lim.wait("a") == 1   # a cost over the burst:
+    # (capped at the burst, or that request could never go on)

@@ -149,6 +149,12 @@ async def _json_errors(request: web.Request, handler):
         return _error(e.status, e.reason, HTTP_CODES.get(e.status, "http-error"))
 
 
+# Requests whose answer is far bigger than a status call's cost more than one token: a
+# snapshot chunk is up to snapshot.DEFAULT_CHUNK_BYTES (1 MiB), a token per 256 KiB, so a
+# stranger cannot take 1 MiB for the price of a status call.
+ROUTE_COST = {"/v1/snapshots/{height}/chunks/{index}": 4}
+
+
 def _rate_limit(cfg, limiter: RateLimiter, refused):
     """Each client address gets cfg.api_rate requests a second (bursts of cfg.api_burst);
     past that, a 429 that says when to come back. The peer link (/p2p) has limits of its
@@ -159,7 +165,8 @@ def _rate_limit(cfg, limiter: RateLimiter, refused):
     async def middleware(request: web.Request, handler):
         who = request.remote or ""
         if request.path != "/p2p" and who not in exempt:
-            wait = limiter.wait(who)
+            resource = request.match_info.route.resource
+            wait = limiter.wait(who, ROUTE_COST.get(resource and resource.canonical, 1))
             if wait:
                 refused.inc()
                 answer = _error(429, f"more than {cfg.api_rate} requests a second from "
