@@ -134,3 +134,31 @@ async def test_a_snapshot_chunk_costs_more_than_a_status_call(tmp_path):
     lim = RateLimiter(rate=1, burst=2, clock=lambda: 0.0)
     assert lim.wait("a", cost=5) == 0 and lim.wait("a") == 1   # a cost over the burst:
     # (capped at the burst, or that request could never go on)
+
+
+async def test_lenders_books_cost_at_most_a_few_walks_a_block(tmp_path, monkeypatch):
+    """Any address may be asked for as a lender, and each new one's book is a walk over
+    every loan: past Books.FRESH_PER_HEIGHT in one height, a 503 until the next block,
+    so a stranger's requests cost O(state) a few times a block, not each time."""
+    from lendnet.ledger import portfolio
+    monkeypatch.setattr(portfolio.Books, "FRESH_PER_HEIGHT", 2)
+    walks = []
+    original = portfolio.shared_views
+    monkeypatch.setattr(portfolio, "shared_views",
+                        lambda led, lender: walks.append(lender) or original(led, lender))
+    H.init_home(tmp_path, H.NodeConfig(api_exempt=[]))
+    d = Daemon(tmp_path)
+    await d.start()
+    try:
+        got = []
+        async with aiohttp.ClientSession() as s:
+            for i in range(12):
+                lender = "ln" + f"{i:040x}"
+                async with s.get(f"http://127.0.0.1:{d.port}/v1/portfolio",
+                                 params={"lender": lender}) as r:
+                    got.append((r.status, (await r.json()).get("code")))
+        assert (503, "busy") in got, got
+        heights = d.node.height + 1              # a block between requests resets it
+        assert len(walks) <= 2 * heights, (walks, heights)
+    finally:
+        await d.stop()

@@ -567,7 +567,12 @@ def build_app(daemon) -> web.Application:
         who = request.query.get("lender")
         if who is not None and not keys.is_address(who):
             return _error(400, "lender: an address is 'ln' and 40 lowercase hex digits")
-        height, book, _ = books.get(node.ledger, who)
+        try:
+            height, book, _ = books.get(node.ledger, who)
+        except portfolio.Busy as e:
+            answer = _error(503, str(e))
+            answer.headers["Retry-After"] = "1"
+            return answer
         return web.json_response({"height": height, "lender": who, **book})
 
     # total_money walks every account (O(state), from disk on a stored state): done
@@ -1122,7 +1127,11 @@ OPENAPI = {
                 height={"type": "integer"}, lender={**ADDRESS, **NULLABLE},
                 loans={"type": "integer"}, outstanding={"type": "integer"},
                 buckets={"type": "object"},
-                par30_bps={"type": "integer", **NULLABLE}))})},
+                par30_bps={"type": "integer", **NULLABLE})),
+             "400": BAD,
+             "503": _err("more lenders' books asked for in this height than a node "
+                         "computes in one (each is a walk over every loan): ask again "
+                         "after the next block")})},
         "/v1/events": {"get": _op(
             "events", "WebSocket (send the upgrade headers): committed blocks and loan "
             "events (instalment_due, late, defaulted, ...), one JSON object each.",
