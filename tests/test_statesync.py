@@ -325,3 +325,26 @@ async def test_a_peer_that_keeps_timing_out_is_avoided(tmp_path, chain, caplog, 
             assert node.ledger.state_root() == v.get_block(node.height)[2]
     finally:
         store.close()
+
+
+async def test_the_snapshot_listing_decodes_each_manifest_once_not_per_request(chain):
+    """GET /v1/snapshots is open to strangers: its manifests (up to ~230 KiB each) are
+    decoded when the kept snapshots change, not on every request."""
+    src, _ = chain
+    d = Daemon(src)
+    await d.start()
+    try:
+        reads = []
+        original = d.store.get_snapshot
+        d.store.get_snapshot = lambda h: reads.append(h) or original(h)
+        async with aiohttp.ClientSession() as s:
+            listings = []
+            for _ in range(10):
+                async with s.get(f"http://127.0.0.1:{d.port}/v1/snapshots") as r:
+                    listings.append(await r.json())
+        kept = d.store.snapshot_heights()
+        assert [o["height"] for o in listings[-1]["snapshots"]] == kept and kept
+        # once each, not 10 times (twice if the validator took a snapshot meanwhile)
+        assert set(kept) <= set(reads) and len(reads) <= 2 * len(kept), reads
+    finally:
+        await d.stop()

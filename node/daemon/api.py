@@ -360,9 +360,15 @@ def build_app(daemon) -> web.Application:
     # only for the snapshots the store still keeps.
     proofs: dict[int, bytes] = {}
 
+    # The listing decodes each kept manifest (~230 KiB at most, a few ms): kept until the
+    # store's snapshots change, not decoded again on every request. [heights, offers]
+    offered: list = [None, []]
+
     async def get_snapshots(request: web.Request):
-        return web.json_response({"height": node.height,
-                                  "snapshots": snapproof.offers(node.store)})
+        kept = node.store.snapshot_heights()
+        if offered[0] != kept:
+            offered[:] = [kept, snapproof.offers(node.store)]
+        return web.json_response({"height": node.height, "snapshots": offered[1]})
 
     async def get_snapshot(request: web.Request):
         try:
