@@ -16,6 +16,7 @@ from aiohttp import web
 from lendnet.consensus import messages as M
 from lendnet.ledger import codec, groups, guarantees, keys, lending, pools, portfolio, savings
 from lendnet.ledger.settlement import SALE_STATUSES
+from lendnet.ledger.state import StateDamaged
 from lendnet.ledger import tx as txm
 from lendnet.node.core import pruning
 
@@ -177,11 +178,27 @@ def _rate_limit(cfg, limiter: RateLimiter, refused):
     return middleware
 
 
+def _halt_on_damage(daemon):
+    """A read that finds the stored state damaged (StateDamaged, recorded in the store)
+    stops the node as execution finding it does (exit code 3; the next start rebuilds
+    the state); the client gets a 503 in the API's shape, not a bare 500."""
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except StateDamaged as e:
+            daemon._halt(e)
+            return _error(503, f"this node's stored state is damaged and it is stopping "
+                               f"to rebuild it: {e}", "state-damaged")
+    return middleware
+
+
 def build_app(daemon) -> web.Application:
     node = daemon.node
     limit = _rate_limit(daemon.cfg, RateLimiter(daemon.cfg.api_rate, daemon.cfg.api_burst),
                         daemon.metrics.rate_limited)
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[limit, _json_errors])
+    app = web.Application(client_max_size=MAX_BODY,
+                          middlewares=[limit, _json_errors, _halt_on_damage(daemon)])
     r = app.router
 
     def pruned(height: int) -> web.Response:
