@@ -162,3 +162,51 @@ async def test_lenders_books_cost_at_most_a_few_walks_a_block(tmp_path, monkeypa
         assert len(walks) <= 2 * heights, (walks, heights)
     finally:
         await d.stop()
+
+
+async def test_chunks_a_client_does_not_read_hold_bounded_memory_for_a_bounded_time(
+        tmp_path, monkeypatch):
+    """A chunk answer (up to 16 MiB) waits in the node's memory until the client reads
+    it: one that never reads, over many connections, held a chunk each for ever. Now at
+    most CHUNKS_SENDING_PER_CLIENT at once per client (then 429), and each is dropped
+    after CHUNK_SEND_S."""
+    import asyncio
+    import socket
+    from lendnet.node.daemon import api
+    monkeypatch.setattr(api, "CHUNK_SEND_S", 1.0)
+    H.init_home(tmp_path, H.NodeConfig(api_exempt=[]))
+    d = Daemon(tmp_path)
+    await d.start()
+    big = b"x" * (8 << 20)                  # more than the sockets' buffers take
+    d.store.get_chunk = lambda s, i: big
+    socks = []
+
+    def ask() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", d.port))
+        s.sendall(b"GET /v1/snapshots/16/chunks/0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+        return s
+
+    async def status_of(s: socket.socket) -> bytes:
+        s.setblocking(False)
+        line = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(s, 64), 5)
+        return line.split(b"\r\n")[0]
+    try:
+        asked = [ask() for _ in range(api.CHUNKS_SENDING_PER_CLIENT + 2)]
+        got = sorted([(await status_of(s))[:12] for s in asked])
+        assert got == [b"HTTP/1.1 200"] * api.CHUNKS_SENDING_PER_CLIENT + [
+            b"HTTP/1.1 429"] * 2, got
+        # the unread answers are dropped after CHUNK_SEND_S: a new request is served
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            got = await status_of(ask())
+            if got.startswith(b"HTTP/1.1 200"):
+                break
+            assert asyncio.get_running_loop().time() < deadline, got
+            await asyncio.sleep(0.2)
+    finally:
+        for s in socks:
+            s.close()
+        await d.stop()

@@ -32,6 +32,12 @@ TX_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 STREAM_QUEUE = 1_000
 MAX_READERS = 256                             # event streams open at once, in all
 MAX_READERS_PER_CLIENT = 8                    # and from one client address (not exempt)
+# A snapshot chunk's answer (up to 16 MiB) stays in this node's memory until the client
+# reads it: at most so many at once, in all and per client (not exempt), each dropped
+# if not taken within CHUNK_SEND_S (a state-syncing node asks for 4 at once).
+CHUNKS_SENDING = 64
+CHUNKS_SENDING_PER_CLIENT = 8
+CHUNK_SEND_S = 60.0
 
 
 # The code of an error the API answers itself (a transaction's refusal carries its own,
@@ -404,16 +410,43 @@ def build_app(daemon) -> web.Application:
             proofs[s] = codec.encode(got)
         return web.Response(body=proofs[s], content_type="application/msgpack")
 
+    sending: dict[str, int] = {}       # client -> chunk answers it has not yet taken
+
     async def get_chunk(request: web.Request):
         try:
             s = _int(request.match_info["height"], 1, INT_MAX)
             i = _int(request.match_info["index"], 0, snapproof.MAX_CHUNKS - 1)
         except ValueError as e:
             return _error(400, f"height and index: {e}")
+        who = request.remote or ""
+        mine = sending.get(who, 0)
+        if sum(sending.values()) >= CHUNKS_SENDING or (
+                who not in daemon.cfg.api_exempt and mine >= CHUNKS_SENDING_PER_CLIENT):
+            answer = _error(429, f"this node is already sending {sum(sending.values())} "
+                                 f"snapshot chunks ({mine} to {who}); at most "
+                                 f"{CHUNKS_SENDING}, {CHUNKS_SENDING_PER_CLIENT} per client")
+            answer.headers["Retry-After"] = "1"
+            return answer
         data = node.store.get_chunk(s, i)
         if data is None:
             return _error(404, f"no chunk {i} of a snapshot at height {s}")
-        return web.Response(body=data, content_type="application/octet-stream")
+        sending[who] = mine + 1
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            try:
+                await asyncio.wait_for(resp.write(data), CHUNK_SEND_S)
+            except TimeoutError:
+                if request.transport is not None:
+                    request.transport.abort()       # frees what it had not taken
+                return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            sending[who] -= 1
+            if not sending[who]:
+                del sending[who]
 
     def _listing(table: str, what: str, filters: dict):
         """GET /v1/{table}?field=value&after=ID&limit=N: matching records in id order,
