@@ -92,21 +92,38 @@ def shared_views(led: Ledger, lender: str) -> list[dict]:
     return out
 
 
+class Busy(Exception):
+    """Too many lenders' books asked for in one height (Books.FRESH_PER_HEIGHT)."""
+
+
 class Books:
     """Loan books as of the ledger's height, each computed at most once a height (it is a
     walk over every loan): one keeper for everything a node serves them to (the API, the
     explorer). At most MOST books are kept."""
 
     MOST = 1024
+    # Lenders' books computed afresh in one height, at most: any address may be asked
+    # for, and each costs a walk over every loan and pool, so without this a client's
+    # every request would cost O(state). (The network's book is one a height anyway.)
+    FRESH_PER_HEIGHT = 16
 
     def __init__(self) -> None:
         self._kept: dict = {}            # lender (None: the network) -> (height, book, ids)
+        self._fresh = (-1, 0)            # height, lenders' books computed in it
 
     def get(self, led: Ledger, lender: str | None = None) -> tuple[int, dict, list]:
         """(height, summary, the defaulted loans' ids in key order) for one lender's
-        loans, or the network's."""
+        loans, or the network's; Busy past FRESH_PER_HEIGHT new lenders' books in one
+        height."""
         kept = self._kept.get(lender)
         if kept is None or kept[0] != led.height:
+            if lender is not None:
+                height, n = self._fresh if self._fresh[0] == led.height else (led.height, 0)
+                if n >= self.FRESH_PER_HEIGHT:
+                    raise Busy(f"{n} lenders' loan books were computed at height "
+                               f"{led.height} already, the most in one height: ask again "
+                               f"after the next block")
+                self._fresh = (height, n + 1)
             if len(self._kept) >= self.MOST:
                 self._kept.clear()
             # O(loans + pools) once per (lender, height): kept, at most MOST of them.

@@ -112,3 +112,101 @@ async def test_event_stream_readers_are_capped_per_client(tmp_path):
                     await ws.close()
     finally:
         await d.stop()
+
+
+async def test_a_snapshot_chunk_costs_more_than_a_status_call(tmp_path):
+    """A chunk is up to 1 MiB: it takes api.ROUTE_COST tokens, a status call one."""
+    from lendnet.node.daemon.api import ROUTE_COST
+    cost = ROUTE_COST["/v1/snapshots/{height}/chunks/{index}"]
+    H.init_home(tmp_path, H.NodeConfig(api_rate=1, api_burst=2 * cost, api_exempt=[]))
+    d = Daemon(tmp_path)
+    await d.start()
+    try:
+        got = []
+        async with aiohttp.ClientSession() as s:
+            for _ in range(3):
+                async with s.get(f"http://127.0.0.1:{d.port}/v1/snapshots/16/chunks/0") as r:
+                    got.append((r.status, r.headers.get("Retry-After")))
+        assert [st for st, _ in got] == [404, 404, 429], got     # the burst: two chunks
+        assert int(got[2][1]) >= cost - 1, got                 # a chunk's tokens to wait
+    finally:
+        await d.stop()
+    lim = RateLimiter(rate=1, burst=2, clock=lambda: 0.0)
+    assert lim.wait("a", cost=5) == 0 and lim.wait("a") == 1   # a cost over the burst:
+    # (capped at the burst, or that request could never go on)
+
+
+async def test_lenders_books_cost_at_most_a_few_walks_a_block(tmp_path, monkeypatch):
+    """Any address may be asked for as a lender, and each new one's book is a walk over
+    every loan: past Books.FRESH_PER_HEIGHT in one height, a 503 until the next block,
+    so a stranger's requests cost O(state) a few times a block, not each time."""
+    from lendnet.ledger import portfolio
+    monkeypatch.setattr(portfolio.Books, "FRESH_PER_HEIGHT", 2)
+    walks = []
+    original = portfolio.shared_views
+    monkeypatch.setattr(portfolio, "shared_views",
+                        lambda led, lender: walks.append(lender) or original(led, lender))
+    H.init_home(tmp_path, H.NodeConfig(api_exempt=[]))
+    d = Daemon(tmp_path)
+    await d.start()
+    try:
+        got = []
+        async with aiohttp.ClientSession() as s:
+            for i in range(12):
+                lender = "ln" + f"{i:040x}"
+                async with s.get(f"http://127.0.0.1:{d.port}/v1/portfolio",
+                                 params={"lender": lender}) as r:
+                    got.append((r.status, (await r.json()).get("code")))
+        assert (503, "busy") in got, got
+        heights = d.node.height + 1              # a block between requests resets it
+        assert len(walks) <= 2 * heights, (walks, heights)
+    finally:
+        await d.stop()
+
+
+async def test_chunks_a_client_does_not_read_hold_bounded_memory_for_a_bounded_time(
+        tmp_path, monkeypatch):
+    """A chunk answer (up to 16 MiB) waits in the node's memory until the client reads
+    it: one that never reads, over many connections, held a chunk each for ever. Now at
+    most CHUNKS_SENDING_PER_CLIENT at once per client (then 429), and each is dropped
+    after CHUNK_SEND_S."""
+    import asyncio
+    import socket
+    from lendnet.node.daemon import api
+    monkeypatch.setattr(api, "CHUNK_SEND_S", 1.0)
+    H.init_home(tmp_path, H.NodeConfig(api_exempt=[]))
+    d = Daemon(tmp_path)
+    await d.start()
+    big = b"x" * (8 << 20)                  # more than the sockets' buffers take
+    d.store.get_chunk = lambda s, i: big
+    socks = []
+
+    def ask() -> socket.socket:
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(("127.0.0.1", d.port))
+        s.sendall(b"GET /v1/snapshots/16/chunks/0 HTTP/1.1\r\nHost: x\r\n\r\n")
+        socks.append(s)
+        return s
+
+    async def status_of(s: socket.socket) -> bytes:
+        s.setblocking(False)
+        line = await asyncio.wait_for(asyncio.get_running_loop().sock_recv(s, 64), 5)
+        return line.split(b"\r\n")[0]
+    try:
+        asked = [ask() for _ in range(api.CHUNKS_SENDING_PER_CLIENT + 2)]
+        got = sorted([(await status_of(s))[:12] for s in asked])
+        assert got == [b"HTTP/1.1 200"] * api.CHUNKS_SENDING_PER_CLIENT + [
+            b"HTTP/1.1 429"] * 2, got
+        # the unread answers are dropped after CHUNK_SEND_S: a new request is served
+        deadline = asyncio.get_running_loop().time() + 5
+        while True:
+            got = await status_of(ask())
+            if got.startswith(b"HTTP/1.1 200"):
+                break
+            assert asyncio.get_running_loop().time() < deadline, got
+            await asyncio.sleep(0.2)
+    finally:
+        for s in socks:
+            s.close()
+        await d.stop()

@@ -351,3 +351,19 @@ async def test_the_daemon_prunes_as_it_commits_and_counts_it(pruned):
         assert pruned_total >= d.store.base - base > 0
     finally:
         await d.stop()
+
+
+def test_a_keep_blocks_the_config_would_refuse_is_refused_by_init_and_start(tmp_path):
+    """`node init --keep-blocks` took any size, and wrote a config.json that the next
+    `node start` refused (load_config bounds it by home.MAX_KEEP_BLOCKS): a home that
+    cannot start. One bound for the flag, the config and `start --keep-blocks`."""
+    run = CliRunner().invoke
+    huge = str(H.MAX_KEEP_BLOCKS + 1)
+    got = run(cli, ["node", "init", "--home", str(tmp_path / "a"), "--keep-blocks", huge])
+    assert got.exit_code != 0 and str(H.MAX_KEEP_BLOCKS) in got.output, got.output
+    assert not (tmp_path / "a" / "config.json").exists()          # nothing written
+    ok = run(cli, ["node", "init", "--home", str(tmp_path / "b"), "--keep-blocks",
+                   str(H.MAX_KEEP_BLOCKS)])
+    assert ok.exit_code == 0 and H.load_config(tmp_path / "b").keep_blocks == H.MAX_KEEP_BLOCKS
+    with pytest.raises(H.HomeError, match=str(H.MAX_KEEP_BLOCKS)):
+        Daemon(tmp_path / "b", keep_blocks=H.MAX_KEEP_BLOCKS + 1)

@@ -243,3 +243,32 @@ def test_the_cache_size_comes_from_the_node_config(tmp_path):
         (tmp_path / "config.json").write_text(json.dumps({**cfg, "state_cache_rows": bad}))
         with pytest.raises(H.HomeError, match="state_cache_rows must be an integer"):
             H.load_config(tmp_path)
+
+
+async def test_a_damaged_row_a_client_reads_halts_the_node_and_the_restart_rebuilds(home):
+    """An API read is where a stranger finds damage first: the node answers 503 in the
+    API's shape, stops (exit code 3) as it does when execution finds it, and the next
+    start rebuilds the state."""
+    import aiohttp
+    from lendnet.node.daemon.daemon import Daemon
+    store, node = start(home)
+    rich = max(node.ledger.state.accounts.items(), key=lambda kv: kv[1][0])[0]
+    store._db.execute("UPDATE state_rows SET value = ? WHERE tbl = 1 AND key = ?",
+                      (codec.encode([1, 0]), codec.encode(rich)))
+    store.close()
+    d = Daemon(home)
+    await d.start()
+    try:
+        async with aiohttp.ClientSession() as s:
+            async with s.get(f"http://127.0.0.1:{d.port}/v1/accounts/{rich}") as r:
+                status, body = r.status, await r.json(content_type=None)
+        assert status == 503 and body["code"] == "state-damaged", (status, body)
+        assert d.exit_code == 3 and d.stopping.is_set()
+    finally:
+        await d.stop()
+    store, node = start(home)
+    try:
+        assert node.recovery[0].startswith("the stored state was found damaged")
+        assert node.ledger.balance(rich) > 1
+    finally:
+        store.close()

@@ -92,10 +92,12 @@ def _forge_proof(path: str, body: bytes) -> bytes:
     return codec.encode(p)
 
 
-async def _sync(tmp_path, chain, bent: Hooks, caplog):
+async def _sync(tmp_path, chain, bent: Hooks, caplog, bend_store=None):
     src, genesis = chain
     good = Daemon(src)
     bad = Daemon(_peer_home(tmp_path, chain), bent)
+    if bend_store is not None:
+        bend_store(bad.store)
     await good.start()
     await bad.start()
     try:
@@ -114,8 +116,11 @@ async def _sync(tmp_path, chain, bent: Hooks, caplog):
 
 async def test_a_peer_serving_a_bad_chunk_is_avoided_and_the_sync_finishes(tmp_path, chain,
                                                                          caplog):
-    bent = _bend(r"/v1/snapshots/\d+/chunks/\d+", _flip_chunk)
-    got, node, store, good, bad = await _sync(tmp_path, chain, bent, caplog)
+    # (bent in its store: a chunk's answer is streamed, not a body a middleware rewrites)
+    def bend(store):
+        read = store.get_chunk
+        store.get_chunk = lambda s, i: None if (c := read(s, i)) is None else _flip_chunk("", c)
+    got, node, store, good, bad = await _sync(tmp_path, chain, Hooks(), caplog, bend)
     try:
         assert got is not None and got.chunks > 4, got
         s = got.height
@@ -325,3 +330,26 @@ async def test_a_peer_that_keeps_timing_out_is_avoided(tmp_path, chain, caplog, 
             assert node.ledger.state_root() == v.get_block(node.height)[2]
     finally:
         store.close()
+
+
+async def test_the_snapshot_listing_decodes_each_manifest_once_not_per_request(chain):
+    """GET /v1/snapshots is open to strangers: its manifests (up to ~230 KiB each) are
+    decoded when the kept snapshots change, not on every request."""
+    src, _ = chain
+    d = Daemon(src)
+    await d.start()
+    try:
+        reads = []
+        original = d.store.get_snapshot
+        d.store.get_snapshot = lambda h: reads.append(h) or original(h)
+        async with aiohttp.ClientSession() as s:
+            listings = []
+            for _ in range(10):
+                async with s.get(f"http://127.0.0.1:{d.port}/v1/snapshots") as r:
+                    listings.append(await r.json())
+        kept = d.store.snapshot_heights()
+        assert [o["height"] for o in listings[-1]["snapshots"]] == kept and kept
+        # once each, not 10 times (twice if the validator took a snapshot meanwhile)
+        assert set(kept) <= set(reads) and len(reads) <= 2 * len(kept), reads
+    finally:
+        await d.stop()

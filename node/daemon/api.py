@@ -16,6 +16,7 @@ from aiohttp import web
 from lendnet.consensus import messages as M
 from lendnet.ledger import codec, groups, guarantees, keys, lending, pools, portfolio, savings
 from lendnet.ledger.settlement import SALE_STATUSES
+from lendnet.ledger.state import StateDamaged
 from lendnet.ledger import tx as txm
 from lendnet.node.core import pruning
 
@@ -31,6 +32,12 @@ TX_HEX = re.compile(r"(?:[0-9a-f]{2})+")
 STREAM_QUEUE = 1_000
 MAX_READERS = 256                             # event streams open at once, in all
 MAX_READERS_PER_CLIENT = 8                    # and from one client address (not exempt)
+# A snapshot chunk's answer (up to 16 MiB) stays in this node's memory until the client
+# reads it: at most so many at once, in all and per client (not exempt), each dropped
+# if not taken within CHUNK_SEND_S (a state-syncing node asks for 4 at once).
+CHUNKS_SENDING = 64
+CHUNKS_SENDING_PER_CLIENT = 8
+CHUNK_SEND_S = 60.0
 
 
 # The code of an error the API answers itself (a transaction's refusal carries its own,
@@ -149,6 +156,12 @@ async def _json_errors(request: web.Request, handler):
         return _error(e.status, e.reason, HTTP_CODES.get(e.status, "http-error"))
 
 
+# Requests whose answer is far bigger than a status call's cost more than one token: a
+# snapshot chunk is up to snapshot.DEFAULT_CHUNK_BYTES (1 MiB), a token per 256 KiB, so a
+# stranger cannot take 1 MiB for the price of a status call.
+ROUTE_COST = {"/v1/snapshots/{height}/chunks/{index}": 4}
+
+
 def _rate_limit(cfg, limiter: RateLimiter, refused):
     """Each client address gets cfg.api_rate requests a second (bursts of cfg.api_burst);
     past that, a 429 that says when to come back. The peer link (/p2p) has limits of its
@@ -159,7 +172,8 @@ def _rate_limit(cfg, limiter: RateLimiter, refused):
     async def middleware(request: web.Request, handler):
         who = request.remote or ""
         if request.path != "/p2p" and who not in exempt:
-            wait = limiter.wait(who)
+            resource = request.match_info.route.resource
+            wait = limiter.wait(who, ROUTE_COST.get(resource and resource.canonical, 1))
             if wait:
                 refused.inc()
                 answer = _error(429, f"more than {cfg.api_rate} requests a second from "
@@ -170,11 +184,27 @@ def _rate_limit(cfg, limiter: RateLimiter, refused):
     return middleware
 
 
+def _halt_on_damage(daemon):
+    """A read that finds the stored state damaged (StateDamaged, recorded in the store)
+    stops the node as execution finding it does (exit code 3; the next start rebuilds
+    the state); the client gets a 503 in the API's shape, not a bare 500."""
+    @web.middleware
+    async def middleware(request: web.Request, handler):
+        try:
+            return await handler(request)
+        except StateDamaged as e:
+            daemon._halt(e)
+            return _error(503, f"this node's stored state is damaged and it is stopping "
+                               f"to rebuild it: {e}", "state-damaged")
+    return middleware
+
+
 def build_app(daemon) -> web.Application:
     node = daemon.node
     limit = _rate_limit(daemon.cfg, RateLimiter(daemon.cfg.api_rate, daemon.cfg.api_burst),
                         daemon.metrics.rate_limited)
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[limit, _json_errors])
+    app = web.Application(client_max_size=MAX_BODY,
+                          middlewares=[limit, _json_errors, _halt_on_damage(daemon)])
     r = app.router
 
     def pruned(height: int) -> web.Response:
@@ -353,9 +383,15 @@ def build_app(daemon) -> web.Application:
     # only for the snapshots the store still keeps.
     proofs: dict[int, bytes] = {}
 
+    # The listing decodes each kept manifest (~230 KiB at most, a few ms): kept until the
+    # store's snapshots change, not decoded again on every request. [heights, offers]
+    offered: list = [None, []]
+
     async def get_snapshots(request: web.Request):
-        return web.json_response({"height": node.height,
-                                  "snapshots": snapproof.offers(node.store)})
+        kept = node.store.snapshot_heights()
+        if offered[0] != kept:
+            offered[:] = [kept, snapproof.offers(node.store)]
+        return web.json_response({"height": node.height, "snapshots": offered[1]})
 
     async def get_snapshot(request: web.Request):
         try:
@@ -374,16 +410,43 @@ def build_app(daemon) -> web.Application:
             proofs[s] = codec.encode(got)
         return web.Response(body=proofs[s], content_type="application/msgpack")
 
+    sending: dict[str, int] = {}       # client -> chunk answers it has not yet taken
+
     async def get_chunk(request: web.Request):
         try:
             s = _int(request.match_info["height"], 1, INT_MAX)
             i = _int(request.match_info["index"], 0, snapproof.MAX_CHUNKS - 1)
         except ValueError as e:
             return _error(400, f"height and index: {e}")
+        who = request.remote or ""
+        mine = sending.get(who, 0)
+        if sum(sending.values()) >= CHUNKS_SENDING or (
+                who not in daemon.cfg.api_exempt and mine >= CHUNKS_SENDING_PER_CLIENT):
+            answer = _error(429, f"this node is already sending {sum(sending.values())} "
+                                 f"snapshot chunks ({mine} to {who}); at most "
+                                 f"{CHUNKS_SENDING}, {CHUNKS_SENDING_PER_CLIENT} per client")
+            answer.headers["Retry-After"] = "1"
+            return answer
         data = node.store.get_chunk(s, i)
         if data is None:
             return _error(404, f"no chunk {i} of a snapshot at height {s}")
-        return web.Response(body=data, content_type="application/octet-stream")
+        sending[who] = mine + 1
+        try:
+            resp = web.StreamResponse(headers={"Content-Type": "application/octet-stream"})
+            resp.content_length = len(data)
+            await resp.prepare(request)
+            try:
+                await asyncio.wait_for(resp.write(data), CHUNK_SEND_S)
+            except TimeoutError:
+                if request.transport is not None:
+                    request.transport.abort()       # frees what it had not taken
+                return resp
+            await resp.write_eof()
+            return resp
+        finally:
+            sending[who] -= 1
+            if not sending[who]:
+                del sending[who]
 
     def _listing(table: str, what: str, filters: dict):
         """GET /v1/{table}?field=value&after=ID&limit=N: matching records in id order,
@@ -560,7 +623,12 @@ def build_app(daemon) -> web.Application:
         who = request.query.get("lender")
         if who is not None and not keys.is_address(who):
             return _error(400, "lender: an address is 'ln' and 40 lowercase hex digits")
-        height, book, _ = books.get(node.ledger, who)
+        try:
+            height, book, _ = books.get(node.ledger, who)
+        except portfolio.Busy as e:
+            answer = _error(503, str(e))
+            answer.headers["Retry-After"] = "1"
+            return answer
         return web.json_response({"height": height, "lender": who, **book})
 
     # total_money walks every account (O(state), from disk on a stored state): done
@@ -1115,7 +1183,11 @@ OPENAPI = {
                 height={"type": "integer"}, lender={**ADDRESS, **NULLABLE},
                 loans={"type": "integer"}, outstanding={"type": "integer"},
                 buckets={"type": "object"},
-                par30_bps={"type": "integer", **NULLABLE}))})},
+                par30_bps={"type": "integer", **NULLABLE})),
+             "400": BAD,
+             "503": _err("more lenders' books asked for in this height than a node "
+                         "computes in one (each is a walk over every loan): ask again "
+                         "after the next block")})},
         "/v1/events": {"get": _op(
             "events", "WebSocket (send the upgrade headers): committed blocks and loan "
             "events (instalment_due, late, defaulted, ...), one JSON object each.",

@@ -285,7 +285,12 @@ def init_home(home: Path, cfg: NodeConfig, kp: keys.Keypair | None = None,
 
 def check_keep_blocks(keep_blocks: int, genesis: Genesis) -> int | None:
     """A node's keep_blocks (0: archive) checked against its chain: K, or None for an
-    archive node; HomeError (saying why, with the rule's code) if it is not safe."""
+    archive node; HomeError (saying why, with the rule's code) if it is not safe, or
+    over what load_config reads back (MAX_KEEP_BLOCKS: init must not write a home that
+    cannot start)."""
+    if type(keep_blocks) is int and keep_blocks > MAX_KEEP_BLOCKS:
+        raise HomeError(f"keep_blocks must be an integer from 0 (an archive node) to "
+                        f"{MAX_KEEP_BLOCKS}, not {keep_blocks} [keep-blocks-invalid]")
     try:
         return pruning.check_keep_blocks(keep_blocks, genesis.config())
     except pruning.KeepBlocksError as e:

@@ -20,16 +20,18 @@ class RateLimiter:
         self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # tokens, when
         self.refused = 0
 
-    def wait(self, client: str) -> int:
-        """Take one token for `client`: 0 if it may go on, else the whole seconds to wait."""
+    def wait(self, client: str, cost: int = 1) -> int:
+        """Take `cost` tokens for `client` (at most `burst`, or it could never go on): 0 if
+        it may go on, else the whole seconds to wait."""
+        cost = min(cost, self.burst)
         now = self.clock()
         tokens, then = self.buckets.pop(client, (float(self.burst), now))
         tokens = min(float(self.burst), tokens + (now - then) * self.rate)
         if len(self.buckets) >= self.max_clients:
             self.buckets.popitem(last=False)
-        if tokens >= 1:
-            self.buckets[client] = (tokens - 1, now)
+        if tokens >= cost:
+            self.buckets[client] = (tokens - cost, now)
             return 0
         self.buckets[client] = (tokens, now)
         self.refused += 1
-        return max(1, math.ceil((1 - tokens) / self.rate))
+        return max(1, math.ceil((cost - tokens) / self.rate))

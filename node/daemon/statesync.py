@@ -40,6 +40,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ STRIKES = 3                        # failed requests before a peer is avoided
 REQUEST_TIMEOUT = aiohttp.ClientTimeout(total=60, sock_connect=5, sock_read=20)
 PROGRESS_S = 2.0                   # a progress line at most this often
 BUSY_TRIES, BUSY_WAIT_S = 5, 5     # a peer's 429s waited out: how often, how long each
+RETRY_AFTER = re.compile(r"[0-9]{1,9}")    # a 429's Retry-After, whole seconds
 
 
 class PeerFailed(Exception):
@@ -212,8 +214,11 @@ class StateSync:
             try:
                 async with self.http.get(f"http://{peer.addr}{path}") as resp:
                     if resp.status == 429:
+                        # ASCII digits, few of them: str.isdigit() also takes '²' and
+                        # 5,000 nines, on which int() raises
                         wait = resp.headers.get("Retry-After", "1")
-                        wait = min(int(wait), BUSY_WAIT_S) if wait.isdigit() else 1
+                        wait = (min(int(wait), BUSY_WAIT_S) if RETRY_AFTER.fullmatch(wait)
+                                else min(1, BUSY_WAIT_S))
                     elif resp.status != 200:
                         body = (await resp.content.read(512)).decode("utf-8", "replace")
                         raise PeerFailed(f"GET {path}: HTTP {resp.status} {body}")
@@ -262,7 +267,7 @@ class StateSync:
         except PeerFailed as e:
             self.strike(peer, str(e))
             return
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:   # (json nests by recursion)
             self.avoid(peer, f"its snapshot listing is not JSON: {e}")
             return
         listed = body.get("snapshots") if type(body) is dict else None
