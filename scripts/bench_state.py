@@ -5,8 +5,10 @@ A lone validator's real `Node` over a real `SQLiteStore` executes and stores blo
 plain transfers, each to a fresh address (so every transaction adds an account row),
 built directly (signed transactions in blocks, executed and flushed as the daemon does;
 no consensus rounds: they cost the same whatever the state holds). At each checkpoint it
-prints the process's resident memory (VmRSS, /proc/self/status) and then times a
-restart: a second `Node(...)` over the store, until it is ready, in this process.
+prints the resident memory (VmRSS, /proc/self/status) of the process that built the
+last stretch (it opened the store, as a restarted node does, and committed up to the
+checkpoint), then times a restart: `Node(...)` over the store, until it is ready, and its
+RSS. Each in a fresh process, so one measurement's garbage is not the next one's RSS.
 
     python scripts/bench_state.py [--accounts 100000,1000000] [--block 2000]
                                   [--memory] [--cache-rows N] [--json]
@@ -22,6 +24,7 @@ import argparse
 import hashlib
 import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -63,6 +66,68 @@ def fresh_address(i: int) -> str:
     return "ln" + hashlib.sha256(b"bench-state:%d" % i).hexdigest()[:40]
 
 
+def build_to(path: str, mark: int, block: int, cache_rows: int, memory: bool) -> dict:
+    """In this process: open the store (a restart), commit blocks of `block` transfers to
+    fresh addresses until `mark` accounts were created, and report the RSS there."""
+    senders, kp, genesis = chain()
+    store = SQLiteStore(path, state_cache_rows=cache_rows)
+    node = Node(genesis, kp, WithoutState(store) if memory else store, T0 * 1000)
+    made, h = sum(node.ledger.account(s.address)[1] for s in senders), node.height
+    nonces = [node.ledger.account(s.address)[1] for s in senders]
+    t = time.perf_counter()
+    while made < mark:
+        raws = []
+        for _ in range(min(block, mark - made)):
+            i = made % SENDERS
+            body = txm.build(senders[i], CHAIN, "transfer", nonces[i],
+                             to=fresh_address(made), amount=1)
+            raws.append(txm.sign(body, [senders[i]]).raw)
+            nonces[i] += 1
+            made += 1
+        h += 1
+        header = {"height": h, "time": T0 + h, "prev": node.block_hash(h - 1).hex()}
+        node.execute(h, {"header": header, "txs": raws}, [])
+        node._results.pop(h)                      # (no Committed effect to carry it)
+        node.flush()
+    out = {"accounts_created": made, "accounts": len(node.ledger.state.accounts),
+           "height": h, "rss_mib": round(rss_mib(), 1),
+           "build_s": round(time.perf_counter() - t, 1),
+           "root": node.ledger.state_root().hex()}
+    store.close()
+    return out
+
+
+def restart(path: str, cache_rows: int, memory: bool) -> dict:
+    """In this process: open the store as a node starting does, timed."""
+    _, kp, genesis = chain()
+    store = SQLiteStore(path, state_cache_rows=cache_rows)
+    t = time.perf_counter()
+    node = Node(genesis, kp, WithoutState(store) if memory else store, T0 * 1000)
+    took = time.perf_counter() - t
+    out = {"restart_s": round(took, 3), "rss_after_restart_mib": round(rss_mib(), 1),
+           "recovery": node.recovery, "root": node.ledger.state_root().hex(),
+           "db_mib": round(store.stats()["bytes"] / 2**20, 1)}
+    store.close()
+    return out
+
+
+def chain() -> tuple[list[Keypair], Keypair, Genesis]:
+    senders = [Keypair(hashlib.sha256(b"bench-state-sender:%d" % i).digest())
+               for i in range(SENDERS)]
+    kp = Keypair.from_name("bench-state-validator")
+    genesis = Genesis(CHAIN, T0, {s.address: 10**15 for s in senders}, (kp.pubkey,),
+                      dict(H.DAEMON_PARAMS, snapshot_every=0))
+    return senders, kp, genesis
+
+
+def child(*args: str) -> dict:
+    """Run this script in a fresh process (so one measurement's garbage is not the next
+    one's RSS) and take the JSON it prints."""
+    out = subprocess.run([sys.executable, __file__, *args], check=True,
+                         capture_output=True, text=True)
+    return json.loads(out.stdout)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--accounts", default="100000,1000000",
@@ -71,64 +136,34 @@ def main() -> None:
     ap.add_argument("--memory", action="store_true", help="state in memory (before)")
     ap.add_argument("--cache-rows", type=int, default=100_000)
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--build-to", type=int, help=argparse.SUPPRESS)   # (the children)
+    ap.add_argument("--restart", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--path", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.build_to is not None or args.restart:
+        print(json.dumps(build_to(args.path, args.build_to, args.block, args.cache_rows,
+                                  args.memory) if args.build_to is not None
+                         else restart(args.path, args.cache_rows, args.memory)))
+        return
     marks = sorted(int(x) for x in args.accounts.split(","))
-    senders = [Keypair(hashlib.sha256(b"bench-state-sender:%d" % i).digest())
-               for i in range(SENDERS)]
-    kp = Keypair.from_name("bench-state-validator")
-    genesis = Genesis(CHAIN, T0, {s.address: 10**15 for s in senders}, (kp.pubkey,),
-                      dict(H.DAEMON_PARAMS, snapshot_every=0))
     work = Path(tempfile.mkdtemp(prefix="bench-state-"))
-    path = str(work / "node.db")
-
-    def open_store():
-        store = SQLiteStore(path, state_cache_rows=args.cache_rows)
-        return store, (WithoutState(store) if args.memory else store)
-
-    store, view = open_store()
-    node = Node(genesis, kp, view, T0 * 1000)
-    nonces = [0] * SENDERS
-    made, h, out = 0, 0, []
-    t_build = time.perf_counter()
-    for mark in marks:
-        while made < mark:
-            raws = []
-            for _ in range(min(args.block, mark - made)):
-                i = made % SENDERS
-                body = txm.build(senders[i], CHAIN, "transfer", nonces[i],
-                                 to=fresh_address(made), amount=1)
-                raws.append(txm.sign(body, [senders[i]]).raw)
-                nonces[i] += 1
-                made += 1
-            h += 1
-            header = {"height": h, "time": T0 + h, "prev": node.block_hash(h - 1).hex()}
-            node.execute(h, {"header": header, "txs": raws}, [])
-            node._results.pop(h)                  # (no Committed effect to carry it)
-            node.flush()
-        rss = rss_mib()
-        accounts = len(node.ledger.state.accounts)
-        root = node.ledger.state_root()
-        build_s = time.perf_counter() - t_build
-        store.close()
-        node = None
-        store, view = open_store()
-        t = time.perf_counter()
-        node = Node(genesis, kp, view, T0 * 1000)
-        restart_s = time.perf_counter() - t
-        assert node.ledger.state_root() == root and node.height == h
-        row = {"accounts_created": made, "accounts": accounts, "height": h,
-               "state": "memory" if args.memory else "disk", "rss_mib": round(rss, 1),
-               "restart_s": round(restart_s, 3), "rss_after_restart_mib": round(rss_mib(), 1),
-               "build_s": round(build_s, 1), "recovery": node.recovery,
-               "db_mib": round(store.stats()["bytes"] / 2**20, 1)}
-        out.append(row)
-        if not args.json:
-            print(f"{row['state']:6} {made:>9} accounts (height {h}): RSS {row['rss_mib']} MiB,"
-                  f" restart {row['restart_s']} s (RSS after {row['rss_after_restart_mib']}"
-                  f" MiB), store {row['db_mib']} MiB, built in {row['build_s']} s",
-                  flush=True)
-    store.close()
-    shutil.rmtree(work)
+    flags = ["--path", str(work / "node.db"), "--block", str(args.block),
+             "--cache-rows", str(args.cache_rows)] + (["--memory"] if args.memory else [])
+    out = []
+    try:
+        for mark in marks:
+            built = child("--build-to", str(mark), *flags)
+            again = child("--restart", *flags)
+            assert again.pop("root") == built.pop("root")
+            row = {**built, **again, "state": "memory" if args.memory else "disk"}
+            out.append(row)
+            if not args.json:
+                print(f"{row['state']:6} {row['accounts_created']:>9} accounts (height "
+                      f"{row['height']}): RSS {row['rss_mib']} MiB, restart "
+                      f"{row['restart_s']} s (RSS {row['rss_after_restart_mib']} MiB), "
+                      f"store {row['db_mib']} MiB, built in {row['build_s']} s", flush=True)
+    finally:
+        shutil.rmtree(work)
     if args.json:
         json.dump(out, sys.stdout, indent=2)
         print()
