@@ -110,11 +110,10 @@ class Node:
         if not (self._stores_state and self._open_stored_state()):
             start = self._restore_snapshot()
             self.started_from = "snapshot" if start else "genesis"
-            base = getattr(store, "base", 0)
-            if start < base:
-                raise StoreError(f"the store keeps blocks from height {base + 1} only "
+            if start < store.base:
+                raise StoreError(f"the store keeps blocks from height {store.base + 1} only "
                                  f"(pruned or state-synced) and has no usable snapshot at "
-                                 f"or after {base}: the state cannot be rebuilt; start "
+                                 f"or after {store.base}: the state cannot be rebuilt; start "
                                  f"this node again with --state-sync")
             self.mempool = Mempool(self.ledger)   # (empty: replay only evicts from it)
             for h in range(start + 1, store.height + 1):
@@ -349,7 +348,7 @@ class Node:
 
     def _recent_from_store(self, s: int) -> None:
         """What replay would have left in _recent: the last 4 windows' headers."""
-        first = max(1, s - 4 * self.config.window + 1, getattr(self.store, "base", 0) + 1)
+        first = max(1, s - 4 * self.config.window + 1, self.store.base + 1)
         for h in range(first, s + 1):
             block, _, root = self.store.get_block(h)
             self._recent[h] = (block["header"], M.block_hash(block["header"]), root)
@@ -359,7 +358,7 @@ class Node:
         against the root stored with its block, and rebuild the recent heights' headers
         from the store; return its height (0: none, replay from genesis). A damaged
         snapshot is not fatal: the one before it, or genesis, is used, and said so."""
-        heights: list[int] = getattr(self.store, "snapshot_heights", list)()
+        heights = self.store.snapshot_heights()
         for s in heights:
             if s > self.store.height:
                 self._note(f"snapshot at height {s} is above the stored chain "
