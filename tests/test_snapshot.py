@@ -504,6 +504,17 @@ _values = st.recursive(
     max_leaves=24)
 
 
+def _replace_at(obj, path, new) -> bool:
+    """Put `new` at `path` inside the decoded object; False if it is there already."""
+    parent = obj
+    for step in path[:-1]:
+        parent = parent[step]
+    if parent[path[-1]] == new:
+        return False
+    parent[path[-1]] = new
+    return True
+
+
 def _paths(obj, path=()):
     yield path
     if type(obj) is list:
@@ -532,14 +543,8 @@ def test_any_part_of_a_chunk_replaced_is_refused_with_a_snapshot_error(data):
     i = data.draw(st.integers(0, len(chunks) - 1))
     obj = codec.decode(chunks[i], max_size=1 << 24)
     paths = [p for p in _paths(obj) if p]
-    path = data.draw(st.sampled_from(paths))
-    new = data.draw(_values)
-    parent = obj
-    for step in path[:-1]:
-        parent = parent[step]
-    if parent[path[-1]] == new:
+    if not _replace_at(obj, data.draw(st.sampled_from(paths)), data.draw(_values)):
         return
-    parent[path[-1]] = new
     asm = snap.Assembly(m)
     try:
         asm.add(_rebuild(obj))
@@ -571,13 +576,8 @@ def test_any_part_of_a_manifest_replaced_is_refused_with_a_snapshot_error(data):
         snap.check_manifest(junk, led.state_root())
     obj = codec.decode(codec.encode(m), max_size=1 << 24)
     path = data.draw(st.sampled_from([p for p in _paths(obj) if p]))
-    new = data.draw(_values)
-    parent = obj
-    for step in path[:-1]:
-        parent = parent[step]
-    if parent[path[-1]] == new:
+    if not _replace_at(obj, path, data.draw(_values)):
         return
-    parent[path[-1]] = new
     with pytest.raises(snap.SnapshotError):
         snap.check_manifest(obj, led.state_root())
 
